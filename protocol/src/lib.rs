@@ -1,0 +1,37 @@
+//! lanseed's data and its rules, on disk and on the wire.
+//!
+//! This crate is the leaf of the workspace: types, formats, hashing and
+//! signatures, plus the store (a plain directory). It opens no socket and
+//! needs no async runtime, so the device updater, the node and the tests all
+//! share one definition of what a bundle, a release and a store are.
+//!
+//! - [`hash`]: BLAKE3 content addresses.
+//! - [`path`]: the normalized relative paths a bundle may contain.
+//! - [`manifest`]: every file of a web build, and the bundle id.
+//! - [`release`]: signed release statements and their verification.
+//! - [`keys`] and [`trust`]: publisher keys and the pinned trust list.
+//! - [`store`]: content-addressed blobs, manifests and the release index.
+//! - [`pack`]: a web build folder into a store, as a signed release.
+//! - [`canonical`]: the byte layout of everything that is hashed or signed
+//!   (see `protocol/FORMATS.md`).
+//! - [`limits`]: the size limits every decoder checks before allocating.
+
+pub mod canonical;
+pub mod crashpoint;
+pub mod hash;
+pub mod keys;
+pub mod limits;
+pub mod manifest;
+pub mod pack;
+pub mod path;
+pub mod release;
+pub mod store;
+pub mod trust;
+
+pub use hash::{BundleId, Hash, ReleaseId};
+pub use keys::{PublicKey, SecretKey};
+pub use manifest::{FileEntry, Manifest};
+pub use path::BundlePath;
+pub use release::{Release, SignedRelease, VerifiedRelease};
+pub use store::Store;
+pub use trust::TrustList;

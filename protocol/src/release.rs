@@ -1,0 +1,679 @@
+//! Releases: signed statements that a bundle is a version of an app on a
+//! channel.
+//!
+//! A [`Release`] is encoded in its own canonical layout and signed with
+//! Ed25519 over [`SIGNING_CONTEXT`] followed by those bytes, so a signature
+//! made for anything else can never pass for a release. A [`SignedRelease`]
+//! is what travels and what a store holds; a [`VerifiedRelease`] exists only
+//! after the signature checked out against a [`TrustList`] that covers the
+//! release's app and channel, and installing code takes nothing else.
+//!
+//! Release layout (all integers little-endian; see `protocol/FORMATS.md`):
+//!
+//! ```text
+//! magic               8 bytes  "LSRELEA1"
+//! app                 u16 length + UTF-8
+//! channel             u16 length + UTF-8
+//! version             u16 length + UTF-8 (semver)
+//! bundle id           32 bytes
+//! seq                 u64
+//! created             u64 (Unix seconds)
+//! min native version  tag u8, then u16 length + UTF-8 if tag = 1
+//! rollout             u16 basis points (0..=10000; 10000 = every device)
+//! expires             tag u8, then u64 Unix seconds if tag = 1
+//! notes               tag u8, then u32 length + UTF-8 if tag = 1
+//! ```
+//!
+//! Signed record: `"LSSIGRL1"`, u32 length + release bytes, 32-byte public
+//! key, 64-byte signature.
+
+use std::fmt;
+use std::ops::Deref;
+use std::str::FromStr;
+
+use crate::canonical::{DecodeError, Reader, Writer};
+use crate::hash::{BundleId, Hash, ReleaseId};
+use crate::keys::{PublicKey, SecretKey};
+use crate::limits::{
+    MAX_APP_LEN, MAX_CHANNEL_LEN, MAX_NOTES_LEN, MAX_RELEASE_BYTES, MAX_SIGNED_RELEASE_BYTES,
+    MAX_VERSION_LEN,
+};
+use crate::trust::{TrustError, TrustList};
+
+const MAGIC: &[u8; 8] = b"LSRELEA1";
+const SIGNED_MAGIC: &[u8; 8] = b"LSSIGRL1";
+
+/// Domain-separation prefix of every release signature.
+pub const SIGNING_CONTEXT: &[u8] = b"lanseed/release-signature/v1\0";
+
+/// The channel a release goes to when none is named.
+pub const DEFAULT_CHANNEL: &str = "production";
+
+/// A share of devices, in basis points (hundredths of a percent).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rollout(u16);
+
+impl Rollout {
+    /// Every device.
+    pub const FULL: Rollout = Rollout(10_000);
+
+    /// From basis points; `None` above 10,000.
+    pub fn from_basis_points(bp: u16) -> Option<Self> {
+        (bp <= 10_000).then_some(Rollout(bp))
+    }
+
+    /// Basis points, 0..=10,000.
+    pub fn basis_points(self) -> u16 {
+        self.0
+    }
+
+    /// As a percentage, 0.0..=100.0.
+    pub fn percent(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+
+    /// SPEC's rollout draw: the device is inside when
+    /// `BLAKE3(app ‖ 0 ‖ bundle_id ‖ 0 ‖ device_id)`, read as a big-endian
+    /// number, mod 10,000 is below the basis points. The bundle id is its
+    /// 64-digit hex text. Raising the share for one bundle only adds devices.
+    pub fn includes(self, app: &str, bundle: &BundleId, device_id: &str) -> bool {
+        let mut h = blake3::Hasher::new();
+        h.update(app.as_bytes());
+        h.update(&[0]);
+        h.update(bundle.to_string().as_bytes());
+        h.update(&[0]);
+        h.update(device_id.as_bytes());
+        let draw = h
+            .finalize()
+            .as_bytes()
+            .iter()
+            .fold(0u32, |acc, &b| (acc * 256 + u32::from(b)) % 10_000);
+        draw < u32::from(self.0)
+    }
+}
+
+impl FromStr for Rollout {
+    type Err = String;
+    /// Parses a percentage such as `25` or `12.5` (two decimals at most).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not a percentage from 0 to 100 with at most two decimals");
+        let (whole, frac) = s.trim().trim_end_matches('%').split_once('.').unwrap_or((s.trim().trim_end_matches('%'), ""));
+        if whole.is_empty() || frac.len() > 2 || !(whole.chars().chain(frac.chars())).all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let whole: u32 = whole.parse().map_err(|_| bad())?;
+        let frac: u32 = format!("{frac:0<2}").parse().map_err(|_| bad())?;
+        let bp = whole.checked_mul(100).and_then(|w| w.checked_add(frac)).ok_or_else(bad)?;
+        u16::try_from(bp).ok().and_then(Rollout::from_basis_points).ok_or_else(bad)
+    }
+}
+
+impl fmt::Display for Rollout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 % 100 == 0 {
+            write!(f, "{}%", self.0 / 100)
+        } else {
+            write!(f, "{}.{:02}%", self.0 / 100, self.0 % 100)
+        }
+    }
+}
+
+impl fmt::Debug for Rollout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A release statement, before or after signing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    /// App id (reverse DNS, the Capacitor `appId`).
+    pub app: String,
+    /// Channel name.
+    pub channel: String,
+    /// Version (semver), for people.
+    pub version: String,
+    /// The bundle this release points to.
+    pub bundle_id: BundleId,
+    /// Order of releases of one app and channel; only grows.
+    pub seq: u64,
+    /// Creation time, Unix seconds.
+    pub created: u64,
+    /// Lowest native app version that may install this bundle.
+    pub min_native_version: Option<String>,
+    /// Share of devices that install it.
+    pub rollout: Rollout,
+    /// Time after which devices no longer install it, Unix seconds.
+    pub expires: Option<u64>,
+    /// Release notes.
+    pub notes: Option<String>,
+}
+
+/// Why a release statement is invalid.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReleaseError {
+    /// The bytes do not decode.
+    #[error("release does not decode: {0}")]
+    Decode(#[from] DecodeError),
+    /// The app id is not reverse DNS.
+    #[error("`{0}` is not an app id: use reverse DNS like com.example.app (letters, digits, `-`, `_`, dots between)")]
+    BadApp(String),
+    /// The channel name is not allowed.
+    #[error("`{0}` is not a channel name: use 1 to {MAX_CHANNEL_LEN} letters, digits, `-`, `_` or `.`")]
+    BadChannel(String),
+    /// The version is not semver.
+    #[error("`{0}` is not a semantic version such as 1.2.3")]
+    BadVersion(String),
+    /// The minimum native version is not semver.
+    #[error("minimum native version `{0}` is not a semantic version such as 1.2.3")]
+    BadNativeVersion(String),
+    /// Rollout above 100 %.
+    #[error("rollout of {0} basis points is above 100%")]
+    BadRollout(u16),
+    /// Notes too long.
+    #[error("release notes are {0} bytes, more than the limit of {MAX_NOTES_LEN}")]
+    NotesTooLong(usize),
+    /// The embedded public key is not a valid key.
+    #[error("release carries an invalid public key")]
+    BadKey,
+}
+
+/// Why a signed release is not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    /// The signature does not match the statement and key.
+    #[error("the signature of release {app} {version} ({channel}) does not verify")]
+    BadSignature {
+        /// App id.
+        app: String,
+        /// Channel.
+        channel: String,
+        /// Version.
+        version: String,
+    },
+    /// The key is not trusted for this release.
+    #[error(transparent)]
+    Untrusted(#[from] TrustError),
+}
+
+fn check_app(app: &str) -> Result<(), ReleaseError> {
+    let ok = !app.is_empty()
+        && app.len() <= MAX_APP_LEN
+        && app.contains('.')
+        && app.split('.').all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    ok.then_some(()).ok_or_else(|| ReleaseError::BadApp(app.into()))
+}
+
+/// Checks a channel name: 1..=64 of `[A-Za-z0-9._-]`.
+pub fn check_channel(channel: &str) -> Result<(), ReleaseError> {
+    let ok = !channel.is_empty()
+        && channel.len() <= MAX_CHANNEL_LEN
+        && channel
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    ok.then_some(())
+        .ok_or_else(|| ReleaseError::BadChannel(channel.into()))
+}
+
+/// Checks an app id: reverse DNS, 1..=255 bytes.
+pub fn check_app_id(app: &str) -> Result<(), ReleaseError> {
+    check_app(app)
+}
+
+fn is_semver(v: &str) -> bool {
+    v.len() <= MAX_VERSION_LEN && semver::Version::parse(v).is_ok()
+}
+
+impl Release {
+    /// Checks every field.
+    pub fn check(&self) -> Result<(), ReleaseError> {
+        check_app(&self.app)?;
+        check_channel(&self.channel)?;
+        if !is_semver(&self.version) {
+            return Err(ReleaseError::BadVersion(self.version.clone()));
+        }
+        if let Some(v) = &self.min_native_version {
+            if !is_semver(v) {
+                return Err(ReleaseError::BadNativeVersion(v.clone()));
+            }
+        }
+        if self.rollout.0 > 10_000 {
+            return Err(ReleaseError::BadRollout(self.rollout.0));
+        }
+        if let Some(n) = &self.notes {
+            if n.len() > MAX_NOTES_LEN {
+                return Err(ReleaseError::NotesTooLong(n.len()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The canonical bytes, after checking every field.
+    pub fn canonical_bytes(&self) -> Result<Vec<u8>, ReleaseError> {
+        self.check()?;
+        let mut w = Writer::new();
+        w.raw(MAGIC);
+        w.str16(&self.app);
+        w.str16(&self.channel);
+        w.str16(&self.version);
+        w.raw(self.bundle_id.0.as_bytes());
+        w.u64(self.seq);
+        w.u64(self.created);
+        match &self.min_native_version {
+            None => w.u8(0),
+            Some(v) => {
+                w.u8(1);
+                w.str16(v);
+            }
+        }
+        w.u16(self.rollout.0);
+        match self.expires {
+            None => w.u8(0),
+            Some(t) => {
+                w.u8(1);
+                w.u64(t);
+            }
+        }
+        match &self.notes {
+            None => w.u8(0),
+            Some(n) => {
+                w.u8(1);
+                w.str32(n);
+            }
+        }
+        Ok(w.into_bytes())
+    }
+
+    /// Decodes and checks canonical bytes.
+    pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Self, ReleaseError> {
+        let mut r = Reader::new(bytes);
+        r.magic(MAGIC, "release")?;
+        let app = r.str16(MAX_APP_LEN, "app id")?.to_owned();
+        let channel = r.str16(MAX_CHANNEL_LEN, "channel")?.to_owned();
+        let version = r.str16(MAX_VERSION_LEN, "version")?.to_owned();
+        let bundle_id = BundleId(Hash::from_bytes(r.array("bundle id")?));
+        let seq = r.u64("seq")?;
+        let created = r.u64("created")?;
+        let min_native_version = if r.tag("min native version")? {
+            Some(r.str16(MAX_VERSION_LEN, "min native version")?.to_owned())
+        } else {
+            None
+        };
+        let bp = r.u16("rollout")?;
+        let rollout = Rollout::from_basis_points(bp).ok_or(ReleaseError::BadRollout(bp))?;
+        let expires = if r.tag("expires")? {
+            Some(r.u64("expires")?)
+        } else {
+            None
+        };
+        let notes = if r.tag("notes")? {
+            Some(r.str32(MAX_NOTES_LEN, "notes")?.to_owned())
+        } else {
+            None
+        };
+        r.finish("release")?;
+        let release = Release {
+            app,
+            channel,
+            version,
+            bundle_id,
+            seq,
+            created,
+            min_native_version,
+            rollout,
+            expires,
+            notes,
+        };
+        release.check()?;
+        Ok(release)
+    }
+
+    /// Signs the statement with `key`.
+    pub fn sign(self, key: &SecretKey) -> Result<SignedRelease, ReleaseError> {
+        let bytes = self.canonical_bytes()?;
+        let signature = key.sign(&signing_message(&bytes));
+        Ok(SignedRelease {
+            release: self,
+            bytes,
+            key: key.public(),
+            signature,
+        })
+    }
+}
+
+fn signing_message(canonical: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(SIGNING_CONTEXT.len() + canonical.len());
+    msg.extend_from_slice(SIGNING_CONTEXT);
+    msg.extend_from_slice(canonical);
+    msg
+}
+
+/// A release statement with its publisher key and signature, not yet
+/// checked against any trust list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedRelease {
+    release: Release,
+    bytes: Vec<u8>,
+    key: PublicKey,
+    signature: [u8; 64],
+}
+
+impl SignedRelease {
+    /// The statement.
+    pub fn release(&self) -> &Release {
+        &self.release
+    }
+
+    /// The release id: BLAKE3 of the statement's canonical bytes.
+    pub fn id(&self) -> ReleaseId {
+        ReleaseId(Hash::of(&self.bytes))
+    }
+
+    /// The key that signed it.
+    pub fn publisher(&self) -> PublicKey {
+        self.key
+    }
+
+    /// The signature bytes.
+    pub fn signature(&self) -> &[u8; 64] {
+        &self.signature
+    }
+
+    /// The signed record's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.raw(SIGNED_MAGIC);
+        w.bytes32(&self.bytes);
+        w.raw(&self.key.to_bytes());
+        w.raw(&self.signature);
+        w.into_bytes()
+    }
+
+    /// Decodes a signed record and checks the statement's fields. The
+    /// signature is not checked: call [`SignedRelease::verify`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ReleaseError> {
+        if bytes.len() > MAX_SIGNED_RELEASE_BYTES {
+            return Err(DecodeError::TooLarge {
+                what: "signed release",
+                len: bytes.len() as u64,
+                max: MAX_SIGNED_RELEASE_BYTES as u64,
+            }
+            .into());
+        }
+        let mut r = Reader::new(bytes);
+        r.magic(SIGNED_MAGIC, "signed release")?;
+        let statement = r.bytes32(MAX_RELEASE_BYTES, "release statement")?;
+        let key = PublicKey::from_bytes(&r.array("public key")?).map_err(|_| ReleaseError::BadKey)?;
+        let signature = r.array("signature")?;
+        r.finish("signed release")?;
+        Ok(SignedRelease {
+            release: Release::from_canonical_bytes(statement)?,
+            bytes: statement.to_vec(),
+            key,
+            signature,
+        })
+    }
+
+    /// Checks the signature alone, whoever the publisher is.
+    pub fn check_signature(&self) -> Result<(), VerifyError> {
+        if self.key.verify(&signing_message(&self.bytes), &self.signature) {
+            Ok(())
+        } else {
+            Err(VerifyError::BadSignature {
+                app: self.release.app.clone(),
+                channel: self.release.channel.clone(),
+                version: self.release.version.clone(),
+            })
+        }
+    }
+
+    /// Checks the signature and that `trust` lets its key publish this app
+    /// on this channel.
+    pub fn verify(&self, trust: &TrustList) -> Result<VerifiedRelease, VerifyError> {
+        self.check_signature()?;
+        trust.check(&self.key, &self.release.app, &self.release.channel)?;
+        Ok(VerifiedRelease(self.clone()))
+    }
+}
+
+/// A release whose signature verified against a trust list covering it.
+/// Only [`SignedRelease::verify`] makes one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedRelease(SignedRelease);
+
+impl VerifiedRelease {
+    /// The signed release underneath.
+    pub fn signed(&self) -> &SignedRelease {
+        &self.0
+    }
+}
+
+impl Deref for VerifiedRelease {
+    type Target = SignedRelease;
+    fn deref(&self) -> &SignedRelease {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The fixed example of `protocol/FORMATS.md`.
+    fn example() -> Release {
+        Release {
+            app: "com.example.kiosk".into(),
+            channel: "production".into(),
+            version: "1.2.3".into(),
+            bundle_id: BundleId(Hash::from_bytes([0xab; 32])),
+            seq: 1_790_000_000,
+            created: 1_790_000_000,
+            min_native_version: Some("2.0.0".into()),
+            rollout: Rollout::from_basis_points(2_500).unwrap(),
+            expires: None,
+            notes: Some("Faster start".into()),
+        }
+    }
+
+    fn key() -> SecretKey {
+        SecretKey::from_seed(&[42; 32])
+    }
+
+    #[test]
+    fn snapshot_of_canonical_bytes_id_and_signature() {
+        let signed = example().sign(&key()).unwrap();
+        assert_eq!(
+            hex::encode(&signed.bytes),
+            "4c5352454c4541311100636f6d2e6578616d706c652e6b696f736b0a0070726f64756374696f6e0500312e322e33abababababababababababababababababababababababababababababababab803bb16a00000000803bb16a00000000010500322e302e30c40900010c000000466173746572207374617274"
+        );
+        assert_eq!(
+            signed.id().to_string(),
+            "b2382f968da082a2710594fab6d31a587d4120341dd6d1d1d7df84f583630f78"
+        );
+        assert_eq!(
+            hex::encode(signed.signature()),
+            "51e23def316f6dcef1a74d1ad4db8280b3232742c7fbfe785227d1542f06df36d17bc6800552d5d40a7392088652f939078bf6e1c21d9171e65fb5b195422f08"
+        );
+    }
+
+    #[test]
+    fn verifies_only_with_trusted_key_in_scope() {
+        let signed = example().sign(&key()).unwrap();
+        let ok = signed.verify(&TrustList::single(key().public())).unwrap();
+        assert_eq!(ok.release(), &example());
+
+        let other = SecretKey::from_seed(&[9; 32]).public();
+        assert!(matches!(
+            signed.verify(&TrustList::single(other)),
+            Err(VerifyError::Untrusted(TrustError::UnknownKey(_)))
+        ));
+        let scoped = TrustList::parse(&format!("{} channels=dev", key().public())).unwrap();
+        assert!(matches!(
+            signed.verify(&scoped),
+            Err(VerifyError::Untrusted(TrustError::OutOfScope { .. }))
+        ));
+        let scoped = TrustList::parse(&format!("{} apps=com.example.other", key().public())).unwrap();
+        assert!(matches!(
+            signed.verify(&scoped),
+            Err(VerifyError::Untrusted(TrustError::OutOfScope { .. }))
+        ));
+    }
+
+    #[test]
+    fn any_tampered_byte_is_refused() {
+        let record = example().sign(&key()).unwrap().to_bytes();
+        let trust = TrustList::single(key().public());
+        for i in 0..record.len() {
+            for flip in [0x01u8, 0x80] {
+                let mut bad = record.clone();
+                bad[i] ^= flip;
+                let accepted = SignedRelease::from_bytes(&bad)
+                    .ok()
+                    .and_then(|s| s.verify(&trust).ok());
+                assert!(accepted.is_none(), "byte {i} flipped with {flip:#x} was accepted");
+            }
+        }
+    }
+
+    #[test]
+    fn every_field_is_covered_by_the_signature() {
+        let signed = example().sign(&key()).unwrap();
+        let trust = TrustList::single(key().public());
+        let edits: Vec<Box<dyn Fn(&mut Release)>> = vec![
+            Box::new(|r| r.app = "com.example.evil".into()),
+            Box::new(|r| r.channel = "beta".into()),
+            Box::new(|r| r.version = "9.9.9".into()),
+            Box::new(|r| r.bundle_id = BundleId(Hash::of(b"other"))),
+            Box::new(|r| r.seq += 1),
+            Box::new(|r| r.created += 1),
+            Box::new(|r| r.min_native_version = None),
+            Box::new(|r| r.rollout = Rollout::FULL),
+            Box::new(|r| r.expires = Some(1)),
+            Box::new(|r| r.notes = None),
+        ];
+        for (i, edit) in edits.iter().enumerate() {
+            let mut r = example();
+            edit(&mut r);
+            let forged = SignedRelease {
+                bytes: r.canonical_bytes().unwrap(),
+                release: r,
+                ..signed.clone()
+            };
+            let decoded = SignedRelease::from_bytes(&forged.to_bytes()).unwrap();
+            assert!(
+                matches!(decoded.verify(&trust), Err(VerifyError::BadSignature { .. })),
+                "edit {i} passed"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_signing_prefix_is_refused() {
+        let bytes = example().canonical_bytes().unwrap();
+        let mut msg = b"lanseed/release-signature/v2\0".to_vec();
+        msg.extend_from_slice(&bytes);
+        let forged = SignedRelease {
+            release: example(),
+            bytes: bytes.clone(),
+            key: key().public(),
+            signature: key().sign(&msg),
+        };
+        assert!(forged.check_signature().is_err());
+        let bare = SignedRelease {
+            signature: key().sign(&bytes),
+            ..forged
+        };
+        assert!(bare.check_signature().is_err());
+    }
+
+    #[test]
+    fn refuses_bad_fields() {
+        let cases: Vec<(Box<dyn Fn(&mut Release)>, fn(&ReleaseError) -> bool)> = vec![
+            (Box::new(|r| r.app = "kiosk".into()), |e| matches!(e, ReleaseError::BadApp(_))),
+            (Box::new(|r| r.app = "com..x".into()), |e| matches!(e, ReleaseError::BadApp(_))),
+            (Box::new(|r| r.channel = "".into()), |e| matches!(e, ReleaseError::BadChannel(_))),
+            (Box::new(|r| r.channel = "a/b".into()), |e| matches!(e, ReleaseError::BadChannel(_))),
+            (Box::new(|r| r.version = "1.2".into()), |e| matches!(e, ReleaseError::BadVersion(_))),
+            (Box::new(|r| r.min_native_version = Some("x".into())), |e| {
+                matches!(e, ReleaseError::BadNativeVersion(_))
+            }),
+            (Box::new(|r| r.notes = Some("n".repeat(MAX_NOTES_LEN + 1))), |e| {
+                matches!(e, ReleaseError::NotesTooLong(_))
+            }),
+        ];
+        for (i, (edit, want)) in cases.iter().enumerate() {
+            let mut r = example();
+            edit(&mut r);
+            let err = r.sign(&key()).unwrap_err();
+            assert!(want(&err), "case {i}: {err}");
+        }
+    }
+
+    #[test]
+    fn rollout_parsing_and_draw() {
+        assert_eq!("25".parse::<Rollout>().unwrap().basis_points(), 2_500);
+        assert_eq!("12.5".parse::<Rollout>().unwrap().basis_points(), 1_250);
+        assert_eq!("0.01%".parse::<Rollout>().unwrap().basis_points(), 1);
+        assert_eq!("100".parse::<Rollout>().unwrap(), Rollout::FULL);
+        for bad in ["101", "-1", "1.234", "", "x", "1e2"] {
+            assert!(bad.parse::<Rollout>().is_err(), "{bad}");
+        }
+        let bundle = BundleId(Hash::of(b"b"));
+        let devices: Vec<String> = (0..2_000).map(|i| format!("device-{i}")).collect();
+        let inside = |p: &str| {
+            let r: Rollout = p.parse().unwrap();
+            devices
+                .iter()
+                .filter(|d| r.includes("com.example.app", &bundle, d))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let (ten, thirty) = (inside("10"), inside("30"));
+        assert!(inside("0").is_empty());
+        assert_eq!(inside("100").len(), devices.len());
+        assert!((120..=280).contains(&ten.len()), "{}", ten.len());
+        assert!(ten.iter().all(|d| thirty.contains(d)), "raising P only adds devices");
+    }
+
+    fn arb_release() -> impl Strategy<Value = Release> {
+        (
+            ("[a-z]{1,8}\\.[a-z0-9_-]{1,12}", "[A-Za-z0-9._-]{1,16}"),
+            (0u64..100, 0u64..100, 0u64..100, any::<[u8; 32]>()),
+            (any::<u64>(), any::<u64>(), 0u16..=10_000),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of("\\PC{0,40}"),
+            proptest::option::of((0u64..9, 0u64..9)),
+        )
+            .prop_map(|((app, channel), (a, b, c, id), (seq, created, bp), expires, notes, native)| {
+                Release {
+                    app,
+                    channel,
+                    version: format!("{a}.{b}.{c}"),
+                    bundle_id: BundleId(Hash::from_bytes(id)),
+                    seq,
+                    created,
+                    min_native_version: native.map(|(x, y)| format!("{x}.{y}.0")),
+                    rollout: Rollout::from_basis_points(bp).unwrap(),
+                    expires,
+                    notes,
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(r in arb_release()) {
+            let signed = r.clone().sign(&key()).unwrap();
+            let back = SignedRelease::from_bytes(&signed.to_bytes()).unwrap();
+            prop_assert_eq!(back.release(), &r);
+            prop_assert_eq!(back.id(), signed.id());
+            prop_assert!(back.verify(&TrustList::single(key().public())).is_ok());
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Writing to a store: stage blobs and a manifest, then commit a release.
+//!
+//! A [`Batch`] owns a private directory under `tmp/`. Staging writes files
+//! there (from any number of threads); [`Batch::commit`] makes them durable
+//! and renames them into place in the order [`super::durable`] documents,
+//! then adds the release to the index. A batch dropped without commit
+//! removes its staging directory; one killed mid-way leaves it behind for
+//! `lanseed store gc`, and nothing in it is ever read.
+//!
+//! Locks: a batch holds `gc.lock` shared for its whole life, so garbage
+//! collection (which takes it exclusively) never deletes a blob that a
+//! running batch has published but not yet committed. Index changes take
+//! `index.lock` exclusively around their read-modify-write.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::crashpoint;
+use crate::hash::{BundleId, Hash};
+use crate::manifest::Manifest;
+use crate::release::VerifiedRelease;
+
+use super::{Store, StoreError, durable, index};
+
+/// What a commit did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// The release is new in this store.
+    Added,
+    /// The store already held this exact release.
+    AlreadyPresent,
+}
+
+/// Staged writes to a store, committed together.
+pub struct Batch<'s> {
+    store: &'s Store,
+    dir: PathBuf,
+    counter: AtomicU64,
+    staged: Mutex<Vec<Staged>>,
+    _gc_guard: File,
+}
+
+struct Staged {
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+/// A blob being written whose hash is known only at the end.
+pub struct BlobWriter {
+    file: File,
+    tmp: PathBuf,
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl BlobWriter {
+    /// Where the bytes are going.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+}
+
+impl Store {
+    /// Starts a batch of writes.
+    pub fn begin(&self) -> Result<Batch<'_>, StoreError> {
+        let guard = self.lock_file("gc.lock")?;
+        guard
+            .lock_shared()
+            .map_err(StoreError::io("cannot lock", &self.root.join("gc.lock")))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let dir = self
+            .root
+            .join("tmp")
+            .join(format!("batch-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(StoreError::io("cannot create", &dir))?;
+        Ok(Batch {
+            store: self,
+            dir,
+            counter: AtomicU64::new(0),
+            staged: Mutex::new(Vec::new()),
+            _gc_guard: guard,
+        })
+    }
+
+    /// Adds a release whose bundle is already complete in the store (for
+    /// example a new rollout statement for a bundle the store holds).
+    pub fn add_release(&self, release: &VerifiedRelease) -> Result<CommitOutcome, StoreError> {
+        let _guard = self.lock_file("gc.lock")?;
+        _guard
+            .lock_shared()
+            .map_err(StoreError::io("cannot lock", &self.root.join("gc.lock")))?;
+        self.commit_release(release)
+    }
+
+    fn commit_release(&self, release: &VerifiedRelease) -> Result<CommitOutcome, StoreError> {
+        self.check_complete(&release.release().bundle_id)?;
+        let lock = self.lock_file("index.lock")?;
+        lock.lock()
+            .map_err(StoreError::io("cannot lock", &self.root.join("index.lock")))?;
+        let mut all = index::read(&self.root)?;
+        let id = release.id();
+        if all.iter().any(|r| r.id() == id) {
+            return Ok(CommitOutcome::AlreadyPresent);
+        }
+        let new = release.release();
+        if all.iter().map(|r| r.release()).any(|r| {
+            r.app == new.app && r.channel == new.channel && r.seq == new.seq
+        }) {
+            return Err(StoreError::SeqConflict {
+                app: new.app.clone(),
+                channel: new.channel.clone(),
+                seq: new.seq,
+            });
+        }
+        all.push(release.signed().clone());
+        index::write(&self.root, &all)?;
+        Ok(CommitOutcome::Added)
+    }
+}
+
+impl Batch<'_> {
+    fn tmp_path(&self) -> PathBuf {
+        self.dir
+            .join(self.counter.fetch_add(1, Ordering::Relaxed).to_string())
+    }
+
+    /// Stages a blob whose bytes the caller has hashed. Does nothing when
+    /// the store already has it.
+    pub fn put_blob(&self, hash: &Hash, data: &[u8]) -> Result<(), StoreError> {
+        if self.store.has_blob(hash) {
+            return Ok(());
+        }
+        let tmp = self.tmp_path();
+        std::fs::write(&tmp, data).map_err(StoreError::io("cannot write", &tmp))?;
+        crashpoint::hit("stage: blob written");
+        self.push(tmp, self.store.blob_path(hash));
+        Ok(())
+    }
+
+    /// A writer for a blob whose hash is known only once all bytes are in;
+    /// finish it with [`Batch::finish_blob`].
+    pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
+        let tmp = self.tmp_path();
+        let file = File::create(&tmp).map_err(StoreError::io("cannot create", &tmp))?;
+        Ok(BlobWriter { file, tmp })
+    }
+
+    /// Stages what `writer` wrote as the blob `hash`; the caller computed
+    /// `hash` from exactly those bytes.
+    pub fn finish_blob(&self, writer: BlobWriter, hash: &Hash) -> Result<(), StoreError> {
+        let BlobWriter { file, tmp } = writer;
+        drop(file);
+        if self.store.has_blob(hash) {
+            std::fs::remove_file(&tmp).map_err(StoreError::io("cannot remove", &tmp))?;
+            return Ok(());
+        }
+        crashpoint::hit("stage: blob written");
+        self.push(tmp, self.store.blob_path(hash));
+        Ok(())
+    }
+
+    /// Stages a manifest; returns its bundle id.
+    pub fn put_manifest(&self, manifest: &Manifest) -> Result<BundleId, StoreError> {
+        let bytes = manifest.to_bytes();
+        let id = BundleId(Hash::of(&bytes));
+        let dest = self.store.manifest_path(&id);
+        if !dest.is_file() {
+            let tmp = self.tmp_path();
+            std::fs::write(&tmp, &bytes).map_err(StoreError::io("cannot write", &tmp))?;
+            crashpoint::hit("stage: manifest written");
+            self.push(tmp, dest);
+        }
+        Ok(id)
+    }
+
+    fn push(&self, tmp: PathBuf, dest: PathBuf) {
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Staged { tmp, dest });
+    }
+
+    /// Makes staged files durable, moves them into place, and adds
+    /// `release` to the index (see [`super::durable`] for the order).
+    /// Fails, committing nothing, when the release's bundle is not complete.
+    pub fn commit(self, release: &VerifiedRelease) -> Result<CommitOutcome, StoreError> {
+        self.publish()?;
+        let outcome = self.store.commit_release(release)?;
+        Ok(outcome)
+    }
+
+    /// Steps 2 to 4 of [`super::durable`]: sync, rename, sync.
+    pub fn publish(&self) -> Result<(), StoreError> {
+        let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|e| e.into_inner()));
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let root = self.store.root();
+        crashpoint::hit("sync: before data sync");
+        let tmps: Vec<&Path> = staged.iter().map(|s| s.tmp.as_path()).collect();
+        durable::sync_data(root, &tmps).map_err(StoreError::io("cannot sync", root))?;
+        crashpoint::hit("sync: data synced");
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for s in &staged {
+            let parent = s.dest.parent().expect("store paths have a parent");
+            if !dirs.iter().any(|d| d == parent) {
+                std::fs::create_dir_all(parent).map_err(StoreError::io("cannot create", parent))?;
+                dirs.push(parent.to_owned());
+            }
+            std::fs::rename(&s.tmp, &s.dest).map_err(StoreError::io("cannot move into place", &s.dest))?;
+            crashpoint::hit("publish: renamed into place");
+        }
+        let dir_refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+        durable::sync_names(root, &dir_refs).map_err(StoreError::io("cannot sync", root))?;
+        crashpoint::hit("publish: names synced");
+        Ok(())
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
