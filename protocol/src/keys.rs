@@ -29,13 +29,17 @@ pub struct SecretKey(SigningKey);
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// Not the text form of a public key.
-    #[error("`{0}` is not a lanseed public key: expected `{PUBLIC_PREFIX}` followed by 64 hex digits")]
+    #[error(
+        "`{0}` is not a lanseed public key: expected `{PUBLIC_PREFIX}` followed by 64 hex digits"
+    )]
     BadPublic(String),
     /// The 32 bytes are not a valid Ed25519 point.
     #[error("public key {0} is not a valid Ed25519 key")]
     InvalidPoint(String),
     /// The secret key file's content is not a secret key.
-    #[error("{0} is not a lanseed secret key file (expected one line `{SECRET_PREFIX}` + 64 hex digits)")]
+    #[error(
+        "{0} is not a lanseed secret key file (expected one line `{SECRET_PREFIX}` + 64 hex digits)"
+    )]
     BadSecret(PathBuf),
     /// The file already exists.
     #[error("{0} already exists; pass --force to overwrite it")]
@@ -158,7 +162,12 @@ impl SecretKey {
         }
         let secret = format!("{SECRET_PREFIX}{}\n", hex::encode(self.0.to_bytes()));
         write_file(path, secret.as_bytes(), 0o600, force)?;
-        write_file(&pub_path, format!("{}\n", self.public()).as_bytes(), 0o644, force)?;
+        write_file(
+            &pub_path,
+            format!("{}\n", self.public()).as_bytes(),
+            0o644,
+            force,
+        )?;
         Ok(pub_path)
     }
 }

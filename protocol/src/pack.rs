@@ -66,7 +66,9 @@ pub enum PackError {
     #[error("{0} is not a directory")]
     NotADirectory(PathBuf),
     /// No `index.html` at the root of the build.
-    #[error("{0} has no index.html at its root; point lanseed at the web build folder (Capacitor's webDir, e.g. ./dist)")]
+    #[error(
+        "{0} has no index.html at its root; point lanseed at the web build folder (Capacitor's webDir, e.g. ./dist)"
+    )]
     NoIndexHtml(PathBuf),
     /// A file or directory could not be read.
     #[error("cannot read {path}: {source}")]
@@ -88,7 +90,9 @@ pub enum PackError {
         source: PathError,
     },
     /// Something that is neither a file nor a directory.
-    #[error("{0} is not a regular file or directory (a symlink to a directory, socket or device); remove it from the build")]
+    #[error(
+        "{0} is not a regular file or directory (a symlink to a directory, socket or device); remove it from the build"
+    )]
     NotRegular(PathBuf),
     /// A file larger than a bundle may hold.
     #[error("{path} is {size} bytes, more than the limit of {MAX_FILE_SIZE} for one file")]

@@ -97,20 +97,33 @@ impl FromStr for Rollout {
     /// Parses a percentage such as `25` or `12.5` (two decimals at most).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || format!("`{s}` is not a percentage from 0 to 100 with at most two decimals");
-        let (whole, frac) = s.trim().trim_end_matches('%').split_once('.').unwrap_or((s.trim().trim_end_matches('%'), ""));
-        if whole.is_empty() || frac.len() > 2 || !(whole.chars().chain(frac.chars())).all(|c| c.is_ascii_digit()) {
+        let (whole, frac) = s
+            .trim()
+            .trim_end_matches('%')
+            .split_once('.')
+            .unwrap_or((s.trim().trim_end_matches('%'), ""));
+        if whole.is_empty()
+            || frac.len() > 2
+            || !(whole.chars().chain(frac.chars())).all(|c| c.is_ascii_digit())
+        {
             return Err(bad());
         }
         let whole: u32 = whole.parse().map_err(|_| bad())?;
         let frac: u32 = format!("{frac:0<2}").parse().map_err(|_| bad())?;
-        let bp = whole.checked_mul(100).and_then(|w| w.checked_add(frac)).ok_or_else(bad)?;
-        u16::try_from(bp).ok().and_then(Rollout::from_basis_points).ok_or_else(bad)
+        let bp = whole
+            .checked_mul(100)
+            .and_then(|w| w.checked_add(frac))
+            .ok_or_else(bad)?;
+        u16::try_from(bp)
+            .ok()
+            .and_then(Rollout::from_basis_points)
+            .ok_or_else(bad)
     }
 }
 
 impl fmt::Display for Rollout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 100 == 0 {
+        if self.0.is_multiple_of(100) {
             write!(f, "{}%", self.0 / 100)
         } else {
             write!(f, "{}.{:02}%", self.0 / 100, self.0 % 100)
@@ -156,10 +169,14 @@ pub enum ReleaseError {
     #[error("release does not decode: {0}")]
     Decode(#[from] DecodeError),
     /// The app id is not reverse DNS.
-    #[error("`{0}` is not an app id: use reverse DNS like com.example.app (letters, digits, `-`, `_`, dots between)")]
+    #[error(
+        "`{0}` is not an app id: use reverse DNS like com.example.app (letters, digits, `-`, `_`, dots between)"
+    )]
     BadApp(String),
     /// The channel name is not allowed.
-    #[error("`{0}` is not a channel name: use 1 to {MAX_CHANNEL_LEN} letters, digits, `-`, `_` or `.`")]
+    #[error(
+        "`{0}` is not a channel name: use 1 to {MAX_CHANNEL_LEN} letters, digits, `-`, `_` or `.`"
+    )]
     BadChannel(String),
     /// The version is not semver.
     #[error("`{0}` is not a semantic version such as 1.2.3")]
@@ -206,7 +223,8 @@ fn check_app(app: &str) -> Result<(), ReleaseError> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         });
-    ok.then_some(()).ok_or_else(|| ReleaseError::BadApp(app.into()))
+    ok.then_some(())
+        .ok_or_else(|| ReleaseError::BadApp(app.into()))
 }
 
 /// Checks a channel name: 1..=64 of `[A-Za-z0-9._-]`.
@@ -237,18 +255,18 @@ impl Release {
         if !is_semver(&self.version) {
             return Err(ReleaseError::BadVersion(self.version.clone()));
         }
-        if let Some(v) = &self.min_native_version {
-            if !is_semver(v) {
-                return Err(ReleaseError::BadNativeVersion(v.clone()));
-            }
+        if let Some(v) = &self.min_native_version
+            && !is_semver(v)
+        {
+            return Err(ReleaseError::BadNativeVersion(v.clone()));
         }
         if self.rollout.0 > 10_000 {
             return Err(ReleaseError::BadRollout(self.rollout.0));
         }
-        if let Some(n) = &self.notes {
-            if n.len() > MAX_NOTES_LEN {
-                return Err(ReleaseError::NotesTooLong(n.len()));
-            }
+        if let Some(n) = &self.notes
+            && n.len() > MAX_NOTES_LEN
+        {
+            return Err(ReleaseError::NotesTooLong(n.len()));
         }
         Ok(())
     }
@@ -408,7 +426,8 @@ impl SignedRelease {
         let mut r = Reader::new(bytes);
         r.magic(SIGNED_MAGIC, "signed release")?;
         let statement = r.bytes32(MAX_RELEASE_BYTES, "release statement")?;
-        let key = PublicKey::from_bytes(&r.array("public key")?).map_err(|_| ReleaseError::BadKey)?;
+        let key =
+            PublicKey::from_bytes(&r.array("public key")?).map_err(|_| ReleaseError::BadKey)?;
         let signature = r.array("signature")?;
         r.finish("signed release")?;
         Ok(SignedRelease {
@@ -421,7 +440,10 @@ impl SignedRelease {
 
     /// Checks the signature alone, whoever the publisher is.
     pub fn check_signature(&self) -> Result<(), VerifyError> {
-        if self.key.verify(&signing_message(&self.bytes), &self.signature) {
+        if self
+            .key
+            .verify(&signing_message(&self.bytes), &self.signature)
+        {
             Ok(())
         } else {
             Err(VerifyError::BadSignature {
@@ -464,6 +486,9 @@ impl Deref for VerifiedRelease {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    type Edit = fn(&mut Release);
+    type Expect = fn(&ReleaseError) -> bool;
 
     /// The fixed example of `protocol/FORMATS.md`.
     fn example() -> Release {
@@ -518,7 +543,8 @@ mod tests {
             signed.verify(&scoped),
             Err(VerifyError::Untrusted(TrustError::OutOfScope { .. }))
         ));
-        let scoped = TrustList::parse(&format!("{} apps=com.example.other", key().public())).unwrap();
+        let scoped =
+            TrustList::parse(&format!("{} apps=com.example.other", key().public())).unwrap();
         assert!(matches!(
             signed.verify(&scoped),
             Err(VerifyError::Untrusted(TrustError::OutOfScope { .. }))
@@ -536,7 +562,10 @@ mod tests {
                 let accepted = SignedRelease::from_bytes(&bad)
                     .ok()
                     .and_then(|s| s.verify(&trust).ok());
-                assert!(accepted.is_none(), "byte {i} flipped with {flip:#x} was accepted");
+                assert!(
+                    accepted.is_none(),
+                    "byte {i} flipped with {flip:#x} was accepted"
+                );
             }
         }
     }
@@ -545,17 +574,17 @@ mod tests {
     fn every_field_is_covered_by_the_signature() {
         let signed = example().sign(&key()).unwrap();
         let trust = TrustList::single(key().public());
-        let edits: Vec<Box<dyn Fn(&mut Release)>> = vec![
-            Box::new(|r| r.app = "com.example.evil".into()),
-            Box::new(|r| r.channel = "beta".into()),
-            Box::new(|r| r.version = "9.9.9".into()),
-            Box::new(|r| r.bundle_id = BundleId(Hash::of(b"other"))),
-            Box::new(|r| r.seq += 1),
-            Box::new(|r| r.created += 1),
-            Box::new(|r| r.min_native_version = None),
-            Box::new(|r| r.rollout = Rollout::FULL),
-            Box::new(|r| r.expires = Some(1)),
-            Box::new(|r| r.notes = None),
+        let edits: Vec<Edit> = vec![
+            |r| r.app = "com.example.evil".into(),
+            |r| r.channel = "beta".into(),
+            |r| r.version = "9.9.9".into(),
+            |r| r.bundle_id = BundleId(Hash::of(b"other")),
+            |r| r.seq += 1,
+            |r| r.created += 1,
+            |r| r.min_native_version = None,
+            |r| r.rollout = Rollout::FULL,
+            |r| r.expires = Some(1),
+            |r| r.notes = None,
         ];
         for (i, edit) in edits.iter().enumerate() {
             let mut r = example();
@@ -567,7 +596,10 @@ mod tests {
             };
             let decoded = SignedRelease::from_bytes(&forged.to_bytes()).unwrap();
             assert!(
-                matches!(decoded.verify(&trust), Err(VerifyError::BadSignature { .. })),
+                matches!(
+                    decoded.verify(&trust),
+                    Err(VerifyError::BadSignature { .. })
+                ),
                 "edit {i} passed"
             );
         }
@@ -594,18 +626,35 @@ mod tests {
 
     #[test]
     fn refuses_bad_fields() {
-        let cases: Vec<(Box<dyn Fn(&mut Release)>, fn(&ReleaseError) -> bool)> = vec![
-            (Box::new(|r| r.app = "kiosk".into()), |e| matches!(e, ReleaseError::BadApp(_))),
-            (Box::new(|r| r.app = "com..x".into()), |e| matches!(e, ReleaseError::BadApp(_))),
-            (Box::new(|r| r.channel = "".into()), |e| matches!(e, ReleaseError::BadChannel(_))),
-            (Box::new(|r| r.channel = "a/b".into()), |e| matches!(e, ReleaseError::BadChannel(_))),
-            (Box::new(|r| r.version = "1.2".into()), |e| matches!(e, ReleaseError::BadVersion(_))),
-            (Box::new(|r| r.min_native_version = Some("x".into())), |e| {
-                matches!(e, ReleaseError::BadNativeVersion(_))
-            }),
-            (Box::new(|r| r.notes = Some("n".repeat(MAX_NOTES_LEN + 1))), |e| {
-                matches!(e, ReleaseError::NotesTooLong(_))
-            }),
+        let cases: Vec<(Edit, Expect)> = vec![
+            (
+                |r| r.app = "kiosk".into(),
+                |e| matches!(e, ReleaseError::BadApp(_)),
+            ),
+            (
+                |r| r.app = "com..x".into(),
+                |e| matches!(e, ReleaseError::BadApp(_)),
+            ),
+            (
+                |r| r.channel = "".into(),
+                |e| matches!(e, ReleaseError::BadChannel(_)),
+            ),
+            (
+                |r| r.channel = "a/b".into(),
+                |e| matches!(e, ReleaseError::BadChannel(_)),
+            ),
+            (
+                |r| r.version = "1.2".into(),
+                |e| matches!(e, ReleaseError::BadVersion(_)),
+            ),
+            (
+                |r| r.min_native_version = Some("x".into()),
+                |e| matches!(e, ReleaseError::BadNativeVersion(_)),
+            ),
+            (
+                |r| r.notes = Some("n".repeat(MAX_NOTES_LEN + 1)),
+                |e| matches!(e, ReleaseError::NotesTooLong(_)),
+            ),
         ];
         for (i, (edit, want)) in cases.iter().enumerate() {
             let mut r = example();
@@ -638,7 +687,10 @@ mod tests {
         assert!(inside("0").is_empty());
         assert_eq!(inside("100").len(), devices.len());
         assert!((120..=280).contains(&ten.len()), "{}", ten.len());
-        assert!(ten.iter().all(|d| thirty.contains(d)), "raising P only adds devices");
+        assert!(
+            ten.iter().all(|d| thirty.contains(d)),
+            "raising P only adds devices"
+        );
     }
 
     fn arb_release() -> impl Strategy<Value = Release> {
@@ -650,20 +702,22 @@ mod tests {
             proptest::option::of("\\PC{0,40}"),
             proptest::option::of((0u64..9, 0u64..9)),
         )
-            .prop_map(|((app, channel), (a, b, c, id), (seq, created, bp), expires, notes, native)| {
-                Release {
-                    app,
-                    channel,
-                    version: format!("{a}.{b}.{c}"),
-                    bundle_id: BundleId(Hash::from_bytes(id)),
-                    seq,
-                    created,
-                    min_native_version: native.map(|(x, y)| format!("{x}.{y}.0")),
-                    rollout: Rollout::from_basis_points(bp).unwrap(),
-                    expires,
-                    notes,
-                }
-            })
+            .prop_map(
+                |((app, channel), (a, b, c, id), (seq, created, bp), expires, notes, native)| {
+                    Release {
+                        app,
+                        channel,
+                        version: format!("{a}.{b}.{c}"),
+                        bundle_id: BundleId(Hash::from_bytes(id)),
+                        seq,
+                        created,
+                        min_native_version: native.map(|(x, y)| format!("{x}.{y}.0")),
+                        rollout: Rollout::from_basis_points(bp).unwrap(),
+                        expires,
+                        notes,
+                    }
+                },
+            )
     }
 
     proptest! {

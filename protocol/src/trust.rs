@@ -179,7 +179,11 @@ fn parse_line(line: &str) -> Result<TrustEntry, String> {
         match name {
             "apps" => entry.apps.extend(values),
             "channels" => entry.channels.extend(values),
-            _ => return Err(format!("unknown scope `{name}`: expected apps= or channels=")),
+            _ => {
+                return Err(format!(
+                    "unknown scope `{name}`: expected apps= or channels="
+                ));
+            }
         }
     }
     Ok(entry)

@@ -1,1 +1,169 @@
-//! x
+//! Shared helpers of lanseed's integration tests and benchmarks: finding
+//! the `lanseed` binary, running it, and generating web builds.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `lanseed` binary built next to the running test or benchmark
+/// (`$LANSEED_BIN` overrides).
+pub fn lanseed_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("LANSEED_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/test-123 or target/<profile>/lanseed-bench
+    let mut dir = exe.parent().expect("exe dir").to_owned();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join(format!("lanseed{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first with `cargo build -p lanseed` in the same profile",
+        bin.display()
+    );
+    bin
+}
+
+/// A `lanseed` command with a quiet log.
+pub fn lanseed() -> Command {
+    let mut cmd = Command::new(lanseed_bin());
+    cmd.env("RUST_LOG", "warn").env_remove("LANSEED_STORE");
+    cmd
+}
+
+/// Runs `lanseed ARGS` and returns its output, panicking with its stderr
+/// when it fails.
+pub fn run_ok(args: &[&str]) -> Output {
+    let out = lanseed().args(args).output().expect("spawn lanseed");
+    assert!(
+        out.status.success(),
+        "lanseed {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `lanseed ARGS` expecting failure; returns its stderr.
+pub fn run_err(args: &[&str]) -> String {
+    let out = lanseed().args(args).output().expect("spawn lanseed");
+    assert!(
+        !out.status.success(),
+        "lanseed {} should have failed but printed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Parses stdout as JSON.
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Makes a publisher key pair in `dir`; returns the secret key path.
+pub fn keygen(dir: &Path) -> PathBuf {
+    let key = dir.join("publisher.key");
+    run_ok(&["keygen", "--out", key.to_str().unwrap()]);
+    key
+}
+
+/// A small deterministic pseudo-random generator (SplitMix64), so generated
+/// builds are the same on every run.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// Generates a web build under `dir`: `index.html` plus `files - 1` files
+/// in nested folders, about `total_bytes` in all, sizes spread like a real
+/// build (many small files, a few large ones), half text-like and half
+/// incompressible. The same arguments give the same bytes.
+pub fn generate_build(dir: &Path, files: usize, total_bytes: u64, seed: u64) {
+    let mut rng = Rng::new(seed);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("index.html"),
+        format!("<!doctype html><title>build {seed}</title><script src=\"app.js\"></script>"),
+    )
+    .unwrap();
+    // Sizes follow a rough power law; scale them to the total.
+    let raw: Vec<f64> = (1..files)
+        .map(|_| {
+            let u = (rng.below(1_000_000) as f64 + 1.0) / 1_000_001.0;
+            u.powf(-1.2).min(2_000.0)
+        })
+        .collect();
+    let sum: f64 = raw.iter().sum();
+    for (i, w) in raw.iter().enumerate() {
+        let size = ((w / sum) * total_bytes as f64) as usize;
+        let folder = format!("assets/{}/{}", i % 17, i % 5);
+        std::fs::create_dir_all(dir.join(&folder)).unwrap();
+        let path = dir.join(format!(
+            "{folder}/file-{i}.{}",
+            ["js", "css", "png", "json"][i % 4]
+        ));
+        std::fs::write(path, content(&mut rng, size, i % 2 == 0)).unwrap();
+    }
+}
+
+fn content(rng: &mut Rng, size: usize, text: bool) -> Vec<u8> {
+    const WORDS: [&str; 8] = [
+        "function ",
+        "return ",
+        "const ",
+        "let x = ",
+        "{ ",
+        "}; ",
+        "\n",
+        "value",
+    ];
+    let mut out = Vec::with_capacity(size + 16);
+    while out.len() < size {
+        if text {
+            out.extend_from_slice(WORDS[rng.below(8) as usize].as_bytes());
+        } else {
+            out.extend_from_slice(&rng.next_u64().to_le_bytes());
+        }
+    }
+    out.truncate(size);
+    out
+}
+
+/// Copies a directory tree (files and folders only).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}

@@ -116,9 +116,11 @@ impl Store {
             return Ok(CommitOutcome::AlreadyPresent);
         }
         let new = release.release();
-        if all.iter().map(|r| r.release()).any(|r| {
-            r.app == new.app && r.channel == new.channel && r.seq == new.seq
-        }) {
+        if all
+            .iter()
+            .map(|r| r.release())
+            .any(|r| r.app == new.app && r.channel == new.channel && r.seq == new.seq)
+        {
             return Err(StoreError::SeqConflict {
                 app: new.app.clone(),
                 channel: new.channel.clone(),
@@ -220,7 +222,8 @@ impl Batch<'_> {
                 std::fs::create_dir_all(parent).map_err(StoreError::io("cannot create", parent))?;
                 dirs.push(parent.to_owned());
             }
-            std::fs::rename(&s.tmp, &s.dest).map_err(StoreError::io("cannot move into place", &s.dest))?;
+            std::fs::rename(&s.tmp, &s.dest)
+                .map_err(StoreError::io("cannot move into place", &s.dest))?;
             crashpoint::hit("publish: renamed into place");
         }
         let dir_refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();

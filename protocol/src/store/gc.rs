@@ -102,7 +102,10 @@ impl Store {
         for entry in std::fs::read_dir(&dir).map_err(StoreError::io("cannot read", &dir))? {
             let entry = entry.map_err(StoreError::io("cannot read", &dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.parse::<BundleId>().is_ok_and(|id| !bundles.contains(&id)) {
+            if name
+                .parse::<BundleId>()
+                .is_ok_and(|id| !bundles.contains(&id))
+            {
                 remove(&entry.path())?;
                 report.manifests_removed += 1;
             }
@@ -120,7 +123,9 @@ impl Store {
             remove(&entry.path())?;
             report.leftovers_removed += 1;
         }
-        for entry in std::fs::read_dir(&self.root).map_err(StoreError::io("cannot read", &self.root))? {
+        for entry in
+            std::fs::read_dir(&self.root).map_err(StoreError::io("cannot read", &self.root))?
+        {
             let entry = entry.map_err(StoreError::io("cannot read", &self.root))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') && name.ends_with(".tmp") {
@@ -138,13 +143,19 @@ fn retain(all: Vec<SignedRelease>, keep: usize) -> (Vec<SignedRelease>, Vec<Sign
     let mut seqs: HashMap<(&str, &str), Vec<u64>> = HashMap::new();
     for r in &all {
         let rel = r.release();
-        seqs.entry((&rel.app, &rel.channel)).or_default().push(rel.seq);
+        seqs.entry((&rel.app, &rel.channel))
+            .or_default()
+            .push(rel.seq);
     }
     let cutoff: HashMap<(String, String), u64> = seqs
         .into_iter()
         .map(|((app, channel), mut s)| {
             s.sort_unstable_by(|a, b| b.cmp(a));
-            let min_kept = if keep == 0 { u64::MAX } else { s[(keep - 1).min(s.len() - 1)] };
+            let min_kept = if keep == 0 {
+                u64::MAX
+            } else {
+                s[(keep - 1).min(s.len() - 1)]
+            };
             ((app.to_owned(), channel.to_owned()), min_kept)
         })
         .collect();

@@ -50,10 +50,14 @@ pub struct Store {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The directory is not a store.
-    #[error("{0} is not a lanseed store (no lanseed-store marker file); create one with `lanseed pack --store {0}`")]
+    #[error(
+        "{0} is not a lanseed store (no lanseed-store marker file); create one with `lanseed pack --store {0}`"
+    )]
     NotAStore(PathBuf),
     /// The directory is a store of another format version.
-    #[error("{path} is a store of an unknown format ({found:?}); it was written by another lanseed version")]
+    #[error(
+        "{path} is a store of an unknown format ({found:?}); it was written by another lanseed version"
+    )]
     UnknownFormat {
         /// The store.
         path: PathBuf,
@@ -100,7 +104,9 @@ pub enum StoreError {
         hash: Hash,
     },
     /// Another release already has this app, channel and sequence number.
-    #[error("the store already holds a different release of {app} on {channel} with sequence {seq}; pass a higher --seq")]
+    #[error(
+        "the store already holds a different release of {app} on {channel} with sequence {seq}; pass a higher --seq"
+    )]
     SeqConflict {
         /// App.
         app: String,
@@ -277,7 +283,10 @@ fn is_fresh(root: &Path) -> Result<bool, StoreError> {
         let name = name.to_string_lossy();
         let ours = matches!(name.as_ref(), "blobs" | "manifests" | "tmp")
             || name.starts_with(".lanseed-store.");
-        if !ours || (entry.path().is_dir() && std::fs::read_dir(entry.path()).map_or(true, |mut d| d.next().is_some())) {
+        if !ours
+            || (entry.path().is_dir()
+                && std::fs::read_dir(entry.path()).map_or(true, |mut d| d.next().is_some()))
+        {
             return Ok(false);
         }
     }
@@ -298,7 +307,10 @@ pub(crate) fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(len as usize);
     file.take(max + 1).read_to_end(&mut buf)?;
     if buf.len() as u64 > max {
-        return Err(std::io::Error::new(ErrorKind::InvalidData, "file grew while read"));
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidData,
+            "file grew while read",
+        ));
     }
     Ok(buf)
 }

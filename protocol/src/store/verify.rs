@@ -60,7 +60,10 @@ impl fmt::Display for Problem {
             Problem::Release { release, reason } => write!(f, "release {release}: {reason}"),
             Problem::Manifest { id, reason } => write!(f, "manifest {id}: {reason}"),
             Problem::MissingBlob { bundle, path, hash } => {
-                write!(f, "bundle {bundle}: file {path} ({hash}) is missing or has the wrong size")
+                write!(
+                    f,
+                    "bundle {bundle}: file {path} ({hash}) is missing or has the wrong size"
+                )
             }
             Problem::BadBlob { file } => {
                 write!(f, "blob {} does not match its hash", file.display())
@@ -137,7 +140,10 @@ impl Store {
         report: &mut VerifyReport,
     ) {
         let rel = r.release();
-        let name = format!("{} {} ({}, seq {})", rel.app, rel.version, rel.channel, rel.seq);
+        let name = format!(
+            "{} {} ({}, seq {})",
+            rel.app, rel.version, rel.channel, rel.seq
+        );
         let checked = match trust {
             Some(t) => r.verify(t).map(|_| ()),
             None => r.check_signature(),
@@ -268,7 +274,10 @@ pub(crate) fn walk_two_levels(dir: &Path) -> Result<Vec<(PathBuf, String)>, Stor
         let inner = std::fs::read_dir(&path).map_err(StoreError::io("cannot read", &path))?;
         for entry in inner {
             let entry = entry.map_err(StoreError::io("cannot read", &path))?;
-            out.push((entry.path(), entry.file_name().to_string_lossy().into_owned()));
+            out.push((
+                entry.path(),
+                entry.file_name().to_string_lossy().into_owned(),
+            ));
         }
     }
     out.sort();

@@ -1,1 +1,191 @@
-fn main(){}
+//! `lanseed-bench`: benchmarks that print the figures `docs/PERF.md`
+//! records. Build and run in release mode:
+//!
+//! ```text
+//! cargo build --release -p lanseed -p lanseed-tests
+//! target/release/lanseed-bench pack
+//! ```
+//!
+//! `pack` generates a web build (2,000 files, 20 MB by default), reads it
+//! once so it sits in the page cache, then measures, each `--runs` times and
+//! reporting the median: hashing alone (the manifest of the folder, nothing
+//! written), the library's full pack into an empty store (with its
+//! durability: two `syncfs` and the index commit), and the `lanseed pack`
+//! process end to end, with its peak RSS.
+#![allow(unsafe_code)] // getrusage, to read the child's peak RSS.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use lanseed_protocol::SecretKey;
+use lanseed_protocol::pack::{PackOptions, manifest_of_dir, pack_dir};
+use lanseed_protocol::release::Rollout;
+use lanseed_tests::{generate_build, lanseed_bin};
+
+struct Args {
+    files: usize,
+    mb: u64,
+    runs: usize,
+    dir: Option<PathBuf>,
+}
+
+fn parse_args() -> anyhow::Result<(String, Args)> {
+    let mut it = std::env::args().skip(1);
+    let cmd = it.next().unwrap_or_default();
+    let mut args = Args {
+        files: 2_000,
+        mb: 20,
+        runs: 7,
+        dir: None,
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--files" => args.files = value()?.parse()?,
+            "--mb" => args.mb = value()?.parse()?,
+            "--runs" => args.runs = value()?.parse()?,
+            "--dir" => args.dir = Some(value()?.into()),
+            _ => bail!("unknown flag {flag}"),
+        }
+    }
+    Ok((cmd, args))
+}
+
+fn main() -> anyhow::Result<()> {
+    let (cmd, args) = parse_args()?;
+    match cmd.as_str() {
+        "pack" => bench_pack(&args),
+        _ => {
+            eprintln!(
+                "usage: lanseed-bench pack [--files N] [--mb MB] [--runs N] [--dir DIR]\n\
+                 (run from a release build: cargo build --release -p lanseed -p lanseed-tests)"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn mb_per_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+fn bench_pack(args: &Args) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; figures are meaningless (use --release)");
+    }
+    let tmp = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
+    let build = tmp.path().join("build");
+    generate_build(&build, args.files, args.mb * 1_000_000, 2026);
+    let none = |_| {};
+    // Warm the page cache and learn the size.
+    let manifest = manifest_of_dir(&build, &none)?;
+    let bytes = manifest.total_size();
+    println!(
+        "build: {} files, {:.1} MB, in {}",
+        manifest.files().len(),
+        bytes as f64 / 1e6,
+        tmp.path().display()
+    );
+
+    let mut hash_times = Vec::new();
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        let m = manifest_of_dir(&build, &none)?;
+        hash_times.push(t.elapsed());
+        assert_eq!(m.id(), manifest.id());
+    }
+
+    let key_path = tmp.path().join("key");
+    let key = SecretKey::generate()?;
+    key.write(&key_path, false)?;
+    let opts = PackOptions {
+        app: "com.example.bench".into(),
+        channel: "production".into(),
+        version: "1.0.0".into(),
+        seq: None,
+        created: 1_800_000_000,
+        min_native_version: None,
+        rollout: Rollout::FULL,
+        expires: None,
+        notes: None,
+    };
+    let mut lib_times = Vec::new();
+    for i in 0..args.runs {
+        let store_dir = tmp.path().join(format!("lib-store-{i}"));
+        let store = lanseed_protocol::Store::create(&store_dir)?;
+        let t = Instant::now();
+        let packed = pack_dir(&store, &build, &opts, &key, &none)?;
+        lib_times.push(t.elapsed());
+        assert_eq!(packed.manifest.id(), manifest.id());
+        std::fs::remove_dir_all(&store_dir)?;
+    }
+
+    let bin = lanseed_bin();
+    let mut proc_times = Vec::new();
+    for i in 0..args.runs {
+        let store_dir = tmp.path().join(format!("cli-store-{i}"));
+        let t = Instant::now();
+        let out = std::process::Command::new(&bin)
+            .args([
+                "pack",
+                build.to_str().unwrap(),
+                "--app",
+                "com.example.bench",
+            ])
+            .args(["--version", "1.0.0", "--key", key_path.to_str().unwrap()])
+            .args(["--store", store_dir.to_str().unwrap()])
+            .output()?;
+        proc_times.push(t.elapsed());
+        if !out.status.success() {
+            bail!(
+                "lanseed pack failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::fs::remove_dir_all(&store_dir)?;
+    }
+    let peak_rss_kib = children_peak_rss_kib();
+
+    let (h, l, p) = (median(hash_times), median(lib_times), median(proc_times));
+    println!(
+        "median of {} runs, sources in page cache, empty store each run:",
+        args.runs
+    );
+    println!(
+        "  hashing only (BLAKE3 + SHA-256 + pieces)   {:>8.1} ms  {:>7.0} MB/s",
+        h.as_secs_f64() * 1e3,
+        mb_per_s(bytes, h)
+    );
+    println!(
+        "  pack, library, with durability            {:>8.1} ms  {:>7.0} MB/s",
+        l.as_secs_f64() * 1e3,
+        mb_per_s(bytes, l)
+    );
+    println!(
+        "  `lanseed pack` process end to end         {:>8.1} ms  {:>7.0} MB/s",
+        p.as_secs_f64() * 1e3,
+        mb_per_s(bytes, p)
+    );
+    println!(
+        "  `lanseed pack` peak RSS                   {:>8.1} MiB",
+        peak_rss_kib as f64 / 1024.0
+    );
+    Ok(())
+}
+
+/// Largest peak RSS of any waited-for child, in KiB.
+fn children_peak_rss_kib() -> i64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we pass and nothing else.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    if rc == 0 { usage.ru_maxrss } else { -1 }
+}

@@ -1,0 +1,178 @@
+//! The command line: every subcommand, its flags and their help.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use lanseed_protocol::release::{DEFAULT_CHANNEL, Rollout};
+
+/// Peer-to-peer, LAN-first distribution of signed web-app bundles.
+///
+/// Publish a web build (Capacitor's webDir, a kiosk's web app) once; devices
+/// on the same network fetch it from each other, verify every byte and the
+/// publisher's signature, and install it with automatic rollback.
+#[derive(Debug, Parser)]
+#[command(name = "lanseed", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make a new Ed25519 publisher key pair.
+    ///
+    /// Writes the secret key to FILE (mode 0600) and the public key line to
+    /// FILE.pub, and prints the public key. Put that line in the trust file
+    /// (--trust) of every device that should accept your releases.
+    Keygen(KeygenArgs),
+    /// Build a bundle from a web build folder and sign a release of it.
+    ///
+    /// Hashes every file, stores each once (files shared with earlier
+    /// bundles are not stored again), and adds a release signed with your
+    /// key to the store. The folder must have index.html at its root.
+    Pack(PackArgs),
+    /// List the releases a store holds.
+    Releases(ReleasesArgs),
+    /// Check or clean a store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// Where the store is.
+#[derive(Debug, Args)]
+pub struct StoreArg {
+    /// The store directory [default: lanseed/store under your data
+    /// directory, e.g. ~/.local/share/lanseed/store].
+    #[arg(long, value_name = "DIR", env = "LANSEED_STORE")]
+    pub store: Option<PathBuf>,
+}
+
+/// `lanseed keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Secret key file to write; the public key goes to FILE.pub.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Overwrite FILE and FILE.pub if they exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `lanseed pack`.
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// The web build folder (with index.html at its root).
+    #[arg(value_name = "DIR")]
+    pub source: PathBuf,
+    /// App id, reverse DNS (Capacitor's appId), e.g. com.example.app.
+    #[arg(long)]
+    pub app: String,
+    /// Version of this bundle (semver, e.g. 1.4.2); for people, ordering
+    /// uses the sequence number.
+    #[arg(long = "version", value_name = "SEMVER")]
+    pub bundle_version: String,
+    /// Channel to publish on.
+    #[arg(long, default_value = DEFAULT_CHANNEL)]
+    pub channel: String,
+    /// Secret key file made by `lanseed keygen`.
+    #[arg(long, value_name = "FILE", env = "LANSEED_KEY")]
+    pub key: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Sequence number [default: max(highest in the store + 1, current
+    /// Unix time in seconds)].
+    #[arg(long)]
+    pub seq: Option<u64>,
+    /// Lowest native app version that may install this bundle (semver).
+    #[arg(long, value_name = "SEMVER")]
+    pub min_native_version: Option<String>,
+    /// Share of devices that install it, in percent (e.g. 10 or 2.5).
+    #[arg(long, value_name = "PERCENT", default_value = "100")]
+    pub rollout: Rollout,
+    /// When devices stop installing it: a time (2027-01-31T00:00:00Z) or a
+    /// duration from now (30days, 12h).
+    #[arg(long, value_name = "TIME")]
+    pub expires: Option<String>,
+    /// Release notes.
+    #[arg(long)]
+    pub notes: Option<String>,
+    /// Print the release as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lanseed releases`.
+#[derive(Debug, Args)]
+pub struct ReleasesArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Only this app.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Only this channel.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Print a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lanseed store ...`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Check every blob, manifest and release of a store.
+    ///
+    /// Hashes every blob, checks every manifest against its id and every
+    /// release's signature (and, with --trust, that its key is trusted), and
+    /// that each release's files are all present. Exits non-zero when
+    /// anything is wrong.
+    Verify(VerifyArgs),
+    /// Drop old releases and every file no kept release needs.
+    ///
+    /// Keeps the --keep newest releases (by sequence number) of each app and
+    /// channel, then deletes manifests and blobs no kept release uses, and
+    /// leftovers of interrupted writes.
+    Gc(GcArgs),
+}
+
+/// `lanseed store verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Also require every release to be signed by a key in this trust file.
+    #[arg(long, value_name = "FILE")]
+    pub trust: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lanseed store gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Releases to keep per app and channel.
+    #[arg(long, default_value_t = 3)]
+    pub keep: usize,
+    /// Show what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,55 @@
+//! The subcommands, one module each.
+
+mod keygen;
+mod pack;
+mod releases;
+mod store;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use lanseed_protocol::Store;
+
+use crate::cli::{Cli, Command, StoreArg, StoreCommand};
+
+/// Runs the command the user asked for.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Keygen(args) => keygen::run(args),
+        Command::Pack(args) => pack::run(args),
+        Command::Releases(args) => releases::run(args),
+        Command::Store(StoreCommand::Verify(args)) => store::verify(args),
+        Command::Store(StoreCommand::Gc(args)) => store::gc(args),
+    }
+}
+
+impl StoreArg {
+    /// The store directory: `--store`, `$LANSEED_STORE`, or the default
+    /// under the user's data directory.
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        match &self.store {
+            Some(p) => Ok(p.clone()),
+            None => dirs::data_dir()
+                .map(|d| d.join("lanseed").join("store"))
+                .context("cannot find your data directory; pass --store DIR"),
+        }
+    }
+
+    /// Opens an existing store.
+    pub fn open(&self) -> anyhow::Result<Store> {
+        Ok(Store::open(&self.path()?)?)
+    }
+
+    /// Opens the store, creating it if needed.
+    pub fn create(&self) -> anyhow::Result<Store> {
+        Ok(Store::create(&self.path()?)?)
+    }
+}
+
+/// Seconds since the Unix epoch now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,146 @@
+//! `lanseed pack`: a web build folder into a store, as a signed release.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use lanseed_protocol::SecretKey;
+use lanseed_protocol::pack::{PackOptions, dir_size, pack_dir};
+use lanseed_protocol::store::CommitOutcome;
+use serde::Serialize;
+
+use crate::cli::PackArgs;
+use crate::output::{ReleaseView, bytes, print_json};
+
+/// Builds under this size pack too fast for a progress bar to help.
+const PROGRESS_MIN_BYTES: u64 = 32 << 20;
+
+#[derive(Serialize)]
+struct PackView {
+    #[serde(flatten)]
+    release: ReleaseView,
+    files: usize,
+    size: u64,
+    already_present: bool,
+}
+
+pub fn run(args: PackArgs) -> anyhow::Result<()> {
+    if args.source.is_file() {
+        bail!(
+            "{} is a file; packing from a zip is not supported yet: unzip it and pack the folder",
+            args.source.display()
+        );
+    }
+    let key = SecretKey::read(&args.key)?;
+    let created = super::now();
+    let expires = args
+        .expires
+        .as_deref()
+        .map(|e| parse_expiry(e, created))
+        .transpose()?;
+    let opts = PackOptions {
+        app: args.app,
+        channel: args.channel,
+        version: args.bundle_version,
+        seq: args.seq,
+        created,
+        min_native_version: args.min_native_version,
+        rollout: args.rollout,
+        expires,
+        notes: args.notes,
+    };
+    let store = args.store.create()?;
+    let bar = progress_bar(&args.source)?;
+    let started = Instant::now();
+    let packed = pack_dir(&store, &args.source, &opts, &key, &|done| {
+        bar.set_position(done)
+    })?;
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    let size = packed.manifest.total_size();
+    let view = PackView {
+        release: ReleaseView::new(&packed.release),
+        files: packed.manifest.files().len(),
+        size,
+        already_present: packed.outcome == CommitOutcome::AlreadyPresent,
+    };
+    if args.json {
+        return print_json(&view);
+    }
+    let r = &view.release;
+    println!(
+        "Packed {} {} on {} (seq {}){}",
+        r.app,
+        r.version,
+        r.channel,
+        r.seq,
+        if view.already_present {
+            ", already in the store"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  bundle   {}  ({} files, {})",
+        r.bundle_id,
+        view.files,
+        bytes(size)
+    );
+    println!("  release  {}", r.release_id);
+    println!("  store    {}", store.root().display());
+    println!(
+        "  took     {:.2} s ({:.0} MB/s)",
+        elapsed.as_secs_f64(),
+        size as f64 / 1e6 / elapsed.as_secs_f64().max(1e-6)
+    );
+    Ok(())
+}
+
+fn progress_bar(source: &std::path::Path) -> anyhow::Result<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return Ok(ProgressBar::hidden());
+    }
+    let total = dir_size(source)?;
+    if total < PROGRESS_MIN_BYTES {
+        return Ok(ProgressBar::hidden());
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "packing {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Ok(bar)
+}
+
+/// An expiry as an RFC 3339 time or a duration from `now`.
+fn parse_expiry(text: &str, now: u64) -> anyhow::Result<u64> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
+        let secs = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .context("--expires is before 1970")?
+            .as_secs();
+        return Ok(secs);
+    }
+    match humantime::parse_duration(text) {
+        Ok(d) => Ok(now + d.as_secs()),
+        Err(_) => bail!(
+            "--expires `{text}` is neither a time like 2027-01-31T00:00:00Z nor a duration like 30days"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_forms() {
+        assert_eq!(parse_expiry("1h", 1000).unwrap(), 4600);
+        assert_eq!(parse_expiry("1970-01-02T00:00:00Z", 0).unwrap(), 86_400);
+        assert!(parse_expiry("soon", 0).is_err());
+    }
+}

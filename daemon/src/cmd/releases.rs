@@ -1,0 +1,43 @@
+//! `lanseed releases`: what a store holds.
+
+use crate::cli::ReleasesArgs;
+use crate::output::{ReleaseView, print_json};
+
+pub fn run(args: ReleasesArgs) -> anyhow::Result<()> {
+    let store = args.store.open()?;
+    let mut releases = store.releases()?;
+    releases.retain(|r| {
+        let rel = r.release();
+        args.app.as_ref().is_none_or(|a| &rel.app == a)
+            && args.channel.as_ref().is_none_or(|c| &rel.channel == c)
+    });
+    releases.sort_by(|a, b| {
+        let (a, b) = (a.release(), b.release());
+        (&a.app, &a.channel, a.seq).cmp(&(&b.app, &b.channel, b.seq))
+    });
+    let views: Vec<ReleaseView> = releases.iter().map(ReleaseView::new).collect();
+    if args.json {
+        return print_json(&views);
+    }
+    if views.is_empty() {
+        eprintln!("No releases in {}.", store.root().display());
+        return Ok(());
+    }
+    println!(
+        "{:<28} {:<12} {:<12} {:>12} {:<14} {:>8}  CREATED",
+        "APP", "CHANNEL", "VERSION", "SEQ", "BUNDLE", "ROLLOUT"
+    );
+    for v in &views {
+        println!(
+            "{:<28} {:<12} {:<12} {:>12} {:<14} {:>7}%  {}",
+            v.app,
+            v.channel,
+            v.version,
+            v.seq,
+            &v.bundle_id[..12],
+            v.rollout_percent,
+            v.created_at
+        );
+    }
+    Ok(())
+}
