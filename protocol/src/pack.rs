@@ -202,11 +202,9 @@ fn digest_file(
         });
     }
     let digest = if size <= IN_MEMORY_MAX {
-        buf.clear();
-        (&mut file)
-            .take(IN_MEMORY_MAX + 1)
-            .read_to_end(buf)
-            .map_err(read_err)?;
+        // Exactly the size the file had when opened: one read, no probing.
+        buf.resize(size as usize, 0);
+        file.read_exact(buf).map_err(read_err)?;
         let digest = FileDigest::of_bytes(buf);
         if let Some(batch) = batch {
             batch.put_blob(&digest.blake3, buf)?;
@@ -365,7 +363,13 @@ pub fn pack_dir(
     };
     draft(0).check()?;
     let batch = store.begin()?;
+    let started = std::time::Instant::now();
     let manifest = Manifest::new(digest_all(&sources, Some(&batch), progress)?)?;
+    tracing::debug!(
+        files = sources.len(),
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "hashed and staged"
+    );
     let bundle_id = batch.put_manifest(&manifest)?;
     let seq = match opts.seq {
         Some(s) => s,
@@ -377,7 +381,9 @@ pub fn pack_dir(
     }
     .sign(key)?
     .verify(&TrustList::single(key.public()))?;
+    let started = std::time::Instant::now();
     let outcome = batch.commit(&release)?;
+    tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "committed");
     Ok(Packed {
         release,
         manifest,

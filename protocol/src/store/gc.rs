@@ -111,7 +111,10 @@ impl Store {
             }
         }
         for (path, name) in walk_two_levels(&self.root.join("blobs"))? {
-            if name.parse::<Hash>().is_ok_and(|h| !blobs.contains(&h)) {
+            if name.ends_with(super::batch::TEMP_SUFFIX) {
+                remove(&path)?;
+                report.leftovers_removed += 1;
+            } else if name.parse::<Hash>().is_ok_and(|h| !blobs.contains(&h)) {
                 report.bytes_freed += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 remove(&path)?;
                 report.blobs_removed += 1;

@@ -125,7 +125,7 @@ impl Store {
         }
         self.verify_blobs(&needed, progress, &mut report)?;
         self.verify_manifest_files(&bundles, &mut report)?;
-        report.leftovers = std::fs::read_dir(self.root.join("tmp"))
+        report.leftovers += std::fs::read_dir(self.root.join("tmp"))
             .map(|d| d.count())
             .unwrap_or(0);
         Ok(report)
@@ -190,6 +190,10 @@ impl Store {
         let blobs = self.root.join("blobs");
         let mut buf = vec![0u8; 1 << 20];
         for (path, name) in walk_two_levels(&blobs)? {
+            if name.ends_with(super::batch::TEMP_SUFFIX) {
+                report.leftovers += 1;
+                continue;
+            }
             let hash = match name.parse::<Hash>() {
                 Ok(h) if self.blob_path(&h) == path => h,
                 _ => {
