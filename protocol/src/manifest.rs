@@ -412,6 +412,11 @@ mod tests {
         let m = example();
         let bytes = m.to_bytes();
         assert_eq!(
+            hex::encode(&bytes),
+            "4c534d414e4946310300000006006170702e6a7311000000000000008838f20352bbb0892195164edfd6affae08b22000c19c7aa99be34429710c91bd68859168dc1f70dd438505b7f1e894a89a4a64304f7488fb35affa97cef5fb610006173736574732f656d7074792e7478740000000000000000af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8550a00696e6465782e68746d6c2b00000000000000fd3d25a1e3cfcc23f541dca674574caa6d2a61548569f91b2a0e77e060f03dee86055dbc85b848e1bb7e52c752a66317a3e13b7ebb50e7b0cf8b75a0ce183198",
+            "protocol/FORMATS.md, example 1"
+        );
+        assert_eq!(
             blake3::hash(&bytes).to_hex().as_str(),
             m.id().to_string(),
             "the id is the hash of the canonical bytes"

@@ -514,6 +514,10 @@ mod tests {
     fn snapshot_of_canonical_bytes_id_and_signature() {
         let signed = example().sign(&key()).unwrap();
         assert_eq!(
+            key().public().to_string(),
+            "lanseed-pub-ed25519:197f6b23e16c8532c6abc838facd5ea789be0c76b2920334039bfa8b3d368d61"
+        );
+        assert_eq!(
             hex::encode(&signed.bytes),
             "4c5352454c4541311100636f6d2e6578616d706c652e6b696f736b0a0070726f64756374696f6e0500312e322e33abababababababababababababababababababababababababababababababab803bb16a00000000803bb16a00000000010500322e302e30c40900010c000000466173746572207374617274"
         );

@@ -89,11 +89,13 @@ pub fn run(args: PackArgs) -> anyhow::Result<()> {
     );
     println!("  release  {}", r.release_id);
     println!("  store    {}", store.root().display());
-    println!(
-        "  took     {:.2} s ({:.0} MB/s)",
-        elapsed.as_secs_f64(),
-        size as f64 / 1e6 / elapsed.as_secs_f64().max(1e-6)
-    );
+    let secs = elapsed.as_secs_f64();
+    if size >= 1_000_000 {
+        let rate = size as f64 / 1e6 / secs.max(1e-6);
+        println!("  took     {secs:.2} s ({rate:.0} MB/s)");
+    } else {
+        println!("  took     {secs:.2} s");
+    }
     Ok(())
 }
 
