@@ -35,6 +35,25 @@ pub enum Command {
     Pack(PackArgs),
     /// List the releases a store holds.
     Releases(ReleasesArgs),
+    /// Write one release, its manifest and its files to one file.
+    ///
+    /// The release file carries a release into an offline site (a USB
+    /// stick); `lanseed import` there verifies it all before using it. With
+    /// --zip, writes the bundle instead as a plain deterministic zip (the
+    /// same bundle always gives the same bytes) and prints its SHA-256.
+    Export(ExportArgs),
+    /// Read a release file made by `lanseed export` into a store.
+    ///
+    /// The signature is checked against the trust file and every file
+    /// against its hash before anything is added; an unsigned, tampered,
+    /// truncated or untrusted file changes nothing.
+    Import(ImportArgs),
+    /// Write a store's releases as a static tree for any web server.
+    ///
+    /// index.json lists every release; signed records, manifests and blobs
+    /// (gzip-compressed where that helps) are files named by their hash, so
+    /// publishing again only adds what is new.
+    PublishStatic(PublishStaticArgs),
     /// Check or clean a store.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -63,8 +82,10 @@ pub struct KeygenArgs {
 /// `lanseed pack`.
 #[derive(Debug, Args)]
 pub struct PackArgs {
-    /// The web build folder (with index.html at its root).
-    #[arg(value_name = "DIR")]
+    /// The web build: a folder with index.html at its root, or a zip of one
+    /// (such as `@capgo/cli bundle zip` makes; a single top-level folder in
+    /// the zip is flattened away).
+    #[arg(value_name = "DIR|ZIP")]
     pub source: PathBuf,
     /// App id, reverse DNS (Capacitor's appId), e.g. com.example.app.
     #[arg(long)]
@@ -98,9 +119,91 @@ pub struct PackArgs {
     /// Release notes.
     #[arg(long)]
     pub notes: Option<String>,
+    #[command(flatten)]
+    pub zip: ZipLimitArgs,
     /// Print the release as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Limits on what a zip may inflate to.
+#[derive(Debug, Args)]
+pub struct ZipLimitArgs {
+    /// Most bytes a zip may inflate to in all (K, M, G suffixes allowed).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub max_unzipped_size: u64,
+    /// Most bytes a large zip entry may inflate to per compressed byte.
+    #[arg(long, value_name = "RATIO", default_value_t = 200)]
+    pub max_ratio: u64,
+}
+
+/// `lanseed export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// App id.
+    pub app: String,
+    /// A channel (its newest release) or a version.
+    #[arg(value_name = "CHANNEL|VERSION")]
+    pub selector: String,
+    /// File to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Write the bundle as a plain deterministic zip instead of a release
+    /// file.
+    #[arg(long)]
+    pub zip: bool,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Print what was written as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lanseed import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A release file made by `lanseed export`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Trust file: the release must be signed by a key in it.
+    #[arg(long, value_name = "FILE")]
+    pub trust: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(flatten)]
+    pub zip: ZipLimitArgs,
+    /// Print the imported release as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lanseed publish-static`.
+#[derive(Debug, Args)]
+pub struct PublishStaticArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Folder to write the tree into (created if needed).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Print a summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `1073741824`, `512K`, `64M`, `1G` (binary units).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, shift) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("`{text}` is not a size such as 1G, 512M or 1048576"))
 }
 
 /// `lanseed releases`.
@@ -169,6 +272,14 @@ pub struct GcArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("lots").is_err());
+    }
 
     #[test]
     fn command_line_is_consistent() {

@@ -11,10 +11,23 @@ fn main() {
     let cli = cli::Cli::parse();
     init_logging();
     if let Err(e) = cmd::run(cli) {
-        // `{:#}` prints the error and its causes on one line.
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes as one line, skipping a cause whose text the
+/// line already holds (many of our errors quote their cause).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 /// Logs go to stderr; `RUST_LOG` picks what (default: warnings).

@@ -25,8 +25,11 @@ pub mod manifest;
 pub mod pack;
 pub mod path;
 pub mod release;
+pub mod release_file;
+pub mod static_tree;
 pub mod store;
 pub mod trust;
+pub mod zip;
 
 pub use hash::{BundleId, Hash, ReleaseId};
 pub use keys::{PublicKey, SecretKey};

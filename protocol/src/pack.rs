@@ -20,6 +20,7 @@ use crate::path::{BundlePath, PathError};
 use crate::release::{Release, ReleaseError, Rollout, VerifiedRelease, VerifyError};
 use crate::store::{Batch, CommitOutcome, Store, StoreError};
 use crate::trust::TrustList;
+use crate::zip::{SafeZip, ZipError};
 
 /// Files up to this size are read whole and hashed in memory; larger ones
 /// stream through a fixed buffer.
@@ -117,6 +118,9 @@ pub enum PackError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The zip was refused.
+    #[error(transparent)]
+    Zip(#[from] ZipError),
 }
 
 /// One file found in the build folder.
@@ -349,7 +353,67 @@ pub fn pack_dir(
 ) -> Result<Packed, PackError> {
     let sources = walk(dir)?;
     // Check the statement before the slow part, so a typo fails at once.
-    let draft = |seq| Release {
+    draft(opts, 0).check()?;
+    let batch = store.begin()?;
+    let started = std::time::Instant::now();
+    let files = digest_all(&sources, Some(&batch), progress)?;
+    tracing::debug!(
+        files = sources.len(),
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "hashed and staged"
+    );
+    finish(store, batch, files, opts, key)
+}
+
+/// Packs the web build inside a zip (checked by [`SafeZip::open`]) into
+/// `store`, like [`pack_dir`]. A zip refused while inflating leaves the
+/// store as it was.
+pub fn pack_zip(
+    store: &Store,
+    mut zip: SafeZip,
+    opts: &PackOptions,
+    key: &SecretKey,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Packed, PackError> {
+    use std::io::Write;
+    draft(opts, 0).check()?;
+    let batch = store.begin()?;
+    let mut files = Vec::with_capacity(zip.entries().len());
+    let mut done = 0u64;
+    let mut buf = Vec::new();
+    for i in 0..zip.entries().len() {
+        let entry = zip.entries()[i].clone();
+        let digest = if entry.declared_size <= IN_MEMORY_MAX {
+            // Grows with the bytes actually inflated, never from the
+            // declared size.
+            buf.clear();
+            zip.read(i, Some(IN_MEMORY_MAX), &mut |chunk| {
+                buf.extend_from_slice(chunk);
+                Ok(())
+            })?;
+            let digest = FileDigest::of_bytes(&buf);
+            batch.put_blob(&digest.blake3, &buf)?;
+            digest
+        } else {
+            let mut digester = FileDigester::new();
+            let mut writer = batch.blob_writer()?;
+            zip.read(i, Some(MAX_FILE_SIZE), &mut |chunk| {
+                digester.update(chunk);
+                writer.write_all(chunk)
+            })?;
+            let digest = digester.finish();
+            batch.finish_blob(writer, &digest.blake3)?;
+            digest
+        };
+        done += digest.size;
+        progress(done);
+        files.push(digest.into_entry(entry.path));
+    }
+    finish(store, batch, files, opts, key)
+}
+
+fn draft(opts: &PackOptions, seq: u64) -> Release {
+    Release {
         app: opts.app.clone(),
         channel: opts.channel.clone(),
         version: opts.version.clone(),
@@ -360,16 +424,18 @@ pub fn pack_dir(
         rollout: opts.rollout,
         expires: opts.expires,
         notes: opts.notes.clone(),
-    };
-    draft(0).check()?;
-    let batch = store.begin()?;
-    let started = std::time::Instant::now();
-    let manifest = Manifest::new(digest_all(&sources, Some(&batch), progress)?)?;
-    tracing::debug!(
-        files = sources.len(),
-        ms = started.elapsed().as_secs_f64() * 1e3,
-        "hashed and staged"
-    );
+    }
+}
+
+/// Builds the manifest, signs the release and commits the batch.
+fn finish(
+    store: &Store,
+    batch: Batch<'_>,
+    files: Vec<FileEntry>,
+    opts: &PackOptions,
+    key: &SecretKey,
+) -> Result<Packed, PackError> {
+    let manifest = Manifest::new(files)?;
     let bundle_id = batch.put_manifest(&manifest)?;
     let seq = match opts.seq {
         Some(s) => s,
@@ -377,7 +443,7 @@ pub fn pack_dir(
     };
     let release = Release {
         bundle_id,
-        ..draft(seq)
+        ..draft(opts, seq)
     }
     .sign(key)?
     .verify(&TrustList::single(key.public()))?;

@@ -1,5 +1,8 @@
 //! Shared helpers of lanseed's integration tests and benchmarks: finding
-//! the `lanseed` binary, running it, and generating web builds.
+//! the `lanseed` binary, running it, generating web builds, crafting zips
+//! ([`zipcraft`]) and fetching over plain HTTP ([`http_get`]).
+
+pub mod zipcraft;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -166,4 +169,51 @@ pub fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), dest).unwrap();
         }
     }
+}
+
+/// Fetches `http://127.0.0.1:PORT/PATH` with a bare HTTP/1.0 GET; returns
+/// the status code and the body.
+pub fn http_get(port: u16, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(s, "GET /{path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, raw[split + 4..].to_vec())
+}
+
+/// Every regular file under `dir` with its size, for before/after
+/// comparisons (sorted, paths relative to `dir`).
+pub fn listing(dir: &Path) -> Vec<(String, u64)> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.push((format!("{}/", p.strip_prefix(base).unwrap().display()), 0));
+                walk(base, &p, out);
+            } else {
+                let len = std::fs::metadata(&p).unwrap().len();
+                out.push((p.strip_prefix(base).unwrap().display().to_string(), len));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
 }

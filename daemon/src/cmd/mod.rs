@@ -1,5 +1,6 @@
 //! The subcommands, one module each.
 
+mod export;
 mod keygen;
 mod pack;
 mod releases;
@@ -10,7 +11,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use lanseed_protocol::Store;
 
-use crate::cli::{Cli, Command, StoreArg, StoreCommand};
+use lanseed_protocol::zip::ZipLimits;
+
+use crate::cli::{Cli, Command, StoreArg, StoreCommand, ZipLimitArgs};
 
 /// Runs the command the user asked for.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -18,6 +21,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen(args) => keygen::run(args),
         Command::Pack(args) => pack::run(args),
         Command::Releases(args) => releases::run(args),
+        Command::Export(args) => export::export(args),
+        Command::Import(args) => export::import(args),
+        Command::PublishStatic(args) => export::publish_static(args),
         Command::Store(StoreCommand::Verify(args)) => store::verify(args),
         Command::Store(StoreCommand::Gc(args)) => store::gc(args),
     }
@@ -43,6 +49,17 @@ impl StoreArg {
     /// Opens the store, creating it if needed.
     pub fn create(&self) -> anyhow::Result<Store> {
         Ok(Store::create(&self.path()?)?)
+    }
+}
+
+impl ZipLimitArgs {
+    /// The limits for the zip reader.
+    pub fn limits(&self) -> ZipLimits {
+        ZipLimits {
+            max_total: self.max_unzipped_size,
+            max_ratio: self.max_ratio,
+            ..ZipLimits::default()
+        }
     }
 }
 

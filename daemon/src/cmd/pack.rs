@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use lanseed_protocol::SecretKey;
-use lanseed_protocol::pack::{PackOptions, dir_size, pack_dir};
+use lanseed_protocol::pack::{PackOptions, dir_size, pack_dir, pack_zip};
 use lanseed_protocol::store::CommitOutcome;
+use lanseed_protocol::zip::{Layout, SafeZip};
 use serde::Serialize;
 
 use crate::cli::PackArgs;
@@ -26,12 +27,6 @@ struct PackView {
 }
 
 pub fn run(args: PackArgs) -> anyhow::Result<()> {
-    if args.source.is_file() {
-        bail!(
-            "{} is a file; packing from a zip is not supported yet: unzip it and pack the folder",
-            args.source.display()
-        );
-    }
     let key = SecretKey::read(&args.key)?;
     let created = super::now();
     let expires = args
@@ -50,13 +45,28 @@ pub fn run(args: PackArgs) -> anyhow::Result<()> {
         expires,
         notes: args.notes,
     };
-    let store = args.store.create()?;
-    let bar = progress_bar(&args.source)?;
     let started = Instant::now();
-    let packed = pack_dir(&store, &args.source, &opts, &key, &|done| {
-        bar.set_position(done)
-    })?;
-    bar.finish_and_clear();
+    let (packed, store) = if args.source.is_file() {
+        // Every structural check of the zip runs before the store is touched.
+        let zip = SafeZip::open(&args.source, args.zip.limits(), Layout::Bundle)?;
+        let store = args.store.create()?;
+        let bar = progress_bar(zip.entries().iter().map(|e| e.declared_size).sum());
+        let packed = pack_zip(&store, zip, &opts, &key, &|done| bar.set_position(done))?;
+        bar.finish_and_clear();
+        (packed, store)
+    } else {
+        let store = args.store.create()?;
+        let bar = if std::io::stderr().is_terminal() {
+            progress_bar(dir_size(&args.source)?)
+        } else {
+            ProgressBar::hidden()
+        };
+        let packed = pack_dir(&store, &args.source, &opts, &key, &|done| {
+            bar.set_position(done)
+        })?;
+        bar.finish_and_clear();
+        (packed, store)
+    };
     let elapsed = started.elapsed();
     let size = packed.manifest.total_size();
     let view = PackView {
@@ -99,13 +109,10 @@ pub fn run(args: PackArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn progress_bar(source: &std::path::Path) -> anyhow::Result<ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return Ok(ProgressBar::hidden());
-    }
-    let total = dir_size(source)?;
-    if total < PROGRESS_MIN_BYTES {
-        return Ok(ProgressBar::hidden());
+/// A bar on stderr for builds large enough to need one.
+fn progress_bar(total: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() || total < PROGRESS_MIN_BYTES {
+        return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -115,7 +122,7 @@ fn progress_bar(source: &std::path::Path) -> anyhow::Result<ProgressBar> {
         .expect("valid template"),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
-    Ok(bar)
+    bar
 }
 
 /// An expiry as an RFC 3339 time or a duration from `now`.

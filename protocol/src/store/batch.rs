@@ -44,6 +44,7 @@ pub struct Batch<'s> {
     dir: PathBuf,
     nonce: String,
     fanout_ready: [AtomicBool; 256],
+    fanout_created: [AtomicBool; 256],
     counter: AtomicU64,
     staged: Mutex<Vec<Staged>>,
     _gc_guard: File,
@@ -95,6 +96,7 @@ impl Store {
             dir,
             nonce,
             fanout_ready: std::array::from_fn(|_| AtomicBool::new(false)),
+            fanout_created: std::array::from_fn(|_| AtomicBool::new(false)),
             counter: AtomicU64::new(0),
             staged: Mutex::new(Vec::new()),
             _gc_guard: guard,
@@ -155,10 +157,14 @@ impl Batch<'_> {
         // rename stays within one directory, the cheapest kind.
         let dest = self.store.blob_path(hash);
         let parent = dest.parent().expect("blob paths have a parent");
-        let ready = &self.fanout_ready[usize::from(hash.as_bytes()[0])];
-        if !ready.load(Ordering::Relaxed) {
-            std::fs::create_dir_all(parent).map_err(StoreError::io("cannot create", parent))?;
-            ready.store(true, Ordering::Relaxed);
+        let slot = usize::from(hash.as_bytes()[0]);
+        if !self.fanout_ready[slot].load(Ordering::Relaxed) {
+            match std::fs::create_dir(parent) {
+                Ok(()) => self.fanout_created[slot].store(true, Ordering::Relaxed),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::io("cannot create", parent)(e)),
+            }
+            self.fanout_ready[slot].store(true, Ordering::Relaxed);
         }
         let tmp = parent.join(format!("{hash}.{}{TEMP_SUFFIX}", self.nonce));
         std::fs::write(&tmp, data).map_err(StoreError::io("cannot write", &tmp))?;
@@ -284,7 +290,20 @@ fn rename_all(staged: &[Staged]) -> Result<(), StoreError> {
 }
 
 impl Drop for Batch<'_> {
+    /// An abandoned batch takes back what it wrote: staged files not yet
+    /// published, its staging folder, and the blob folders it created
+    /// that are still empty.
     fn drop(&mut self) {
+        let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|e| e.into_inner()));
+        for s in &staged {
+            let _ = std::fs::remove_file(&s.tmp);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
+        for (i, created) in self.fanout_created.iter().enumerate() {
+            if created.load(Ordering::Relaxed) {
+                let _ =
+                    std::fs::remove_dir(self.store.root().join("blobs").join(format!("{i:02x}")));
+            }
+        }
     }
 }

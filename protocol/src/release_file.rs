@@ -1,0 +1,391 @@
+//! Release files: one release, its manifest and its blobs in one file, to
+//! carry on a USB stick into an offline site (`lanseed export` / `import`).
+//!
+//! The file is a zip with, in order: `release` (the signed record),
+//! `manifest` (canonical bytes), then `blobs/<blake3 hex>` for each distinct
+//! file of the bundle. Its comment is `lanseed release file 1 blake3=` and
+//! the BLAKE3 (hex) of every byte of the file before the comment, so that
+//! changing any byte of the file, even one no entry depends on, is refused.
+//! On import the checksum is checked first, then the zip is read with
+//! [`SafeZip`], the signature is checked against the trust list and every
+//! blob against its hash before anything is committed: an unsigned,
+//! tampered, truncated or untrusted file changes nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+
+use crate::hash::{BundleId, Hash};
+use crate::limits::{MAX_MANIFEST_BYTES, MAX_SIGNED_RELEASE_BYTES};
+use crate::manifest::{FileDigest, FileDigester, Manifest, ManifestError};
+use crate::release::{ReleaseError, SignedRelease, VerifiedRelease, VerifyError};
+use crate::store::{CommitOutcome, Store, StoreError, durable};
+use crate::trust::TrustList;
+use crate::zip::write::{Source, write_zip};
+use crate::zip::{Layout, SafeZip, ZipError, ZipLimits};
+
+/// The zip comment that marks a release file, before the checksum.
+pub const COMMENT_PREFIX: &str = "lanseed release file 1 blake3=";
+const COMMENT_LEN: usize = COMMENT_PREFIX.len() + 64;
+
+/// Why a release file could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseFileError {
+    /// The zip was refused.
+    #[error(transparent)]
+    Zip(#[from] ZipError),
+    /// The release record is invalid.
+    #[error("the release file's release record is invalid: {0}")]
+    Release(#[from] ReleaseError),
+    /// The release does not verify.
+    #[error("the release file is refused: {0}")]
+    Verify(#[from] VerifyError),
+    /// The layout is not a release file's.
+    #[error("{0} is not a lanseed release file: {1}")]
+    Malformed(String, String),
+    /// The manifest does not match the release.
+    #[error("the release file's manifest does not match its release (tampered?)")]
+    ManifestMismatch,
+    /// The manifest is invalid.
+    #[error("the release file's manifest is invalid: {0}")]
+    Manifest(#[from] ManifestError),
+    /// A blob's bytes do not match its name.
+    #[error("file {0} in the release file does not match its hash (tampered or damaged)")]
+    BlobMismatch(Hash),
+    /// A blob the bundle does not list.
+    #[error("the release file holds {0}, which its bundle does not list")]
+    UnexpectedBlob(String),
+    /// Files neither in the release file nor in the store.
+    #[error("the release file lacks {0} of the bundle's files (truncated?)")]
+    Missing(usize),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The whole-file checksum does not match.
+    #[error(
+        "the release file's checksum does not match its content: it was changed or damaged after export"
+    )]
+    Tampered,
+    /// Reading the file failed.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// Writing the file failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+}
+
+/// What an export wrote.
+#[derive(Debug)]
+pub struct Exported {
+    /// Distinct files written.
+    pub blobs: usize,
+    /// Bytes of those files, before compression.
+    pub bytes: u64,
+    /// Size of the release file.
+    pub file_size: u64,
+}
+
+/// Writes `release` of `store`, with its manifest and blobs, to `out`
+/// (atomically: a temp file renamed into place).
+pub fn export(
+    store: &Store,
+    release: &SignedRelease,
+    out: &Path,
+) -> Result<Exported, ReleaseFileError> {
+    let manifest = store.check_complete(&release.release().bundle_id)?;
+    let mut seen = HashSet::new();
+    let mut entries = vec![
+        ("release".to_owned(), Source::Bytes(release.to_bytes())),
+        ("manifest".to_owned(), Source::Bytes(manifest.to_bytes())),
+    ];
+    let mut bytes = 0;
+    for f in manifest.files() {
+        if seen.insert(f.blake3) {
+            bytes += f.size;
+            entries.push((
+                format!("blobs/{}", f.blake3),
+                Source::File(store.blob_path(&f.blake3)),
+            ));
+        }
+    }
+    let blobs = seen.len();
+    let placeholder = format!("{COMMENT_PREFIX}{}", "0".repeat(64));
+    write_atomically(out, |file| {
+        write_zip(&mut *file, entries, Some(&placeholder)).map_err(std::io::Error::other)?;
+        seal(file)
+    })?;
+    let file_size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    Ok(Exported {
+        blobs,
+        bytes,
+        file_size,
+    })
+}
+
+/// Replaces the placeholder checksum at the end of a written release file
+/// with the BLAKE3 of every byte before the comment.
+fn seal(file: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    let covered = len - COMMENT_LEN as u64;
+    file.seek(SeekFrom::Start(0))?;
+    let sum = hash_prefix(file, covered)?;
+    file.seek(SeekFrom::Start(covered + COMMENT_PREFIX.len() as u64))?;
+    file.write_all(sum.to_hex().as_bytes())
+}
+
+/// BLAKE3 of the first `n` bytes read from `r`.
+fn hash_prefix<R: std::io::Read>(r: &mut R, n: u64) -> std::io::Result<Hash> {
+    let mut hasher = blake3::Hasher::new();
+    let copied = std::io::copy(&mut std::io::Read::take(r, n), &mut hasher)?;
+    if copied != n {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// Checks the whole-file checksum of a release file.
+fn check_seal(path: &Path) -> Result<(), ReleaseFileError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let shown = path.display().to_string();
+    let io = |source| ReleaseFileError::Io {
+        path: shown.clone(),
+        source,
+    };
+    let malformed = |why: &str| ReleaseFileError::Malformed(shown.clone(), why.to_owned());
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let Some(covered) = len.checked_sub(COMMENT_LEN as u64) else {
+        return Err(malformed("it is too short (truncated?)"));
+    };
+    file.seek(SeekFrom::Start(covered)).map_err(io)?;
+    let mut comment = String::new();
+    file.read_to_string(&mut comment)
+        .map_err(|_| malformed("it does not end with a release file's checksum (truncated?)"))?;
+    let claimed = comment
+        .strip_prefix(COMMENT_PREFIX)
+        .and_then(|hex| hex.parse::<Hash>().ok())
+        .ok_or_else(|| malformed("it does not end with a release file's checksum (truncated?)"))?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    if hash_prefix(&mut file, covered).map_err(io)? != claimed {
+        return Err(ReleaseFileError::Tampered);
+    }
+    Ok(())
+}
+
+/// Writes a file through `write`, into a temp file synced and renamed over
+/// `out`.
+pub(crate) fn write_atomically(
+    out: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<(), ReleaseFileError> {
+    write_renamed(out, true, write)
+}
+
+/// Writes a file through `write` into a temp file renamed over `out`;
+/// with `sync`, the file and its directory are made durable first.
+pub(crate) fn write_renamed(
+    out: &Path,
+    sync: bool,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<(), ReleaseFileError> {
+    let err = |source| ReleaseFileError::Write {
+        path: out.display().to_string(),
+        source,
+    };
+    let name = out.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = out.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        write(&mut file)?;
+        file.flush()?;
+        if sync {
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, out)?;
+        if !sync {
+            return Ok(());
+        }
+        durable::sync_dir(
+            out.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+/// What an import did.
+#[derive(Debug)]
+pub struct Imported {
+    /// The verified release.
+    pub release: VerifiedRelease,
+    /// Whether the store already held it.
+    pub outcome: CommitOutcome,
+    /// Files taken from the release file.
+    pub blobs: usize,
+    /// Bytes of those files.
+    pub bytes: u64,
+}
+
+/// A release file whose release verified and whose manifest matches it;
+/// its blobs are checked by [`ReleaseFile::import`].
+pub struct ReleaseFile {
+    zip: SafeZip,
+    names: Vec<String>,
+    release: VerifiedRelease,
+    manifest: Manifest,
+}
+
+impl ReleaseFile {
+    /// Opens `path`, checks its layout, verifies the release against
+    /// `trust` and the manifest against the release. Writes nothing.
+    pub fn open(
+        path: &Path,
+        trust: &TrustList,
+        limits: ZipLimits,
+    ) -> Result<Self, ReleaseFileError> {
+        let shown = path.display().to_string();
+        let malformed = |why: &str| ReleaseFileError::Malformed(shown.clone(), why.to_owned());
+        check_seal(path)?;
+        let mut zip = SafeZip::open(path, limits, Layout::Raw)?;
+        let names: Vec<String> = zip.entries().iter().map(|e| e.name.clone()).collect();
+        if names.first().map(String::as_str) != Some("release")
+            || names.get(1).map(String::as_str) != Some("manifest")
+        {
+            return Err(malformed("it does not start with a release and a manifest"));
+        }
+        let record = zip.read_to_vec(0, MAX_SIGNED_RELEASE_BYTES as u64)?;
+        let release = SignedRelease::from_bytes(&record)?.verify(trust)?;
+        let manifest_bytes = zip.read_to_vec(1, MAX_MANIFEST_BYTES as u64)?;
+        if BundleId(Hash::of(&manifest_bytes)) != release.release().bundle_id {
+            return Err(ReleaseFileError::ManifestMismatch);
+        }
+        let manifest = Manifest::from_bytes(&manifest_bytes)?;
+        // From here every blob is read with its signed size as its maximum.
+        zip.bounded_by_signed_sizes();
+        Ok(ReleaseFile {
+            zip,
+            names,
+            release,
+            manifest,
+        })
+    }
+
+    /// The verified release inside.
+    pub fn release(&self) -> &VerifiedRelease {
+        &self.release
+    }
+
+    /// Checks every blob against its hash while staging it into `store`,
+    /// then commits; on any error the store is left as it was.
+    pub fn import(mut self, store: &Store) -> Result<Imported, ReleaseFileError> {
+        let sizes: HashMap<Hash, u64> = self
+            .manifest
+            .files()
+            .iter()
+            .map(|f| (f.blake3, f.size))
+            .collect();
+        let batch = store.begin()?;
+        let mut taken = HashSet::new();
+        let mut bytes = 0;
+        for (i, name) in self.names.iter().enumerate().skip(2) {
+            let hash: Hash = name
+                .strip_prefix("blobs/")
+                .and_then(|h| h.parse().ok())
+                .ok_or_else(|| ReleaseFileError::UnexpectedBlob(name.clone()))?;
+            let size = *sizes
+                .get(&hash)
+                .ok_or_else(|| ReleaseFileError::UnexpectedBlob(name.clone()))?;
+            if !taken.insert(hash) {
+                return Err(ReleaseFileError::UnexpectedBlob(format!("{name} twice")));
+            }
+            let digest = if size <= IN_MEMORY_MAX {
+                let data = self.zip.read_to_vec(i, size)?;
+                let digest = FileDigest::of_bytes(&data);
+                if digest.blake3 == hash {
+                    batch.put_blob(&hash, &data)?;
+                }
+                digest
+            } else {
+                let mut digester = FileDigester::new();
+                let mut writer = batch.blob_writer()?;
+                self.zip.read(i, Some(size), &mut |chunk| {
+                    digester.update(chunk);
+                    writer.write_all(chunk)
+                })?;
+                let digest = digester.finish();
+                if digest.blake3 == hash {
+                    batch.finish_blob(writer, &hash)?;
+                }
+                digest
+            };
+            if digest.blake3 != hash || digest.size != size {
+                return Err(ReleaseFileError::BlobMismatch(hash));
+            }
+            bytes += size;
+        }
+        let missing = sizes
+            .keys()
+            .filter(|h| !taken.contains(*h) && !store.has_blob(h))
+            .count();
+        if missing > 0 {
+            return Err(ReleaseFileError::Missing(missing));
+        }
+        batch.put_manifest(&self.manifest)?;
+        let outcome = batch.commit(&self.release)?;
+        Ok(Imported {
+            release: self.release,
+            outcome,
+            blobs: taken.len(),
+            bytes,
+        })
+    }
+}
+
+/// Files up to this size are checked in memory, larger ones streamed.
+const IN_MEMORY_MAX: u64 = 4 << 20;
+
+/// Writes bundle `id` of `store` as a deterministic zip (see
+/// [`crate::zip::write`]) to `out`; returns the zip's SHA-256, the checksum
+/// the Capgo plugin verifies.
+pub fn export_bundle_zip(
+    store: &Store,
+    id: &BundleId,
+    out: &Path,
+) -> Result<[u8; 32], ReleaseFileError> {
+    use sha2::{Digest, Sha256};
+    let manifest = store.check_complete(id)?;
+    let entries = manifest
+        .files()
+        .iter()
+        .map(|f| (f.path.to_string(), Source::File(store.blob_path(&f.blake3))));
+    write_atomically(out, |file| {
+        write_zip(file, entries, None)
+            .map(|_| ())
+            .map_err(std::io::Error::other)
+    })?;
+    let bytes = std::fs::read(out).map_err(|source| ReleaseFileError::Write {
+        path: out.display().to_string(),
+        source,
+    })?;
+    Ok(Sha256::digest(&bytes).into())
+}
