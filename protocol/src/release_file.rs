@@ -21,7 +21,7 @@ use crate::manifest::{FileDigest, FileDigester, Manifest, ManifestError};
 use crate::release::{ReleaseError, SignedRelease, VerifiedRelease, VerifyError};
 use crate::store::{CommitOutcome, Store, StoreError, durable};
 use crate::trust::TrustList;
-use crate::zip::write::{Source, write_zip};
+use crate::zip::write::{BUNDLE_LEVEL, RELEASE_FILE_LEVEL, Source, write_zip};
 use crate::zip::{Layout, SafeZip, ZipError, ZipLimits};
 
 /// The zip comment that marks a release file, before the checksum.
@@ -121,7 +121,8 @@ pub fn export(
     let blobs = seen.len();
     let placeholder = format!("{COMMENT_PREFIX}{}", "0".repeat(64));
     write_atomically(out, |file| {
-        write_zip(&mut *file, entries, Some(&placeholder)).map_err(std::io::Error::other)?;
+        write_zip(&mut *file, entries, RELEASE_FILE_LEVEL, Some(&placeholder))
+            .map_err(std::io::Error::other)?;
         seal(file)
     })?;
     let file_size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
@@ -379,7 +380,7 @@ pub fn export_bundle_zip(
         .iter()
         .map(|f| (f.path.to_string(), Source::File(store.blob_path(&f.blake3))));
     write_atomically(out, |file| {
-        write_zip(file, entries, None)
+        write_zip(file, entries, BUNDLE_LEVEL, None)
             .map(|_| ())
             .map_err(std::io::Error::other)
     })?;

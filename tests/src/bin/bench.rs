@@ -57,9 +57,10 @@ fn main() -> anyhow::Result<()> {
     let (cmd, args) = parse_args()?;
     match cmd.as_str() {
         "pack" => bench_pack(&args),
+        "zip" => bench_zip(&args),
         _ => {
             eprintln!(
-                "usage: lanseed-bench pack [--files N] [--mb MB] [--runs N] [--dir DIR]\n\
+                "usage: lanseed-bench pack|zip [--files N] [--mb MB] [--runs N] [--dir DIR]\n\
                  (run from a release build: cargo build --release -p lanseed -p lanseed-tests)"
             );
             std::process::exit(2);
@@ -200,6 +201,95 @@ fn bench_pack(args: &Args) -> anyhow::Result<()> {
         "  `lanseed pack` peak RSS                   {:>8.1} MiB",
         peak_rss_kib as f64 / 1024.0
     );
+    Ok(())
+}
+
+/// Export and import throughput: release files out of and into a store,
+/// the deterministic bundle zip, and packing from a zip.
+fn bench_zip(args: &Args) -> anyhow::Result<()> {
+    use lanseed_protocol::pack::pack_zip;
+    use lanseed_protocol::release_file::{ReleaseFile, export, export_bundle_zip};
+    use lanseed_protocol::zip::{Layout, SafeZip, ZipLimits};
+    use lanseed_protocol::{Store, TrustList};
+
+    let tmp = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
+    let build = tmp.path().join("build");
+    generate_build(&build, args.files, args.mb * 1_000_000, 2026);
+    let key = SecretKey::generate()?;
+    let trust = TrustList::single(key.public());
+    let mut opts = PackOptions {
+        app: "com.example.bench".into(),
+        channel: "production".into(),
+        version: "1.0.0".into(),
+        seq: Some(1),
+        created: 1_800_000_000,
+        min_native_version: None,
+        rollout: Rollout::FULL,
+        expires: None,
+        notes: None,
+    };
+    let none = |_| {};
+    let source = Store::create(&tmp.path().join("source"))?;
+    let packed = pack_dir(&source, &build, &opts, &key, &none)?;
+    let bytes = packed.manifest.total_size();
+    let file = tmp.path().join("release.lanseed");
+    let zip = tmp.path().join("bundle.zip");
+    let (mut t_export, mut t_import, mut t_zip, mut t_pack_zip) = (vec![], vec![], vec![], vec![]);
+    for i in 0..args.runs {
+        quiesce();
+        let t = Instant::now();
+        export(&source, &packed.release, &file)?;
+        t_export.push(t.elapsed());
+
+        let dest = Store::create(&tmp.path().join(format!("import-{i}")))?;
+        quiesce();
+        let t = Instant::now();
+        ReleaseFile::open(&file, &trust, ZipLimits::default())?.import(&dest)?;
+        t_import.push(t.elapsed());
+
+        quiesce();
+        let t = Instant::now();
+        export_bundle_zip(&source, &packed.release.release().bundle_id, &zip)?;
+        t_zip.push(t.elapsed());
+
+        let dest = Store::create(&tmp.path().join(format!("zip-{i}")))?;
+        opts.seq = Some(2);
+        quiesce();
+        let t = Instant::now();
+        let z = SafeZip::open(&zip, ZipLimits::default(), Layout::Bundle)?;
+        let again = pack_zip(&dest, z, &opts, &key, &none)?;
+        t_pack_zip.push(t.elapsed());
+        assert_eq!(again.manifest.id(), packed.manifest.id());
+    }
+    let (file_size, zip_size) = (
+        std::fs::metadata(&file)?.len(),
+        std::fs::metadata(&zip)?.len(),
+    );
+    println!(
+        "build: {} files, {:.1} MB; release file {:.1} MB, bundle zip {:.1} MB; in {}",
+        packed.manifest.files().len(),
+        bytes as f64 / 1e6,
+        file_size as f64 / 1e6,
+        zip_size as f64 / 1e6,
+        tmp.path().display()
+    );
+    println!("median of {} runs, MB/s of bundle bytes:", args.runs);
+    for (name, times) in [
+        ("export: release file (sealed zip, fsync)", t_export),
+        ("import: release file into an empty store", t_import),
+        ("export: deterministic bundle zip", t_zip),
+        ("pack from the bundle zip, empty store", t_pack_zip),
+    ] {
+        let m = median(times);
+        println!(
+            "  {name:<44} {:>8.1} ms  {:>7.0} MB/s",
+            m.as_secs_f64() * 1e3,
+            mb_per_s(bytes, m)
+        );
+    }
     Ok(())
 }
 
