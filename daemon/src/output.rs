@@ -46,7 +46,13 @@ impl ReleaseView {
 }
 
 /// Unix seconds as an RFC 3339 UTC time.
+/// Times past year 9999 (a signed release may say anything) print as the
+/// raw number.
 pub fn timestamp(secs: u64) -> String {
+    const YEAR_9999_END: u64 = 253_402_300_799;
+    if secs > YEAR_9999_END {
+        return format!("@{secs}");
+    }
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -71,4 +77,16 @@ pub fn bytes(n: u64) -> String {
 pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_timestamps_do_not_panic() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(timestamp(u64::MAX), format!("@{}", u64::MAX));
+        assert_eq!(timestamp(253_402_300_799), "9999-12-31T23:59:59Z");
+    }
 }

@@ -63,11 +63,13 @@ impl PublicKey {
         self.0.to_bytes()
     }
 
-    /// A key from raw bytes, refusing invalid points.
+    /// A key from raw bytes, refusing invalid points and weak (small-order)
+    /// keys, for which signatures prove nothing.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
-        VerifyingKey::from_bytes(bytes)
-            .map(PublicKey)
-            .map_err(|_| KeyError::InvalidPoint(hex::encode(bytes)))
+        match VerifyingKey::from_bytes(bytes) {
+            Ok(k) if !k.is_weak() => Ok(PublicKey(k)),
+            _ => Err(KeyError::InvalidPoint(hex::encode(bytes))),
+        }
     }
 
     /// Checks an Ed25519 signature over `message` (strict: no malleable or
@@ -219,6 +221,40 @@ mod tests {
         assert_eq!(line.parse::<PublicKey>().unwrap(), k.public());
         assert!("lanseed-pub-ed25519:00".parse::<PublicKey>().is_err());
         assert!(line[1..].parse::<PublicKey>().is_err());
+    }
+
+    #[test]
+    fn weak_keys_and_malleable_signatures_are_refused() {
+        // The identity point: with R = identity and s = 0, the plain
+        // Ed25519 equation holds for every message.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(PublicKey::from_bytes(&identity).is_err());
+        let raw = VerifyingKey::from_bytes(&identity).unwrap();
+        let mut sig = [0u8; 64];
+        sig[0] = 1;
+        let sig = ed25519_dalek::Signature::from_bytes(&sig);
+        // Plain verification accepts this forgery; ours must not.
+        use ed25519_dalek::Verifier;
+        assert!(raw.verify(b"anything", &sig).is_ok());
+        assert!(!PublicKey(raw).verify(b"anything", &sig.to_bytes()));
+
+        // A signature with s + L (non-canonical s) is refused.
+        let k = SecretKey::from_seed(&[5; 32]);
+        let mut good = k.sign(b"msg");
+        assert!(k.public().verify(b"msg", &good));
+        // L = 2^252 + 27742317777372353535851937790883648493, little-endian.
+        let l: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let v = u16::from(good[32 + i]) + u16::from(l[i]) + carry;
+            good[32 + i] = v as u8;
+            carry = v >> 8;
+        }
+        assert!(!k.public().verify(b"msg", &good));
     }
 
     #[test]

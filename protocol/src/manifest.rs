@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
+use unicode_normalization::UnicodeNormalization;
 
 use crate::canonical::{DecodeError, Reader, Writer};
 use crate::hash::{BundleId, Hash};
@@ -63,10 +64,14 @@ pub enum ManifestError {
     /// Two files have the same path.
     #[error("manifest lists `{0}` twice")]
     Duplicate(String),
-    /// Two paths differ only by letter case; they would collide on a
-    /// case-insensitive file system (Android and iOS devices included).
-    #[error("paths `{0}` and `{1}` differ only by letter case")]
+    /// Two paths differ only by letter case or Unicode normalization; they
+    /// would collide on a case-insensitive or normalizing file system
+    /// (Android and iOS devices included).
+    #[error("paths `{0}` and `{1}` differ only by letter case or Unicode normalization")]
     CaseCollision(String, String),
+    /// A file is also used as a folder.
+    #[error("`{0}` is a file, but `{1}` uses it as a folder")]
+    FileIsFolder(String, String),
     /// Files are not in canonical order.
     #[error("manifest files are not sorted (at `{0}`)")]
     NotSorted(String),
@@ -263,6 +268,17 @@ impl Manifest {
         if self.files.len() > MAX_FILES {
             return Err(ManifestError::TooManyFiles(self.files.len()));
         }
+        // What no reader would accept must not be written either.
+        let encoded: usize = MAGIC.len()
+            + 4
+            + self
+                .files
+                .iter()
+                .map(|f| 2 + f.path.as_str().len() + 8 + 64 + Hash::LEN * f.pieces.len())
+                .sum::<usize>();
+        if encoded > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::TooLarge(encoded));
+        }
         let mut folded: HashMap<String, &str> = HashMap::with_capacity(self.files.len());
         for pair in self.files.windows(2) {
             if pair[0].path == pair[1].path {
@@ -274,11 +290,31 @@ impl Manifest {
         }
         for f in &self.files {
             f.check()?;
-            if let Some(other) = folded.insert(f.path.as_str().to_lowercase(), f.path.as_str()) {
+            // Case folding after NFC: names that one device file system
+            // (APFS, ext4 with casefold, FAT on Android storage) would
+            // store as one.
+            let key: String = f.path.as_str().nfc().collect::<String>().to_lowercase();
+            if let Some(other) = folded.insert(key, f.path.as_str()) {
                 return Err(ManifestError::CaseCollision(
                     other.to_owned(),
                     f.path.to_string(),
                 ));
+            }
+        }
+        // A file cannot also be a folder of another file. In sorted order
+        // `a/b` follows `a` after entries such as `a.js`, so look it up.
+        for f in &self.files {
+            let p = f.path.as_str();
+            let mut end = 0;
+            while let Some(pos) = p[end..].find('/') {
+                end += pos;
+                if self.get(&p[..end]).is_some() {
+                    return Err(ManifestError::FileIsFolder(
+                        p[..end].to_owned(),
+                        p.to_owned(),
+                    ));
+                }
+                end += 1;
             }
         }
         if self.get("index.html").is_none() {
@@ -468,6 +504,23 @@ mod tests {
             Manifest::new(vec![entry("index.html", b""), entry("INDEX.html", b"x")]),
             Err(ManifestError::CaseCollision(..))
         ));
+        assert!(matches!(
+            Manifest::new(vec![
+                entry("index.html", b""),
+                entry("caf\u{e9}.js", b"1"),
+                entry("cafe\u{301}.js", b"2")
+            ]),
+            Err(ManifestError::CaseCollision(..))
+        ));
+        assert!(matches!(
+            Manifest::new(vec![
+                entry("index.html", b""),
+                entry("a", b"1"),
+                entry("a.js", b"2"),
+                entry("a/b", b"3")
+            ]),
+            Err(ManifestError::FileIsFolder(..))
+        ));
         let mut bytes = example().to_bytes();
         bytes.push(0);
         assert!(matches!(
@@ -522,19 +575,16 @@ mod tests {
             seed in any::<u8>(),
         ) {
             let mut files = vec![entry("index.html", &[seed])];
-            let mut seen = std::collections::HashSet::new();
-            seen.insert("index.html".to_string());
-            for (p, size) in paths.iter().zip(sizes) {
-                if !seen.insert(p.to_lowercase()) {
-                    continue;
-                }
+            for (i, (p, size)) in paths.iter().zip(sizes).enumerate() {
+                // A folder of its own per path: no two paths collide.
+                let p = format!("d{i}/{p}");
                 let pieces = if size > PIECE_SIZE {
                     (0..piece_count(size)).map(|i| Hash::of(&i.to_le_bytes())).collect()
                 } else {
                     vec![]
                 };
                 files.push(FileEntry {
-                    path: BundlePath::new(p).unwrap(),
+                    path: BundlePath::new(&p).unwrap(),
                     size,
                     blake3: Hash::of(p.as_bytes()),
                     sha256: [seed; 32],

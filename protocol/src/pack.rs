@@ -18,7 +18,7 @@ use crate::limits::{MAX_FILE_SIZE, MAX_FILES, PIECE_SIZE};
 use crate::manifest::{FileDigest, FileDigester, FileEntry, Manifest, ManifestError};
 use crate::path::{BundlePath, PathError};
 use crate::release::{Release, ReleaseError, Rollout, VerifiedRelease, VerifyError};
-use crate::store::{Batch, CommitOutcome, Store, StoreError};
+use crate::store::{Batch, CommitOutcome, Store, StoreError, next_seq};
 use crate::trust::TrustList;
 use crate::zip::{SafeZip, ZipError};
 
@@ -95,6 +95,14 @@ pub enum PackError {
         "{0} is not a regular file or directory (a symlink to a directory, socket or device); remove it from the build"
     )]
     NotRegular(PathBuf),
+    /// A symlink whose target does not exist.
+    #[error("{0} is a broken symlink; remove it or fix its target")]
+    BrokenLink(PathBuf),
+    /// A symlink to a file outside the build folder.
+    #[error(
+        "{0} is a symlink to {1}, outside the build folder; copy the file into the build instead"
+    )]
+    LinkOutside(PathBuf, PathBuf),
     /// A file larger than a bundle may hold.
     #[error("{path} is {size} bytes, more than the limit of {MAX_FILE_SIZE} for one file")]
     TooLarge {
@@ -138,6 +146,10 @@ fn walk(dir: &Path) -> Result<Vec<Source>, PackError> {
     if !dir.join("index.html").is_file() {
         return Err(PackError::NoIndexHtml(dir.to_owned()));
     }
+    let root = std::fs::canonicalize(dir).map_err(|source| PackError::Read {
+        path: dir.to_owned(),
+        source,
+    })?;
     let mut out = Vec::new();
     let mut stack = vec![(dir.to_owned(), String::new())];
     while let Some((abs, rel)) = stack.pop() {
@@ -165,10 +177,9 @@ fn walk(dir: &Path) -> Result<Vec<Source>, PackError> {
                 stack.push((file, rel_path));
                 continue;
             }
-            // A symlink counts as the file it points to; one to a directory
-            // is refused, so a link cannot loop or reach outside.
-            let is_file = kind.is_file() || (kind.is_symlink() && file.is_file());
-            if !is_file {
+            if kind.is_symlink() {
+                check_link(&root, &file)?;
+            } else if !kind.is_file() {
                 return Err(PackError::NotRegular(file));
             }
             let path = BundlePath::new(&rel_path).map_err(|source| PackError::BadPath {
@@ -183,6 +194,20 @@ fn walk(dir: &Path) -> Result<Vec<Source>, PackError> {
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// A symlink counts as the file it points to, if that is a regular file
+/// inside the build folder: a link must not smuggle in a file from
+/// elsewhere on the publisher's disk, nor loop through directories.
+fn check_link(root: &Path, link: &Path) -> Result<(), PackError> {
+    let target = std::fs::canonicalize(link).map_err(|_| PackError::BrokenLink(link.to_owned()))?;
+    if !target.starts_with(root) {
+        return Err(PackError::LinkOutside(link.to_owned(), target));
+    }
+    if !target.is_file() {
+        return Err(PackError::NotRegular(link.to_owned()));
+    }
+    Ok(())
 }
 
 /// Hashes one file and, with a batch, stages it as a blob.
@@ -327,21 +352,6 @@ pub fn manifest_of_dir(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<Ma
     Ok(Manifest::new(digest_all(&sources, None, progress)?)?)
 }
 
-/// Total size of the regular files under `dir`, for a progress bar.
-pub fn dir_size(dir: &Path) -> Result<u64, PackError> {
-    walk(dir)?
-        .iter()
-        .map(|s| {
-            std::fs::metadata(&s.file)
-                .map(|m| m.len())
-                .map_err(|source| PackError::Read {
-                    path: s.file.clone(),
-                    source,
-                })
-        })
-        .sum()
-}
-
 /// Packs the web build in `dir` into `store` as a release signed by `key`.
 /// `progress` is called with the bytes hashed so far.
 pub fn pack_dir(
@@ -351,7 +361,44 @@ pub fn pack_dir(
     key: &SecretKey,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Packed, PackError> {
-    let sources = walk(dir)?;
+    pack_scanned(store, scan_dir(dir)?, opts, key, progress)
+}
+
+/// A build folder whose files were listed and whose paths all passed the
+/// checks (see [`scan_dir`]); nothing is read or written yet.
+#[derive(Debug)]
+pub struct ScannedDir {
+    sources: Vec<Source>,
+}
+
+impl ScannedDir {
+    /// Total size of the files, for a progress bar.
+    pub fn total_size(&self) -> u64 {
+        self.sources
+            .iter()
+            .filter_map(|s| std::fs::metadata(&s.file).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+/// Lists and checks the build folder `dir` (index.html, paths, links),
+/// so that a bad folder fails before any store is touched.
+pub fn scan_dir(dir: &Path) -> Result<ScannedDir, PackError> {
+    Ok(ScannedDir {
+        sources: walk(dir)?,
+    })
+}
+
+/// [`pack_dir`] for a folder [`scan_dir`] already checked.
+pub fn pack_scanned(
+    store: &Store,
+    scanned: ScannedDir,
+    opts: &PackOptions,
+    key: &SecretKey,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Packed, PackError> {
+    let sources = scanned.sources;
     // Check the statement before the slow part, so a typo fails at once.
     draft(opts, 0).check()?;
     let batch = store.begin()?;
@@ -362,7 +409,7 @@ pub fn pack_dir(
         ms = started.elapsed().as_secs_f64() * 1e3,
         "hashed and staged"
     );
-    finish(store, batch, files, opts, key)
+    finish(batch, files, opts, key)
 }
 
 /// Packs the web build inside a zip (checked by [`SafeZip::open`]) into
@@ -409,7 +456,7 @@ pub fn pack_zip(
         progress(done);
         files.push(digest.into_entry(entry.path));
     }
-    finish(store, batch, files, opts, key)
+    finish(batch, files, opts, key)
 }
 
 fn draft(opts: &PackOptions, seq: u64) -> Release {
@@ -429,7 +476,6 @@ fn draft(opts: &PackOptions, seq: u64) -> Release {
 
 /// Builds the manifest, signs the release and commits the batch.
 fn finish(
-    store: &Store,
     batch: Batch<'_>,
     files: Vec<FileEntry>,
     opts: &PackOptions,
@@ -437,18 +483,22 @@ fn finish(
 ) -> Result<Packed, PackError> {
     let manifest = Manifest::new(files)?;
     let bundle_id = batch.put_manifest(&manifest)?;
-    let seq = match opts.seq {
-        Some(s) => s,
-        None => store.default_seq(&opts.app, &opts.channel, opts.created)?,
-    };
-    let release = Release {
-        bundle_id,
-        ..draft(opts, seq)
-    }
-    .sign(key)?
-    .verify(&TrustList::single(key.public()))?;
     let started = std::time::Instant::now();
-    let outcome = batch.commit(&release)?;
+    // The sequence number is chosen under the index lock, so two packs at
+    // once never pick the same one.
+    let (release, outcome) = batch.commit_with(|held| {
+        let seq = opts
+            .seq
+            .unwrap_or_else(|| next_seq(held, &opts.app, &opts.channel, opts.created));
+        Ok::<_, PackError>(
+            Release {
+                bundle_id,
+                ..draft(opts, seq)
+            }
+            .sign(key)?
+            .verify(&TrustList::single(key.public()))?,
+        )
+    })?;
     tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "committed");
     Ok(Packed {
         release,

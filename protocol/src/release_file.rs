@@ -102,6 +102,7 @@ pub fn export(
     release: &SignedRelease,
     out: &Path,
 ) -> Result<Exported, ReleaseFileError> {
+    let _guard = store.read_guard()?;
     let manifest = store.check_complete(&release.release().bundle_id)?;
     let mut seen = HashSet::new();
     let mut entries = vec![
@@ -374,6 +375,7 @@ pub fn export_bundle_zip(
     out: &Path,
 ) -> Result<[u8; 32], ReleaseFileError> {
     use sha2::{Digest, Sha256};
+    let _guard = store.read_guard()?;
     let manifest = store.check_complete(id)?;
     let entries = manifest
         .files()

@@ -102,6 +102,7 @@ pub struct Published {
 
 /// Writes the static tree of every release of `store` into `out`.
 pub fn publish(store: &Store, out: &Path) -> Result<Published, ReleaseFileError> {
+    let _guard = store.read_guard()?;
     let io = |path: &Path| {
         let path = path.display().to_string();
         move |source| ReleaseFileError::Write { path, source }

@@ -83,9 +83,11 @@ impl TrustEntry {
 }
 
 impl TrustList {
-    /// A list trusting `key` for everything (a publisher checking its own
-    /// signature).
-    pub fn single(key: PublicKey) -> Self {
+    /// A list trusting `key` for everything: only for a publisher checking
+    /// the signature it just made. Crate-private, so that no caller can
+    /// turn a release into a [`crate::VerifiedRelease`] by trusting the key
+    /// the release itself carries.
+    pub(crate) fn single(key: PublicKey) -> Self {
         TrustList {
             entries: vec![TrustEntry {
                 key,

@@ -191,6 +191,7 @@ fn clear_errors_and_nothing_written() {
     assert_eq!(err.lines().count(), 1, "one sentence: {err}");
     assert!(!err.contains("panicked"));
     assert!(!store.join("index").exists(), "nothing committed");
+    assert!(!store.exists(), "not even a store was made");
 
     std::fs::write(build.join("index.html"), "hi").unwrap();
     let err = pack(&["--app", "example", "--version", "1.0.0"]);
@@ -369,4 +370,86 @@ fn every_subcommand_has_help() {
         let out = run_ok(&args);
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
     }
+}
+
+#[test]
+fn duplicate_and_empty_files_and_symlinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path());
+    let build = dir.path().join("dist");
+    small_build(&build, "dups");
+    for d in ["a", "b", "c"] {
+        std::fs::create_dir_all(build.join(d)).unwrap();
+        std::fs::write(build.join(d).join(".keep"), "").unwrap();
+        std::fs::write(build.join(d).join("logo.png"), vec![9u8; 5000]).unwrap();
+    }
+    std::fs::write(build.join("big-1.bin"), vec![1u8; 5 << 20]).unwrap();
+    std::fs::write(build.join("big-2.bin"), vec![1u8; 5 << 20]).unwrap();
+    std::os::unix::fs::symlink("assets/app.js", build.join("alias.js")).unwrap();
+    let store = dir.path().join("store");
+    let pack = |extra: &[&str]| {
+        let mut args = vec![
+            "pack",
+            s(&build),
+            "--app",
+            "com.example.app",
+            "--version",
+            "1.0.0",
+            "--key",
+            s(&key),
+            "--store",
+            s(&store),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let args = pack(&[]);
+    let out = run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(json(&out)["files"], 11);
+    let report = json(&run_ok(&[
+        "store",
+        "verify",
+        "--store",
+        s(&store),
+        "--json",
+    ]));
+    assert_eq!(report["ok"], true);
+    // index, app.js (= alias.js), empty, logo, big: five distinct blobs.
+    assert_eq!(report["blobs"], 5);
+
+    // Running the same pack again (same sequence) finds it already there.
+    let args = pack(&["--seq", "77"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_ok(&args);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(json(&run_ok(&args))["already_present"], true);
+
+    // A link out of the build, and a broken one, are refused.
+    let outside = dir.path().join("secret.txt");
+    std::fs::write(&outside, "private").unwrap();
+    std::os::unix::fs::symlink(&outside, build.join("leak.txt")).unwrap();
+    let err = run_err(&pack(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("outside the build folder"), "{err}");
+    std::fs::remove_file(build.join("leak.txt")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), build.join("dangling.js")).unwrap();
+    let err = run_err(&pack(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("broken symlink"), "{err}");
+
+    // A missing source creates no store.
+    let fresh = dir.path().join("fresh");
+    let err = run_err(&[
+        "pack",
+        s(&dir.path().join("nothere")),
+        "--app",
+        "com.example.app",
+        "--version",
+        "1.0.0",
+        "--key",
+        s(&key),
+        "--store",
+        s(&fresh),
+    ]);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!fresh.exists());
 }

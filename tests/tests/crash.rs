@@ -110,6 +110,15 @@ fn sigkill_during_pack_leaves_whole_release_or_none() {
         .collect();
     let total = phases.len();
     assert!(total > KILLS, "only {total} crash points");
+    // The durable order: all data synced before the first rename into
+    // place, all names synced before the index is touched. (A SIGKILL keeps
+    // the page cache, so only this order protects against a power cut.)
+    let first = |p: &str| phases.iter().position(|x| x.starts_with(p)).unwrap();
+    let last = |p: &str| phases.iter().rposition(|x| x.starts_with(p)).unwrap();
+    assert!(last("stage") < first("sync: data synced"));
+    assert!(first("sync: data synced") < first("publish: renamed"));
+    assert!(last("publish: renamed") < first("publish: names synced"));
+    assert!(first("publish: names synced") < first("commit"));
     assert!(check_store(&counted, &new_bundle, &old_bundle));
 
     // Kill points: spread evenly over the whole pack, plus every point of
@@ -158,11 +167,12 @@ fn sigkill_during_pack_leaves_whole_release_or_none() {
             .entry(phase.split(':').next().unwrap().to_owned())
             .or_default() += 1;
 
-        if check_store(&store, &new_bundle, &old_bundle) {
-            committed += 1;
-        }
-        // Every few kills, the interrupted pack is simply run again.
-        if n % 6 == 0 {
+        let was_committed = check_store(&store, &new_bundle, &old_bundle);
+        committed += usize::from(was_committed);
+        // Every few kills, and after every kill past the commit point, the
+        // interrupted pack is simply run again (a re-run of a committed
+        // pack finds its release already there).
+        if n % 6 == 0 || was_committed {
             let out = run_ok(&pack_args(&v2, &key, &store));
             assert_eq!(json(&out)["bundle_id"], new_bundle.to_string());
             assert!(check_store(&store, &new_bundle, &old_bundle));

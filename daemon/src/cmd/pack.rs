@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use lanseed_protocol::SecretKey;
-use lanseed_protocol::pack::{PackOptions, dir_size, pack_dir, pack_zip};
+use lanseed_protocol::pack::{PackOptions, pack_scanned, pack_zip, scan_dir};
 use lanseed_protocol::store::CommitOutcome;
 use lanseed_protocol::zip::{Layout, SafeZip};
 use serde::Serialize;
@@ -27,6 +27,12 @@ struct PackView {
 }
 
 pub fn run(args: PackArgs) -> anyhow::Result<()> {
+    if !args.source.exists() {
+        bail!(
+            "{} does not exist; pass the web build folder (e.g. ./dist) or a zip of it",
+            args.source.display()
+        );
+    }
     let key = SecretKey::read(&args.key)?;
     let created = super::now();
     let expires = args
@@ -55,15 +61,15 @@ pub fn run(args: PackArgs) -> anyhow::Result<()> {
         bar.finish_and_clear();
         (packed, store)
     } else {
+        // The folder is checked before the store is touched.
+        let scanned = scan_dir(&args.source)?;
         let store = args.store.create()?;
         let bar = if std::io::stderr().is_terminal() {
-            progress_bar(dir_size(&args.source)?)
+            progress_bar(scanned.total_size())
         } else {
             ProgressBar::hidden()
         };
-        let packed = pack_dir(&store, &args.source, &opts, &key, &|done| {
-            bar.set_position(done)
-        })?;
+        let packed = pack_scanned(&store, scanned, &opts, &key, &|done| bar.set_position(done))?;
         bar.finish_and_clear();
         (packed, store)
     };
@@ -135,7 +141,9 @@ fn parse_expiry(text: &str, now: u64) -> anyhow::Result<u64> {
         return Ok(secs);
     }
     match humantime::parse_duration(text) {
-        Ok(d) => Ok(now + d.as_secs()),
+        Ok(d) => now
+            .checked_add(d.as_secs())
+            .context("--expires is too far in the future"),
         Err(_) => bail!(
             "--expires `{text}` is neither a time like 2027-01-31T00:00:00Z nor a duration like 30days"
         ),

@@ -12,6 +12,7 @@
 //! running batch has published but not yet committed. Index changes take
 //! `index.lock` exclusively around their read-modify-write.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::crashpoint;
 use crate::hash::{BundleId, Hash};
 use crate::manifest::Manifest;
-use crate::release::VerifiedRelease;
+use crate::release::{SignedRelease, VerifiedRelease};
 
 use super::{Store, StoreError, durable, index};
 
@@ -47,6 +48,9 @@ pub struct Batch<'s> {
     fanout_created: [AtomicBool; 256],
     counter: AtomicU64,
     staged: Mutex<Vec<Staged>>,
+    /// Blobs staged by this batch: a build with two identical files stages
+    /// the bytes once.
+    claimed: Mutex<HashSet<Hash>>,
     _gc_guard: File,
 }
 
@@ -80,10 +84,7 @@ impl BlobWriter {
 impl Store {
     /// Starts a batch of writes.
     pub fn begin(&self) -> Result<Batch<'_>, StoreError> {
-        let guard = self.lock_file("gc.lock")?;
-        guard
-            .lock_shared()
-            .map_err(StoreError::io("cannot lock", &self.root.join("gc.lock")))?;
+        let guard = self.read_guard()?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -99,6 +100,7 @@ impl Store {
             fanout_created: std::array::from_fn(|_| AtomicBool::new(false)),
             counter: AtomicU64::new(0),
             staged: Mutex::new(Vec::new()),
+            claimed: Mutex::new(HashSet::new()),
             _gc_guard: guard,
         })
     }
@@ -106,38 +108,62 @@ impl Store {
     /// Adds a release whose bundle is already complete in the store (for
     /// example a new rollout statement for a bundle the store holds).
     pub fn add_release(&self, release: &VerifiedRelease) -> Result<CommitOutcome, StoreError> {
-        let _guard = self.lock_file("gc.lock")?;
-        _guard
-            .lock_shared()
-            .map_err(StoreError::io("cannot lock", &self.root.join("gc.lock")))?;
+        let _guard = self.read_guard()?;
         self.commit_release(release)
     }
 
+    /// Holds `gc.lock` shared until dropped: garbage collection waits, so
+    /// nothing the holder reads is deleted meanwhile (verify, export,
+    /// serving peers).
+    pub fn read_guard(&self) -> Result<File, StoreError> {
+        let guard = self.lock_file("gc.lock")?;
+        guard
+            .lock_shared()
+            .map_err(StoreError::io("cannot lock", &self.root.join("gc.lock")))?;
+        Ok(guard)
+    }
+
     fn commit_release(&self, release: &VerifiedRelease) -> Result<CommitOutcome, StoreError> {
-        self.check_complete(&release.release().bundle_id)?;
+        self.commit_release_with(|_| Ok::<_, StoreError>(release.clone()))
+            .map(|(_, outcome)| outcome)
+    }
+
+    /// Adds the release `make` returns to the index. `make` runs under the
+    /// index lock and sees the releases already held, so it can choose a
+    /// sequence number no concurrent writer takes. A release equal to a
+    /// held one in app, channel, sequence, bundle and publisher counts as
+    /// already present (a re-run of the same pack), whatever its time.
+    pub fn commit_release_with<E: From<StoreError>>(
+        &self,
+        make: impl FnOnce(&[SignedRelease]) -> Result<VerifiedRelease, E>,
+    ) -> Result<(VerifiedRelease, CommitOutcome), E> {
         let lock = self.lock_file("index.lock")?;
         lock.lock()
             .map_err(StoreError::io("cannot lock", &self.root.join("index.lock")))?;
         let mut all = index::read(&self.root)?;
-        let id = release.id();
-        if all.iter().any(|r| r.id() == id) {
-            return Ok(CommitOutcome::AlreadyPresent);
-        }
+        let release = make(&all)?;
+        self.check_complete(&release.release().bundle_id)?;
         let new = release.release();
-        if all
-            .iter()
-            .map(|r| r.release())
-            .any(|r| r.app == new.app && r.channel == new.channel && r.seq == new.seq)
-        {
+        for held in &all {
+            let r = held.release();
+            if r.app != new.app || r.channel != new.channel || r.seq != new.seq {
+                continue;
+            }
+            if held.id() == release.id()
+                || (r.bundle_id == new.bundle_id && held.publisher() == release.publisher())
+            {
+                return Ok((release, CommitOutcome::AlreadyPresent));
+            }
             return Err(StoreError::SeqConflict {
                 app: new.app.clone(),
                 channel: new.channel.clone(),
                 seq: new.seq,
-            });
+            }
+            .into());
         }
         all.push(release.signed().clone());
         index::write(&self.root, &all)?;
-        Ok(CommitOutcome::Added)
+        Ok((release, CommitOutcome::Added))
     }
 }
 
@@ -150,7 +176,7 @@ impl Batch<'_> {
     /// Stages a blob whose bytes the caller has hashed. Does nothing when
     /// the store already has it.
     pub fn put_blob(&self, hash: &Hash, data: &[u8]) -> Result<(), StoreError> {
-        if self.store.has_blob(hash) {
+        if self.store.has_blob(hash) || !self.claim(hash) {
             return Ok(());
         }
         // Staged next to its final name (`<hash>.<nonce>.tmp`), so the
@@ -186,7 +212,7 @@ impl Batch<'_> {
     pub fn finish_blob(&self, writer: BlobWriter, hash: &Hash) -> Result<(), StoreError> {
         let BlobWriter { file, tmp } = writer;
         drop(file);
-        if self.store.has_blob(hash) {
+        if self.store.has_blob(hash) || !self.claim(hash) {
             std::fs::remove_file(&tmp).map_err(StoreError::io("cannot remove", &tmp))?;
             return Ok(());
         }
@@ -209,6 +235,14 @@ impl Batch<'_> {
         Ok(id)
     }
 
+    /// Whether this batch has not staged `hash` yet (and now has).
+    fn claim(&self, hash: &Hash) -> bool {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(*hash)
+    }
+
     fn push(&self, tmp: PathBuf, dest: PathBuf) {
         self.staged
             .lock()
@@ -221,8 +255,17 @@ impl Batch<'_> {
     /// Fails, committing nothing, when the release's bundle is not complete.
     pub fn commit(self, release: &VerifiedRelease) -> Result<CommitOutcome, StoreError> {
         self.publish()?;
-        let outcome = self.store.commit_release(release)?;
-        Ok(outcome)
+        self.store.commit_release(release)
+    }
+
+    /// Like [`Batch::commit`], with the release made under the index lock
+    /// by `make` (see [`Store::commit_release_with`]).
+    pub fn commit_with<E: From<StoreError>>(
+        self,
+        make: impl FnOnce(&[SignedRelease]) -> Result<VerifiedRelease, E>,
+    ) -> Result<(VerifiedRelease, CommitOutcome), E> {
+        self.publish()?;
+        self.store.commit_release_with(make)
     }
 
     /// Steps 2 to 4 of [`super::durable`]: sync, rename, sync.

@@ -16,6 +16,11 @@
 //!    `fsync` of the directory. This is the commit point: before it the
 //!    release is not in the store, after it all its pieces are.
 //!
+//! The guarantees below hold on Linux, the platform lanseed nodes and
+//! kiosks run on. Elsewhere each file is `fsync`ed instead of one `syncfs`,
+//! and directory syncs are best effort (macOS would need `F_FULLFSYNC`,
+//! Windows cannot open a directory for syncing).
+//!
 //! A process crash (SIGKILL) loses nothing already written; a power cut can
 //! lose steps not yet synced, and every step above is harmless to lose or
 //! redo: leftovers in `tmp/` are never read, and an orphan blob is garbage

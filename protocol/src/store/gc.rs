@@ -78,11 +78,10 @@ impl Store {
         let mut blobs: HashSet<Hash> = HashSet::new();
         for r in &kept {
             if bundles.insert(r.release().bundle_id) {
-                // A kept release whose manifest is unreadable keeps nothing
-                // alive; `store verify` reports it.
-                if let Ok(m) = self.read_manifest(&r.release().bundle_id) {
-                    blobs.extend(m.files().iter().map(|f| f.blake3));
-                }
+                // A kept release whose manifest cannot be read stops the
+                // collection: its blobs are unknown, so none may go.
+                let m = self.read_manifest(&r.release().bundle_id)?;
+                blobs.extend(m.files().iter().map(|f| f.blake3));
             }
         }
 

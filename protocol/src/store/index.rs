@@ -93,5 +93,10 @@ pub fn write(root: &Path, releases: &[SignedRelease]) -> Result<(), StoreError> 
         return Err(StoreError::IndexFull(releases.len()));
     }
     let path = root.join(FILE);
-    durable::write_atomic(&path, &encode(releases)).map_err(StoreError::io("cannot write", &path))
+    let bytes = encode(releases);
+    if bytes.len() as u64 > MAX_INDEX_BYTES {
+        // Never write an index that could not be read back.
+        return Err(StoreError::IndexFull(releases.len()));
+    }
+    durable::write_atomic(&path, &bytes).map_err(StoreError::io("cannot write", &path))
 }

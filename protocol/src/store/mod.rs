@@ -229,14 +229,7 @@ impl Store {
     /// default: max(highest held + 1, `now`), so a fresh store never
     /// restarts at 1.
     pub fn default_seq(&self, app: &str, channel: &str, now: u64) -> Result<u64, StoreError> {
-        let highest = self
-            .releases()?
-            .iter()
-            .map(SignedRelease::release)
-            .filter(|r| r.app == app && r.channel == channel)
-            .map(|r| r.seq)
-            .max();
-        Ok(highest.map_or(now, |h| now.max(h.saturating_add(1))))
+        Ok(next_seq(&self.releases()?, app, channel, now))
     }
 
     /// Checks that the manifest of `id` and every blob it lists are present
@@ -267,6 +260,18 @@ impl Store {
             .open(&path)
             .map_err(StoreError::io("cannot open lock file", &path))
     }
+}
+
+/// SPEC's default sequence number among `releases`: max(highest held for
+/// `app` and `channel` + 1, `now`).
+pub fn next_seq(releases: &[SignedRelease], app: &str, channel: &str, now: u64) -> u64 {
+    let highest = releases
+        .iter()
+        .map(SignedRelease::release)
+        .filter(|r| r.app == app && r.channel == channel)
+        .map(|r| r.seq)
+        .max();
+    highest.map_or(now, |h| now.max(h.saturating_add(1)))
 }
 
 /// Whether `root` is missing, empty, or holds only what an interrupted

@@ -108,6 +108,8 @@ impl Store {
         trust: Option<&TrustList>,
         progress: &dyn Fn(u64),
     ) -> Result<VerifyReport, StoreError> {
+        // Shared with writers, exclusive of gc: nothing is deleted under us.
+        let _guard = self.read_guard()?;
         let mut report = VerifyReport::default();
         let releases = match self.releases() {
             Ok(r) => r,

@@ -219,7 +219,8 @@ fn bench_zip(args: &Args) -> anyhow::Result<()> {
     let build = tmp.path().join("build");
     generate_build(&build, args.files, args.mb * 1_000_000, 2026);
     let key = SecretKey::generate()?;
-    let trust = TrustList::single(key.public());
+    let trust = TrustList::parse(&key.public().to_string())
+        .map_err(|(line, e)| anyhow::anyhow!("trust line {line}: {e}"))?;
     let mut opts = PackOptions {
         app: "com.example.bench".into(),
         channel: "production".into(),
