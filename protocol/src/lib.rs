@@ -29,6 +29,7 @@ pub mod release_file;
 pub mod static_tree;
 pub mod store;
 pub mod trust;
+pub mod wire;
 pub mod zip;
 
 pub use hash::{BundleId, Hash, ReleaseId};

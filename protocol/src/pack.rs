@@ -213,7 +213,7 @@ fn check_link(root: &Path, link: &Path) -> Result<(), PackError> {
 /// Hashes one file and, with a batch, stages it as a blob.
 fn digest_file(
     src: &Source,
-    batch: Option<&Batch<'_>>,
+    batch: Option<&Batch>,
     buf: &mut Vec<u8>,
     done: &AtomicU64,
     progress: &(dyn Fn(u64) + Sync),
@@ -254,7 +254,7 @@ fn digest_file(
 
 fn stream_file(
     file: &mut std::fs::File,
-    batch: Option<&Batch<'_>>,
+    batch: Option<&Batch>,
     buf: &mut Vec<u8>,
     path: &Path,
 ) -> Result<FileDigest, PackError> {
@@ -294,7 +294,7 @@ fn stream_file(
 /// Hashes every file with a few threads; stages blobs when given a batch.
 fn digest_all(
     sources: &[Source],
-    batch: Option<&Batch<'_>>,
+    batch: Option<&Batch>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<FileEntry>, PackError> {
     let threads = std::thread::available_parallelism()
@@ -476,7 +476,7 @@ fn draft(opts: &PackOptions, seq: u64) -> Release {
 
 /// Builds the manifest, signs the release and commits the batch.
 fn finish(
-    batch: Batch<'_>,
+    batch: Batch,
     files: Vec<FileEntry>,
     opts: &PackOptions,
     key: &SecretKey,

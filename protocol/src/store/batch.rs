@@ -40,8 +40,8 @@ pub enum CommitOutcome {
 }
 
 /// Staged writes to a store, committed together.
-pub struct Batch<'s> {
-    store: &'s Store,
+pub struct Batch {
+    store: Store,
     dir: PathBuf,
     nonce: String,
     fanout_ready: [AtomicBool; 256],
@@ -83,7 +83,7 @@ impl BlobWriter {
 
 impl Store {
     /// Starts a batch of writes.
-    pub fn begin(&self) -> Result<Batch<'_>, StoreError> {
+    pub fn begin(&self) -> Result<Batch, StoreError> {
         let guard = self.read_guard()?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -93,7 +93,7 @@ impl Store {
         let dir = self.root.join("tmp").join(format!("batch-{nonce}"));
         std::fs::create_dir_all(&dir).map_err(StoreError::io("cannot create", &dir))?;
         Ok(Batch {
-            store: self,
+            store: self.clone(),
             dir,
             nonce,
             fanout_ready: std::array::from_fn(|_| AtomicBool::new(false)),
@@ -167,7 +167,7 @@ impl Store {
     }
 }
 
-impl Batch<'_> {
+impl Batch {
     fn tmp_path(&self) -> PathBuf {
         self.dir
             .join(self.counter.fetch_add(1, Ordering::Relaxed).to_string())
@@ -332,7 +332,7 @@ fn rename_all(staged: &[Staged]) -> Result<(), StoreError> {
     })
 }
 
-impl Drop for Batch<'_> {
+impl Drop for Batch {
     /// An abandoned batch takes back what it wrote: staged files not yet
     /// published, its staging folder, and the blob folders it created
     /// that are still empty.
