@@ -57,6 +57,17 @@ pub enum Command {
     /// Check or clean a store.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Run a node: find peers, serve the store's releases, fetch followed ones.
+    ///
+    /// Advertises itself over mDNS (`_lanseed._udp.local.`), announces every
+    /// release in its store to the peers it connects to (and new ones as
+    /// they appear), and serves their files. With --follow it fetches newer
+    /// releases of those apps and channels from peers, verified against
+    /// --trust, and seeds them on: a site cache. Runs until SIGINT or
+    /// SIGTERM, then stops cleanly.
+    Seed(SeedArgs),
+    /// Show what a running node knows: peers, releases, transfers.
+    Status(StatusArgs),
 }
 
 /// Where the store is.
@@ -77,6 +88,53 @@ pub struct KeygenArgs {
     /// Overwrite FILE and FILE.pub if they exist.
     #[arg(long)]
     pub force: bool,
+    /// Make a fleet key (a pre-shared key for `seed --fleet-key`) instead
+    /// of a publisher key pair: only nodes holding it can connect.
+    #[arg(long)]
+    pub fleet: bool,
+}
+
+/// `lanseed seed`.
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Address to listen on (repeatable).
+    #[arg(long, value_name = "MULTIADDR", default_value = "/ip4/0.0.0.0/tcp/0")]
+    pub listen: Vec<String>,
+    /// A peer to connect to, for networks that drop multicast (repeatable),
+    /// e.g. /ip4/10.0.0.5/tcp/4001/p2p/12D3Koo…
+    #[arg(long, value_name = "MULTIADDR")]
+    pub peer: Vec<String>,
+    /// Fetch and seed releases of APP (all channels, or just CHANNEL).
+    #[arg(long, value_name = "APP[:CHANNEL]")]
+    pub follow: Vec<String>,
+    /// Trust file: only releases signed by these keys are fetched.
+    #[arg(long, value_name = "FILE")]
+    pub trust: Option<PathBuf>,
+    /// Fleet key file (`lanseed keygen --fleet`): only nodes with it connect.
+    #[arg(long, value_name = "FILE")]
+    pub fleet_key: Option<PathBuf>,
+    /// Do not use mDNS (find peers only through --peer and inbound).
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Use mDNS on this network interface only.
+    #[arg(long, value_name = "NAME", conflicts_with = "no_mdns")]
+    pub mdns_interface: Option<String>,
+    /// How long a peer may take to answer one request before it is dropped
+    /// from the transfer.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
+}
+
+/// `lanseed status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Print the status as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `lanseed pack`.

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod node;
 mod output;
 
 use clap::Parser;

@@ -5,6 +5,9 @@ use lanseed_protocol::SecretKey;
 use crate::cli::KeygenArgs;
 
 pub fn run(args: KeygenArgs) -> anyhow::Result<()> {
+    if args.fleet {
+        return fleet(&args);
+    }
     let key = SecretKey::generate()?;
     let pub_path = key.write(&args.out, args.force)?;
     eprintln!(
@@ -13,5 +16,37 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<()> {
         pub_path.display()
     );
     println!("{}", key.public());
+    Ok(())
+}
+
+/// A fleet key in the libp2p `swarm.key` format, mode 0600.
+fn fleet(args: &KeygenArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key)
+        .map_err(|e| anyhow::anyhow!("the system random source failed: {e}"))?;
+    let text = format!("/key/swarm/psk/1.0.0/\n/base16/\n{}\n", hex::encode(key));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true);
+    if args.force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&args.out).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
+            "{} already exists; pass --force to overwrite it",
+            args.out.display()
+        ),
+        _ => anyhow::anyhow!("cannot write {}: {e}", args.out.display()),
+    })?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    eprintln!(
+        "Fleet key written to {}; give it to every node of the fleet (`lanseed seed --fleet-key {}`).",
+        args.out.display(),
+        args.out.display()
+    );
     Ok(())
 }

@@ -4,6 +4,7 @@ mod export;
 mod keygen;
 mod pack;
 mod releases;
+mod seed;
 mod store;
 
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => export::export(args),
         Command::Import(args) => export::import(args),
         Command::PublishStatic(args) => export::publish_static(args),
+        Command::Seed(args) => seed::seed(args),
+        Command::Status(args) => seed::status(args),
         Command::Store(StoreCommand::Verify(args)) => store::verify(args),
         Command::Store(StoreCommand::Gc(args)) => store::gc(args),
     }

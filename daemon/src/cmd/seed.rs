@@ -1,0 +1,149 @@
+//! `lanseed seed` (the node) and `lanseed status` (asking it).
+
+use anyhow::{Context, bail};
+use lanseed_protocol::TrustList;
+use lanseed_protocol::release::{check_app_id, check_channel};
+
+use crate::cli::{SeedArgs, StatusArgs};
+use crate::node::{self, Follow, Mdns, NodeConfig};
+
+fn parse_follow(text: &str) -> anyhow::Result<Follow> {
+    let (app, channel) = match text.split_once(':') {
+        Some((a, c)) => (a, Some(c.to_owned())),
+        None => (text, None),
+    };
+    check_app_id(app)?;
+    if let Some(c) = &channel {
+        check_channel(c)?;
+    }
+    Ok(Follow {
+        app: app.to_owned(),
+        channel,
+    })
+}
+
+fn read_fleet_key(path: &std::path::Path) -> anyhow::Result<libp2p::pnet::PreSharedKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read fleet key {}", path.display()))?;
+    text.parse().map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a fleet key ({e}); make one with `lanseed keygen --fleet --out FILE`",
+            path.display()
+        )
+    })
+}
+
+pub fn seed(args: SeedArgs) -> anyhow::Result<()> {
+    let follow = args
+        .follow
+        .iter()
+        .map(|f| parse_follow(f))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let trust = match &args.trust {
+        Some(p) => TrustList::read(p)?,
+        None if !follow.is_empty() => {
+            bail!("--follow needs --trust FILE: the keys whose releases may be fetched")
+        }
+        None => TrustList::default(),
+    };
+    let parse_addrs = |list: &[String], flag: &str| -> anyhow::Result<Vec<libp2p::Multiaddr>> {
+        list.iter()
+            .map(|a| {
+                a.parse().map_err(|e| {
+                    anyhow::anyhow!(
+                        "{flag} `{a}` is not a multiaddr ({e}), e.g. /ip4/10.0.0.5/tcp/4001"
+                    )
+                })
+            })
+            .collect()
+    };
+    let cfg = NodeConfig {
+        store: args.store.create()?,
+        listen: parse_addrs(&args.listen, "--listen")?,
+        peers: parse_addrs(&args.peer, "--peer")?,
+        follow,
+        trust,
+        fleet_key: args.fleet_key.as_deref().map(read_fleet_key).transpose()?,
+        mdns: match (&args.no_mdns, &args.mdns_interface) {
+            (true, _) => Mdns::Off,
+            (false, Some(name)) => Mdns::Interface(name.clone()),
+            (false, None) => Mdns::All,
+        },
+        request_timeout: args.request_timeout,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(node::run(cfg, shutdown_signal()))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let store = args.store.path()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let status = runtime.block_on(node::control::request_status(&store))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    println!("node {}", status["peer_id"].as_str().unwrap_or("?"));
+    for l in status["listen"].as_array().into_iter().flatten() {
+        println!("  listening on {}", l.as_str().unwrap_or(""));
+    }
+    let peers = status["peers"].as_array().cloned().unwrap_or_default();
+    println!("{} peers", peers.len());
+    for p in &peers {
+        println!(
+            "  {} {} (found by {}, {} releases announced) {}",
+            p["peer_id"].as_str().unwrap_or(""),
+            if p["connected"] == true {
+                "connected"
+            } else {
+                "not connected"
+            },
+            p["found_by"].as_str().unwrap_or(""),
+            p["releases_announced"],
+            p["addresses"]
+                .as_array()
+                .and_then(|a| a.first())
+                .and_then(|a| a.as_str())
+                .unwrap_or("")
+        );
+    }
+    let releases = status["releases"].as_array().cloned().unwrap_or_default();
+    println!("{} releases", releases.len());
+    for r in &releases {
+        println!(
+            "  {} {} on {} (seq {})",
+            r["app"].as_str().unwrap_or(""),
+            r["version"].as_str().unwrap_or(""),
+            r["channel"].as_str().unwrap_or(""),
+            r["seq"]
+        );
+    }
+    let transfers = status["transfers"].as_array().cloned().unwrap_or_default();
+    println!("{} transfers", transfers.len());
+    for t in &transfers {
+        println!(
+            "  {} {} {}: {}/{} bytes, {:.1} MB/s, {} peers",
+            t["app"].as_str().unwrap_or(""),
+            t["version"].as_str().unwrap_or(""),
+            t["state"].as_str().unwrap_or(""),
+            t["bytes_done"],
+            t["bytes_total"],
+            t["rate_bytes_per_sec"].as_f64().unwrap_or(0.0) / 1e6,
+            t["providers"]
+        );
+    }
+    Ok(())
+}

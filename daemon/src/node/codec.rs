@@ -1,0 +1,88 @@
+//! The libp2p side of `/lanseed/bundle/1`: length-prefixed frames over a
+//! stream, decoded by `lanseed_protocol::wire` with its size limits. The
+//! length is checked before anything is read, and the buffer grows with the
+//! bytes that actually arrive.
+
+use std::io;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use lanseed_protocol::wire::{self, Request, Response};
+use libp2p::StreamProtocol;
+
+/// The request-response codec of `/lanseed/bundle/1`.
+#[derive(Clone, Default)]
+pub struct WireCodec;
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds the limit of {max}"),
+        ));
+    }
+    let mut buf = Vec::new();
+    (&mut *io).take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() != len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(buf)
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
+    io.write_all(&(bytes.len() as u32).to_le_bytes()).await?;
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+fn invalid(e: wire::WireError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+impl libp2p::request_response::Codec for WireCodec {
+    type Protocol = StreamProtocol;
+    type Request = Request;
+    type Response = Response;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let bytes = read_frame(io, wire::MAX_REQUEST_BYTES).await?;
+        wire::decode_request(&bytes).map_err(invalid)
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let bytes = read_frame(io, wire::MAX_RESPONSE_BYTES).await?;
+        wire::decode_response(&bytes).map_err(invalid)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Request,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &wire::encode_request(&req)).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Response,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &wire::encode_response(&res)).await
+    }
+}
