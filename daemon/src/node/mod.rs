@@ -345,10 +345,13 @@ impl Node {
                 fresh = true;
             }
         }
-        if info.connected || !fresh {
+        if !fresh {
             return;
         }
         tracing::info!(peer = %found.peer, addrs = ?info.addrs, "peer found via mdns");
+        if info.connected {
+            return;
+        }
         let opts = DialOpts::peer_id(found.peer)
             .addresses(info.addrs.clone())
             .condition(PeerCondition::DisconnectedAndNotDialing)

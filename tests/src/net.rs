@@ -1,0 +1,235 @@
+//! Network namespaces and node processes for multi-node tests.
+//!
+//! Every test runs its nodes in network namespaces it makes (`ip netns
+//! add`, loopback up), so tests running side by side never see each
+//! other's mDNS records, and nothing leaves the machine. Namespaces are
+//! deleted and nodes killed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::lanseed_bin;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace of this test, with loopback up.
+pub struct Netns {
+    /// Its name.
+    pub name: String,
+}
+
+impl Netns {
+    /// A fresh namespace.
+    pub fn new() -> Netns {
+        let name = format!(
+            "lsd-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        Netns { name }
+    }
+
+    /// A command run inside the namespace.
+    pub fn command(&self, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Runs `ip ARGS` inside the namespace.
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all);
+    }
+}
+
+impl Default for Netns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Two namespaces joined by veth pairs to a bridge in a third: a small LAN
+/// (10.77.N.0/24, addresses .1 and .2), multicast included.
+pub struct Lan {
+    /// The hosts.
+    pub hosts: Vec<Netns>,
+    /// Their addresses.
+    pub addrs: Vec<String>,
+    _switch: Netns,
+}
+
+impl Lan {
+    /// Builds the LAN with `n` hosts.
+    pub fn new(n: usize) -> Lan {
+        let switch = Netns::new();
+        switch.ip(&["link", "add", "br0", "type", "bridge"]);
+        switch.ip(&["link", "set", "br0", "up"]);
+        let net = COUNTER.fetch_add(1, Ordering::SeqCst) % 200 + 20;
+        let mut hosts = Vec::new();
+        let mut addrs = Vec::new();
+        for i in 0..n {
+            let host = Netns::new();
+            let (a, b) = (format!("h{i}"), format!("s{i}"));
+            switch.ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+            switch.ip(&["link", "set", &b, "master", "br0"]);
+            switch.ip(&["link", "set", &b, "up"]);
+            switch.ip(&["link", "set", &a, "netns", &host.name]);
+            let addr = format!("10.77.{net}.{}", i + 1);
+            host.ip(&["addr", "add", &format!("{addr}/24"), "dev", &a]);
+            host.ip(&["link", "set", &a, "up"]);
+            host.ip(&["link", "set", &a, "multicast", "on"]);
+            hosts.push(host);
+            addrs.push(addr);
+        }
+        Lan {
+            hosts,
+            addrs,
+            _switch: switch,
+        }
+    }
+}
+
+/// A `lanseed seed` process with its log.
+pub struct NodeProc {
+    child: Child,
+    /// Its log (stderr).
+    pub log: PathBuf,
+    /// Its store.
+    pub store: PathBuf,
+}
+
+impl NodeProc {
+    /// Starts `lanseed seed --store STORE ARGS` inside `ns`.
+    pub fn start(ns: &Netns, store: &Path, args: &[&str]) -> NodeProc {
+        let log = store.with_extension("log");
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = ns.command(&lanseed_bin());
+        cmd.args(["seed", "--store", store.to_str().unwrap()])
+            .args(args)
+            .env("RUST_LOG", "lanseed=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(file);
+        let child = cmd.spawn().expect("spawn lanseed seed");
+        let node = NodeProc {
+            child,
+            log,
+            store: store.to_owned(),
+        };
+        node.wait_log("node started", Duration::from_secs(20));
+        node
+    }
+
+    /// The log so far, without colour codes.
+    pub fn log_text(&self) -> String {
+        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
+        strip_ansi(&raw)
+    }
+
+    /// Waits until a log line contains `needle`; returns that line.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(line) = self.log_text().lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no `{needle}` in {} after {timeout:?}:\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops with SIGTERM (as a service manager would) and waits.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = self.child.kill();
+                return self.child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Removes ANSI colour sequences.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The timestamp at the start of a log line, in microseconds since the
+/// Unix epoch (tracing's RFC 3339 UTC format).
+pub fn log_time_us(line: &str) -> i64 {
+    let ts = line.split_whitespace().next().expect("timestamp");
+    // 2026-11-27T03:47:26.794837Z
+    let (date, time) = ts.trim_end_matches('Z').split_once('T').expect("T");
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    let micros: i64 = format!("{frac:0<6}")[..6].parse().unwrap();
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m, day) = (d[0] - i64::from(d[1] <= 2), d[1], d[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1_000_000) + micros
+}
