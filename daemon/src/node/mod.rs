@@ -7,6 +7,12 @@
 //!   TCP rather than QUIC: a private network works over TCP only, and
 //!   measured on the reference machine TCP+noise+yamux streams move
 //!   400–500 MiB/s, more than QUIC's 300–390.
+//! - Streams: libp2p request-response with our own codec
+//!   ([`codec`], limits from `lanseed_protocol::wire`): stable, one bounded
+//!   message each way, a per-request timeout that doubles as the "peer sent
+//!   nothing for 10 s" rule, and no 10 MiB response cap of the stock codecs
+//!   to work around. `libp2p-stream` exists only as an alpha; raw streams
+//!   would matter for pipelining many pieces, which issue 5 takes up.
 //! - Connections: at most 2 per peer and 512 in all; kept open while idle
 //!   for an hour, so an announcement reaches connected peers at once.
 //! - Announcements: on connecting, a node sends every release it holds;
