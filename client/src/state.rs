@@ -1,0 +1,114 @@
+//! The device's state: which bundles it holds, which one runs, which one
+//! runs next, which failed. One JSON file in the store
+//! (`STORE/device/state.json`), replaced atomically on every change; it is
+//! also the active-bundle pointer (see [`crate::install`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The id of the builtin bundle in the state.
+pub const BUILTIN: &str = "builtin";
+
+/// Capgo's bundle states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BundleStatus {
+    /// Being fetched.
+    Downloading,
+    /// Verified and materialised, not scheduled.
+    Pending,
+    /// Will become current at the next switch.
+    Next,
+    /// Running on trial, waiting for notifyAppReady.
+    Trial,
+    /// Confirmed healthy.
+    Success,
+    /// Failed its trial; never installed again.
+    Error,
+}
+
+/// One downloaded bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRecord {
+    /// Version of its release.
+    pub version: String,
+    /// Channel of its release.
+    pub channel: String,
+    /// Sequence number of its release.
+    pub seq: u64,
+    /// Its state.
+    pub status: BundleStatus,
+}
+
+/// Everything the updater persists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceState {
+    /// This device's id (the rollout draw uses it).
+    pub device_id: String,
+    /// The native app version the state belongs to.
+    pub native_version: String,
+    /// The channel the device follows.
+    pub channel: String,
+    /// Bundles on disk, by bundle id.
+    pub bundles: BTreeMap<String, BundleRecord>,
+    /// The bundle served now ([`BUILTIN`] or a bundle id).
+    pub current: String,
+    /// The last bundle confirmed healthy: where a failed trial goes back to.
+    pub fallback: String,
+    /// The bundle to switch to at the next switch.
+    pub next: Option<String>,
+    /// Bundles that failed, with the sequence number they failed at.
+    pub failed: BTreeMap<String, u64>,
+    /// Highest sequence number installed per channel (no downgrade by
+    /// replay).
+    pub installed_seq: BTreeMap<String, u64>,
+}
+
+impl DeviceState {
+    /// A fresh state running the builtin bundle.
+    pub fn new(device_id: String, native_version: String, channel: String) -> Self {
+        DeviceState {
+            device_id,
+            native_version,
+            channel,
+            bundles: BTreeMap::new(),
+            current: BUILTIN.into(),
+            fallback: BUILTIN.into(),
+            next: None,
+            failed: BTreeMap::new(),
+            installed_seq: BTreeMap::new(),
+        }
+    }
+
+    /// Where the state lives in the store at `root`.
+    pub fn path(root: &Path) -> PathBuf {
+        root.join("device").join("state.json")
+    }
+
+    /// Reads the state, `None` when the device has none yet.
+    pub fn load(root: &Path) -> std::io::Result<Option<Self>> {
+        match std::fs::read(Self::path(root)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the state atomically and durably.
+    pub fn save(&self, root: &Path) -> std::io::Result<()> {
+        let path = Self::path(root);
+        std::fs::create_dir_all(path.parent().expect("state has a parent"))?;
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        lanseed_protocol::store::durable::write_atomic(&path, &bytes)
+    }
+
+    /// The bundle on trial, if the current one is.
+    pub fn trial(&self) -> Option<&str> {
+        let id = self.current.as_str();
+        (self.bundles.get(id)?.status == BundleStatus::Trial).then_some(id)
+    }
+}

@@ -1,0 +1,879 @@
+//! The updater's rules, as @capgo/capacitor-updater applies them in cloud
+//! mode (see `../shared/SPEC.md`):
+//!
+//! - a verified release is refused when its app or channel is not the
+//!   device's, its sequence number is at or below the one installed (no
+//!   downgrade by replay), it has expired, it needs a newer native app, the
+//!   device is outside its rollout, or its bundle failed here before (on
+//!   channel `dev` a republished bundle with a newer sequence may retry);
+//! - an accepted bundle is materialised (`pending`), scheduled (`next`),
+//!   and becomes `current` on trial at the next start (`next-start`), at
+//!   once (`immediate`), or when the host calls [`Updater::reload`];
+//! - the trial ends with `success` when the page served from that very
+//!   bundle calls `notifyAppReady` within `appReadyTimeout` (a page of the
+//!   outgoing bundle never counts), else with `error`: the device goes
+//!   back to the last good bundle or the builtin one, emits
+//!   `updateFailed`, and never installs that bundle again. A restart during
+//!   a trial counts as a failed try;
+//! - a change of native version resets to the builtin bundle and drops the
+//!   downloaded ones (Capgo's `resetWhenUpdate`);
+//! - failed bundles and the one before the last good one are deleted
+//!   (`autoDeleteFailed`, `autoDeletePrevious`), never one that is current,
+//!   next, or the fallback of a trial.
+//!
+//! Time is a parameter: the trial deadline is a `tokio::time::Instant`,
+//! so tests run with paused time.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lanseed_protocol::{Store, VerifiedRelease};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::install::{self, InstallError};
+use crate::state::{BUILTIN, BundleRecord, BundleStatus, DeviceState};
+
+/// When a scheduled bundle becomes current.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyMode {
+    /// At the next start of the agent, or when the host calls reload.
+    NextStart,
+    /// At once (the open page reloads).
+    Immediate,
+}
+
+/// How the updater behaves.
+#[derive(Clone, Debug)]
+pub struct UpdaterConfig {
+    /// The app id.
+    pub app: String,
+    /// The channel followed (a stored choice, set by [`Updater::set_channel`], wins).
+    pub channel: String,
+    /// Override of the device id (else made on first start and kept).
+    pub device_id: Option<String>,
+    /// The native app's version.
+    pub native_version: String,
+    /// The builtin bundle's directory.
+    pub builtin: PathBuf,
+    /// How long a new bundle has to call notifyAppReady (at least 1 s).
+    pub app_ready_timeout: Duration,
+    /// When scheduled bundles become current.
+    pub apply: ApplyMode,
+    /// Delete bundles that failed.
+    pub auto_delete_failed: bool,
+    /// Delete the bundle before the last good one.
+    pub auto_delete_previous: bool,
+}
+
+/// An updater event, with Capgo's names.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum Event {
+    /// Download progress.
+    Download {
+        /// Bundle id.
+        bundle: String,
+        /// 0..=100.
+        percent: u8,
+    },
+    /// A newer release is available and accepted.
+    UpdateAvailable {
+        /// Bundle id.
+        bundle: String,
+        /// Version.
+        version: String,
+    },
+    /// The bundle is verified and on disk.
+    DownloadComplete {
+        /// Bundle id.
+        bundle: String,
+        /// Version.
+        version: String,
+    },
+    /// The bundle could not be installed.
+    DownloadFailed {
+        /// Bundle id.
+        bundle: String,
+        /// Version.
+        version: String,
+        /// Why.
+        reason: String,
+    },
+    /// A bundle became current.
+    Set {
+        /// Bundle id.
+        bundle: String,
+        /// Version.
+        version: String,
+    },
+    /// A trial failed and was rolled back.
+    UpdateFailed {
+        /// Bundle id.
+        bundle: String,
+        /// Version.
+        version: String,
+    },
+    /// The page should reload (a new bundle is current).
+    AppReloaded {
+        /// Bundle id now current.
+        bundle: String,
+    },
+    /// notifyAppReady confirmed a bundle.
+    AppReady {
+        /// Bundle id.
+        bundle: String,
+    },
+}
+
+/// Why a release is not installed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Another app's release.
+    #[error("it is a release of {0}, not of this app")]
+    OtherApp(String),
+    /// Another channel's release.
+    #[error("it is on channel {0}, not the device's")]
+    OtherChannel(String),
+    /// Sequence at or below the installed one.
+    #[error("its sequence {seq} is not above the installed {installed} (no downgrade by replay)")]
+    NotNewer {
+        /// The release's.
+        seq: u64,
+        /// The installed one.
+        installed: u64,
+    },
+    /// Past its expiry.
+    #[error("it expired")]
+    Expired,
+    /// Needs a newer native app.
+    #[error("it needs native version {min}, the device has {have}")]
+    NativeTooOld {
+        /// Required.
+        min: String,
+        /// The device's.
+        have: String,
+    },
+    /// Outside the rollout.
+    #[error("the device is outside its rollout")]
+    OutsideRollout,
+    /// Failed here before.
+    #[error("its bundle failed on this device before")]
+    FailedBefore,
+}
+
+/// Why an updater operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdaterError {
+    /// The release is refused.
+    #[error("release refused: {0}")]
+    Refused(#[from] Refusal),
+    /// Installing failed.
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    /// The state file failed.
+    #[error("device state: {0}")]
+    State(#[from] std::io::Error),
+    /// No such bundle.
+    #[error("no bundle {0} on this device")]
+    Unknown(String),
+    /// A bundle that must stay.
+    #[error("bundle {0} is current, next, or the fallback of a trial; it cannot be deleted")]
+    InUse(String),
+}
+
+/// The device updater over one store.
+pub struct Updater {
+    store: Store,
+    cfg: UpdaterConfig,
+    state: DeviceState,
+    deadline: Option<Instant>,
+    events: Vec<Event>,
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        b = *blake3::hash(format!("{:?}", std::time::SystemTime::now()).as_bytes())
+            .as_bytes()
+            .first_chunk()
+            .expect("32 bytes");
+    }
+    hex::encode(b)
+}
+
+impl Updater {
+    /// Opens the updater: loads or makes the state, applies a native
+    /// version change, counts a trial interrupted by a restart as failed,
+    /// and (in `next-start` mode) switches to the scheduled bundle.
+    pub fn open(store: Store, mut cfg: UpdaterConfig) -> Result<Updater, UpdaterError> {
+        cfg.app_ready_timeout = cfg.app_ready_timeout.max(Duration::from_secs(1));
+        let root = store.root().to_owned();
+        install::clean_leftovers(&root)?;
+        let mut state = match DeviceState::load(&root)? {
+            Some(s) => s,
+            None => DeviceState::new(
+                cfg.device_id.clone().unwrap_or_else(random_id),
+                cfg.native_version.clone(),
+                cfg.channel.clone(),
+            ),
+        };
+        if let Some(id) = &cfg.device_id {
+            state.device_id = id.clone();
+        }
+        let mut u = Updater {
+            store,
+            cfg,
+            state,
+            deadline: None,
+            events: Vec::new(),
+        };
+        if u.state.native_version != u.cfg.native_version {
+            tracing::info!(from = %u.state.native_version, to = %u.cfg.native_version, "native version changed: back to the builtin bundle");
+            u.drop_all_bundles()?;
+            u.state.native_version = u.cfg.native_version.clone();
+        }
+        if let Some(id) = u.state.trial().map(str::to_owned) {
+            tracing::warn!(bundle = %id, "restarted during a trial: counted as failed");
+            u.fail_trial(&id)?;
+        }
+        if u.state.next.is_some() {
+            u.switch_to_next()?;
+        }
+        u.state.save(&root)?;
+        Ok(u)
+    }
+
+    /// The device id.
+    pub fn device_id(&self) -> &str {
+        &self.state.device_id
+    }
+
+    /// The persisted state.
+    pub fn state(&self) -> &DeviceState {
+        &self.state
+    }
+
+    /// Events since the last call.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The directory to serve now.
+    pub fn serve_dir(&self) -> PathBuf {
+        if self.state.current == BUILTIN {
+            self.cfg.builtin.clone()
+        } else {
+            install::bundle_dir(self.store.root(), &self.state.current)
+        }
+    }
+
+    /// The current bundle: id, version, status.
+    pub fn current(&self) -> (String, String, String) {
+        match self.state.bundles.get(&self.state.current) {
+            Some(b) => (
+                self.state.current.clone(),
+                b.version.clone(),
+                serde_json::to_value(b.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            ),
+            None => (BUILTIN.into(), BUILTIN.into(), "success".into()),
+        }
+    }
+
+    /// When the running trial fails unless confirmed.
+    pub fn trial_deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Whether `release` would be installed (see the module docs).
+    pub fn check(&self, release: &VerifiedRelease, now_unix: u64) -> Result<(), Refusal> {
+        let r = release.release();
+        if r.app != self.cfg.app {
+            return Err(Refusal::OtherApp(r.app.clone()));
+        }
+        if r.channel != self.state.channel {
+            return Err(Refusal::OtherChannel(r.channel.clone()));
+        }
+        let installed = self
+            .state
+            .installed_seq
+            .get(&r.channel)
+            .copied()
+            .unwrap_or(0);
+        if r.seq <= installed {
+            return Err(Refusal::NotNewer {
+                seq: r.seq,
+                installed,
+            });
+        }
+        if r.expires.is_some_and(|e| now_unix >= e) {
+            return Err(Refusal::Expired);
+        }
+        if let Some(min) = &r.min_native_version {
+            let newer = match (
+                semver::Version::parse(min),
+                semver::Version::parse(&self.cfg.native_version),
+            ) {
+                (Ok(min), Ok(have)) => min > have,
+                _ => true,
+            };
+            if newer {
+                return Err(Refusal::NativeTooOld {
+                    min: min.clone(),
+                    have: self.cfg.native_version.clone(),
+                });
+            }
+        }
+        if !r
+            .rollout
+            .includes(&r.app, &r.bundle_id, &self.state.device_id)
+        {
+            return Err(Refusal::OutsideRollout);
+        }
+        if let Some(&failed_seq) = self.state.failed.get(&r.bundle_id.to_string())
+            && !(r.channel == "dev" && r.seq > failed_seq)
+        {
+            return Err(Refusal::FailedBefore);
+        }
+        Ok(())
+    }
+
+    /// Installs `release` (checked, materialised, scheduled as next); in
+    /// `immediate` mode it becomes current at once.
+    pub fn install(
+        &mut self,
+        release: &VerifiedRelease,
+        now_unix: u64,
+    ) -> Result<(), UpdaterError> {
+        self.check(release, now_unix)?;
+        let r = release.release();
+        let id = r.bundle_id.to_string();
+        self.events.push(Event::UpdateAvailable {
+            bundle: id.clone(),
+            version: r.version.clone(),
+        });
+        if let Err(e) = install::materialize(&self.store, &r.bundle_id) {
+            self.events.push(Event::DownloadFailed {
+                bundle: id,
+                version: r.version.clone(),
+                reason: e.to_string(),
+            });
+            return Err(e.into());
+        }
+        self.events.push(Event::Download {
+            bundle: id.clone(),
+            percent: 100,
+        });
+        self.events.push(Event::DownloadComplete {
+            bundle: id.clone(),
+            version: r.version.clone(),
+        });
+        self.state.failed.remove(&id);
+        // A previously scheduled bundle that never ran is superseded.
+        if let Some(old) = self.state.next.take()
+            && let Some(b) = self.state.bundles.get_mut(&old)
+        {
+            b.status = BundleStatus::Pending;
+        }
+        self.state.bundles.insert(
+            id.clone(),
+            BundleRecord {
+                version: r.version.clone(),
+                channel: r.channel.clone(),
+                seq: r.seq,
+                status: BundleStatus::Next,
+            },
+        );
+        self.state.next = Some(id);
+        self.state.installed_seq.insert(r.channel.clone(), r.seq);
+        if self.cfg.apply == ApplyMode::Immediate {
+            self.switch_to_next()?;
+        }
+        self.save()
+    }
+
+    /// Switches to the scheduled bundle now (the host's `reload`).
+    pub fn reload(&mut self) -> Result<(), UpdaterError> {
+        if self.state.next.is_some() {
+            self.switch_to_next()?;
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    fn switch_to_next(&mut self) -> Result<(), UpdaterError> {
+        let Some(id) = self.state.next.take() else {
+            return Ok(());
+        };
+        if !install::bundle_dir(self.store.root(), &id).is_dir() {
+            tracing::warn!(bundle = %id, "scheduled bundle is gone; staying on the current one");
+            self.state.bundles.remove(&id);
+            return Ok(());
+        }
+        let Some(b) = self.state.bundles.get_mut(&id) else {
+            return Ok(());
+        };
+        b.status = BundleStatus::Trial;
+        let version = b.version.clone();
+        self.state.current = id.clone();
+        self.deadline = Some(Instant::now() + self.cfg.app_ready_timeout);
+        tracing::info!(bundle = %id, %version, "bundle set, on trial");
+        self.events.push(Event::Set {
+            bundle: id.clone(),
+            version,
+        });
+        self.events.push(Event::AppReloaded { bundle: id });
+        Ok(())
+    }
+
+    /// The page served from `bundle` confirms it is healthy. Counts only
+    /// for the bundle on trial; returns whether it ended a trial.
+    pub fn notify_app_ready(&mut self, bundle: &str) -> Result<bool, UpdaterError> {
+        if self.state.trial() != Some(bundle) {
+            return Ok(false);
+        }
+        let previous = std::mem::replace(&mut self.state.fallback, bundle.to_owned());
+        if let Some(b) = self.state.bundles.get_mut(bundle) {
+            b.status = BundleStatus::Success;
+        }
+        self.deadline = None;
+        tracing::info!(%bundle, "notifyAppReady: bundle confirmed");
+        self.events.push(Event::AppReady {
+            bundle: bundle.to_owned(),
+        });
+        if self.cfg.auto_delete_previous && previous != BUILTIN && previous != bundle {
+            self.delete_files(&previous)?;
+        }
+        self.save()?;
+        Ok(true)
+    }
+
+    /// Ends an expired trial with a rollback; returns whether it did.
+    pub fn check_timeout(&mut self, now: Instant) -> Result<bool, UpdaterError> {
+        match (self.deadline, self.state.trial().map(str::to_owned)) {
+            (Some(d), Some(id)) if now >= d => {
+                tracing::warn!(bundle = %id, "notifyAppReady not called in time: rolling back");
+                self.fail_trial(&id)?;
+                self.save()?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn fail_trial(&mut self, id: &str) -> Result<(), UpdaterError> {
+        let (version, seq) = match self.state.bundles.get_mut(id) {
+            Some(b) => {
+                b.status = BundleStatus::Error;
+                (b.version.clone(), b.seq)
+            }
+            None => (String::new(), 0),
+        };
+        self.state.failed.insert(id.to_owned(), seq);
+        self.state.current = self.state.fallback.clone();
+        self.deadline = None;
+        self.events.push(Event::UpdateFailed {
+            bundle: id.to_owned(),
+            version,
+        });
+        self.events.push(Event::AppReloaded {
+            bundle: self.state.current.clone(),
+        });
+        if self.cfg.auto_delete_failed {
+            self.delete_files(id)?;
+        }
+        Ok(())
+    }
+
+    fn delete_files(&mut self, id: &str) -> Result<(), UpdaterError> {
+        install::remove(self.store.root(), id)?;
+        if let Some(b) = self.state.bundles.get(id)
+            && b.status != BundleStatus::Error
+        {
+            self.state.bundles.remove(id);
+        }
+        Ok(())
+    }
+
+    /// Back to the builtin bundle (`lanseed device reset`).
+    pub fn reset(&mut self) -> Result<(), UpdaterError> {
+        self.state.current = BUILTIN.into();
+        self.state.fallback = BUILTIN.into();
+        self.state.next = None;
+        self.deadline = None;
+        self.events.push(Event::AppReloaded {
+            bundle: BUILTIN.into(),
+        });
+        self.save()
+    }
+
+    fn drop_all_bundles(&mut self) -> Result<(), UpdaterError> {
+        let ids: Vec<String> = self.state.bundles.keys().cloned().collect();
+        for id in ids {
+            install::remove(self.store.root(), &id)?;
+        }
+        self.state.bundles.clear();
+        self.state.installed_seq.clear();
+        self.state.current = BUILTIN.into();
+        self.state.fallback = BUILTIN.into();
+        self.state.next = None;
+        self.deadline = None;
+        Ok(())
+    }
+
+    /// Bundles on the device.
+    pub fn list(&self) -> Vec<(String, BundleRecord)> {
+        self.state
+            .bundles
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Deletes a bundle that is not current, next, or a trial's fallback.
+    pub fn delete(&mut self, id: &str) -> Result<(), UpdaterError> {
+        if !self.state.bundles.contains_key(id) {
+            return Err(UpdaterError::Unknown(id.to_owned()));
+        }
+        let fallback_of_trial = self.state.trial().is_some() && self.state.fallback == id;
+        if self.state.current == id || self.state.next.as_deref() == Some(id) || fallback_of_trial {
+            return Err(UpdaterError::InUse(id.to_owned()));
+        }
+        if self.state.fallback == id {
+            self.state.fallback = BUILTIN.into();
+        }
+        install::remove(self.store.root(), id)?;
+        self.state.bundles.remove(id);
+        self.save()
+    }
+
+    /// Follows another channel from now on.
+    pub fn set_channel(&mut self, channel: &str) -> Result<(), UpdaterError> {
+        self.state.channel = channel.to_owned();
+        self.save()
+    }
+
+    fn save(&self) -> Result<(), UpdaterError> {
+        self.state.save(self.store.root())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lanseed_protocol::pack::{PackOptions, pack_dir};
+    use lanseed_protocol::release::Rollout;
+    use lanseed_protocol::{SecretKey, TrustList};
+
+    const APP: &str = "com.example.kiosk";
+
+    struct World {
+        _dir: tempfile::TempDir,
+        store: Store,
+        key: SecretKey,
+        trust: TrustList,
+        builtin: PathBuf,
+        build: PathBuf,
+    }
+
+    fn world() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("store")).unwrap();
+        let key = SecretKey::from_seed(&[3; 32]);
+        let trust = TrustList::parse(&key.public().to_string()).unwrap();
+        let builtin = dir.path().join("builtin");
+        std::fs::create_dir_all(&builtin).unwrap();
+        std::fs::write(builtin.join("index.html"), "builtin").unwrap();
+        let build = dir.path().join("build");
+        std::fs::create_dir_all(&build).unwrap();
+        World {
+            _dir: dir,
+            store,
+            key,
+            trust,
+            builtin,
+            build,
+        }
+    }
+
+    impl World {
+        fn release(
+            &self,
+            version: &str,
+            seq: u64,
+            channel: &str,
+            tweak: impl Fn(&mut PackOptions),
+        ) -> VerifiedRelease {
+            std::fs::write(self.build.join("index.html"), format!("<h1>{version}</h1>")).unwrap();
+            let mut opts = PackOptions {
+                app: APP.into(),
+                channel: channel.into(),
+                version: version.into(),
+                seq: Some(seq),
+                created: 1_800_000_000,
+                min_native_version: None,
+                rollout: Rollout::FULL,
+                expires: None,
+                notes: None,
+            };
+            tweak(&mut opts);
+            let packed = pack_dir(&self.store, &self.build, &opts, &self.key, &|_| {}).unwrap();
+            packed.release.signed().verify(&self.trust).unwrap()
+        }
+
+        fn cfg(&self, apply: ApplyMode) -> UpdaterConfig {
+            UpdaterConfig {
+                app: APP.into(),
+                channel: "production".into(),
+                device_id: Some("device-1".into()),
+                native_version: "1.0.0".into(),
+                builtin: self.builtin.clone(),
+                app_ready_timeout: Duration::from_secs(10),
+                apply,
+                auto_delete_failed: true,
+                auto_delete_previous: true,
+            }
+        }
+
+        fn open(&self, apply: ApplyMode) -> Updater {
+            Updater::open(self.store.clone(), self.cfg(apply)).unwrap()
+        }
+    }
+
+    fn id(r: &VerifiedRelease) -> String {
+        r.release().bundle_id.to_string()
+    }
+
+    fn names(events: &[Event]) -> Vec<&'static str> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Download { .. } => "download",
+                Event::UpdateAvailable { .. } => "updateAvailable",
+                Event::DownloadComplete { .. } => "downloadComplete",
+                Event::DownloadFailed { .. } => "downloadFailed",
+                Event::Set { .. } => "set",
+                Event::UpdateFailed { .. } => "updateFailed",
+                Event::AppReloaded { .. } => "appReloaded",
+                Event::AppReady { .. } => "appReady",
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn healthy_bundle_becomes_success_at_next_start() {
+        let w = world();
+        let mut u = w.open(ApplyMode::NextStart);
+        assert_eq!(u.serve_dir(), w.builtin);
+        let v1 = w.release("1.0.0", 10, "production", |_| {});
+        u.install(&v1, 0).unwrap();
+        assert_eq!(
+            names(&u.drain_events()),
+            ["updateAvailable", "download", "downloadComplete"]
+        );
+        assert_eq!(u.state().bundles[&id(&v1)].status, BundleStatus::Next);
+        assert_eq!(
+            u.serve_dir(),
+            w.builtin,
+            "next-start: nothing changes before the restart"
+        );
+
+        let mut u = w.open(ApplyMode::NextStart);
+        assert_eq!(u.state().trial(), Some(id(&v1).as_str()));
+        assert_eq!(names(&u.drain_events()), ["set", "appReloaded"]);
+        assert_eq!(
+            std::fs::read_to_string(u.serve_dir().join("index.html")).unwrap(),
+            "<h1>1.0.0</h1>"
+        );
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(!u.check_timeout(Instant::now()).unwrap());
+        assert!(u.notify_app_ready(&id(&v1)).unwrap());
+        assert_eq!(names(&u.drain_events()), ["appReady"]);
+        assert_eq!(u.state().bundles[&id(&v1)].status, BundleStatus::Success);
+        assert_eq!(u.state().fallback, id(&v1));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(
+            !u.check_timeout(Instant::now()).unwrap(),
+            "a confirmed bundle stays"
+        );
+        assert_eq!(u.current().2, "success");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unconfirmed_bundle_rolls_back_and_never_returns() {
+        let w = world();
+        let mut u = w.open(ApplyMode::Immediate);
+        let v1 = w.release("1.0.0", 10, "production", |_| {});
+        u.install(&v1, 0).unwrap();
+        u.notify_app_ready(&id(&v1)).unwrap();
+        let bad = w.release("2.0.0", 11, "production", |_| {});
+        u.install(&bad, 0).unwrap();
+        assert_eq!(u.state().current, id(&bad));
+        u.drain_events();
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert!(!u.check_timeout(Instant::now()).unwrap());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(u.check_timeout(Instant::now()).unwrap());
+        assert_eq!(names(&u.drain_events()), ["updateFailed", "appReloaded"]);
+        assert_eq!(u.state().current, id(&v1), "back to the last good bundle");
+        assert_eq!(u.state().bundles[&id(&bad)].status, BundleStatus::Error);
+        assert!(
+            !install::bundle_dir(w.store.root(), &id(&bad)).exists(),
+            "autoDeleteFailed"
+        );
+        // Announced again, or republished with a higher sequence: refused.
+        assert!(matches!(u.check(&bad, 0), Err(Refusal::NotNewer { .. })));
+        let again = w.release("2.0.0", 12, "production", |_| {});
+        assert_eq!(id(&again), id(&bad));
+        assert_eq!(u.check(&again, 0), Err(Refusal::FailedBefore));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn on_dev_a_republished_bundle_may_retry() {
+        let w = world();
+        let mut cfg = w.cfg(ApplyMode::Immediate);
+        cfg.channel = "dev".into();
+        let mut u = Updater::open(w.store.clone(), cfg).unwrap();
+        let bad = w.release("0.1.0", 5, "dev", |_| {});
+        u.install(&bad, 0).unwrap();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(u.check_timeout(Instant::now()).unwrap());
+        let republished = w.release("0.1.0", 6, "dev", |_| {});
+        assert_eq!(u.check(&republished, 0), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_old_page_cannot_confirm_the_new_bundle() {
+        let w = world();
+        let mut u = w.open(ApplyMode::Immediate);
+        let v1 = w.release("1.0.0", 10, "production", |_| {});
+        u.install(&v1, 0).unwrap();
+        u.notify_app_ready(&id(&v1)).unwrap();
+        let broken = w.release("2.0.0", 11, "production", |_| {});
+        u.install(&broken, 0).unwrap();
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_millis(253)).await;
+            assert!(
+                !u.notify_app_ready(&id(&v1)).unwrap(),
+                "a confirmation from the outgoing bundle"
+            );
+            assert!(!u.notify_app_ready("builtin").unwrap());
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(u.check_timeout(Instant::now()).unwrap());
+        assert_eq!(u.state().current, id(&v1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_during_a_trial_counts_as_failed() {
+        let w = world();
+        let mut u = w.open(ApplyMode::Immediate);
+        let v1 = w.release("1.0.0", 10, "production", |_| {});
+        u.install(&v1, 0).unwrap();
+        assert_eq!(u.state().trial(), Some(id(&v1).as_str()));
+        drop(u);
+        let mut u = w.open(ApplyMode::Immediate);
+        assert_eq!(u.state().current, "builtin");
+        assert_eq!(u.state().bundles[&id(&v1)].status, BundleStatus::Error);
+        assert_eq!(names(&u.drain_events()), ["updateFailed", "appReloaded"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals() {
+        let w = world();
+        let mut u = w.open(ApplyMode::NextStart);
+        let v = w.release("1.0.0", 100, "production", |_| {});
+        u.install(&v, 0).unwrap();
+        let same_seq = w.release("1.0.1", 100, "beta", |_| {});
+        assert!(matches!(
+            u.check(&same_seq, 0),
+            Err(Refusal::OtherChannel(_))
+        ));
+        let older = w.release("0.9.0", 99, "production", |o| o.notes = Some("old".into()));
+        assert!(matches!(
+            u.check(&older, 0),
+            Err(Refusal::NotNewer {
+                seq: 99,
+                installed: 100
+            })
+        ));
+        let expired = w.release("1.1.0", 101, "production", |o| o.expires = Some(1_000));
+        assert_eq!(u.check(&expired, 999), Ok(()));
+        assert_eq!(u.check(&expired, 1_000), Err(Refusal::Expired));
+        let native = w.release("1.2.0", 102, "production", |o| {
+            o.min_native_version = Some("2.0.0".into())
+        });
+        assert!(matches!(
+            u.check(&native, 0),
+            Err(Refusal::NativeTooOld { .. })
+        ));
+        let nobody = w.release("1.3.0", 103, "production", |o| {
+            o.rollout = "0".parse().unwrap()
+        });
+        assert_eq!(u.check(&nobody, 0), Err(Refusal::OutsideRollout));
+        let everybody = w.release("1.3.0", 104, "production", |o| {
+            o.rollout = "100".parse().unwrap()
+        });
+        assert_eq!(u.check(&everybody, 0), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn native_version_change_resets_to_builtin() {
+        let w = world();
+        let mut u = w.open(ApplyMode::Immediate);
+        let v1 = w.release("1.0.0", 10, "production", |_| {});
+        u.install(&v1, 0).unwrap();
+        u.notify_app_ready(&id(&v1)).unwrap();
+        drop(u);
+        let mut cfg = w.cfg(ApplyMode::Immediate);
+        cfg.native_version = "2.0.0".into();
+        let u = Updater::open(w.store.clone(), cfg).unwrap();
+        assert_eq!(u.serve_dir(), w.builtin);
+        assert!(u.list().is_empty());
+        assert!(!install::bundle_dir(w.store.root(), &id(&v1)).exists());
+        assert_eq!(u.check(&v1, 0), Ok(()), "a reset device may install again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deletion_rules() {
+        let w = world();
+        let mut u = w.open(ApplyMode::Immediate);
+        let v1 = w.release("1.0.0", 10, "production", |_| {});
+        u.install(&v1, 0).unwrap();
+        u.notify_app_ready(&id(&v1)).unwrap();
+        let v2 = w.release("2.0.0", 11, "production", |_| {});
+        u.install(&v2, 0).unwrap();
+        // v2 on trial: v1 is its fallback, v2 is current.
+        assert!(matches!(u.delete(&id(&v1)), Err(UpdaterError::InUse(_))));
+        assert!(matches!(u.delete(&id(&v2)), Err(UpdaterError::InUse(_))));
+        u.notify_app_ready(&id(&v2)).unwrap();
+        assert!(
+            !install::bundle_dir(w.store.root(), &id(&v1)).exists(),
+            "autoDeletePrevious"
+        );
+        assert!(install::bundle_dir(w.store.root(), &id(&v2)).exists());
+        assert!(matches!(u.delete("nope"), Err(UpdaterError::Unknown(_))));
+        u.reset().unwrap();
+        assert_eq!(u.serve_dir(), w.builtin);
+        u.delete(&id(&v2)).unwrap();
+        assert!(u.list().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeout_has_a_floor_of_one_second() {
+        let w = world();
+        let mut cfg = w.cfg(ApplyMode::Immediate);
+        cfg.app_ready_timeout = Duration::from_millis(10);
+        let mut u = Updater::open(w.store.clone(), cfg).unwrap();
+        let v1 = w.release("1.0.0", 10, "production", |_| {});
+        u.install(&v1, 0).unwrap();
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!(!u.check_timeout(Instant::now()).unwrap());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(u.check_timeout(Instant::now()).unwrap());
+    }
+}
