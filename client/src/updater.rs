@@ -244,6 +244,11 @@ impl Updater {
         Ok(u)
     }
 
+    /// The store's directory.
+    pub fn store_root(&self) -> &std::path::Path {
+        self.store.root()
+    }
+
     /// The device id.
     pub fn device_id(&self) -> &str {
         &self.state.device_id

@@ -68,6 +68,15 @@ pub enum Command {
     Seed(SeedArgs),
     /// Show what a running node knows: peers, releases, transfers.
     Status(StatusArgs),
+    /// The device agent: a node plus the updater, serving the active bundle.
+    ///
+    /// Fetches and seeds releases of --app like `seed`, installs those of
+    /// its channel with Capgo's rules (trial, notifyAppReady within
+    /// --app-ready-timeout, rollback to the last good bundle or --builtin),
+    /// and serves the active bundle on --serve for a WebView or kiosk
+    /// browser, with /__lanseed/client.js. With a subcommand, talks to the
+    /// agent running on --store instead.
+    Device(DeviceArgs),
 }
 
 /// Where the store is.
@@ -123,6 +132,111 @@ pub struct SeedArgs {
     pub mdns_interface: Option<String>,
     /// How long a peer may take to answer one request before it is dropped
     /// from the transfer.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
+}
+
+/// `lanseed device`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DeviceArgs {
+    /// Talk to a running agent instead of starting one.
+    #[command(subcommand)]
+    pub action: Option<DeviceAction>,
+    #[command(flatten)]
+    pub run: DeviceRunArgs,
+}
+
+/// Requests to a running device agent.
+#[derive(Debug, Subcommand)]
+pub enum DeviceAction {
+    /// Go back to the builtin bundle.
+    Reset(DeviceStore),
+    /// List the bundles on the device.
+    List(DeviceStore),
+    /// Follow another channel.
+    Channel {
+        /// The channel.
+        name: String,
+        #[command(flatten)]
+        store: DeviceStore,
+    },
+    /// Delete a downloaded bundle (not the current one, nor the next, nor
+    /// the fallback of a trial).
+    Delete {
+        /// Bundle id.
+        id: String,
+        #[command(flatten)]
+        store: DeviceStore,
+    },
+    /// Switch to the downloaded next bundle now.
+    Reload(DeviceStore),
+}
+
+/// The store of the agent to talk to.
+#[derive(Debug, Args)]
+pub struct DeviceStore {
+    #[command(flatten)]
+    pub store: StoreArg,
+}
+
+/// `lanseed device` (the agent).
+#[derive(Debug, Args)]
+pub struct DeviceRunArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// App id of the app this device runs.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Channel to follow (kept in the store once set).
+    #[arg(long, default_value = DEFAULT_CHANNEL)]
+    pub channel: String,
+    /// Trust file: the keys whose releases may be installed.
+    #[arg(long, value_name = "FILE")]
+    pub trust: Option<PathBuf>,
+    /// The builtin bundle (the web build shipped with the app): the floor
+    /// every rollback can fall back to.
+    #[arg(long, value_name = "DIR")]
+    pub builtin: Option<PathBuf>,
+    /// Where to serve the active bundle.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
+    pub serve: std::net::SocketAddr,
+    /// How long a new bundle has to call notifyAppReady (at least 1s).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub app_ready_timeout: std::time::Duration,
+    /// When a downloaded bundle becomes current: next-start (at the agent's
+    /// next start or on `lanseed device reload`) or immediate (now, and the
+    /// open page reloads).
+    #[arg(long, value_name = "MODE", default_value = "next-start", value_parser = ["next-start", "immediate"])]
+    pub apply: String,
+    /// The native app's version; a change resets to the builtin bundle.
+    #[arg(long, value_name = "SEMVER", default_value = "1.0.0")]
+    pub native_version: String,
+    /// Override the device id (used for rollout percentages).
+    #[arg(long)]
+    pub device_id: Option<String>,
+    /// Keep bundles that failed.
+    #[arg(long)]
+    pub keep_failed: bool,
+    /// Keep the bundle before the last good one.
+    #[arg(long)]
+    pub keep_previous: bool,
+    /// Address to listen on for peers (repeatable).
+    #[arg(long, value_name = "MULTIADDR", default_value = "/ip4/0.0.0.0/tcp/0")]
+    pub listen: Vec<String>,
+    /// A peer to connect to (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub peer: Vec<String>,
+    /// Fleet key file: only nodes with it connect.
+    #[arg(long, value_name = "FILE")]
+    pub fleet_key: Option<PathBuf>,
+    /// Do not use mDNS.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Use mDNS on this interface only.
+    #[arg(long, value_name = "NAME", conflicts_with = "no_mdns")]
+    pub mdns_interface: Option<String>,
+    /// How long a peer may take to answer one request.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: std::time::Duration,
 }

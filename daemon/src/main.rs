@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod device;
 mod node;
 mod output;
 

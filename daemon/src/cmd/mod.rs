@@ -1,5 +1,6 @@
 //! The subcommands, one module each.
 
+mod device;
 mod export;
 mod keygen;
 mod pack;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::PublishStatic(args) => export::publish_static(args),
         Command::Seed(args) => seed::seed(args),
         Command::Status(args) => seed::status(args),
+        Command::Device(args) => device::run(args),
         Command::Store(StoreCommand::Verify(args)) => store::verify(args),
         Command::Store(StoreCommand::Gc(args)) => store::gc(args),
     }

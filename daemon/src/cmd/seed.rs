@@ -7,7 +7,7 @@ use lanseed_protocol::release::{check_app_id, check_channel};
 use crate::cli::{SeedArgs, StatusArgs};
 use crate::node::{self, Follow, Mdns, NodeConfig};
 
-fn parse_follow(text: &str) -> anyhow::Result<Follow> {
+pub(crate) fn parse_follow(text: &str) -> anyhow::Result<Follow> {
     let (app, channel) = match text.split_once(':') {
         Some((a, c)) => (a, Some(c.to_owned())),
         None => (text, None),
@@ -22,7 +22,7 @@ fn parse_follow(text: &str) -> anyhow::Result<Follow> {
     })
 }
 
-fn read_fleet_key(path: &std::path::Path) -> anyhow::Result<libp2p::pnet::PreSharedKey> {
+pub(crate) fn read_fleet_key(path: &std::path::Path) -> anyhow::Result<libp2p::pnet::PreSharedKey> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read fleet key {}", path.display()))?;
     text.parse().map_err(|e| {
@@ -70,13 +70,14 @@ pub fn seed(args: SeedArgs) -> anyhow::Result<()> {
             (false, None) => Mdns::All,
         },
         request_timeout: args.request_timeout,
+        extra_status: None,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(node::run(cfg, shutdown_signal()))
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {

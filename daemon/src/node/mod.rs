@@ -97,6 +97,8 @@ pub struct NodeConfig {
     pub mdns: Mdns,
     /// How long a peer may take to answer one request.
     pub request_timeout: Duration,
+    /// Extra status to show under `device` (the device agent's bundles).
+    pub extra_status: Option<std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
 }
 
 #[derive(NetworkBehaviour)]
@@ -393,6 +395,7 @@ impl Node {
                 })
                 .collect(),
             releases,
+            device: self.cfg.extra_status.as_ref().map(|f| f()),
             transfers: self
                 .fetches
                 .values()

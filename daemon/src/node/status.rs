@@ -17,6 +17,9 @@ pub struct Status {
     pub releases: Vec<ReleaseView>,
     /// Fetches in progress.
     pub transfers: Vec<TransferStatus>,
+    /// The device updater's state, on a `lanseed device` node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<serde_json::Value>,
 }
 
 /// One peer.

@@ -1,0 +1,244 @@
+//! The kiosk server: the active bundle over HTTP, plus `/__lanseed/…`.
+//!
+//! - `/` and extension-less paths that match no file get `index.html`
+//!   (client-side routing); other missing paths are 404.
+//! - A page stays on the bundle it was served from: every HTML response
+//!   sets a cookie naming its bundle, and the page's other requests are
+//!   answered from that bundle while it exists, so a swap never mixes two
+//!   bundles in one page; `Cache-Control: no-store` keeps the browser's
+//!   cache out of it. The HTML response also carries the bundle id in a
+//!   `Server-Timing` entry, which `client.js` reads, so notifyAppReady
+//!   confirms exactly the bundle the page came from.
+//! - `/__lanseed/client.js`, `POST /__lanseed/ready`, `/__lanseed/current`,
+//!   `/__lanseed/events` (server-sent events), `/__lanseed/status`.
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::Stream;
+use lanseed_client::install::bundle_dir;
+
+use super::Shared;
+
+const CLIENT_JS: &str = include_str!("client.js");
+const COOKIE: &str = "lanseed_bundle";
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/__lanseed/client.js", get(client_js))
+        .route("/__lanseed/ready", post(ready))
+        .route("/__lanseed/current", get(current))
+        .route("/__lanseed/events", get(events))
+        .route("/__lanseed/status", get(status))
+        .fallback(get(file))
+        .with_state(shared);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+fn no_store(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn client_js(State(shared): State<Arc<Shared>>) -> Response {
+    let (id, _, _) = shared.with(|u| u.current());
+    let body = CLIENT_JS.replace("__LANSEED_BUNDLE__", &id);
+    no_store(
+        (
+            [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct Ready {
+    bundle: String,
+}
+
+async fn ready(State(shared): State<Arc<Shared>>, axum::Json(req): axum::Json<Ready>) -> Response {
+    let result = shared.with(|u| u.notify_app_ready(&req.bundle));
+    match result {
+        Ok(confirmed) => {
+            tracing::info!(bundle = %req.bundle, confirmed, "notifyAppReady");
+            no_store(
+                axum::Json(serde_json::json!({ "bundle": req.bundle, "confirmed": confirmed }))
+                    .into_response(),
+            )
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn current(State(shared): State<Arc<Shared>>) -> Response {
+    let (bundle_id, version, status) = shared.with(|u| u.current());
+    no_store(
+        axum::Json(
+            serde_json::json!({ "bundle_id": bundle_id, "version": version, "status": status }),
+        )
+        .into_response(),
+    )
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
+    no_store(axum::Json(shared.status()).into_response())
+}
+
+async fn events(
+    State(shared): State<Arc<Shared>>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = shared.subscribe();
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    let json = serde_json::to_value(&e).unwrap_or_default();
+                    let name = json["event"].as_str().unwrap_or("message").to_owned();
+                    let ev = SseEvent::default().event(name).data(json.to_string());
+                    return Some((Ok(ev), rx));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Percent-decodes a URL path; `None` for invalid UTF-8.
+fn decode_path(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The file for `path` under `root`: the path itself, or `index.html` for
+/// `/` and for extension-less paths that match no file.
+fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
+    let mut target = root.to_owned();
+    for c in path.split('/').filter(|c| !c.is_empty()) {
+        if c == ".." || c == "." || c.contains('\\') {
+            return None;
+        }
+        target.push(c);
+    }
+    if target.is_file() {
+        return Some(target);
+    }
+    let last = path.rsplit('/').next().unwrap_or("");
+    if target.is_dir() || !last.contains('.') {
+        let index = root.join("index.html");
+        return index.is_file().then_some(index);
+    }
+    None
+}
+
+fn cookie_bundle(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            kv.trim()
+                .strip_prefix(&format!("{COOKIE}="))
+                .map(str::to_owned)
+        })
+}
+
+async fn file(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> Response {
+    let Some(path) = decode_path(uri.path()) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let (current_id, serve_dir, store_root) =
+        shared.with(|u| (u.current().0, u.serve_dir(), u.store_root().to_owned()));
+    // Assets come from the page's bundle while it exists; pages from the current one.
+    let pinned = cookie_bundle(&headers)
+        .filter(|id| {
+            id != &current_id && id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit())
+        })
+        .map(|id| (bundle_dir(&store_root, &id), id))
+        .filter(|(dir, _)| dir.is_dir());
+    let looks_like_page = {
+        let last = path.rsplit('/').next().unwrap_or("");
+        last.is_empty() || last.ends_with(".html") || !last.contains('.')
+    };
+    let (root, bundle) = match pinned {
+        Some((dir, id)) if !looks_like_page => (dir, id),
+        _ => (serve_dir, current_id),
+    };
+    let Some(target) = resolve(&root, &path) else {
+        return no_store((StatusCode::NOT_FOUND, "not found").into_response());
+    };
+    let bytes = match tokio::fs::read(&target).await {
+        Ok(b) => b,
+        Err(_) => return no_store((StatusCode::NOT_FOUND, "not found").into_response()),
+    };
+    let mime = mime_guess::from_path(&target).first_or_octet_stream();
+    let is_html = mime.essence_str() == "text/html";
+    let mut resp = Response::new(Body::from(bytes));
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    if is_html {
+        if let Ok(v) = HeaderValue::from_str(&format!("lanseed;desc=\"{bundle}\"")) {
+            h.insert("server-timing", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("{COOKIE}={bundle}; Path=/; SameSite=Strict"))
+        {
+            h.insert(header::SET_COOKIE, v);
+        }
+        tracing::info!(%bundle, path = %path, "page served");
+    }
+    no_store(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_like_a_spa_server() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "i").unwrap();
+        std::fs::create_dir(dir.path().join("assets")).unwrap();
+        std::fs::write(dir.path().join("assets/app.js"), "a").unwrap();
+        let r = |p| resolve(dir.path(), p).map(|t| t.strip_prefix(dir.path()).unwrap().to_owned());
+        assert_eq!(r("/"), Some("index.html".into()));
+        assert_eq!(r("/assets/app.js"), Some("assets/app.js".into()));
+        assert_eq!(r("/settings/profile"), Some("index.html".into()));
+        assert_eq!(r("/assets/missing.js"), None);
+        assert_eq!(r("/../etc/passwd"), None);
+        assert_eq!(decode_path("/a%20b").as_deref(), Some("/a b"));
+    }
+}
