@@ -92,6 +92,9 @@ pub enum ManifestError {
     /// The piece hashes do not match the size.
     #[error("file `{0}` has the wrong number of piece hashes for its size")]
     PieceCount(String),
+    /// An empty file with the hashes of some content.
+    #[error("empty file `{0}` does not carry the hashes of empty content")]
+    EmptyFileHash(String),
     /// The encoding is larger than allowed.
     #[error("manifest is {0} bytes, more than the limit of {MAX_MANIFEST_BYTES}")]
     TooLarge(usize),
@@ -132,6 +135,14 @@ impl FileEntry {
         };
         if self.pieces.len() != want {
             return Err(ManifestError::PieceCount(self.path.to_string()));
+        }
+        // An empty file has one possible content: a manifest must not name
+        // some other blob for it (it would be "fetched" without any bytes).
+        if self.size == 0
+            && (self.blake3 != Hash::of(b"")
+                || self.sha256 != <[u8; 32]>::from(Sha256::digest(b"")))
+        {
+            return Err(ManifestError::EmptyFileHash(self.path.to_string()));
         }
         Ok(())
     }

@@ -32,14 +32,17 @@ use crate::limits::{MAX_MANIFEST_BYTES, MAX_SIGNED_RELEASE_BYTES, PIECE_SIZE};
 /// The protocol id.
 pub const PROTOCOL: &str = "/lanseed/bundle/1";
 
-/// Most releases one announcement carries.
-pub const MAX_ANNOUNCED: usize = 4_096;
+/// Most releases one announcement carries (a node with more sends several).
+pub const MAX_ANNOUNCED: usize = 256;
 
 /// Largest request, in bytes.
 pub const MAX_REQUEST_BYTES: usize = MAX_ANNOUNCED * (MAX_SIGNED_RELEASE_BYTES + 8) + 64;
 
-/// Largest response, in bytes: a manifest or a piece.
+/// Largest response, in bytes: a manifest.
 pub const MAX_RESPONSE_BYTES: usize = MAX_MANIFEST_BYTES + 64;
+
+/// Largest answer to a piece request, in bytes.
+pub const MAX_PIECE_RESPONSE_BYTES: usize = PIECE_SIZE as usize + 64;
 
 /// What one node asks another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

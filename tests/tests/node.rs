@@ -210,6 +210,7 @@ fn corrupted_seeder_is_dropped_and_a_good_one_serves() {
     let bad_id = peer_id(&b);
     let dropped = f.wait_log("dropped peer from transfer", T);
     assert!(dropped.contains(&bad_id), "{dropped}");
+    assert!(dropped.contains("does not match its hash"), "{dropped}");
     f.wait_log("transfer stalled", T);
     // A good seeder that connects later completes the transfer.
     let _g = NodeProc::start(&ns, &good, &["--no-mdns", "--peer", &listen_addr(&f)]);
@@ -264,7 +265,7 @@ fn untrusted_or_out_of_scope_releases_are_never_fetched() {
     while refusals() < 2 && start.elapsed() < T {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(refusals(), 2, "{}", b.log_text());
+    assert!(refusals() >= 2, "{}", b.log_text());
     std::thread::sleep(Duration::from_millis(500));
     assert!(!b.log_text().contains("fetching release"));
     assert!(releases(&b.store).is_empty());
@@ -325,15 +326,17 @@ fn status_json_shows_peers_and_transfers() {
     b.wait_log("transfer stalled", T);
     let st = status(&b.store);
     let peers = st["peers"].as_array().unwrap();
+    // Found over mDNS, or dialled by A first (then it came in).
     assert!(
         peers.iter().any(|p| p["peer_id"] == peer_id(&a)
             && p["connected"] == true
-            && p["found_by"] == "mdns"),
+            && (p["found_by"] == "mdns" || p["found_by"] == "inbound")),
         "{st}"
     );
     let tr = &st["transfers"][0];
     assert_eq!(tr["app"], APP);
-    assert_eq!(tr["state"], "stalled");
+    // Stalled, or just revived to ask the peer again.
+    assert!(tr["state"] == "stalled" || tr["state"] == "files", "{tr}");
     assert!(tr["bytes_total"].as_u64().unwrap() > 2_600_000, "{tr}");
     assert_eq!(st["releases"].as_array().unwrap().len(), 0);
     let sa = status(&a_store);
@@ -404,4 +407,42 @@ sys.exit(0 if any(p.get("peer") == sys.argv[1] for p in seen.values()) else 1)
         String::from_utf8_lossy(&out.stderr)
     );
     let _ = SystemTime::now();
+}
+
+#[test]
+fn a_restarted_seeder_is_dialled_again_and_same_bundle_releases_all_arrive() {
+    let ns = Netns::new();
+    let t = setup();
+    let a_store = t.store("a");
+    t.pack(&a_store, "1.0.0", &[]);
+    // The same build on a second channel: one bundle, two releases.
+    t.pack(&a_store, "1.0.0", &["--channel", "beta"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let mut a = NodeProc::start(&ns, &a_store, &["--no-mdns", "--listen", &listen]);
+    let a_addr = listen_addr(&a);
+    let b = t.follower(&ns, "b", &["--no-mdns", "--peer", &a_addr]);
+    b.wait_log("transfer done", T);
+    let start = std::time::Instant::now();
+    while releases(&b.store).len() < 2 && start.elapsed() < T {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(releases(&b.store).len(), 2, "both releases of the bundle");
+    assert!(!b.log_text().contains("dropped peer"), "{}", b.log_text());
+
+    // The seeder restarts (same store, identity and address); a release
+    // packed afterwards still reaches the follower, which dials it again.
+    assert!(a.stop().success());
+    b.wait_log("peer disconnected", T);
+    let _a = NodeProc::start(&ns, &a_store, &["--no-mdns", "--listen", &listen]);
+    t.pack(&a_store, "1.1.0", &[]);
+    b.wait_log(
+        "transfer done app=com.example.kiosk channel=production version=1.1.0",
+        T,
+    );
+    verify(&b.store, &t.trust);
 }

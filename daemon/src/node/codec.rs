@@ -9,9 +9,13 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use lanseed_protocol::wire::{self, Request, Response};
 use libp2p::StreamProtocol;
 
-/// The request-response codec of `/lanseed/bundle/1`.
+/// The request-response codec of `/lanseed/bundle/1`. One clone serves
+/// one outbound stream, so it remembers what it asked: the answer to a
+/// piece request is capped at a piece, not at a manifest.
 #[derive(Clone, Default)]
-pub struct WireCodec;
+pub struct WireCodec {
+    asked_piece: bool,
+}
 
 async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
@@ -58,7 +62,12 @@ impl libp2p::request_response::Codec for WireCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let bytes = read_frame(io, wire::MAX_RESPONSE_BYTES).await?;
+        let max = if self.asked_piece {
+            wire::MAX_PIECE_RESPONSE_BYTES
+        } else {
+            wire::MAX_RESPONSE_BYTES
+        };
+        let bytes = read_frame(io, max).await?;
         wire::decode_response(&bytes).map_err(invalid)
     }
 
@@ -71,6 +80,7 @@ impl libp2p::request_response::Codec for WireCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
+        self.asked_piece = matches!(req, Request::GetPiece { .. });
         write_frame(io, &wire::encode_request(&req)).await
     }
 

@@ -53,6 +53,12 @@ pub struct Fetch {
     batch: Batch,
     queue: VecDeque<FileEntry>,
     current: Option<Current>,
+    /// The one request in flight, if any: answers to anything else are
+    /// ignored.
+    pub outstanding: Option<libp2p::request_response::OutboundRequestId>,
+    /// Other verified releases of the same bundle, committed with it.
+    pub also: Vec<VerifiedRelease>,
+    stalled_since: Option<Instant>,
     /// Bytes verified so far.
     pub bytes_done: u64,
     /// Bytes to fetch (known once the manifest is in).
@@ -86,6 +92,9 @@ impl Fetch {
             batch: store.begin()?,
             queue: VecDeque::new(),
             current: None,
+            outstanding: None,
+            also: Vec::new(),
+            stalled_since: None,
             bytes_done: 0,
             bytes_total: 0,
             started: Instant::now(),
@@ -109,15 +118,33 @@ impl Fetch {
         self.providers.len()
     }
 
+    /// How long it has had no peer to ask (zero while it has one).
+    pub fn stalled_for(&mut self) -> std::time::Duration {
+        if self.providers.is_empty() {
+            self.stalled_since
+                .get_or_insert_with(Instant::now)
+                .elapsed()
+        } else {
+            self.stalled_since = None;
+            std::time::Duration::ZERO
+        }
+    }
+
     /// Whether the manifest is in.
     pub fn has_manifest(&self) -> bool {
         self.manifest.is_some()
     }
 
-    /// Drops `peer` from this fetch for good.
-    pub fn drop_provider(&mut self, peer: PeerId) {
+    /// Drops `peer` from this fetch for good (it sent bad data).
+    pub fn ban(&mut self, peer: PeerId) {
         self.providers.retain(|p| *p != peer);
         self.bad.insert(peer);
+    }
+
+    /// Sets `peer` aside (it did not answer); a new announcement from it
+    /// brings it back.
+    pub fn set_aside(&mut self, peer: PeerId) {
+        self.providers.retain(|p| *p != peer);
     }
 
     /// The next request, or whether the fetch is complete or stalled.
@@ -211,9 +238,14 @@ impl Fetch {
         }
     }
 
-    /// Commits the release (every file is in).
+    /// Commits the release, and the other releases of the same bundle
+    /// (every file is in).
     pub fn commit(self) -> Result<(VerifiedRelease, CommitOutcome), StoreError> {
+        let store = self.batch.store().clone();
         let outcome = self.batch.commit(&self.release)?;
+        for r in &self.also {
+            store.add_release(r)?;
+        }
         Ok((self.release, outcome))
     }
 }

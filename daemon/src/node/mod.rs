@@ -53,6 +53,9 @@ use self::fetch::{Fetch, FetchError, Next};
 use self::status::{PeerStatus, Status, TransferStatus};
 use crate::output::ReleaseView;
 
+/// How long a transfer may wait with no peer to fetch from.
+const STALL_LIMIT: Duration = Duration::from_secs(600);
+
 /// An app (and optionally one channel) the node fetches releases of.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Follow {
@@ -125,7 +128,8 @@ struct Node {
     cfg: NodeConfig,
     peers: HashMap<PeerId, PeerInfo>,
     held: HashMap<ReleaseId, SignedRelease>,
-    index_stamp: Option<(u64, std::time::SystemTime)>,
+    index_stamp: Option<(u64, u64, std::time::SystemTime)>,
+    _store_lock: std::fs::File,
     fetches: HashMap<BundleId, Fetch>,
     inflight: HashMap<OutboundRequestId, (PeerId, Pending)>,
     listen: Vec<Multiaddr>,
@@ -159,7 +163,7 @@ fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm
     let psk = cfg.fleet_key;
     let rr_cfg = request_response::Config::default()
         .with_request_timeout(cfg.request_timeout)
-        .with_max_concurrent_streams(256);
+        .with_max_concurrent_streams(32);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_other_transport(|key| {
@@ -179,7 +183,7 @@ fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm
         })?
         .with_behaviour(|_| Behaviour {
             rr: request_response::Behaviour::with_codec(
-                WireCodec,
+                WireCodec::default(),
                 [(
                     StreamProtocol::new(lanseed_protocol::wire::PROTOCOL),
                     ProtocolSupport::Full,
@@ -204,6 +208,20 @@ pub async fn run(
     cfg: NodeConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // One node per store: a second one would share the identity and fight
+    // over the control socket.
+    let lock_path = cfg.store.root().join("node.lock");
+    let store_lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    if store_lock.try_lock().is_err() {
+        anyhow::bail!(
+            "another lanseed node is running on store {}; stop it first or use another --store",
+            cfg.store.root().display()
+        );
+    }
     let key = identity(&cfg.store)?;
     let peer_id = key.public().to_peer_id();
     let mut swarm = build_swarm(key, &cfg)?;
@@ -222,6 +240,7 @@ pub async fn run(
         peers: HashMap::new(),
         held: HashMap::new(),
         index_stamp: None,
+        _store_lock: store_lock,
         fetches: HashMap::new(),
         inflight: HashMap::new(),
         listen: Vec::new(),
@@ -233,6 +252,7 @@ pub async fn run(
     for addr in node.cfg.peers.clone() {
         node.dial_flag_peer(addr);
     }
+    let mut redial = tokio::time::interval(Duration::from_secs(3));
     let mut watch = tokio::time::interval(Duration::from_millis(20));
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
@@ -245,6 +265,11 @@ pub async fn run(
                 if let Err(e) = node.reload_store(true) {
                     tracing::warn!("cannot read the store: {e}");
                 }
+            }
+            _ = redial.tick() => {
+                node.redial();
+                node.revive_stalled();
+                node.drop_superseded();
             }
             _ = &mut shutdown => break Ok(()),
         }
@@ -274,15 +299,17 @@ impl Node {
             .store
             .root()
             .join(lanseed_protocol::store::index::FILE);
-        let stamp = std::fs::metadata(&index)
-            .ok()
-            .and_then(|m| Some((m.len(), m.modified().ok()?)));
+        let stamp = std::fs::metadata(&index).ok().and_then(|m| {
+            use std::os::unix::fs::MetadataExt;
+            Some((m.len(), m.ino(), m.modified().ok()?))
+        });
         if stamp == self.index_stamp {
             return Ok(());
         }
+        let releases = self.cfg.store.releases()?;
         self.index_stamp = stamp;
         let mut new = Vec::new();
-        for r in self.cfg.store.releases()? {
+        for r in releases {
             if let std::collections::hash_map::Entry::Vacant(v) = self.held.entry(r.id()) {
                 new.push(r.to_bytes());
                 let rel = r.release();
@@ -298,13 +325,7 @@ impl Node {
                 .map(|(id, _)| *id)
                 .collect();
             for peer in &peers {
-                self.send(
-                    *peer,
-                    Request::Announce {
-                        releases: new.clone(),
-                    },
-                    Pending::Announce,
-                );
+                self.announce(*peer, &new);
             }
             tracing::info!(
                 releases = new.len(),
@@ -312,12 +333,84 @@ impl Node {
                 "release announced"
             );
         }
+        self.drop_superseded();
         Ok(())
     }
 
-    fn send(&mut self, peer: PeerId, req: Request, why: Pending) {
+    /// Sends `records` to `peer`, in messages of at most MAX_ANNOUNCED.
+    fn announce(&mut self, peer: PeerId, records: &[Vec<u8>]) {
+        for chunk in records.chunks(lanseed_protocol::wire::MAX_ANNOUNCED) {
+            let releases = chunk.to_vec();
+            self.send(peer, Request::Announce { releases }, Pending::Announce);
+        }
+    }
+
+    /// Ends fetches of releases older than one the store now holds, and
+    /// fetches stalled for too long (their staging holds the gc lock).
+    fn drop_superseded(&mut self) {
+        let held = &self.held;
+        self.fetches.retain(|bundle, f| {
+            let r = f.release.release();
+            let newer = held
+                .values()
+                .map(SignedRelease::release)
+                .any(|h| h.app == r.app && h.channel == r.channel && h.seq >= r.seq);
+            let stale = f.stalled_for() > STALL_LIMIT;
+            if newer || stale {
+                tracing::info!(bundle = %bundle, newer, stale, "transfer abandoned");
+            }
+            !(newer || stale)
+        });
+    }
+
+    /// Gives stalled transfers another go with the connected peers that
+    /// announced their release and sent no bad data.
+    fn revive_stalled(&mut self) {
+        let stalled: Vec<BundleId> = self
+            .fetches
+            .iter()
+            .filter(|(_, f)| f.providers() == 0)
+            .map(|(b, _)| *b)
+            .collect();
+        for bundle in stalled {
+            let Some(f) = self.fetches.get_mut(&bundle) else {
+                continue;
+            };
+            let id = f.release.id();
+            for (peer, info) in &self.peers {
+                if info.connected && info.announced.contains(&id) {
+                    f.add_provider(*peer);
+                }
+            }
+            if f.providers() > 0 {
+                tracing::info!(bundle = %bundle, providers = f.providers(), "transfer resumed");
+                self.drive(bundle);
+            }
+        }
+    }
+
+    /// Dials known peers that are not connected (after a restart of theirs,
+    /// a network blip, or an idle close).
+    fn redial(&mut self) {
+        let targets: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.connected && !p.addrs.is_empty())
+            .map(|(id, p)| (*id, p.addrs.clone()))
+            .collect();
+        for (peer, addrs) in targets {
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            let _ = self.swarm.dial(opts);
+        }
+    }
+
+    fn send(&mut self, peer: PeerId, req: Request, why: Pending) -> OutboundRequestId {
         let id = self.swarm.behaviour_mut().rr.send_request(&peer, req);
         self.inflight.insert(id, (peer, why));
+        id
     }
 
     fn dial_flag_peer(&mut self, addr: Multiaddr) {
@@ -353,10 +446,10 @@ impl Node {
                 fresh = true;
             }
         }
-        if !fresh {
-            return;
+        if fresh {
+            tracing::info!(peer = %found.peer, addrs = ?info.addrs, "peer found via mdns");
         }
-        tracing::info!(peer = %found.peer, addrs = ?info.addrs, "peer found via mdns");
+        info.addrs.truncate(16);
         if info.connected {
             return;
         }
@@ -452,7 +545,7 @@ impl Node {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
                     let releases: Vec<Vec<u8>> =
                         self.held.values().map(SignedRelease::to_bytes).collect();
-                    self.send(peer_id, Request::Announce { releases }, Pending::Announce);
+                    self.announce(peer_id, &releases);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -525,6 +618,10 @@ impl Node {
                     response,
                 } => {
                     if let Some((peer, Pending::Fetch(bundle))) = self.inflight.remove(&request_id)
+                        && self
+                            .fetches
+                            .get(&bundle)
+                            .is_some_and(|f| f.outstanding == Some(request_id))
                     {
                         self.on_fetch_response(bundle, peer, Ok(response));
                     }
@@ -538,9 +635,15 @@ impl Node {
             } => {
                 if let Some((_, why)) = self.inflight.remove(&request_id) {
                     match why {
-                        Pending::Fetch(bundle) => {
+                        Pending::Fetch(bundle)
+                            if self
+                                .fetches
+                                .get(&bundle)
+                                .is_some_and(|f| f.outstanding == Some(request_id)) =>
+                        {
                             self.on_fetch_response(bundle, peer, Err(error.to_string()))
                         }
+                        Pending::Fetch(_) => {}
                         Pending::Announce => {
                             tracing::debug!(%peer, "announcement not delivered: {error}")
                         }
@@ -619,9 +722,22 @@ impl Node {
         }
         let bundle = r.bundle_id;
         if let Some(f) = self.fetches.get_mut(&bundle) {
+            if f.release.id() != verified.id() && f.also.iter().all(|a| a.id() != verified.id()) {
+                f.also.push(verified);
+            }
             f.add_provider(peer);
-            if f.providers() == 1 {
-                self.drive(bundle);
+            self.drive(bundle);
+            return;
+        }
+        // Another release of a bundle the store already holds whole.
+        if self.cfg.store.check_complete(&bundle).is_ok() {
+            match self.cfg.store.add_release(&verified) {
+                Ok(_) => {
+                    if let Err(e) = self.reload_store(true) {
+                        tracing::warn!("cannot read the store: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("cannot add release: {e}"),
             }
             return;
         }
@@ -645,15 +761,22 @@ impl Node {
         let Some(fetch) = self.fetches.get_mut(&bundle) else {
             return;
         };
+        fetch.outstanding = None;
         let outcome = match response {
             Ok(r) => fetch.on_response(&store, r),
             Err(e) => Err(FetchError::Peer(fetch::Fault::NoAnswer(e))),
         };
         match outcome {
             Ok(()) => {}
+            Err(FetchError::Peer(fault @ (fetch::Fault::NoAnswer(_) | fetch::Fault::NotFound))) => {
+                // Maybe busy, restarting or pruned: asked again when it
+                // announces the release again.
+                tracing::warn!(%peer, bundle = %bundle, "set peer aside for this transfer: it {fault}");
+                fetch.set_aside(peer);
+            }
             Err(FetchError::Peer(fault)) => {
                 tracing::warn!(%peer, bundle = %bundle, "dropped peer from transfer: it {fault}");
-                fetch.drop_provider(peer);
+                fetch.ban(peer);
             }
             Err(e) => {
                 tracing::error!(bundle = %bundle, "transfer failed: {e}");
@@ -670,8 +793,16 @@ impl Node {
         let Some(fetch) = self.fetches.get_mut(&bundle) else {
             return;
         };
+        if fetch.outstanding.is_some() {
+            return;
+        }
         match fetch.next(&store) {
-            Ok(Next::Ask(peer, req)) => self.send(peer, req, Pending::Fetch(bundle)),
+            Ok(Next::Ask(peer, req)) => {
+                let id = self.send(peer, req, Pending::Fetch(bundle));
+                if let Some(f) = self.fetches.get_mut(&bundle) {
+                    f.outstanding = Some(id);
+                }
+            }
             Ok(Next::Stalled) => {
                 tracing::warn!(bundle = %bundle, "transfer stalled: no peer left to fetch from; waiting for another to announce it");
             }

@@ -173,6 +173,11 @@ impl Batch {
             .join(self.counter.fetch_add(1, Ordering::Relaxed).to_string())
     }
 
+    /// The store this batch writes to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Stages a blob whose bytes the caller has hashed. Does nothing when
     /// the store already has it.
     pub fn put_blob(&self, hash: &Hash, data: &[u8]) -> Result<(), StoreError> {
