@@ -128,10 +128,15 @@ pub struct NodeProc {
 impl NodeProc {
     /// Starts `lanseed seed --store STORE ARGS` inside `ns`.
     pub fn start(ns: &Netns, store: &Path, args: &[&str]) -> NodeProc {
+        Self::start_cmd(ns, "seed", store, args)
+    }
+
+    /// Starts `lanseed SUBCOMMAND --store STORE ARGS` inside `ns`.
+    pub fn start_cmd(ns: &Netns, subcommand: &str, store: &Path, args: &[&str]) -> NodeProc {
         let log = store.with_extension("log");
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = ns.command(&lanseed_bin());
-        cmd.args(["seed", "--store", store.to_str().unwrap()])
+        cmd.args([subcommand, "--store", store.to_str().unwrap()])
             .args(args)
             .env("RUST_LOG", "lanseed=debug")
             .env("NO_COLOR", "1")
@@ -232,4 +237,66 @@ pub fn log_time_us(line: &str) -> i64 {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1_000_000) + micros
+}
+
+/// Headless Chromium (Debian's `chromium`) with a fresh profile.
+pub struct Browser {
+    child: Child,
+    _profile: tempfile::TempDir,
+}
+
+/// The flags every test browser runs with.
+pub const CHROMIUM_FLAGS: [&str; 7] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+];
+
+impl Browser {
+    /// Opens `url` in a browser that stays open (inside `ns`).
+    pub fn open(ns: &Netns, url: &str) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let child = ns
+            .command(Path::new("chromium"))
+            .args(CHROMIUM_FLAGS)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromium (Debian package `chromium`)");
+        Browser {
+            child,
+            _profile: profile,
+        }
+    }
+
+    /// Loads `url`, lets it run for `ms` milliseconds, and returns the DOM.
+    pub fn dump_dom(ns: &Netns, url: &str, ms: u32) -> String {
+        let profile = tempfile::tempdir().unwrap();
+        let out = ns
+            .command(Path::new("timeout"))
+            .arg("30")
+            .arg("chromium")
+            .args(CHROMIUM_FLAGS)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("--timeout={ms}"))
+            .arg("--dump-dom")
+            .arg(url)
+            .stderr(Stdio::null())
+            .output()
+            .expect("chromium (Debian package `chromium`)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
