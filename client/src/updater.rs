@@ -41,6 +41,42 @@ pub enum ApplyMode {
     NextStart,
     /// At once (the open page reloads).
     Immediate,
+    /// At the next moment inside a daily maintenance window, in minutes of
+    /// the local day (`end` may be past midnight: 22:00-02:00).
+    Window {
+        /// First minute of the window.
+        start: u16,
+        /// First minute after it.
+        end: u16,
+    },
+}
+
+impl ApplyMode {
+    /// Parses `HH:MM-HH:MM` as a maintenance window.
+    pub fn window(text: &str) -> Result<ApplyMode, String> {
+        let bad = || format!("`{text}` is not a window such as 02:00-04:00");
+        let minutes = |hm: &str| -> Option<u16> {
+            let (h, m) = hm.trim().split_once(':')?;
+            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60).then_some(h * 60 + m)
+        };
+        let (a, b) = text.split_once('-').ok_or_else(bad)?;
+        let (start, end) = (minutes(a).ok_or_else(bad)?, minutes(b).ok_or_else(bad)?);
+        if start == end {
+            return Err(bad());
+        }
+        Ok(ApplyMode::Window { start, end })
+    }
+}
+
+/// Whether `minute` (of the day) falls in the window `start..end`, which
+/// may wrap past midnight.
+pub fn in_window(minute: u16, start: u16, end: u16) -> bool {
+    if start < end {
+        (start..end).contains(&minute)
+    } else {
+        minute >= start || minute < end
+    }
 }
 
 /// How the updater behaves.
@@ -237,7 +273,7 @@ impl Updater {
             tracing::warn!(bundle = %id, "restarted during a trial: counted as failed");
             u.fail_trial(&id)?;
         }
-        if u.state.next.is_some() {
+        if u.state.next.is_some() && !matches!(u.cfg.apply, ApplyMode::Window { .. }) {
             u.switch_to_next()?;
         }
         u.state.save(&root)?;
@@ -398,6 +434,21 @@ impl Updater {
             self.switch_to_next()?;
         }
         self.save()
+    }
+
+    /// In `Window` mode, switches to the scheduled bundle when `minute`
+    /// (of the local day) is inside the window; returns whether it did.
+    pub fn apply_in_window(&mut self, minute: u16) -> Result<bool, UpdaterError> {
+        match self.cfg.apply {
+            ApplyMode::Window { start, end }
+                if self.state.next.is_some() && in_window(minute, start, end) =>
+            {
+                self.switch_to_next()?;
+                self.save()?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Switches to the scheduled bundle now (the host's `reload`).
@@ -866,6 +917,45 @@ mod tests {
         assert_eq!(u.serve_dir(), w.builtin);
         u.delete(&id(&v2)).unwrap();
         assert!(u.list().is_empty());
+    }
+
+    #[test]
+    fn windows_parse_and_wrap() {
+        assert_eq!(
+            ApplyMode::window("02:00-04:00"),
+            Ok(ApplyMode::Window {
+                start: 120,
+                end: 240
+            })
+        );
+        assert!(ApplyMode::window("2-4").is_err());
+        assert!(ApplyMode::window("25:00-01:00").is_err());
+        assert!(in_window(120, 120, 240) && in_window(239, 120, 240));
+        assert!(!in_window(240, 120, 240) && !in_window(119, 120, 240));
+        assert!(in_window(23 * 60, 22 * 60, 120) && in_window(30, 22 * 60, 120));
+        assert!(!in_window(12 * 60, 22 * 60, 120));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn window_mode_switches_only_inside_the_window() {
+        let w = world();
+        let window = ApplyMode::window("02:00-04:00").unwrap();
+        let mut u = w.open(window);
+        let v1 = w.release("1.0.0", 10, "production", |_| {});
+        u.install(&v1, 0).unwrap();
+        drop(u);
+        // A restart outside the window does not switch.
+        let mut u = w.open(window);
+        assert_eq!(u.state().next.as_deref(), Some(id(&v1).as_str()));
+        assert!(!u.apply_in_window(12 * 60).unwrap());
+        assert_eq!(u.serve_dir(), w.builtin);
+        assert!(u.apply_in_window(2 * 60 + 30).unwrap());
+        assert_eq!(u.state().trial(), Some(id(&v1).as_str()));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(
+            u.check_timeout(Instant::now()).unwrap(),
+            "the trial rules hold in a window too"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -209,6 +209,10 @@ pub struct DeviceRunArgs {
     /// open page reloads).
     #[arg(long, value_name = "MODE", default_value = "next-start", value_parser = ["next-start", "immediate"])]
     pub apply: String,
+    /// Apply downloaded bundles in a daily maintenance window instead, in
+    /// local time (e.g. 02:00-04:00; may wrap past midnight).
+    #[arg(long, value_name = "HH:MM-HH:MM", conflicts_with = "apply")]
+    pub apply_window: Option<String>,
     /// The native app's version; a change resets to the builtin bundle.
     #[arg(long, value_name = "SEMVER", default_value = "1.0.0")]
     pub native_version: String,

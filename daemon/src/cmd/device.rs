@@ -85,10 +85,12 @@ fn agent(args: DeviceRunArgs) -> anyhow::Result<()> {
             native_version: args.native_version,
             builtin,
             app_ready_timeout: args.app_ready_timeout,
-            apply: if args.apply == "immediate" {
-                ApplyMode::Immediate
-            } else {
-                ApplyMode::NextStart
+            apply: match &args.apply_window {
+                Some(w) => {
+                    ApplyMode::window(w).map_err(|e| anyhow::anyhow!("--apply-window {e}"))?
+                }
+                None if args.apply == "immediate" => ApplyMode::Immediate,
+                None => ApplyMode::NextStart,
             },
             auto_delete_failed: !args.keep_failed,
             auto_delete_previous: !args.keep_previous,

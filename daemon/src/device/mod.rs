@@ -220,5 +220,15 @@ async fn trial_timer(shared: Arc<Shared>) {
         if let Err(e) = shared.with(|u| u.check_timeout(now)) {
             tracing::error!("cannot roll back: {e}");
         }
+        if let Err(e) = shared.with(|u| u.apply_in_window(local_minute())) {
+            tracing::error!("cannot apply the next bundle: {e}");
+        }
     }
+}
+
+/// The minute of the local day (for the maintenance window).
+fn local_minute() -> u16 {
+    use chrono::Timelike;
+    let now = chrono::Local::now();
+    (now.hour() * 60 + now.minute()) as u16
 }
