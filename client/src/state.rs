@@ -8,6 +8,58 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Which step of the updater a state write belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// A downloaded bundle is scheduled.
+    Download,
+    /// A bundle becomes current.
+    Switch,
+    /// A trial ends in success.
+    Trial,
+    /// A failed trial is rolled back.
+    Rollback,
+    /// Anything else (reset, delete, channel).
+    State,
+}
+
+impl Phase {
+    fn labels(self) -> [&'static str; 4] {
+        match self {
+            Phase::Download => [
+                "download: state written",
+                "download: state synced",
+                "download: state renamed",
+                "download: dir synced",
+            ],
+            Phase::Switch => [
+                "switch: state written",
+                "switch: state synced",
+                "switch: state renamed",
+                "switch: dir synced",
+            ],
+            Phase::Trial => [
+                "trial: state written",
+                "trial: state synced",
+                "trial: state renamed",
+                "trial: dir synced",
+            ],
+            Phase::Rollback => [
+                "rollback: state written",
+                "rollback: state synced",
+                "rollback: state renamed",
+                "rollback: dir synced",
+            ],
+            Phase::State => [
+                "state: written",
+                "state: synced",
+                "state: renamed",
+                "state: dir synced",
+            ],
+        }
+    }
+}
+
 /// The id of the builtin bundle in the state.
 pub const BUILTIN: &str = "builtin";
 
@@ -98,12 +150,13 @@ impl DeviceState {
         }
     }
 
-    /// Writes the state atomically and durably.
-    pub fn save(&self, root: &Path) -> std::io::Result<()> {
+    /// Writes the state atomically and durably; `phase` names the crash
+    /// points of the write (see `lanseed_protocol::crashpoint`).
+    pub fn save(&self, root: &Path, phase: Phase) -> std::io::Result<()> {
         let path = Self::path(root);
         std::fs::create_dir_all(path.parent().expect("state has a parent"))?;
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        lanseed_protocol::store::durable::write_atomic(&path, &bytes)
+        lanseed_protocol::store::durable::write_atomic_labeled(&path, &bytes, phase.labels())
     }
 
     /// The bundle on trial, if the current one is.

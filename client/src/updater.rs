@@ -32,7 +32,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::install::{self, InstallError};
-use crate::state::{BUILTIN, BundleRecord, BundleStatus, DeviceState};
+use crate::state::{BUILTIN, BundleRecord, BundleStatus, DeviceState, Phase};
 
 /// When a scheduled bundle becomes current.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,6 +225,10 @@ pub struct Updater {
     state: DeviceState,
     deadline: Option<Instant>,
     events: Vec<Event>,
+    /// Bundle directories to delete once the state that no longer needs
+    /// them is durable (deleting first could leave a state pointing at a
+    /// missing directory after a crash).
+    to_delete: Vec<String>,
 }
 
 fn random_id() -> String {
@@ -263,20 +267,24 @@ impl Updater {
             state,
             deadline: None,
             events: Vec::new(),
+            to_delete: Vec::new(),
         };
         if u.state.native_version != u.cfg.native_version {
             tracing::info!(from = %u.state.native_version, to = %u.cfg.native_version, "native version changed: back to the builtin bundle");
             u.drop_all_bundles()?;
             u.state.native_version = u.cfg.native_version.clone();
         }
+        let mut phase = Phase::State;
         if let Some(id) = u.state.trial().map(str::to_owned) {
             tracing::warn!(bundle = %id, "restarted during a trial: counted as failed");
             u.fail_trial(&id)?;
+            phase = Phase::Rollback;
         }
         if u.state.next.is_some() && !matches!(u.cfg.apply, ApplyMode::Window { .. }) {
             u.switch_to_next()?;
+            phase = Phase::Switch;
         }
-        u.state.save(&root)?;
+        u.save(phase)?;
         Ok(u)
     }
 
@@ -432,8 +440,9 @@ impl Updater {
         self.state.installed_seq.insert(r.channel.clone(), r.seq);
         if self.cfg.apply == ApplyMode::Immediate {
             self.switch_to_next()?;
+            return self.save(Phase::Switch);
         }
-        self.save()
+        self.save(Phase::Download)
     }
 
     /// In `Window` mode, switches to the scheduled bundle when `minute`
@@ -444,7 +453,7 @@ impl Updater {
                 if self.state.next.is_some() && in_window(minute, start, end) =>
             {
                 self.switch_to_next()?;
-                self.save()?;
+                self.save(Phase::Switch)?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -455,7 +464,7 @@ impl Updater {
     pub fn reload(&mut self) -> Result<(), UpdaterError> {
         if self.state.next.is_some() {
             self.switch_to_next()?;
-            self.save()?;
+            self.save(Phase::Switch)?;
         }
         Ok(())
     }
@@ -503,7 +512,7 @@ impl Updater {
         if self.cfg.auto_delete_previous && previous != BUILTIN && previous != bundle {
             self.delete_files(&previous)?;
         }
-        self.save()?;
+        self.save(Phase::Trial)?;
         Ok(true)
     }
 
@@ -513,7 +522,7 @@ impl Updater {
             (Some(d), Some(id)) if now >= d => {
                 tracing::warn!(bundle = %id, "notifyAppReady not called in time: rolling back");
                 self.fail_trial(&id)?;
-                self.save()?;
+                self.save(Phase::Rollback)?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -545,7 +554,7 @@ impl Updater {
     }
 
     fn delete_files(&mut self, id: &str) -> Result<(), UpdaterError> {
-        install::remove(self.store.root(), id)?;
+        self.to_delete.push(id.to_owned());
         if let Some(b) = self.state.bundles.get(id)
             && b.status != BundleStatus::Error
         {
@@ -563,7 +572,7 @@ impl Updater {
         self.events.push(Event::AppReloaded {
             bundle: BUILTIN.into(),
         });
-        self.save()
+        self.save(Phase::State)
     }
 
     fn drop_all_bundles(&mut self) -> Result<(), UpdaterError> {
@@ -603,17 +612,27 @@ impl Updater {
         }
         install::remove(self.store.root(), id)?;
         self.state.bundles.remove(id);
-        self.save()
+        self.save(Phase::State)
     }
 
     /// Follows another channel from now on.
     pub fn set_channel(&mut self, channel: &str) -> Result<(), UpdaterError> {
         self.state.channel = channel.to_owned();
-        self.save()
+        self.save(Phase::State)
     }
 
-    fn save(&self) -> Result<(), UpdaterError> {
-        self.state.save(self.store.root())?;
+    fn save(&mut self, phase: Phase) -> Result<(), UpdaterError> {
+        self.state.save(self.store.root(), phase)?;
+        for id in std::mem::take(&mut self.to_delete) {
+            // Never the directory the state now serves or may fall back to.
+            if id != self.state.current
+                && id != self.state.fallback
+                && self.state.next.as_deref() != Some(id.as_str())
+            {
+                install::remove(self.store.root(), &id)?;
+                lanseed_protocol::crashpoint::hit("cleanup: bundle removed");
+            }
+        }
         Ok(())
     }
 }

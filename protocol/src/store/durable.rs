@@ -74,18 +74,37 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// Replaces `path` with `bytes` atomically and durably: temp file in the
 /// same directory, `fsync`, rename, `fsync` of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_labeled(
+        path,
+        bytes,
+        [
+            "commit: temp written",
+            "commit: temp synced",
+            "commit: renamed",
+            "commit: directory synced",
+        ],
+    )
+}
+
+/// [`write_atomic`], naming its four crash points after the caller's
+/// phase (the device updater's switch, trial, rollback...).
+pub fn write_atomic_labeled(
+    path: &Path,
+    bytes: &[u8],
+    labels: [&'static str; 4],
+) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
-    crashpoint::hit("commit: temp written");
+    crashpoint::hit(labels[0]);
     f.sync_all()?;
     drop(f);
-    crashpoint::hit("commit: temp synced");
+    crashpoint::hit(labels[1]);
     std::fs::rename(&tmp, path)?;
-    crashpoint::hit("commit: renamed");
+    crashpoint::hit(labels[2]);
     sync_dir(dir)?;
-    crashpoint::hit("commit: directory synced");
+    crashpoint::hit(labels[3]);
     Ok(())
 }
