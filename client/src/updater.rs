@@ -630,7 +630,11 @@ impl Updater {
                 && self.state.next.as_deref() != Some(id.as_str())
             {
                 install::remove(self.store.root(), &id)?;
-                lanseed_protocol::crashpoint::hit("cleanup: bundle removed");
+                lanseed_protocol::crashpoint::hit(match phase {
+                    Phase::Rollback => "rollback: failed bundle removed",
+                    Phase::Trial => "trial: previous bundle removed",
+                    _ => "state: bundle removed",
+                });
             }
         }
         Ok(())
