@@ -10,6 +10,12 @@
 //!
 //! The updater takes verified releases from the store and does not care
 //! how they got there (fetched by the node, imported from a USB stick).
+//!
+//! The API a native host calls, with Capgo's names: [`Updater::notify_app_ready`],
+//! [`Updater::set_next`] (`next`), [`Updater::set`], [`Updater::reload`],
+//! [`Updater::reset`], [`Updater::list`], [`Updater::current`],
+//! [`Updater::delete`], [`Updater::set_channel`] (`channel`); events come
+//! from [`Updater::drain_events`].
 
 pub mod install;
 pub mod state;

@@ -460,6 +460,35 @@ impl Updater {
         }
     }
 
+    /// Capgo's `next({ id })`: schedules a downloaded bundle for the next
+    /// switch (a failed one is refused).
+    pub fn set_next(&mut self, id: &str) -> Result<(), UpdaterError> {
+        match self.state.bundles.get(id).map(|b| b.status) {
+            None => return Err(UpdaterError::Unknown(id.to_owned())),
+            Some(BundleStatus::Error) => return Err(Refusal::FailedBefore.into()),
+            Some(_) => {}
+        }
+        if !install::bundle_dir(self.store.root(), id).is_dir() {
+            return Err(UpdaterError::Unknown(id.to_owned()));
+        }
+        if let Some(old) = self.state.next.replace(id.to_owned())
+            && let Some(b) = self.state.bundles.get_mut(&old)
+        {
+            b.status = BundleStatus::Pending;
+        }
+        if let Some(b) = self.state.bundles.get_mut(id) {
+            b.status = BundleStatus::Next;
+        }
+        self.save(Phase::Download)
+    }
+
+    /// Capgo's `set({ id })`: makes a downloaded bundle current now, on
+    /// trial like any new bundle.
+    pub fn set(&mut self, id: &str) -> Result<(), UpdaterError> {
+        self.set_next(id)?;
+        self.reload()
+    }
+
     /// Switches to the scheduled bundle now (the host's `reload`).
     pub fn reload(&mut self) -> Result<(), UpdaterError> {
         if self.state.next.is_some() {
@@ -940,6 +969,28 @@ mod tests {
         assert_eq!(u.serve_dir(), w.builtin);
         u.delete(&id(&v2)).unwrap();
         assert!(u.list().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn next_and_set_pick_a_downloaded_bundle() {
+        let w = world();
+        let mut u = w.open(ApplyMode::NextStart);
+        let v1 = w.release("1.0.0", 10, "production", |_| {});
+        u.install(&v1, 0).unwrap();
+        u.reload().unwrap();
+        u.notify_app_ready(&id(&v1)).unwrap();
+        let v2 = w.release("2.0.0", 11, "production", |_| {});
+        u.install(&v2, 0).unwrap();
+        assert!(matches!(u.set_next("nope"), Err(UpdaterError::Unknown(_))));
+        u.set(&id(&v2)).unwrap();
+        assert_eq!(u.state().trial(), Some(id(&v2).as_str()));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(u.check_timeout(Instant::now()).unwrap());
+        assert!(matches!(
+            u.set(&id(&v2)),
+            Err(UpdaterError::Refused(Refusal::FailedBefore)) | Err(UpdaterError::Unknown(_))
+        ));
+        assert_eq!(u.state().current, id(&v1));
     }
 
     #[test]
