@@ -108,6 +108,19 @@ pub struct KeygenArgs {
 pub struct SeedArgs {
     #[command(flatten)]
     pub store: StoreArg,
+    /// Fetch and seed releases of APP (all channels, or just CHANNEL).
+    #[arg(long, value_name = "APP[:CHANNEL]")]
+    pub follow: Vec<String>,
+    /// Trust file: only releases signed by these keys are fetched.
+    #[arg(long, value_name = "FILE")]
+    pub trust: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// How a node talks to the network (`seed` and `device`).
+#[derive(Debug, Args)]
+pub struct NodeArgs {
     /// Address to listen on (repeatable).
     #[arg(long, value_name = "MULTIADDR", default_value = "/ip4/0.0.0.0/tcp/0")]
     pub listen: Vec<String>,
@@ -115,12 +128,6 @@ pub struct SeedArgs {
     /// e.g. /ip4/10.0.0.5/tcp/4001/p2p/12D3Koo…
     #[arg(long, value_name = "MULTIADDR")]
     pub peer: Vec<String>,
-    /// Fetch and seed releases of APP (all channels, or just CHANNEL).
-    #[arg(long, value_name = "APP[:CHANNEL]")]
-    pub follow: Vec<String>,
-    /// Trust file: only releases signed by these keys are fetched.
-    #[arg(long, value_name = "FILE")]
-    pub trust: Option<PathBuf>,
     /// Fleet key file (`lanseed keygen --fleet`): only nodes with it connect.
     #[arg(long, value_name = "FILE")]
     pub fleet_key: Option<PathBuf>,
@@ -225,24 +232,8 @@ pub struct DeviceRunArgs {
     /// Keep the bundle before the last good one.
     #[arg(long)]
     pub keep_previous: bool,
-    /// Address to listen on for peers (repeatable).
-    #[arg(long, value_name = "MULTIADDR", default_value = "/ip4/0.0.0.0/tcp/0")]
-    pub listen: Vec<String>,
-    /// A peer to connect to (repeatable).
-    #[arg(long, value_name = "MULTIADDR")]
-    pub peer: Vec<String>,
-    /// Fleet key file: only nodes with it connect.
-    #[arg(long, value_name = "FILE")]
-    pub fleet_key: Option<PathBuf>,
-    /// Do not use mDNS.
-    #[arg(long)]
-    pub no_mdns: bool,
-    /// Use mDNS on this interface only.
-    #[arg(long, value_name = "NAME", conflicts_with = "no_mdns")]
-    pub mdns_interface: Option<String>,
-    /// How long a peer may take to answer one request.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub request_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
 /// `lanseed status`.

@@ -7,7 +7,6 @@ use lanseed_protocol::TrustList;
 use crate::cli::{DeviceAction, DeviceArgs, DeviceRunArgs};
 use crate::device::control::{DeviceRequest, request};
 use crate::device::{self, DeviceConfig};
-use crate::node::{Mdns, NodeConfig};
 
 pub fn run(args: DeviceArgs) -> anyhow::Result<()> {
     match args.action {
@@ -49,35 +48,9 @@ fn agent(args: DeviceRunArgs) -> anyhow::Result<()> {
         anyhow::bail!("--builtin {} has no index.html", builtin.display());
     }
     let trust = TrustList::read(&trust_path)?;
-    let parse = |list: &[String]| -> anyhow::Result<Vec<libp2p::Multiaddr>> {
-        list.iter()
-            .map(|a| {
-                a.parse()
-                    .map_err(|e| anyhow::anyhow!("`{a}` is not a multiaddr ({e})"))
-            })
-            .collect()
-    };
     let store = args.store.create()?;
     let cfg = DeviceConfig {
-        node: NodeConfig {
-            store: store.clone(),
-            listen: parse(&args.listen)?,
-            peers: parse(&args.peer)?,
-            follow: Vec::new(),
-            trust,
-            fleet_key: args
-                .fleet_key
-                .as_deref()
-                .map(super::seed::read_fleet_key)
-                .transpose()?,
-            mdns: match (args.no_mdns, &args.mdns_interface) {
-                (true, _) => Mdns::Off,
-                (false, Some(n)) => Mdns::Interface(n.clone()),
-                (false, None) => Mdns::All,
-            },
-            request_timeout: args.request_timeout,
-            extra_status: None,
-        },
+        node: super::seed::node_config(&args.node, store, Vec::new(), trust)?,
         updater: UpdaterConfig {
             app,
             channel: args.channel,

@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use lanseed_protocol::TrustList;
 use lanseed_protocol::release::{check_app_id, check_channel};
 
-use crate::cli::{SeedArgs, StatusArgs};
+use crate::cli::{NodeArgs, SeedArgs, StatusArgs};
 use crate::node::{self, Follow, Mdns, NodeConfig};
 
 pub(crate) fn parse_follow(text: &str) -> anyhow::Result<Follow> {
@@ -46,6 +46,20 @@ pub fn seed(args: SeedArgs) -> anyhow::Result<()> {
         }
         None => TrustList::default(),
     };
+    let store = args.store.create()?;
+    let cfg = node_config(&args.node, store, follow, trust)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(node::run(cfg, shutdown_signal()))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+/// The node's configuration from its command-line flags.
+pub(crate) fn node_config(
+    args: &NodeArgs,
+    store: lanseed_protocol::Store,
+    follow: Vec<Follow>,
+    trust: TrustList,
+) -> anyhow::Result<NodeConfig> {
     let parse_addrs = |list: &[String], flag: &str| -> anyhow::Result<Vec<libp2p::Multiaddr>> {
         list.iter()
             .map(|a| {
@@ -57,26 +71,23 @@ pub fn seed(args: SeedArgs) -> anyhow::Result<()> {
             })
             .collect()
     };
-    let cfg = NodeConfig {
-        store: args.store.create()?,
+    Ok(NodeConfig {
+        store,
         listen: parse_addrs(&args.listen, "--listen")?,
         peers: parse_addrs(&args.peer, "--peer")?,
         follow,
         trust,
         fleet_key: args.fleet_key.as_deref().map(read_fleet_key).transpose()?,
-        mdns: match (&args.no_mdns, &args.mdns_interface) {
+        mdns: match (args.no_mdns, &args.mdns_interface) {
             (true, _) => Mdns::Off,
             (false, Some(name)) => Mdns::Interface(name.clone()),
             (false, None) => Mdns::All,
         },
         request_timeout: args.request_timeout,
         extra_status: None,
-    };
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(node::run(cfg, shutdown_signal()))
+    })
 }
 
-/// Resolves on SIGINT or SIGTERM.
 pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
