@@ -71,5 +71,5 @@ fn agent(args: DeviceRunArgs) -> anyhow::Result<()> {
         serve: args.serve,
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(device::run(cfg, super::seed::shutdown_signal()))
+    runtime.block_on(async { device::run(cfg, super::seed::shutdown_signal()?).await })
 }

@@ -49,10 +49,9 @@ pub fn seed(args: SeedArgs) -> anyhow::Result<()> {
     let store = args.store.create()?;
     let cfg = node_config(&args.node, store, follow, trust)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(node::run(cfg, shutdown_signal()))
+    runtime.block_on(async { node::run(cfg, shutdown_signal()?).await })
 }
 
-/// Resolves on SIGINT or SIGTERM.
 /// The node's configuration from its command-line flags.
 pub(crate) fn node_config(
     args: &NodeArgs,
@@ -88,14 +87,20 @@ pub(crate) fn node_config(
     })
 }
 
-pub(crate) async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called (inside the runtime, before the node starts), so a signal during
+/// start-up still ends in a clean stop.
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutdown requested");
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutdown requested");
+    })
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {

@@ -309,6 +309,9 @@ impl Node {
         let releases = self.cfg.store.releases()?;
         self.index_stamp = stamp;
         let mut new = Vec::new();
+        // Releases gc dropped are no longer held, nor announced.
+        let present: HashSet<ReleaseId> = releases.iter().map(SignedRelease::id).collect();
+        self.held.retain(|id, _| present.contains(id));
         for r in releases {
             if let std::collections::hash_map::Entry::Vacant(v) = self.held.entry(r.id()) {
                 new.push(r.to_bytes());
@@ -694,7 +697,10 @@ impl Node {
             }
         };
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.announced.insert(signed.id());
+            // Bounded: a peer cannot grow this without end.
+            if p.announced.len() < 4 * lanseed_protocol::limits::MAX_INDEX_RELEASES / 100 {
+                p.announced.insert(signed.id());
+            }
         }
         if self.held.contains_key(&signed.id()) {
             return;
