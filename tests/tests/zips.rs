@@ -769,3 +769,68 @@ fn declared_sizes_are_not_trusted() {
     );
     eprintln!("lying entry: {err} after {seen} bytes");
 }
+
+#[test]
+fn every_single_byte_of_a_release_file_is_guarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path());
+    let trust_path = format!("{}.pub", key.display());
+    let build = dir.path().join("build");
+    std::fs::create_dir_all(build.join("assets")).unwrap();
+    std::fs::write(build.join("index.html"), "<h1>tiny</h1>").unwrap();
+    std::fs::write(build.join("assets/app.js"), "console.log(1)").unwrap();
+    let a = dir.path().join("a");
+    run_ok(&[
+        "pack",
+        s(&build),
+        "--app",
+        "com.example.app",
+        "--version",
+        "1.0.0",
+        "--key",
+        s(&key),
+        "--store",
+        s(&a),
+    ]);
+    let file = dir.path().join("tiny.lanseed");
+    run_ok(&[
+        "export",
+        "com.example.app",
+        "production",
+        "--out",
+        s(&file),
+        "--store",
+        s(&a),
+    ]);
+    let bytes = std::fs::read(&file).unwrap();
+    let trust = lanseed_protocol::TrustList::read(Path::new(&trust_path)).unwrap();
+    let store = lanseed_protocol::Store::create(&dir.path().join("b")).unwrap();
+    let before = listing(store.root());
+    let bad = dir.path().join("bad.lanseed");
+    for i in 0..bytes.len() {
+        let mut t = bytes.clone();
+        t[i] ^= 0x01;
+        std::fs::write(&bad, &t).unwrap();
+        let result = lanseed_protocol::release_file::ReleaseFile::open(
+            &bad,
+            &trust,
+            lanseed_protocol::zip::ZipLimits::default(),
+        )
+        .and_then(|f| f.import(&store));
+        assert!(
+            result.is_err(),
+            "byte {i} of {} flipped was accepted",
+            bytes.len()
+        );
+    }
+    assert_eq!(listing(store.root()), before, "nothing written");
+    // And the untouched file imports.
+    lanseed_protocol::release_file::ReleaseFile::open(
+        &file,
+        &trust,
+        lanseed_protocol::zip::ZipLimits::default(),
+    )
+    .unwrap()
+    .import(&store)
+    .unwrap();
+}
