@@ -390,6 +390,21 @@ impl Updater {
         Ok(())
     }
 
+    /// Progress of the download of `release` (fetched by the node): a
+    /// `download` event for a release this device would install.
+    pub fn download_progress(&mut self, release: &VerifiedRelease, percent: u8) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if self.check(release, now).is_ok() {
+            self.events.push(Event::Download {
+                bundle: release.release().bundle_id.to_string(),
+                percent: percent.min(100),
+            });
+        }
+    }
+
     /// Installs `release` (checked, materialised, scheduled as next); in
     /// `immediate` mode it becomes current at once.
     pub fn install(
@@ -991,6 +1006,24 @@ mod tests {
             Err(UpdaterError::Refused(Refusal::FailedBefore)) | Err(UpdaterError::Unknown(_))
         ));
         assert_eq!(u.state().current, id(&v1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn download_progress_only_for_releases_it_would_install() {
+        let w = world();
+        let mut u = w.open(ApplyMode::NextStart);
+        let v1 = w.release("1.0.0", 10, "production", |_| {});
+        u.download_progress(&v1, 40);
+        assert_eq!(
+            u.drain_events(),
+            vec![Event::Download {
+                bundle: id(&v1),
+                percent: 40
+            }]
+        );
+        let beta = w.release("1.0.0", 11, "beta", |_| {});
+        u.download_progress(&beta, 40);
+        assert!(u.drain_events().is_empty(), "another channel's bundle");
     }
 
     #[test]

@@ -180,6 +180,15 @@ fn healthy_bundle_becomes_success_and_client_routes_serve_index() {
     for e in ["updateAvailable", "downloadComplete", "set", "appReady"] {
         assert!(events.contains(&e), "{events:?}");
     }
+    // Progress while the node fetched it, before the 100 % of the install.
+    assert!(
+        st["recent_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "download" && e["percent"].as_u64().unwrap() < 100),
+        "{st}"
+    );
     // Still the app after the trial, on any client route; a missing asset is a 404.
     let dom = Browser::dump_dom(&ns, &format!("{URL}/deep/link"), 1500);
     assert!(dom.contains("version 1.1.0"), "{dom}");

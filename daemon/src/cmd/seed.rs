@@ -84,6 +84,7 @@ pub(crate) fn node_config(
         },
         request_timeout: args.request_timeout,
         extra_status: None,
+        progress: None,
     })
 }
 

@@ -114,6 +114,8 @@ pub async fn run(
     }];
     let for_status = shared.clone();
     cfg.node.extra_status = Some(Arc::new(move || for_status.status()));
+    let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel();
+    cfg.node.progress = Some(progress_tx);
 
     let listener = tokio::net::TcpListener::bind(cfg.serve)
         .await
@@ -137,6 +139,7 @@ pub async fn run(
     let control = tokio::spawn(control::serve(store.root().to_owned(), shared.clone()));
     let offers = tokio::spawn(offer_loop(store.clone(), trust, app, shared.clone()));
     let timer = tokio::spawn(trial_timer(shared.clone()));
+    let progress = tokio::spawn(progress_events(progress_rx, shared.clone()));
 
     tokio::pin!(shutdown);
     let early = tokio::select! {
@@ -146,6 +149,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     offers.abort();
     timer.abort();
+    progress.abort();
     control.abort();
     let _ = std::fs::remove_file(control::socket_path(store.root()));
     let _ = http.await;
@@ -208,6 +212,26 @@ async fn offer_loop(store: Store, trust: TrustList, app: String, shared: Arc<Sha
                 Err(e) => tracing::error!("install task failed: {e}"),
             }
         }
+    }
+}
+
+/// Turns the node's fetch progress into Capgo's `download` events (at most
+/// one per percent), for releases the updater would install.
+async fn progress_events(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<node::Progress>,
+    shared: Arc<Shared>,
+) {
+    let mut last: std::collections::HashMap<String, u8> = std::collections::HashMap::new();
+    while let Some(p) = rx.recv().await {
+        let id = p.release.release().bundle_id.to_string();
+        let percent = (p.done * 100)
+            .checked_div(p.total)
+            .map_or(100, |x| x.min(99) as u8);
+        if last.get(&id) == Some(&percent) {
+            continue;
+        }
+        last.insert(id.clone(), percent);
+        shared.with(|u| u.download_progress(&p.release, percent));
     }
 }
 

@@ -102,6 +102,20 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Extra status to show under `device` (the device agent's bundles).
     pub extra_status: Option<std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
+    /// Where to report fetch progress (the device agent turns it into
+    /// `download` events).
+    pub progress: Option<mpsc::UnboundedSender<Progress>>,
+}
+
+/// Progress of one fetch.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// The release being fetched.
+    pub release: lanseed_protocol::VerifiedRelease,
+    /// Bytes verified so far.
+    pub done: u64,
+    /// Bytes to fetch in all.
+    pub total: u64,
 }
 
 #[derive(NetworkBehaviour)]
@@ -773,7 +787,17 @@ impl Node {
             Err(e) => Err(FetchError::Peer(fetch::Fault::NoAnswer(e))),
         };
         match outcome {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Some(tx) = &self.cfg.progress
+                    && fetch.has_manifest()
+                {
+                    let _ = tx.send(Progress {
+                        release: fetch.release.clone(),
+                        done: fetch.bytes_done,
+                        total: fetch.bytes_total,
+                    });
+                }
+            }
             Err(FetchError::Peer(fault @ (fetch::Fault::NoAnswer(_) | fetch::Fault::NotFound))) => {
                 // Maybe busy, restarting or pruned: asked again when it
                 // announces the release again.
