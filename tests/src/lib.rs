@@ -36,29 +36,74 @@ pub fn lanseed() -> Command {
     cmd
 }
 
+fn joined<S: AsRef<str>>(args: &[S]) -> String {
+    args.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" ")
+}
+
 /// Runs `lanseed ARGS` and returns its output, panicking with its stderr
 /// when it fails.
-pub fn run_ok(args: &[&str]) -> Output {
-    let out = lanseed().args(args).output().expect("spawn lanseed");
+pub fn run_ok<S: AsRef<str>>(args: &[S]) -> Output {
+    let out = lanseed()
+        .args(args.iter().map(AsRef::as_ref))
+        .output()
+        .expect("spawn lanseed");
     assert!(
         out.status.success(),
         "lanseed {} failed: {}",
-        args.join(" "),
+        joined(args),
         String::from_utf8_lossy(&out.stderr)
     );
     out
 }
 
 /// Runs `lanseed ARGS` expecting failure; returns its stderr.
-pub fn run_err(args: &[&str]) -> String {
-    let out = lanseed().args(args).output().expect("spawn lanseed");
+pub fn run_err<S: AsRef<str>>(args: &[S]) -> String {
+    let out = lanseed()
+        .args(args.iter().map(AsRef::as_ref))
+        .output()
+        .expect("spawn lanseed");
     assert!(
         !out.status.success(),
         "lanseed {} should have failed but printed: {}",
-        args.join(" "),
+        joined(args),
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `lanseed pack BUILD --app APP --version VERSION --key KEY --store STORE`
+/// and `extra`, as arguments for [`run_ok`] or [`run_err`].
+pub fn pack_args(
+    build: &Path,
+    app: &str,
+    version: &str,
+    key: &Path,
+    store: &Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "pack",
+        path_str(build),
+        "--app",
+        app,
+        "--version",
+        version,
+        "--key",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend([
+        path_str(key).to_owned(),
+        "--store".into(),
+        path_str(store).to_owned(),
+    ]);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
 }
 
 /// Parses stdout as JSON.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use lanseed_tests::{json, keygen, run_err, run_ok};
+use lanseed_tests::{json, keygen, pack_args, run_err, run_ok};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -50,25 +50,22 @@ fn pack_prints_release_json_and_releases_lists_it() {
     let build = dir.path().join("dist");
     small_build(&build, "v1");
     let store = dir.path().join("store");
-    let out = run_ok(&[
-        "pack",
-        s(&build),
-        "--app",
+    let out = run_ok(&pack_args(
+        &build,
         "com.example.app",
-        "--version",
         "1.0.0",
-        "--key",
-        s(&key),
-        "--store",
-        s(&store),
-        "--json",
-        "--seq",
-        "7",
-        "--rollout",
-        "12.5",
-        "--notes",
-        "first",
-    ]);
+        &key,
+        &store,
+        &[
+            "--json",
+            "--seq",
+            "7",
+            "--rollout",
+            "12.5",
+            "--notes",
+            "first",
+        ],
+    ));
     let r = json(&out);
     assert_eq!(r["app"], "com.example.app");
     assert_eq!(r["channel"], "production");
@@ -260,20 +257,14 @@ fn verify_finds_damage_and_gc_keeps_the_newest() {
     let store = dir.path().join("store");
     for v in 1..=5 {
         small_build(&build, &format!("v{v}"));
-        run_ok(&[
-            "pack",
-            s(&build),
-            "--app",
+        run_ok(&pack_args(
+            &build,
             "com.example.app",
-            "--version",
             &format!("1.0.{v}"),
-            "--key",
-            s(&key),
-            "--store",
-            s(&store),
-            "--seq",
-            &v.to_string(),
-        ]);
+            &key,
+            &store,
+            &["--seq", &v.to_string()],
+        ));
     }
     let report = json(&run_ok(&[
         "store",

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use lanseed_protocol::{Hash, Manifest};
 use lanseed_tests::zipcraft::{Craft, craft_zip};
-use lanseed_tests::{http_get, json, keygen, listing, run_err, run_ok};
+use lanseed_tests::{http_get, json, keygen, listing, pack_args, run_err, run_ok};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -310,18 +310,14 @@ fn hostile_zips_are_refused_each_with_its_own_error_and_nothing_written() {
     let zip = dir.path().join("cut.zip");
     std::fs::write(&zip, &good[..good.len() - 10]).unwrap();
     let fresh = dir.path().join("fresh-store");
-    let err = run_err(&[
-        "pack",
-        s(&zip),
-        "--app",
+    let err = run_err(&pack_args(
+        &zip,
         "com.example.app",
-        "--version",
         "2.0.0",
-        "--key",
-        s(&key),
-        "--store",
-        s(&fresh),
-    ]);
+        &key,
+        &fresh,
+        &[],
+    ));
     assert!(err.contains("not a readable zip"), "{err}");
     assert!(!fresh.exists());
 }
@@ -402,19 +398,14 @@ fn bundle_zip_is_deterministic_and_round_trips() {
     let mut shas = Vec::new();
     for store in ["s1", "s2"] {
         let store = dir.path().join(store);
-        let out = run_ok(&[
-            "pack",
-            s(&build),
-            "--app",
+        let out = run_ok(&pack_args(
+            &build,
             "com.example.app",
-            "--version",
             "1.0.0",
-            "--key",
-            s(&key),
-            "--store",
-            s(&store),
-            "--json",
-        ]);
+            &key,
+            &store,
+            &["--json"],
+        ));
         ids.push(json(&out)["bundle_id"].clone());
         for round in 0..2 {
             let zip = dir.path().join(format!(
@@ -613,18 +604,7 @@ fn published_static_tree_serves_and_verifies() {
     let store = dir.path().join("store");
     for v in ["1.0.0", "1.1.0"] {
         std::fs::write(build.join("index.html"), format!("<h1>{v}</h1>")).unwrap();
-        run_ok(&[
-            "pack",
-            s(&build),
-            "--app",
-            "com.example.app",
-            "--version",
-            v,
-            "--key",
-            s(&key),
-            "--store",
-            s(&store),
-        ]);
+        run_ok(&pack_args(&build, "com.example.app", v, &key, &store, &[]));
     }
     let out = dir.path().join("www");
     let first = json(&run_ok(&[
@@ -780,18 +760,14 @@ fn every_single_byte_of_a_release_file_is_guarded() {
     std::fs::write(build.join("index.html"), "<h1>tiny</h1>").unwrap();
     std::fs::write(build.join("assets/app.js"), "console.log(1)").unwrap();
     let a = dir.path().join("a");
-    run_ok(&[
-        "pack",
-        s(&build),
-        "--app",
+    run_ok(&pack_args(
+        &build,
         "com.example.app",
-        "--version",
         "1.0.0",
-        "--key",
-        s(&key),
-        "--store",
-        s(&a),
-    ]);
+        &key,
+        &a,
+        &[],
+    ));
     let file = dir.path().join("tiny.lanseed");
     run_ok(&[
         "export",
