@@ -139,8 +139,17 @@ pub struct NodeArgs {
     pub mdns_interface: Option<String>,
     /// How long a peer may take to answer one request before it is dropped
     /// from the transfer.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
     pub request_timeout: std::time::Duration,
+    /// Cap on what this node uploads to peers, all together, as counted on
+    /// the network interface: e.g. 500K, 2M, 1.5MiB (bytes per second) or
+    /// 20mbit. Unlimited by default.
+    #[arg(long, value_name = "RATE", value_parser = crate::node::limit::parse_rate)]
+    pub upload_limit: Option<u64>,
+    /// Most peers served at once; others are told to ask elsewhere or
+    /// come back shortly.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=512))]
+    pub max_uploads: u32,
 }
 
 /// `lanseed device`.

@@ -24,6 +24,7 @@ pub mod limits;
 pub mod manifest;
 pub mod pack;
 pub mod path;
+pub mod pieces;
 pub mod release;
 pub mod release_file;
 pub mod static_tree;

@@ -53,6 +53,22 @@ impl Netns {
         c
     }
 
+    /// Bytes received and sent on interface `dev` in this namespace, as
+    /// the kernel counts them (whole frames, headers included).
+    pub fn iface_bytes(&self, dev: &str) -> (u64, u64) {
+        let out = Command::new("ip")
+            .args(["-n", &self.name, "-j", "-s", "link", "show", "dev", dev])
+            .output()
+            .expect("spawn ip");
+        assert!(out.status.success(), "ip link show {dev} failed");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j prints JSON");
+        let stats = &v[0]["stats64"];
+        (
+            stats["rx"]["bytes"].as_u64().expect("rx bytes"),
+            stats["tx"]["bytes"].as_u64().expect("tx bytes"),
+        )
+    }
+
     /// Runs `ip ARGS` inside the namespace.
     pub fn ip(&self, args: &[&str]) {
         let mut all = vec!["-n", self.name.as_str()];
@@ -86,6 +102,16 @@ pub struct Lan {
 }
 
 impl Lan {
+    /// The name of host `i`'s interface (inside its namespace).
+    pub fn dev(i: usize) -> String {
+        format!("h{i}")
+    }
+
+    /// Bytes received and sent by host `i`, counted on its interface.
+    pub fn bytes(&self, i: usize) -> (u64, u64) {
+        self.hosts[i].iface_bytes(&Self::dev(i))
+    }
+
     /// Builds the LAN with `n` hosts.
     pub fn new(n: usize) -> Lan {
         let switch = Netns::new();
@@ -173,6 +199,12 @@ impl NodeProc {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Kills it with SIGKILL (no chance to clean up) and waits.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Stops with SIGTERM (as a service manager would) and waits.

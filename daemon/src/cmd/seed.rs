@@ -83,6 +83,8 @@ pub(crate) fn node_config(
             (false, None) => Mdns::All,
         },
         request_timeout: args.request_timeout,
+        upload_limit: args.upload_limit,
+        max_uploads: args.max_uploads as usize,
         extra_status: None,
         progress: None,
     })

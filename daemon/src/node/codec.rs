@@ -1,13 +1,17 @@
 //! The libp2p side of `/lanseed/bundle/1`: length-prefixed frames over a
 //! stream, decoded by `lanseed_protocol::wire` with its size limits. The
 //! length is checked before anything is read, and the buffer grows with the
-//! bytes that actually arrive.
+//! bytes that actually arrive. Answers that carry data (pieces, manifests)
+//! are written through the upload [`Limiter`] when the node has one.
 
 use std::io;
+use std::sync::Arc;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use lanseed_protocol::wire::{self, Request, Response};
 use libp2p::StreamProtocol;
+
+use super::limit::{CHUNK, Limiter};
 
 /// The request-response codec of `/lanseed/bundle/1`. One clone serves
 /// one outbound stream, so it remembers what it asked: the answer to a
@@ -15,6 +19,17 @@ use libp2p::StreamProtocol;
 #[derive(Clone, Default)]
 pub struct WireCodec {
     asked_piece: bool,
+    limiter: Option<Arc<Limiter>>,
+}
+
+impl WireCodec {
+    /// A codec whose data answers obey `limiter`.
+    pub fn new(limiter: Option<Arc<Limiter>>) -> WireCodec {
+        WireCodec {
+            asked_piece: false,
+            limiter,
+        }
+    }
 }
 
 async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
@@ -80,7 +95,7 @@ impl libp2p::request_response::Codec for WireCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        self.asked_piece = matches!(req, Request::GetPiece { .. });
+        self.asked_piece = matches!(req, Request::GetPieces { .. });
         write_frame(io, &wire::encode_request(&req)).await
     }
 
@@ -93,6 +108,20 @@ impl libp2p::request_response::Codec for WireCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &wire::encode_response(&res)).await
+        let bytes = wire::encode_response(&res);
+        let carries_data = matches!(res, Response::Pieces(_) | Response::Manifest(_));
+        match &self.limiter {
+            Some(limiter) if carries_data => {
+                let _turn = limiter.turn.lock().await;
+                limiter.take(4).await;
+                io.write_all(&(bytes.len() as u32).to_le_bytes()).await?;
+                for chunk in bytes.chunks(CHUNK) {
+                    limiter.take(chunk.len()).await;
+                    io.write_all(chunk).await?;
+                }
+                io.flush().await
+            }
+            _ => write_frame(io, &bytes).await,
+        }
     }
 }

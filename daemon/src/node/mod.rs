@@ -9,10 +9,10 @@
 //!   400–500 MiB/s, more than QUIC's 300–390.
 //! - Streams: libp2p request-response with our own codec
 //!   ([`codec`], limits from `lanseed_protocol::wire`): stable, one bounded
-//!   message each way, a per-request timeout that doubles as the "peer sent
-//!   nothing for 10 s" rule, and no 10 MiB response cap of the stock codecs
-//!   to work around. `libp2p-stream` exists only as an alpha; raw streams
-//!   would matter for pipelining many pieces, which issue 5 takes up.
+//!   message each way on its own yamux stream, so a fetch pipelines by
+//!   keeping several requests in flight per peer ([`fetch::sched`]); no
+//!   10 MiB response cap of the stock codecs to work around.
+//!   `libp2p-stream` exists only as an alpha.
 //! - Connections: at most 2 per peer and 512 in all; kept open while idle
 //!   for an hour, so an announcement reaches connected peers at once.
 //! - Announcements: on connecting, a node sends every release it holds;
@@ -21,24 +21,36 @@
 //!   to every connected peer.
 //! - Fetching: for apps and channels it follows, a node verifies an
 //!   announced release against its trust list before asking for anything,
-//!   and fetches only newer releases than it holds (see [`fetch`]).
+//!   and fetches only newer releases than it holds, from every peer that
+//!   has pieces of it (see [`fetch`]).
+//! - Seeding while fetching: a node tells its peers which pieces it holds
+//!   (`Have`, at most every [`HAVE_EVERY`]) and serves them from its
+//!   partial folder; answers are read and packed off the event loop
+//!   ([`serve`]), within `--max-uploads` and `--upload-limit` ([`limit`]).
+//! - Off the loop: reading and compressing answers, verifying and writing
+//!   pieces, whole-blob checks and commits run on tokio's blocking pool and
+//!   report back on a channel; the loop only decides.
 
 mod codec;
 pub mod control;
 mod discovery;
 pub mod fetch;
+pub mod limit;
+mod serve;
 pub mod status;
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use lanseed_protocol::limits::PIECE_SIZE;
-use lanseed_protocol::store::CommitOutcome;
+use lanseed_protocol::store::{CommitOutcome, StoreError};
 use lanseed_protocol::wire::{Request, Response};
 use lanseed_protocol::{BundleId, Hash, ReleaseId, SignedRelease, Store, TrustList};
 use libp2p::core::upgrade::Version;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::request_response::{
+    self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel,
+};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
@@ -49,12 +61,20 @@ use tokio::sync::mpsc;
 
 use self::codec::WireCodec;
 use self::control::Command;
-use self::fetch::{Fetch, FetchError, Next};
-use self::status::{PeerStatus, Status, TransferStatus};
+use self::fetch::{Checked, Fault, Fetch, FetchError, Job, Stage, Written};
+use self::status::{PeerStatus, Status, TransferStatus, UploadStatus};
 use crate::output::ReleaseView;
 
 /// How long a transfer may wait with no peer to fetch from.
 const STALL_LIMIT: Duration = Duration::from_secs(600);
+
+/// How often a fetching node tells its peers what it holds (when that
+/// changed), and gives its fetches a nudge (peers done resting).
+pub const HAVE_EVERY: Duration = Duration::from_millis(100);
+
+/// How long a peer that lacked a piece, or was busy, is left alone.
+const REST_NOT_FOUND: Duration = Duration::from_secs(2);
+const REST_BUSY: Duration = Duration::from_millis(500);
 
 /// An app (and optionally one channel) the node fetches releases of.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +120,10 @@ pub struct NodeConfig {
     pub mdns: Mdns,
     /// How long a peer may take to answer one request.
     pub request_timeout: Duration,
+    /// Upload cap in bytes per second (as counted on the interface).
+    pub upload_limit: Option<u64>,
+    /// Most peers served at once.
+    pub max_uploads: usize,
     /// Extra status to show under `device` (the device agent's bundles).
     pub extra_status: Option<std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     /// Where to report fetch progress (the device agent turns it into
@@ -137,6 +161,21 @@ enum Pending {
     Fetch(BundleId),
 }
 
+/// Work finished off the event loop.
+enum Done {
+    /// An answer is ready to send.
+    Served(ResponseChannel<Response>, InboundRequestId, PeerId, Response),
+    /// Pieces verified and written (or not).
+    Written(Written),
+    /// A blob checked whole.
+    Checked(Checked),
+    /// A release committed (or not).
+    Committed(
+        BundleId,
+        Result<(lanseed_protocol::VerifiedRelease, CommitOutcome), StoreError>,
+    ),
+}
+
 struct Node {
     swarm: Swarm<Behaviour>,
     cfg: NodeConfig,
@@ -149,6 +188,13 @@ struct Node {
     listen: Vec<Multiaddr>,
     discovery: Option<discovery::Discovery>,
     found_tx: mpsc::UnboundedSender<discovery::Found>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    uploads: serve::Uploads,
+    /// Answers being prepared or sent, by request.
+    serving: HashMap<InboundRequestId, PeerId>,
+    incompressible: serve::Incompressible,
+    answers_sent: u64,
+    bytes_sent: u64,
 }
 
 /// The node's libp2p identity, kept in the store (`node.key`, mode 0600).
@@ -175,9 +221,10 @@ fn identity(store: &Store) -> anyhow::Result<identity::Keypair> {
 
 fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm<Behaviour>> {
     let psk = cfg.fleet_key;
+    let limiter = cfg.upload_limit.map(|r| Arc::new(limit::Limiter::new(r)));
     let rr_cfg = request_response::Config::default()
         .with_request_timeout(cfg.request_timeout)
-        .with_max_concurrent_streams(32);
+        .with_max_concurrent_streams(256);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_other_transport(|key| {
@@ -197,7 +244,7 @@ fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm
         })?
         .with_behaviour(|_| Behaviour {
             rr: request_response::Behaviour::with_codec(
-                WireCodec::default(),
+                WireCodec::new(limiter),
                 [(
                     StreamProtocol::new(lanseed_protocol::wire::PROTOCOL),
                     ProtocolSupport::Full,
@@ -216,8 +263,9 @@ fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm
 }
 
 /// Runs a node until `shutdown` resolves, then stops cleanly: the mDNS
-/// record is withdrawn, unfinished fetches are abandoned (their staged
-/// files removed), connections closed, and the store left consistent.
+/// record is withdrawn, unfinished fetches stop (their verified pieces stay
+/// in the partial folder for the next run), connections close, and the
+/// store is left consistent.
 pub async fn run(
     cfg: NodeConfig,
     shutdown: impl std::future::Future<Output = ()>,
@@ -245,6 +293,8 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     }
     let (found_tx, mut found_rx) = mpsc::unbounded_channel();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let max_uploads = cfg.max_uploads;
     let (cmd_tx, mut cmd_rx) = mpsc::channel(16);
     let socket = control::socket_path(cfg.store.root());
     let control = tokio::spawn(control::serve(socket.clone(), cmd_tx));
@@ -260,13 +310,22 @@ pub async fn run(
         listen: Vec::new(),
         discovery: None,
         found_tx,
+        done_tx,
+        uploads: serve::Uploads::new(max_uploads),
+        serving: HashMap::new(),
+        incompressible: serve::Incompressible::default(),
+        answers_sent: 0,
+        bytes_sent: 0,
     };
     node.reload_store(false)?;
+    node.clean_partials();
     tracing::info!(%peer_id, releases = node.held.len(), store = %node.cfg.store.root().display(), "node started");
     for addr in node.cfg.peers.clone() {
         node.dial_flag_peer(addr);
     }
     let mut redial = tokio::time::interval(Duration::from_secs(3));
+    let mut nudge = tokio::time::interval(HAVE_EVERY);
+    nudge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut watch = tokio::time::interval(Duration::from_millis(20));
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
@@ -275,6 +334,8 @@ pub async fn run(
             event = node.swarm.select_next_some() => node.on_swarm_event(event),
             Some(found) = found_rx.recv() => node.on_found(found),
             Some(cmd) = cmd_rx.recv() => node.on_command(cmd),
+            Some(done) = done_rx.recv() => node.on_done(done),
+            _ = nudge.tick() => node.nudge(),
             _ = watch.tick() => {
                 if let Err(e) = node.reload_store(true) {
                     tracing::warn!("cannot read the store: {e}");
@@ -367,6 +428,9 @@ impl Node {
     fn drop_superseded(&mut self) {
         let held = &self.held;
         self.fetches.retain(|bundle, f| {
+            if matches!(f.stage, Stage::Committing) {
+                return true; // its own commit may be what the store gained
+            }
             let r = f.release.release();
             let newer = held
                 .values()
@@ -375,6 +439,9 @@ impl Node {
             let stale = f.stalled_for() > STALL_LIMIT;
             if newer || stale {
                 tracing::info!(bundle = %bundle, newer, stale, "transfer abandoned");
+            }
+            if newer {
+                f.partial.remove(); // never wanted again
             }
             !(newer || stale)
         });
@@ -396,7 +463,7 @@ impl Node {
             let id = f.release.id();
             for (peer, info) in &self.peers {
                 if info.connected && info.announced.contains(&id) {
-                    f.add_provider(*peer);
+                    f.add_whole(*peer);
                 }
             }
             if f.providers() > 0 {
@@ -516,22 +583,32 @@ impl Node {
                         channel: r.channel.clone(),
                         version: r.version.clone(),
                         bundle_id: r.bundle_id.to_string(),
-                        state: if f.providers() == 0 {
-                            "stalled"
-                        } else if f.has_manifest() {
-                            "files"
-                        } else {
-                            "manifest"
+                        state: match f.stage {
+                            Stage::Committing => "committing",
+                            _ if f.providers() == 0 => "stalled",
+                            Stage::Pieces(_) => "files",
+                            Stage::Manifest(_) => "manifest",
                         }
                         .to_owned(),
                         bytes_done: f.bytes_done,
                         bytes_total: f.bytes_total,
-                        rate_bytes_per_sec: f.bytes_done as f64
+                        rate_bytes_per_sec: f.bytes_done.saturating_sub(f.reused) as f64
                             / f.started.elapsed().as_secs_f64().max(1e-3),
                         providers: f.providers(),
+                        reused_bytes: f.reused,
+                        wire_bytes: f.wire_bytes,
                     }
                 })
                 .collect(),
+            uploads: UploadStatus {
+                limit_bytes_per_sec: self.cfg.upload_limit,
+                max_peers: self.cfg.max_uploads,
+                active_peers: self.uploads.active(),
+                peak_peers: self.uploads.peak,
+                refused: self.uploads.refused,
+                answers: self.answers_sent,
+                bytes: self.bytes_sent,
+            },
         }
     }
 
@@ -621,26 +698,17 @@ impl Node {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    let response = self.answer(peer, request);
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .rr
-                        .send_response(channel, response);
-                }
+                    request,
+                    channel,
+                    request_id,
+                } => self.on_request(peer, request_id, request, channel),
                 request_response::Message::Response {
                     request_id,
                     response,
                 } => {
                     if let Some((peer, Pending::Fetch(bundle))) = self.inflight.remove(&request_id)
-                        && self
-                            .fetches
-                            .get(&bundle)
-                            .is_some_and(|f| f.outstanding == Some(request_id))
                     {
-                        self.on_fetch_response(bundle, peer, Ok(response));
+                        self.on_fetch_answer(bundle, request_id, peer, Ok(response));
                     }
                 }
             },
@@ -649,60 +717,274 @@ impl Node {
                 error,
                 peer,
                 ..
+            } => match self.inflight.remove(&request_id) {
+                Some((_, Pending::Fetch(bundle))) => {
+                    self.on_fetch_answer(bundle, request_id, peer, Err(error.to_string()))
+                }
+                Some((_, Pending::Announce)) => {
+                    tracing::debug!(%peer, "announcement not delivered: {error}")
+                }
+                None => {}
+            },
+            request_response::Event::InboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
             } => {
-                if let Some((_, why)) = self.inflight.remove(&request_id) {
-                    match why {
-                        Pending::Fetch(bundle)
-                            if self
-                                .fetches
-                                .get(&bundle)
-                                .is_some_and(|f| f.outstanding == Some(request_id)) =>
-                        {
-                            self.on_fetch_response(bundle, peer, Err(error.to_string()))
-                        }
-                        Pending::Fetch(_) => {}
-                        Pending::Announce => {
-                            tracing::debug!(%peer, "announcement not delivered: {error}")
-                        }
-                    }
+                tracing::debug!(%peer, "inbound request failed: {error}");
+                if self.serving.remove(&request_id).is_some() {
+                    self.uploads.done(&peer, Instant::now());
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, "inbound request failed: {error}");
+            request_response::Event::ResponseSent {
+                peer, request_id, ..
+            } => {
+                if self.serving.remove(&request_id).is_some() {
+                    self.uploads.done(&peer, Instant::now());
+                }
             }
-            request_response::Event::ResponseSent { .. } => {}
         }
     }
 
-    /// Answers a peer's request from the store.
-    fn answer(&mut self, peer: PeerId, request: Request) -> Response {
-        match request {
+    /// Answers a peer: announcements at once; manifests and pieces, when
+    /// an upload slot is free, off the loop.
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        request_id: InboundRequestId,
+        request: Request,
+        channel: ResponseChannel<Response>,
+    ) {
+        let job: Box<dyn FnOnce() -> Response + Send> = match request {
             Request::Announce { releases } => {
                 tracing::info!(%peer, releases = releases.len(), "announcement received");
                 for bytes in releases {
-                    self.on_announced(peer, &bytes);
+                    self.on_announced(peer, &bytes, None);
                 }
-                Response::Ack
+                return self.respond(channel, Response::Ack);
+            }
+            Request::Have {
+                bundle,
+                release,
+                bits,
+            } => {
+                tracing::debug!(%peer, bundle = %BundleId(Hash::from_bytes(bundle)), "have received");
+                let signed_bundle = SignedRelease::from_bytes(&release)
+                    .map(|r| r.release().bundle_id.0 == Hash::from_bytes(bundle));
+                if matches!(signed_bundle, Ok(true)) {
+                    self.on_announced(peer, &release, Some(bits));
+                }
+                return self.respond(channel, Response::Ack);
             }
             Request::GetManifest { bundle } => {
                 let id = BundleId(Hash::from_bytes(bundle));
-                match std::fs::read(self.cfg.store.manifest_path(&id)) {
-                    Ok(bytes) => Response::Manifest(bytes),
-                    Err(_) => Response::NotFound,
+                let from_fetch = self.fetches.get(&id).and_then(Fetch::manifest_bytes);
+                let path = self.cfg.store.manifest_path(&id);
+                if !self.uploads.admit(peer, Instant::now()) {
+                    return self.respond(channel, Response::Busy);
+                }
+                Box::new(move || match from_fetch {
+                    Some(bytes) => serve::manifest(&bytes),
+                    None => match std::fs::read(path) {
+                        Ok(bytes) => serve::manifest(&bytes),
+                        Err(_) => Response::NotFound,
+                    },
+                })
+            }
+            Request::GetPieces { pieces } => {
+                let sources: Vec<(Hash, serve::Source)> = pieces
+                    .into_iter()
+                    .map(|(blob, index)| {
+                        let hash = Hash::from_bytes(blob);
+                        let partial = self
+                            .fetches
+                            .values()
+                            .find_map(|f| f.piece_source(&hash, index));
+                        let source = match partial {
+                            Some((path, len)) => serve::Source::Partial(path, index, len),
+                            None => serve::Source::Store(self.cfg.store.blob_path(&hash), index),
+                        };
+                        (hash, source)
+                    })
+                    .collect();
+                if !self.uploads.admit(peer, Instant::now()) {
+                    return self.respond(channel, Response::Busy);
+                }
+                let incompressible = self.incompressible.clone();
+                Box::new(move || serve::pieces(sources, &incompressible))
+            }
+        };
+        self.serving.insert(request_id, peer);
+        let tx = self.done_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(Done::Served(channel, request_id, peer, job()));
+        });
+    }
+
+    fn respond(&mut self, channel: ResponseChannel<Response>, response: Response) {
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .rr
+            .send_response(channel, response);
+    }
+
+    /// Runs `work` on the blocking pool; its result comes back as `Done`.
+    fn spawn(&self, work: impl FnOnce() -> Done + Send + 'static) {
+        let tx = self.done_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(work());
+        });
+    }
+
+    fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Served(channel, request_id, peer, response) => {
+                if let Response::Pieces(p) | Response::Manifest(p) = &response {
+                    self.answers_sent += 1;
+                    self.bytes_sent += p.data.len() as u64;
+                }
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .rr
+                    .send_response(channel, response)
+                    .is_err()
+                    && self.serving.remove(&request_id).is_some()
+                {
+                    self.uploads.done(&peer, Instant::now());
                 }
             }
-            Request::GetPiece { blob, index } => {
-                match read_piece(&self.cfg.store, &Hash::from_bytes(blob), index) {
-                    Some(bytes) => Response::Piece(bytes),
-                    None => Response::NotFound,
+            Done::Written(w) => {
+                let (bundle, peer) = (w.bundle, w.peer);
+                let Some(f) = self.fetches.get_mut(&bundle) else {
+                    return;
+                };
+                match f.on_written(w) {
+                    Ok(checks) => {
+                        for c in checks {
+                            self.spawn(move || Done::Checked(c.run()));
+                        }
+                        self.report_progress(bundle);
+                    }
+                    Err(e) => self.on_fetch_error(bundle, peer, e),
+                }
+                self.drive(bundle);
+            }
+            Done::Checked(c) => {
+                let bundle = c.bundle;
+                let Some(f) = self.fetches.get_mut(&bundle) else {
+                    return;
+                };
+                if let Err(e) = f.on_checked(c) {
+                    tracing::error!(bundle = %bundle, "transfer failed: {e}");
+                    if let Some(f) = self.fetches.remove(&bundle) {
+                        f.partial.remove();
+                    }
+                    return;
+                }
+                self.drive(bundle);
+            }
+            Done::Committed(bundle, result) => {
+                let Some(fetch) = self.fetches.remove(&bundle) else {
+                    return;
+                };
+                match result {
+                    Ok((release, outcome)) => {
+                        let secs = fetch.started.elapsed().as_secs_f64();
+                        let r = release.release();
+                        let bytes = fetch.bytes_done - fetch.reused;
+                        tracing::info!(
+                            app = %r.app, channel = %r.channel, version = %r.version, bundle = %bundle,
+                            bytes, wire_bytes = fetch.wire_bytes, reused = fetch.reused, secs,
+                            rate_mb_s = bytes as f64 / 1e6 / secs.max(1e-6),
+                            already = outcome == CommitOutcome::AlreadyPresent,
+                            "transfer done"
+                        );
+                        if let Err(e) = self.reload_store(true) {
+                            tracing::warn!("cannot read the store: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(bundle = %bundle, "cannot commit the fetched release: {e}")
+                    }
                 }
             }
         }
     }
 
-    /// A release a peer holds: fetch it if followed, trusted, newer than
+    fn report_progress(&self, bundle: BundleId) {
+        if let (Some(tx), Some(f)) = (&self.cfg.progress, self.fetches.get(&bundle))
+            && f.has_manifest()
+        {
+            let _ = tx.send(Progress {
+                release: f.release.clone(),
+                done: f.bytes_done,
+                total: f.bytes_total,
+            });
+        }
+    }
+
+    /// Every [`HAVE_EVERY`]: tells peers about pieces gained, and lets
+    /// fetches ask peers that are done resting.
+    fn nudge(&mut self) {
+        let connected: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connected)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut haves = Vec::new();
+        for (bundle, f) in &mut self.fetches {
+            if !f.have_changed {
+                continue;
+            }
+            let Some(bits) = f.have_bits() else {
+                continue;
+            };
+            f.have_changed = false;
+            let release = f.release.signed().to_bytes();
+            for peer in connected.iter().filter(|p| !f.is_whole(p)) {
+                haves.push((
+                    *peer,
+                    Request::Have {
+                        bundle: *bundle.0.as_bytes(),
+                        release: release.clone(),
+                        bits: bits.clone(),
+                    },
+                ));
+            }
+        }
+        for (peer, req) in haves {
+            self.send(peer, req, Pending::Announce);
+        }
+        let bundles: Vec<BundleId> = self.fetches.keys().copied().collect();
+        for b in bundles {
+            self.drive(b);
+        }
+    }
+
+    /// Removes partial folders of bundles the store now holds whole.
+    fn clean_partials(&self) {
+        let Ok(dir) = std::fs::read_dir(self.cfg.store.partial_dir()) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.parse::<BundleId>().ok()) else {
+                continue;
+            };
+            if self.cfg.store.check_complete(&id).is_ok() {
+                fetch::partial::Partial::of(&self.cfg.store, &id).remove();
+            }
+        }
+    }
+
+    /// A release a peer holds whole (`bits: None`), or is fetching and
+    /// holds those pieces of: fetch it if followed, trusted, newer than
     /// what the store has, and not held yet.
-    fn on_announced(&mut self, peer: PeerId, bytes: &[u8]) {
+    fn on_announced(&mut self, peer: PeerId, bytes: &[u8], bits: Option<Vec<u8>>) {
         let signed = match SignedRelease::from_bytes(bytes) {
             Ok(s) => s,
             Err(e) => {
@@ -710,7 +992,9 @@ impl Node {
                 return;
             }
         };
-        if let Some(p) = self.peers.get_mut(&peer) {
+        if bits.is_none()
+            && let Some(p) = self.peers.get_mut(&peer)
+        {
             // Bounded: a peer cannot grow this without end.
             if p.announced.len() < 4 * lanseed_protocol::limits::MAX_INDEX_RELEASES / 100 {
                 p.announced.insert(signed.id());
@@ -720,6 +1004,18 @@ impl Node {
             return;
         }
         let r = signed.release();
+        let bundle = r.bundle_id;
+        // A fetch of this release already runs: one more source.
+        if let Some(f) = self.fetches.get_mut(&bundle)
+            && (f.release.id() == signed.id() || f.also.iter().any(|a| a.id() == signed.id()))
+        {
+            match bits {
+                None => f.add_whole(peer),
+                Some(bits) => f.add_partial(peer, bits),
+            }
+            self.drive(bundle);
+            return;
+        }
         if !self.cfg.follow.iter().any(|f| f.covers(&r.app, &r.channel)) {
             return;
         }
@@ -740,12 +1036,12 @@ impl Node {
         if highest.is_some_and(|h| h >= r.seq) {
             return;
         }
-        let bundle = r.bundle_id;
         if let Some(f) = self.fetches.get_mut(&bundle) {
-            if f.release.id() != verified.id() && f.also.iter().all(|a| a.id() != verified.id()) {
-                f.also.push(verified);
+            f.also.push(verified);
+            match bits {
+                None => f.add_whole(peer),
+                Some(bits) => f.add_partial(peer, bits),
             }
-            f.add_provider(peer);
             self.drive(bundle);
             return;
         }
@@ -761,123 +1057,112 @@ impl Node {
             }
             return;
         }
-        tracing::info!(%peer, app = %r.app, channel = %r.channel, version = %r.version, seq = r.seq, bundle = %bundle, "fetching release");
-        match Fetch::new(&self.cfg.store, verified, peer) {
-            Ok(f) => {
-                self.fetches.insert(bundle, f);
-                self.drive(bundle);
-            }
-            Err(e) => tracing::warn!("cannot start a fetch: {e}"),
+        tracing::info!(%peer, app = %r.app, channel = %r.channel, version = %r.version, seq = r.seq, bundle = %bundle, whole = bits.is_none(), "fetching release");
+        let (mut f, checks) = Fetch::new(&self.cfg.store, verified);
+        match bits {
+            None => f.add_whole(peer),
+            Some(bits) => f.add_partial(peer, bits),
         }
-    }
-
-    fn on_fetch_response(
-        &mut self,
-        bundle: BundleId,
-        peer: PeerId,
-        response: Result<Response, String>,
-    ) {
-        let store = self.cfg.store.clone();
-        let Some(fetch) = self.fetches.get_mut(&bundle) else {
-            return;
-        };
-        fetch.outstanding = None;
-        let outcome = match response {
-            Ok(r) => fetch.on_response(&store, r),
-            Err(e) => Err(FetchError::Peer(fetch::Fault::NoAnswer(e))),
-        };
-        match outcome {
-            Ok(()) => {
-                if let Some(tx) = &self.cfg.progress
-                    && fetch.has_manifest()
-                {
-                    let _ = tx.send(Progress {
-                        release: fetch.release.clone(),
-                        done: fetch.bytes_done,
-                        total: fetch.bytes_total,
-                    });
-                }
+        // Peers that announced it earlier are sources too.
+        let id = f.release.id();
+        for (p, info) in &self.peers {
+            if info.connected && info.announced.contains(&id) {
+                f.add_whole(*p);
             }
-            Err(FetchError::Peer(fault @ (fetch::Fault::NoAnswer(_) | fetch::Fault::NotFound))) => {
-                // Maybe busy, restarting or pruned: asked again when it
-                // announces the release again.
-                tracing::warn!(%peer, bundle = %bundle, "set peer aside for this transfer: it {fault}");
-                fetch.set_aside(peer);
-            }
-            Err(FetchError::Peer(fault)) => {
-                tracing::warn!(%peer, bundle = %bundle, "dropped peer from transfer: it {fault}");
-                fetch.ban(peer);
-            }
-            Err(e) => {
-                tracing::error!(bundle = %bundle, "transfer failed: {e}");
-                self.fetches.remove(&bundle);
-                return;
-            }
+        }
+        self.fetches.insert(bundle, f);
+        for c in checks {
+            self.spawn(move || Done::Checked(c.run()));
         }
         self.drive(bundle);
     }
 
-    /// Sends the fetch's next request, or commits it when complete.
-    fn drive(&mut self, bundle: BundleId) {
+    fn on_fetch_answer(
+        &mut self,
+        bundle: BundleId,
+        key: OutboundRequestId,
+        peer: PeerId,
+        answer: Result<Response, String>,
+    ) {
         let store = self.cfg.store.clone();
-        let Some(fetch) = self.fetches.get_mut(&bundle) else {
+        let Some(f) = self.fetches.get_mut(&bundle) else {
             return;
         };
-        if fetch.outstanding.is_some() {
-            return;
+        match f.on_answer(&store, key, peer, answer, Instant::now()) {
+            Ok(Some(Job::Write(job))) => self.spawn(move || Done::Written(job.run())),
+            Ok(Some(Job::Checks(checks))) => {
+                self.report_progress(bundle);
+                for c in checks {
+                    self.spawn(move || Done::Checked(c.run()));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => self.on_fetch_error(bundle, peer, e),
         }
-        match fetch.next(&store) {
-            Ok(Next::Ask(peer, req)) => {
-                let id = self.send(peer, req, Pending::Fetch(bundle));
-                if let Some(f) = self.fetches.get_mut(&bundle) {
-                    f.outstanding = Some(id);
+        self.drive(bundle);
+    }
+
+    /// What a failed answer means for the fetch and the peer.
+    fn on_fetch_error(&mut self, bundle: BundleId, peer: PeerId, e: FetchError) {
+        let Some(f) = self.fetches.get_mut(&bundle) else {
+            return;
+        };
+        let now = Instant::now();
+        match e {
+            FetchError::Peer(Fault::Busy) => f.rest(&peer, now + REST_BUSY),
+            FetchError::Peer(Fault::NotFound) if !f.is_whole(&peer) && f.has_manifest() => {
+                // A peer still fetching may have just moved its pieces into
+                // its store; ask again shortly.
+                f.rest(&peer, now + REST_NOT_FOUND)
+            }
+            FetchError::Peer(fault @ (Fault::NoAnswer(_) | Fault::NotFound)) => {
+                // Maybe restarting or pruned: asked again when it
+                // announces the release again.
+                tracing::warn!(%peer, bundle = %bundle, "set peer aside for this transfer: it {fault}");
+                f.set_aside(peer);
+            }
+            FetchError::Peer(fault) => {
+                tracing::warn!(%peer, bundle = %bundle, "dropped peer from transfer: it {fault}");
+                f.ban(peer);
+            }
+            e @ FetchError::Inconsistent(_) => {
+                tracing::error!(bundle = %bundle, "transfer failed: {e}");
+                if let Some(f) = self.fetches.remove(&bundle) {
+                    f.partial.remove();
                 }
             }
-            Ok(Next::Stalled) => {
-                tracing::warn!(bundle = %bundle, "transfer stalled: no peer left to fetch from; waiting for another to announce it");
-            }
-            Ok(Next::Complete) => {
-                let fetch = self.fetches.remove(&bundle).expect("fetch present");
-                let (bytes, started) = (fetch.bytes_done, fetch.started);
-                match fetch.commit() {
-                    Ok((release, outcome)) => {
-                        let secs = started.elapsed().as_secs_f64();
-                        let r = release.release();
-                        tracing::info!(
-                            app = %r.app, channel = %r.channel, version = %r.version, bundle = %bundle,
-                            bytes, secs, rate_mb_s = bytes as f64 / 1e6 / secs.max(1e-6),
-                            already = outcome == CommitOutcome::AlreadyPresent,
-                            "transfer done"
-                        );
-                        if let Err(e) = self.reload_store(true) {
-                            tracing::warn!("cannot read the store: {e}");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(bundle = %bundle, "cannot commit the fetched release: {e}")
-                    }
-                }
-            }
-            Err(e) => {
+            FetchError::Store(e) => {
                 tracing::error!(bundle = %bundle, "transfer failed: {e}");
                 self.fetches.remove(&bundle);
             }
         }
     }
-}
 
-/// Piece `index` of blob `hash` from the store, if it holds the blob.
-fn read_piece(store: &Store, hash: &Hash, index: u32) -> Option<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(store.blob_path(hash)).ok()?;
-    let len = file.metadata().ok()?.len();
-    let start = u64::from(index) * PIECE_SIZE;
-    if start > len || (start == len && len != 0) {
-        return None;
+    /// Fills every peer's pipeline for the fetch, or starts its commit when
+    /// complete.
+    fn drive(&mut self, bundle: BundleId) {
+        let now = Instant::now();
+        loop {
+            let Some(f) = self.fetches.get(&bundle) else {
+                return;
+            };
+            let Some((peer, req, want)) = f.next_request(now) else {
+                break;
+            };
+            let id = self.send(peer, req, Pending::Fetch(bundle));
+            if let Some(f) = self.fetches.get_mut(&bundle) {
+                f.sent(id, peer, want, now);
+            }
+        }
+        let store = self.cfg.store.clone();
+        let Some(f) = self.fetches.get_mut(&bundle) else {
+            return;
+        };
+        if let Some(job) = f.take_commit(&store) {
+            self.spawn(move || Done::Committed(bundle, job.run()));
+        } else if f.providers() == 0 && !f.stall_warned && !matches!(f.stage, Stage::Committing) {
+            f.stall_warned = true;
+            tracing::warn!(bundle = %bundle, "transfer stalled: no peer left to fetch from; waiting for another to announce it");
+        }
     }
-    let n = (len - start).min(PIECE_SIZE);
-    file.seek(SeekFrom::Start(start)).ok()?;
-    let mut buf = Vec::with_capacity(n as usize);
-    file.take(n).read_to_end(&mut buf).ok()?;
-    (buf.len() as u64 == n).then_some(buf)
 }

@@ -17,6 +17,8 @@ pub struct Status {
     pub releases: Vec<ReleaseView>,
     /// Fetches in progress.
     pub transfers: Vec<TransferStatus>,
+    /// What it served to peers.
+    pub uploads: UploadStatus,
     /// The device updater's state, on a `lanseed device` node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<serde_json::Value>,
@@ -48,7 +50,7 @@ pub struct TransferStatus {
     pub version: String,
     /// Bundle id.
     pub bundle_id: String,
-    /// `manifest`, `files` or `stalled` (no usable peer).
+    /// `manifest`, `files`, `committing` or `stalled` (no usable peer).
     pub state: String,
     /// Bytes received and verified.
     pub bytes_done: u64,
@@ -56,6 +58,29 @@ pub struct TransferStatus {
     pub bytes_total: u64,
     /// Bytes per second since the start.
     pub rate_bytes_per_sec: f64,
-    /// Peers it may fetch from.
+    /// Peers it may fetch from (whole or still fetching themselves).
     pub providers: usize,
+    /// Bytes found verified on disk from an earlier run and reused.
+    pub reused_bytes: u64,
+    /// Bytes received for it, as sent (compressed).
+    pub wire_bytes: u64,
+}
+
+/// What a node served.
+#[derive(Debug, Serialize)]
+pub struct UploadStatus {
+    /// `--upload-limit` in bytes per second, if any.
+    pub limit_bytes_per_sec: Option<u64>,
+    /// `--max-uploads`.
+    pub max_peers: usize,
+    /// Peers being served now.
+    pub active_peers: usize,
+    /// Most peers served at once so far.
+    pub peak_peers: usize,
+    /// Requests answered with Busy.
+    pub refused: u64,
+    /// Answers with data sent.
+    pub answers: u64,
+    /// Bytes of those answers (as sent, compressed).
+    pub bytes: u64,
 }

@@ -226,6 +226,19 @@ impl Batch {
         Ok(())
     }
 
+    /// Stages a file already written inside the store (a fetch's verified
+    /// partial blob, see the node's `fetch::partial`): publishing moves it
+    /// into place. The caller checked it holds exactly the blob `hash`.
+    /// When the store or this batch already has the blob, the file is
+    /// left where it is.
+    pub fn stage_file(&self, path: PathBuf, hash: &Hash) -> Result<(), StoreError> {
+        if self.store.has_blob(hash) || !self.claim(hash) {
+            return Ok(());
+        }
+        self.push(path, self.store.blob_path(hash));
+        Ok(())
+    }
+
     /// Stages a manifest; returns its bundle id.
     pub fn put_manifest(&self, manifest: &Manifest) -> Result<BundleId, StoreError> {
         let bytes = manifest.to_bytes();

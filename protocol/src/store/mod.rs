@@ -9,6 +9,10 @@
 //!   manifests/<bundle id>            canonical manifest bytes
 //!   blobs/<2 hex>/<64 hex blake3>    file contents, each once across bundles
 //!   tmp/                 staging of unfinished writes; never read
+//!   partial/<bundle id>/ a node's fetch in progress: the manifest and the
+//!                        blobs being filled piece by piece; every piece is
+//!                        re-verified before reuse, so nothing there is
+//!                        trusted (see the node's `fetch::partial`)
 //!   index.lock, gc.lock  advisory locks (see [`batch`] and [`gc`])
 //! ```
 //!
@@ -181,6 +185,11 @@ impl Store {
     /// The store's directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Where fetches in progress keep their pieces.
+    pub fn partial_dir(&self) -> PathBuf {
+        self.root.join("partial")
     }
 
     /// Where the blob with `hash` lives.

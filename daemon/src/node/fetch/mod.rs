@@ -1,0 +1,680 @@
+//! One fetch: a verified release whose bundle the node does not hold yet.
+//!
+//! The manifest comes first (from the partial folder of an earlier run,
+//! or from a peer) and is checked against the signed bundle id. Then the
+//! pieces the store lacks are asked of every peer that has them, as
+//! [`sched`] decides; each answer is verified piece by piece against the
+//! signed manifest and written at its offset in [`partial`], off the node's
+//! event loop ([`WriteJob`]), and every blob of more than one piece is
+//! checked whole against its own BLAKE3 once complete ([`CheckJob`]). The
+//! release is committed when every blob is in ([`partial::Partial::commit`]).
+//!
+//! A peer that sends anything wrong is dropped from this fetch for good; one
+//! that does not answer is set aside until it announces the release again;
+//! one that is busy or lacks a piece rests a moment.
+
+pub mod partial;
+pub mod sched;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use lanseed_protocol::hash::{BundleId, Hash};
+use lanseed_protocol::limits::MAX_MANIFEST_BYTES;
+use lanseed_protocol::manifest::{FileEntry, Manifest};
+use lanseed_protocol::pieces::{Bitfield, PieceMap};
+use lanseed_protocol::store::{CommitOutcome, StoreError};
+use lanseed_protocol::wire::{MAX_BATCH_BYTES, Packed, Request, Response};
+use lanseed_protocol::{Store, VerifiedRelease};
+use libp2p::PeerId;
+use libp2p::request_response::OutboundRequestId;
+
+use self::partial::Partial;
+use self::sched::Sched;
+
+/// Names one request of a fetch.
+pub type ReqId = OutboundRequestId;
+
+/// What a peer did wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    /// The bytes do not match what the signed manifest says.
+    #[error("sent data that does not match its hash")]
+    BadData,
+    /// It does not have what it said it has.
+    #[error("does not have what it announced")]
+    NotFound,
+    /// It serves as many peers as it will.
+    #[error("is busy serving others")]
+    Busy,
+    /// An answer to another question.
+    #[error("answered with the wrong kind of message")]
+    Unexpected,
+    /// The request failed or timed out.
+    #[error("did not answer: {0}")]
+    NoAnswer(String),
+}
+
+/// Why a fetch cannot go on, or a peer must be dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The peer misbehaved: drop it and go on with others.
+    #[error("peer {0}")]
+    Peer(#[from] Fault),
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The signed manifest contradicts itself.
+    #[error("file {0} of the signed manifest contradicts its own piece hashes")]
+    Inconsistent(String),
+}
+
+/// Where a fetch is.
+pub enum Stage {
+    /// Waiting for the manifest; the request in flight, if any.
+    Manifest(Option<ReqId>),
+    /// Fetching pieces.
+    Pieces(Box<Transfer>),
+    /// Every blob is in and checked; the commit is running.
+    Committing,
+}
+
+/// The pieces stage of a fetch.
+pub struct Transfer {
+    manifest: Arc<Manifest>,
+    manifest_bytes: Arc<Vec<u8>>,
+    map: Arc<PieceMap>,
+    sched: Sched<ReqId>,
+    /// Per blob: pieces still missing.
+    left: Vec<u32>,
+    /// Blobs not yet complete and checked.
+    blobs_left: usize,
+}
+
+/// What to ask for.
+pub enum Want {
+    /// The manifest.
+    Manifest,
+    /// These pieces, this many bytes.
+    Pieces(Vec<u32>, u64),
+}
+
+/// The state of one fetch.
+pub struct Fetch {
+    /// The release being fetched.
+    pub release: VerifiedRelease,
+    /// Other verified releases of the same bundle, committed with it.
+    pub also: Vec<VerifiedRelease>,
+    /// Its partial folder.
+    pub partial: Partial,
+    /// Where it is.
+    pub stage: Stage,
+    /// Peers that announced the release whole.
+    whole: HashSet<PeerId>,
+    /// Peers still fetching it, with their last `Have` bits.
+    heard: HashMap<PeerId, Vec<u8>>,
+    bad: HashSet<PeerId>,
+    resting: HashMap<PeerId, Instant>,
+    stalled_since: Option<Instant>,
+    seed: u64,
+    /// Bytes held of what the store lacked (verified pieces).
+    pub bytes_done: u64,
+    /// Bytes the store lacked (known once the manifest is in).
+    pub bytes_total: u64,
+    /// Bytes found verified on disk from an earlier run.
+    pub reused: u64,
+    /// When it started.
+    pub started: Instant,
+    /// Pieces gained since peers were last told.
+    pub have_changed: bool,
+    /// The wire bytes received for it.
+    pub wire_bytes: u64,
+    /// Whether "stalled" was logged since it last had a peer.
+    pub stall_warned: bool,
+}
+
+/// Pieces to verify and write, off the event loop.
+pub struct WriteJob {
+    /// The fetch.
+    pub bundle: BundleId,
+    /// Who sent them.
+    pub peer: PeerId,
+    /// Piece numbers.
+    pub pieces: Vec<u32>,
+    targets: Vec<(PathBuf, u32, u64, Hash)>,
+    packed: Packed,
+}
+
+/// What a [`WriteJob`] found.
+pub struct Written {
+    /// The fetch.
+    pub bundle: BundleId,
+    /// Who sent them.
+    pub peer: PeerId,
+    /// Piece numbers.
+    pub pieces: Vec<u32>,
+    /// All verified and written, or why not.
+    pub result: Result<(), FetchError>,
+}
+
+impl WriteJob {
+    /// Unpacks, verifies every piece against its signed hash, then writes
+    /// them (nothing is written unless all match).
+    pub fn run(self) -> Written {
+        let result = self.verify_and_write();
+        Written {
+            bundle: self.bundle,
+            peer: self.peer,
+            pieces: self.pieces,
+            result,
+        }
+    }
+
+    fn verify_and_write(&self) -> Result<(), FetchError> {
+        let expected: u64 = self.targets.iter().map(|t| t.2).sum();
+        let data = self
+            .packed
+            .clone()
+            .unpack(expected as usize)
+            .map_err(|_| Fault::BadData)?;
+        if data.len() as u64 != expected {
+            return Err(Fault::BadData.into());
+        }
+        let mut at = 0usize;
+        let mut slices = Vec::with_capacity(self.targets.len());
+        for (path, index, len, hash) in &self.targets {
+            let piece = &data[at..at + *len as usize];
+            if Hash::of(piece) != *hash {
+                return Err(Fault::BadData.into());
+            }
+            slices.push((path, *index, piece));
+            at += *len as usize;
+        }
+        for (path, index, piece) in slices {
+            partial::write_piece(path, index, piece)
+                .map_err(|e| StoreError::io("cannot write", path)(e))?;
+        }
+        Ok(())
+    }
+}
+
+/// A whole-blob check, off the event loop.
+pub struct CheckJob {
+    /// The fetch.
+    pub bundle: BundleId,
+    /// Index of the blob in the piece map.
+    pub blob: usize,
+    path: PathBuf,
+    entry: FileEntry,
+}
+
+/// What a [`CheckJob`] found.
+pub struct Checked {
+    /// The fetch.
+    pub bundle: BundleId,
+    /// Index of the blob.
+    pub blob: usize,
+    /// Whether the blob is whole and right.
+    pub result: std::io::Result<bool>,
+}
+
+impl CheckJob {
+    /// Hashes the blob.
+    pub fn run(self) -> Checked {
+        Checked {
+            bundle: self.bundle,
+            blob: self.blob,
+            result: partial::check_blob(&self.path, &self.entry),
+        }
+    }
+}
+
+/// The commit, off the event loop.
+pub struct CommitJob {
+    store: Store,
+    partial: Partial,
+    manifest: Arc<Manifest>,
+    map: Arc<PieceMap>,
+    release: VerifiedRelease,
+    also: Vec<VerifiedRelease>,
+}
+
+impl CommitJob {
+    /// Moves the blobs into the store and commits the release(s).
+    pub fn run(self) -> Result<(VerifiedRelease, CommitOutcome), StoreError> {
+        let outcome = self.partial.commit(
+            &self.store,
+            &self.manifest,
+            &self.map,
+            &self.release,
+            &self.also,
+        )?;
+        Ok((self.release, outcome))
+    }
+}
+
+impl Fetch {
+    /// Starts fetching `release`; resumes from its partial folder when an
+    /// earlier run left one (returning the whole-blob checks that needs).
+    pub fn new(store: &Store, release: VerifiedRelease) -> (Fetch, Vec<CheckJob>) {
+        let bundle = release.release().bundle_id;
+        let partial = Partial::of(store, &bundle);
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        let mut f = Fetch {
+            release,
+            also: Vec::new(),
+            partial,
+            stage: Stage::Manifest(None),
+            whole: HashSet::new(),
+            heard: HashMap::new(),
+            bad: HashSet::new(),
+            resting: HashMap::new(),
+            stalled_since: None,
+            seed: u64::from_le_bytes(seed),
+            bytes_done: 0,
+            bytes_total: 0,
+            reused: 0,
+            started: Instant::now(),
+            have_changed: false,
+            wire_bytes: 0,
+            stall_warned: false,
+        };
+        let mut checks = Vec::new();
+        if let Some(bytes) = f.partial.saved_manifest(&bundle) {
+            match f.on_manifest(store, bytes) {
+                Ok(c) => checks = c,
+                Err(e) => tracing::warn!(bundle = %bundle, "cannot resume: {e}"),
+            }
+        }
+        (f, checks)
+    }
+
+    /// The bundle being fetched.
+    pub fn bundle(&self) -> BundleId {
+        self.release.release().bundle_id
+    }
+
+    /// A peer that announced the release whole.
+    pub fn add_whole(&mut self, peer: PeerId) {
+        if self.bad.contains(&peer) {
+            return;
+        }
+        self.heard.remove(&peer);
+        self.whole.insert(peer);
+        self.stall_warned = false;
+        if let Stage::Pieces(t) = &mut self.stage {
+            t.sched.set_full(peer);
+        }
+    }
+
+    /// A peer still fetching the release, holding the pieces in `bits`.
+    pub fn add_partial(&mut self, peer: PeerId, bits: Vec<u8>) {
+        if self.bad.contains(&peer) || self.whole.contains(&peer) {
+            return;
+        }
+        if let Stage::Pieces(t) = &mut self.stage
+            && let Some(b) = Bitfield::from_bytes(&bits, t.map.len())
+        {
+            t.sched.set_bits(peer, b);
+        }
+        self.heard.insert(peer, bits);
+        self.stall_warned = false;
+    }
+
+    /// Whether `peer` announced the release whole.
+    pub fn is_whole(&self, peer: &PeerId) -> bool {
+        self.whole.contains(peer)
+    }
+
+    /// Peers it may ask.
+    pub fn providers(&self) -> usize {
+        self.whole.len() + self.heard.len()
+    }
+
+    /// How long it has had no peer to ask (zero while it has one).
+    pub fn stalled_for(&mut self) -> std::time::Duration {
+        if self.providers() == 0 && !matches!(self.stage, Stage::Committing) {
+            self.stalled_since
+                .get_or_insert_with(Instant::now)
+                .elapsed()
+        } else {
+            self.stalled_since = None;
+            std::time::Duration::ZERO
+        }
+    }
+
+    /// Whether the manifest is in.
+    pub fn has_manifest(&self) -> bool {
+        !matches!(self.stage, Stage::Manifest(_))
+    }
+
+    /// The manifest's canonical bytes, once in.
+    pub fn manifest_bytes(&self) -> Option<Arc<Vec<u8>>> {
+        match &self.stage {
+            Stage::Pieces(t) => Some(t.manifest_bytes.clone()),
+            _ => None,
+        }
+    }
+
+    /// The pieces held, as a `Have` bitfield.
+    pub fn have_bits(&self) -> Option<Vec<u8>> {
+        match &self.stage {
+            Stage::Pieces(t) => Some(t.sched.have().as_bytes().to_vec()),
+            _ => None,
+        }
+    }
+
+    /// Where piece `index` of blob `blob` can be read, if it is verified
+    /// here (and not yet in the store).
+    pub fn piece_source(&self, blob: &Hash, index: u32) -> Option<(PathBuf, u64)> {
+        let Stage::Pieces(t) = &self.stage else {
+            return None;
+        };
+        let b = t.map.blob_index(blob)?;
+        let range = t.map.pieces_of(b);
+        let n = range.start.checked_add(index).filter(|n| range.contains(n))?;
+        t.sched
+            .have()
+            .get(n)
+            .then(|| (self.partial.blob_path(blob), t.map.piece_len(n)))
+    }
+
+    /// Drops `peer` from this fetch for good (it sent bad data).
+    pub fn ban(&mut self, peer: PeerId) {
+        self.set_aside(peer);
+        self.bad.insert(peer);
+    }
+
+    /// Sets `peer` aside (it did not answer, or left); a new announcement
+    /// from it brings it back.
+    pub fn set_aside(&mut self, peer: PeerId) {
+        self.whole.remove(&peer);
+        self.heard.remove(&peer);
+        match &mut self.stage {
+            Stage::Pieces(t) => t.sched.remove_peer(&peer),
+            Stage::Manifest(_) | Stage::Committing => {}
+        }
+    }
+
+    /// Lets `peer` rest until `until` (busy, or lacking a piece).
+    pub fn rest(&mut self, peer: &PeerId, until: Instant) {
+        self.resting.insert(*peer, until);
+        if let Stage::Pieces(t) = &mut self.stage {
+            t.sched.rest(peer, until);
+        }
+    }
+
+    /// The next request to send, if any peer has room for one.
+    pub fn next_request(&self, now: Instant) -> Option<(PeerId, Request, Want)> {
+        match &self.stage {
+            Stage::Manifest(Some(_)) | Stage::Committing => None,
+            Stage::Manifest(None) => {
+                let peer = self
+                    .whole
+                    .iter()
+                    .chain(self.heard.keys())
+                    .find(|p| self.resting.get(p).is_none_or(|t| *t <= now))
+                    .copied()?;
+                let bundle = *self.bundle().0.as_bytes();
+                Some((peer, Request::GetManifest { bundle }, Want::Manifest))
+            }
+            Stage::Pieces(t) => {
+                let len = |n: u32| t.map.piece_len(n);
+                t.sched.peers().find_map(|peer| {
+                    let pieces = t.sched.pick(&peer, now, len)?;
+                    let bytes = pieces.iter().map(|&n| len(n)).sum();
+                    let ids = pieces
+                        .iter()
+                        .map(|&n| {
+                            let r = t.map.locate(n);
+                            (*t.map.blobs()[r.blob].entry.blake3.as_bytes(), r.index)
+                        })
+                        .collect();
+                    Some((
+                        peer,
+                        Request::GetPieces { pieces: ids },
+                        Want::Pieces(pieces, bytes),
+                    ))
+                })
+            }
+        }
+    }
+
+    /// Records a request sent.
+    pub fn sent(&mut self, key: ReqId, peer: PeerId, want: Want, now: Instant) {
+        match (&mut self.stage, want) {
+            (Stage::Manifest(asked), Want::Manifest) => *asked = Some(key),
+            (Stage::Pieces(t), Want::Pieces(pieces, bytes)) => {
+                t.sched.sent(key, peer, pieces, bytes, now)
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes the answer to request `key` from `peer` (`Err` when the
+    /// request failed). Pieces come back as a job to run off the loop;
+    /// a manifest may come with whole-blob checks to run.
+    pub fn on_answer(
+        &mut self,
+        store: &Store,
+        key: ReqId,
+        peer: PeerId,
+        answer: Result<Response, String>,
+        now: Instant,
+    ) -> Result<Option<Job>, FetchError> {
+        let wire = match &answer {
+            Ok(Response::Pieces(p) | Response::Manifest(p)) => p.data.len() as u64,
+            _ => 0,
+        };
+        self.wire_bytes += wire;
+        let fault = match answer {
+            Ok(Response::NotFound) => Fault::NotFound,
+            Ok(Response::Busy) => Fault::Busy,
+            Err(e) => Fault::NoAnswer(e),
+            Ok(Response::Ack) => Fault::Unexpected,
+            Ok(Response::Manifest(packed)) => {
+                if !matches!(self.stage, Stage::Manifest(Some(k)) if k == key) {
+                    return Ok(None);
+                }
+                self.stage = Stage::Manifest(None);
+                let bytes = packed
+                    .unpack(MAX_MANIFEST_BYTES)
+                    .map_err(|_| Fault::BadData)?;
+                if Hash::of(&bytes) != self.bundle().0 {
+                    return Err(Fault::BadData.into());
+                }
+                let checks = self.on_manifest(store, bytes)?;
+                return Ok(Some(Job::Checks(checks)));
+            }
+            Ok(Response::Pieces(packed)) => {
+                let Stage::Pieces(t) = &mut self.stage else {
+                    return Ok(None);
+                };
+                let Some((_, pieces)) = t.sched.answered(&key, wire, now) else {
+                    return Ok(None);
+                };
+                if u64::from(packed.raw_len) > MAX_BATCH_BYTES {
+                    t.sched.failed(&pieces);
+                    return Err(Fault::BadData.into());
+                }
+                let targets = pieces
+                    .iter()
+                    .map(|&n| {
+                        let r = t.map.locate(n);
+                        let blob = &t.map.blobs()[r.blob].entry.blake3;
+                        (
+                            self.partial.blob_path(blob),
+                            r.index,
+                            t.map.piece_len(n),
+                            t.map.piece_hash(n),
+                        )
+                    })
+                    .collect();
+                return Ok(Some(Job::Write(WriteJob {
+                    bundle: self.bundle(),
+                    peer,
+                    pieces,
+                    targets,
+                    packed,
+                })));
+            }
+        };
+        match &mut self.stage {
+            Stage::Manifest(asked) if *asked == Some(key) => *asked = None,
+            Stage::Pieces(t) => {
+                if let Some((_, pieces)) = t.sched.answered(&key, 0, now) {
+                    t.sched.failed(&pieces);
+                }
+            }
+            _ => return Ok(None),
+        }
+        Err(fault.into())
+    }
+
+    /// The manifest is in (checked against the bundle id): save it for a
+    /// later resume, number the pieces, and find those already held.
+    fn on_manifest(&mut self, store: &Store, bytes: Vec<u8>) -> Result<Vec<CheckJob>, FetchError> {
+        let manifest = Manifest::from_bytes(&bytes).map_err(|_| Fault::BadData)?;
+        self.partial.save_manifest(&bytes)?;
+        let map = PieceMap::of(&manifest);
+        let (have, reused) = self.partial.scan(store, &map);
+        let mut sched = Sched::new(have, self.seed);
+        for p in &self.whole {
+            sched.set_full(*p);
+        }
+        for (p, bits) in &self.heard {
+            if let Some(b) = Bitfield::from_bytes(bits, map.len()) {
+                sched.set_bits(*p, b);
+            }
+        }
+        let mut left = Vec::with_capacity(map.blobs().len());
+        let mut blobs_left = 0;
+        let mut checks = Vec::new();
+        self.bytes_total = 0;
+        for (i, blob) in map.blobs().iter().enumerate() {
+            let missing = map
+                .pieces_of(i)
+                .filter(|&n| !sched.have().get(n))
+                .count() as u32;
+            left.push(missing);
+            if store.has_blob(&blob.entry.blake3) {
+                continue;
+            }
+            self.bytes_total += blob.entry.size;
+            blobs_left += 1;
+            if missing == 0 && blob.count > 1 {
+                checks.push(self.check_job(i, &blob.entry));
+            } else if missing == 0 {
+                blobs_left -= 1;
+            }
+        }
+        self.reused = reused;
+        self.bytes_done = reused;
+        if reused > 0 {
+            tracing::info!(bundle = %self.bundle(), reused, "resumed: verified pieces on disk reused");
+        }
+        self.stage = Stage::Pieces(Box::new(Transfer {
+            manifest: Arc::new(manifest),
+            manifest_bytes: Arc::new(bytes),
+            map: Arc::new(map),
+            sched,
+            left,
+            blobs_left,
+        }));
+        self.have_changed = true;
+        Ok(checks)
+    }
+
+    fn check_job(&self, blob: usize, entry: &FileEntry) -> CheckJob {
+        CheckJob {
+            bundle: self.bundle(),
+            blob,
+            path: self.partial.blob_path(&entry.blake3),
+            entry: entry.clone(),
+        }
+    }
+
+    /// Takes the result of a [`WriteJob`]; returns the whole-blob checks
+    /// that became due.
+    pub fn on_written(&mut self, w: Written) -> Result<Vec<CheckJob>, FetchError> {
+        let Stage::Pieces(t) = &mut self.stage else {
+            return Ok(Vec::new());
+        };
+        if let Err(e) = w.result {
+            t.sched.failed(&w.pieces);
+            return Err(e);
+        }
+        let mut due = Vec::new();
+        for &n in &w.pieces {
+            if t.sched.have().get(n) {
+                continue; // an endgame duplicate
+            }
+            t.sched.verified(&[n]);
+            self.bytes_done += t.map.piece_len(n);
+            self.have_changed = true;
+            let r = t.map.locate(n);
+            t.left[r.blob] -= 1;
+            if t.left[r.blob] == 0 {
+                if t.map.blobs()[r.blob].count > 1 {
+                    due.push(r.blob);
+                } else {
+                    t.blobs_left -= 1;
+                }
+            }
+        }
+        let map = t.map.clone();
+        Ok(due
+            .into_iter()
+            .map(|b| self.check_job(b, &map.blobs()[b].entry))
+            .collect())
+    }
+
+    /// Takes the result of a [`CheckJob`].
+    pub fn on_checked(&mut self, c: Checked) -> Result<(), FetchError> {
+        let Stage::Pieces(t) = &mut self.stage else {
+            return Ok(());
+        };
+        let entry = &t.map.blobs()[c.blob].entry;
+        match c.result {
+            Ok(true) => {
+                t.blobs_left -= 1;
+                Ok(())
+            }
+            Ok(false) => Err(FetchError::Inconsistent(entry.path.to_string())),
+            Err(e) => Err(StoreError::io("cannot read", &self.partial.blob_path(&entry.blake3))(e).into()),
+        }
+    }
+
+    /// When every blob is in and checked: the commit to run (the fetch is
+    /// `Committing` from then on).
+    pub fn take_commit(&mut self, store: &Store) -> Option<CommitJob> {
+        let Stage::Pieces(t) = &self.stage else {
+            return None;
+        };
+        if !(t.sched.complete() && t.blobs_left == 0) {
+            return None;
+        }
+        let Stage::Pieces(t) = std::mem::replace(&mut self.stage, Stage::Committing) else {
+            unreachable!("checked above");
+        };
+        Some(CommitJob {
+            store: store.clone(),
+            partial: self.partial.clone(),
+            manifest: t.manifest,
+            map: t.map,
+            release: self.release.clone(),
+            also: self.also.clone(),
+        })
+    }
+}
+
+/// Work a fetch hands out to run off the event loop.
+pub enum Job {
+    /// Verify and write pieces.
+    Write(WriteJob),
+    /// Check complete blobs.
+    Checks(Vec<CheckJob>),
+}

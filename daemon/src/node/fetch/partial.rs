@@ -1,0 +1,156 @@
+//! A fetch's pieces on disk, so that a crash or restart loses none of them.
+//!
+//! ```text
+//! STORE/partial/<bundle id>/
+//!   manifest          the canonical manifest (checked against the id on reuse)
+//!   <blob blake3>     one file per blob the store lacks, filled piece by
+//!                     piece at its offset (pwrite), from any thread
+//! ```
+//!
+//! Nothing here is trusted: when a fetch starts over (after a restart, or
+//! when a release is announced again), every piece already on disk is
+//! read back and hashed against the signed manifest, and only matching
+//! ones count. So the files need no sync while being filled; the store's
+//! batch syncs them once, when the release is committed and they move
+//! into `blobs/`.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use lanseed_protocol::hash::{BundleId, Hash};
+use lanseed_protocol::limits::PIECE_SIZE;
+use lanseed_protocol::manifest::FileEntry;
+use lanseed_protocol::pieces::{Bitfield, PieceMap, piece_offset};
+use lanseed_protocol::store::{CommitOutcome, StoreError};
+use lanseed_protocol::{Store, VerifiedRelease};
+
+/// The partial folder of one bundle.
+#[derive(Clone, Debug)]
+pub struct Partial {
+    dir: PathBuf,
+}
+
+const MANIFEST: &str = "manifest";
+
+impl Partial {
+    /// The folder of `bundle` (not created yet).
+    pub fn of(store: &Store, bundle: &BundleId) -> Partial {
+        Partial {
+            dir: store.partial_dir().join(bundle.to_string()),
+        }
+    }
+
+    /// The manifest a previous run saved, if it is the bundle's.
+    pub fn saved_manifest(&self, bundle: &BundleId) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(self.dir.join(MANIFEST)).ok()?;
+        (Hash::of(&bytes) == bundle.0).then_some(bytes)
+    }
+
+    /// Creates the folder and saves the manifest (already checked against
+    /// the bundle id).
+    pub fn save_manifest(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        std::fs::create_dir_all(&self.dir).map_err(StoreError::io("cannot create", &self.dir))?;
+        let path = self.dir.join(MANIFEST);
+        std::fs::write(&path, bytes).map_err(StoreError::io("cannot write", &path))
+    }
+
+    /// Where the blob `hash` is being filled.
+    pub fn blob_path(&self, hash: &Hash) -> PathBuf {
+        self.dir.join(hash.to_hex())
+    }
+
+    /// The pieces already held: those of blobs the store has, and those on
+    /// disk here that match their signed hash (read back and hashed).
+    /// Returns the bitfield and how many bytes on disk here were reused.
+    pub fn scan(&self, store: &Store, map: &PieceMap) -> (Bitfield, u64) {
+        let mut have = Bitfield::new(map.len());
+        let mut reused = 0;
+        let mut buf = Vec::with_capacity(PIECE_SIZE as usize);
+        for (i, blob) in map.blobs().iter().enumerate() {
+            let pieces = map.pieces_of(i);
+            if store.has_blob(&blob.entry.blake3) {
+                pieces.for_each(|n| have.set(n));
+                continue;
+            }
+            let Ok(mut file) = File::open(self.blob_path(&blob.entry.blake3)) else {
+                continue;
+            };
+            for n in pieces {
+                let range = map.range(n);
+                buf.clear();
+                let read = std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(range.start))
+                    .and_then(|_| (&mut file).take(range.end - range.start).read_to_end(&mut buf));
+                if read.is_ok()
+                    && buf.len() as u64 == range.end - range.start
+                    && Hash::of(&buf) == map.piece_hash(n)
+                {
+                    have.set(n);
+                    reused += buf.len() as u64;
+                }
+            }
+        }
+        (have, reused)
+    }
+
+    /// Removes the folder.
+    pub fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Moves every blob into the store and commits `release` (and `also`,
+    /// releases of the same bundle) through a batch: one sync, renames,
+    /// one sync, index commit. Then removes the folder.
+    pub fn commit(
+        &self,
+        store: &Store,
+        manifest: &lanseed_protocol::Manifest,
+        map: &PieceMap,
+        release: &VerifiedRelease,
+        also: &[VerifiedRelease],
+    ) -> Result<CommitOutcome, StoreError> {
+        let batch = store.begin()?;
+        batch.put_manifest(manifest)?;
+        for f in manifest.files().iter().filter(|f| f.size == 0) {
+            batch.put_blob(&f.blake3, &[])?;
+        }
+        for blob in map.blobs() {
+            batch.stage_file(self.blob_path(&blob.entry.blake3), &blob.entry.blake3)?;
+        }
+        let outcome = batch.commit(release)?;
+        for r in also {
+            store.add_release(r)?;
+        }
+        self.remove();
+        Ok(outcome)
+    }
+}
+
+/// Writes `data` as piece `index` of the blob filled at `path`.
+pub fn write_piece(path: &Path, index: u32, data: &[u8]) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    file.write_all_at(data, piece_offset(index))
+}
+
+/// Reads `len` bytes of piece `index` of the file at `path` into `out`.
+pub fn read_piece(path: &Path, index: u32, len: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let file = File::open(path)?;
+    let start = out.len();
+    out.resize(start + len as usize, 0);
+    file.read_exact_at(&mut out[start..], piece_offset(index))
+}
+
+/// Whether the complete blob at `path` is exactly `entry` (its pieces each
+/// matched; this checks the whole against the file's own BLAKE3, which a
+/// manifest could contradict).
+pub fn check_blob(path: &Path, entry: &FileEntry) -> std::io::Result<bool> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(File::open(path)?)?;
+    Ok(hasher.count() == entry.size
+        && Hash::from_bytes(*hasher.finalize().as_bytes()) == entry.blake3)
+}

@@ -1,0 +1,495 @@
+//! Which pieces to ask which peer for: the piece picker of one fetch.
+//!
+//! Modelled on BitTorrent's and Kraken's schedulers:
+//! - **every peer that has a piece** is a source; peers that hold the
+//!   release whole count for every piece, peers still fetching it for the
+//!   pieces their last `Have` listed;
+//! - **a small pipeline per peer**: up to [`depth`] requests in flight,
+//!   more for peers that have proved fast (about half a second of their
+//!   measured rate), so no peer idles for a round trip between answers;
+//! - **rarest first**, ties broken by a per-fetch random order, so that
+//!   followers of one seeder ask it for different pieces and can then
+//!   feed each other;
+//! - **small pieces together**: a request takes the picked piece and the
+//!   next wanted ones until [`MAX_BATCH_BYTES`], so a build of many small
+//!   files moves in few requests, compressed together;
+//! - **endgame**: once every missing piece has been asked for, the last
+//!   ones are also asked of a second peer, and the first good answer wins.
+//!
+//! A piece asked for stays asked until its answer is verified (then held)
+//! or fails (then it may be asked again). Pure logic: no I/O, no clock
+//! (callers pass `now`), tested on its own below.
+
+use std::collections::HashMap;
+use std::hash::Hash as StdHash;
+use std::time::Instant;
+
+use lanseed_protocol::pieces::Bitfield;
+use lanseed_protocol::wire::{MAX_BATCH_BYTES, MAX_BATCH_PIECES};
+use libp2p::PeerId;
+
+/// Most requests in flight to one peer.
+pub const MAX_DEPTH: usize = 6;
+/// Requests in flight to a peer not yet measured.
+const START_DEPTH: usize = 2;
+/// How much of a peer's measured rate to keep in flight.
+const PIPELINE_TIME: f64 = 0.5;
+/// How far past the picked piece a request looks for more small ones.
+const BATCH_SCAN: u32 = 8192;
+
+struct PeerState {
+    /// `None`: holds every piece.
+    bits: Option<Bitfield>,
+    inflight: usize,
+    /// Measured bytes per second of its answers (0 until measured).
+    rate: f64,
+    last_answer: Option<Instant>,
+    resting_until: Option<Instant>,
+}
+
+impl PeerState {
+    fn new(bits: Option<Bitfield>) -> Self {
+        PeerState {
+            bits,
+            inflight: 0,
+            rate: 0.0,
+            last_answer: None,
+            resting_until: None,
+        }
+    }
+}
+
+struct Asked {
+    peer: PeerId,
+    pieces: Vec<u32>,
+    bytes: u64,
+    sent: Instant,
+}
+
+/// The piece picker of one fetch; `K` names a request.
+pub struct Sched<K> {
+    have: Bitfield,
+    /// Requests outstanding per piece (2 at most, in endgame).
+    asked: Vec<u8>,
+    /// Per piece: peers still fetching that list it.
+    avail: Vec<u16>,
+    peers: HashMap<PeerId, PeerState>,
+    requests: HashMap<K, Asked>,
+    seed: u64,
+}
+
+/// Requests a peer may have in flight, from its measured rate.
+pub fn depth(rate: f64) -> usize {
+    let per_request = MAX_BATCH_BYTES as f64;
+    (1 + (rate * PIPELINE_TIME / per_request).ceil() as usize).clamp(START_DEPTH, MAX_DEPTH)
+}
+
+fn mix(mut x: u64) -> u64 {
+    // splitmix64 finaliser: a cheap, well-spread order per fetch.
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58476d1ce4e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d049bb133111eb);
+    x ^ (x >> 31)
+}
+
+impl<K: Copy + Eq + StdHash> Sched<K> {
+    /// A picker for a bundle of `have.len()` pieces, `have` already held;
+    /// `seed` orders ties (random per fetch).
+    pub fn new(have: Bitfield, seed: u64) -> Self {
+        let n = have.len() as usize;
+        Sched {
+            have,
+            asked: vec![0; n],
+            avail: vec![0; n],
+            peers: HashMap::new(),
+            requests: HashMap::new(),
+            seed,
+        }
+    }
+
+    /// The pieces held.
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    /// Whether every piece is held.
+    pub fn complete(&self) -> bool {
+        self.have.is_full()
+    }
+
+    /// Sources: peers that can be asked for something now or later.
+    pub fn peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.peers.keys().copied()
+    }
+
+    /// `peer` holds every piece.
+    pub fn set_full(&mut self, peer: PeerId) {
+        match self.peers.get_mut(&peer) {
+            Some(p) => {
+                if let Some(old) = p.bits.take() {
+                    self.count_bits(&old, false);
+                }
+            }
+            None => {
+                self.peers.insert(peer, PeerState::new(None));
+            }
+        }
+    }
+
+    /// `peer` holds the pieces in `bits` (a `Have`). A peer once whole
+    /// stays whole; a bitfield of the wrong length is ignored.
+    pub fn set_bits(&mut self, peer: PeerId, bits: Bitfield) {
+        if bits.len() != self.have.len() {
+            return;
+        }
+        if bits.is_full() {
+            return self.set_full(peer);
+        }
+        self.count_bits(&bits, true);
+        match self.peers.get_mut(&peer) {
+            Some(p) if p.bits.is_none() => {
+                self.count_bits(&bits, false);
+            }
+            Some(p) => {
+                let old = p.bits.replace(bits).expect("partial peer");
+                self.count_bits(&old, false);
+            }
+            None => {
+                self.peers.insert(peer, PeerState::new(Some(bits)));
+            }
+        }
+    }
+
+    fn count_bits(&mut self, bits: &Bitfield, add: bool) {
+        for n in 0..bits.len() {
+            if bits.get(n) {
+                let a = &mut self.avail[n as usize];
+                *a = if add {
+                    a.saturating_add(1)
+                } else {
+                    a.saturating_sub(1)
+                };
+            }
+        }
+    }
+
+    /// Stops asking `peer` (gone, banned, or set aside). Its requests in
+    /// flight are forgotten: their pieces may be asked of others at once.
+    pub fn remove_peer(&mut self, peer: &PeerId) {
+        let Some(p) = self.peers.remove(peer) else {
+            return;
+        };
+        if let Some(b) = p.bits {
+            self.count_bits(&b, false);
+        }
+        let gone: Vec<K> = self
+            .requests
+            .iter()
+            .filter(|(_, a)| a.peer == *peer)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            if let Some(a) = self.requests.remove(&k) {
+                self.unask(&a.pieces);
+            }
+        }
+    }
+
+    /// Do not ask `peer` anything until `until` (it said it is busy, or
+    /// lacked something).
+    pub fn rest(&mut self, peer: &PeerId, until: Instant) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.resting_until = Some(until);
+        }
+    }
+
+    fn unask(&mut self, pieces: &[u32]) {
+        for &n in pieces {
+            self.asked[n as usize] = self.asked[n as usize].saturating_sub(1);
+        }
+    }
+
+    fn peer_has(bits: &Option<Bitfield>, n: u32) -> bool {
+        bits.as_ref().is_none_or(|b| b.get(n))
+    }
+
+    /// Whether every missing piece has been asked for at least once.
+    fn endgame(&self) -> bool {
+        (0..self.have.len()).all(|n| self.have.get(n) || self.asked[n as usize] > 0)
+    }
+
+    /// The next request for `peer`, if its pipeline has room and it has
+    /// something wanted: piece numbers, in order, at most
+    /// [`MAX_BATCH_BYTES`] in all. `len` gives a piece's length.
+    pub fn pick(&self, peer: &PeerId, now: Instant, len: impl Fn(u32) -> u64) -> Option<Vec<u32>> {
+        let p = self.peers.get(peer)?;
+        if p.resting_until.is_some_and(|t| t > now) || p.inflight >= depth(p.rate) {
+            return None;
+        }
+        let in_flight_here: Vec<u32> = self
+            .requests
+            .values()
+            .filter(|a| a.peer == *peer)
+            .flat_map(|a| a.pieces.iter().copied())
+            .collect();
+        let wanted = |n: u32, max_asked: u8| {
+            !self.have.get(n)
+                && self.asked[n as usize] <= max_asked
+                && Self::peer_has(&p.bits, n)
+                && (max_asked == 0 || !in_flight_here.contains(&n))
+        };
+        let mut max_asked = 0;
+        let mut best = self.rarest(|n| wanted(n, 0));
+        if best.is_none() && self.endgame() {
+            max_asked = 1;
+            best = self.rarest(|n| wanted(n, 1));
+        }
+        let first = best?;
+        let mut pieces = vec![first];
+        let mut bytes = len(first);
+        // Fill up with the wanted pieces after it, then before it: small
+        // files next to each other in the manifest travel together.
+        let end = self.have.len().min(first.saturating_add(BATCH_SCAN));
+        let after = (first + 1..end).map(Some);
+        let before = (first.saturating_sub(BATCH_SCAN)..first).rev().map(Some);
+        let mut turned = false;
+        for n in after.chain([None]).chain(before) {
+            let Some(n) = n else {
+                turned = true;
+                continue;
+            };
+            if pieces.len() >= MAX_BATCH_PIECES || bytes >= MAX_BATCH_BYTES {
+                break;
+            }
+            if !wanted(n, max_asked) {
+                continue;
+            }
+            let l = len(n);
+            if bytes + l > MAX_BATCH_BYTES {
+                if turned {
+                    break;
+                }
+                // Nothing more fits this way: try before it.
+                continue;
+            }
+            pieces.push(n);
+            bytes += l;
+        }
+        pieces.sort_unstable();
+        Some(pieces)
+    }
+
+    /// The wanted piece with the fewest holders, ties in random order.
+    fn rarest(&self, wanted: impl Fn(u32) -> bool) -> Option<u32> {
+        (0..self.have.len())
+            .filter(|&n| wanted(n))
+            .min_by_key(|&n| (self.avail[n as usize], mix(u64::from(n) ^ self.seed)))
+    }
+
+    /// Records that `pieces` were asked of `peer` as request `key`.
+    pub fn sent(&mut self, key: K, peer: PeerId, pieces: Vec<u32>, bytes: u64, now: Instant) {
+        for &n in &pieces {
+            self.asked[n as usize] = self.asked[n as usize].saturating_add(1);
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.inflight += 1;
+        }
+        self.requests.insert(
+            key,
+            Asked {
+                peer,
+                pieces,
+                bytes,
+                sent: now,
+            },
+        );
+    }
+
+    /// Request `key` was answered with `wire_bytes` (or failed, with 0):
+    /// returns its peer and pieces, which stay asked until
+    /// [`Sched::verified`] or [`Sched::failed`]. `None` for requests it
+    /// no longer tracks (its peer was removed).
+    pub fn answered(&mut self, key: &K, wire_bytes: u64, now: Instant) -> Option<(PeerId, Vec<u32>)> {
+        let a = self.requests.remove(key)?;
+        if let Some(p) = self.peers.get_mut(&a.peer) {
+            p.inflight = p.inflight.saturating_sub(1);
+            if wire_bytes > 0 {
+                let since = p.last_answer.map_or(a.sent, |t| t.max(a.sent));
+                let secs = now.duration_since(since).as_secs_f64().max(1e-4);
+                let sample = a.bytes.max(wire_bytes) as f64 / secs;
+                p.rate = if p.rate == 0.0 {
+                    sample
+                } else {
+                    0.7 * p.rate + 0.3 * sample
+                };
+                p.last_answer = Some(now);
+            }
+        }
+        Some((a.peer, a.pieces))
+    }
+
+    /// `pieces` were verified and written: held now.
+    pub fn verified(&mut self, pieces: &[u32]) {
+        for &n in pieces {
+            self.have.set(n);
+            self.asked[n as usize] = 0;
+        }
+    }
+
+    /// The answer carrying `pieces` was no good: they may be asked again.
+    pub fn failed(&mut self, pieces: &[u32]) {
+        let missing: Vec<u32> = pieces
+            .iter()
+            .copied()
+            .filter(|&n| !self.have.get(n))
+            .collect();
+        self.unask(&missing);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const MIB: u64 = 1 << 20;
+
+    fn peer() -> PeerId {
+        PeerId::random()
+    }
+
+    #[test]
+    fn small_pieces_are_asked_together_big_ones_alone() {
+        // 4 big pieces, then 600 small ones of 4 KiB.
+        let len = |n: u32| if n < 4 { MIB } else { 4096 };
+        let mut s: Sched<u32> = Sched::new(Bitfield::new(604), 1);
+        let a = peer();
+        s.set_full(a);
+        let now = Instant::now();
+        let mut seen = Vec::new();
+        let mut key = 0;
+        while let Some(pieces) = s.pick(&a, now, len) {
+            let bytes: u64 = pieces.iter().map(|&n| len(n)).sum();
+            assert!(bytes <= MAX_BATCH_BYTES);
+            seen.extend(pieces.iter().copied());
+            s.sent(key, a, pieces, bytes, now);
+            key += 1;
+        }
+        assert_eq!(key as usize, START_DEPTH, "pipeline bounded by depth");
+        for k in 0..key {
+            let (_, p) = s.answered(&k, 1, now).unwrap();
+            s.verified(&p);
+        }
+        while let Some(pieces) = s.pick(&a, now, len) {
+            let bytes: u64 = pieces.iter().map(|&n| len(n)).sum();
+            seen.extend(pieces.iter().copied());
+            s.sent(key, a, pieces, bytes, now);
+            let (_, p) = s.answered(&key, 1, now).unwrap();
+            s.verified(&p);
+            key += 1;
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 604);
+        assert!(s.complete());
+        // 4 big requests, and 600 × 4 KiB in a few more.
+        assert!(key <= 4 + 4, "{key} requests");
+    }
+
+    #[test]
+    fn rarest_pieces_first_and_only_from_peers_that_have_them() {
+        let mut s: Sched<u32> = Sched::new(Bitfield::new(10), 7);
+        let (full, part1, part2) = (peer(), peer(), peer());
+        s.set_full(full);
+        let mut b = Bitfield::new(10);
+        (0..5).for_each(|n| b.set(n));
+        s.set_bits(part1, b.clone());
+        s.set_bits(part2, b);
+        let now = Instant::now();
+        // Pieces 5..10 are held by the full peer alone: asked of it first.
+        let first = s.pick(&full, now, |_| MIB).unwrap();
+        assert!(first.iter().all(|&n| n >= 5), "{first:?}");
+        // Partial peers are only asked for what they listed.
+        let p = s.pick(&part1, now, |_| MIB).unwrap();
+        assert!(p.iter().all(|&n| n < 5));
+        // Removing a peer forgets what it listed.
+        s.remove_peer(&part1);
+        s.remove_peer(&part2);
+        assert!(s.avail.iter().all(|&a| a == 0));
+        assert_eq!(s.peers().count(), 1);
+    }
+
+    #[test]
+    fn followers_of_one_seeder_pick_different_pieces() {
+        // Two fetches (different seeds) of 64 pieces from one full peer.
+        let seeder = peer();
+        let firsts: Vec<Vec<u32>> = [11u64, 12, 13, 14]
+            .iter()
+            .map(|&seed| {
+                let mut s: Sched<u32> = Sched::new(Bitfield::new(64), seed);
+                s.set_full(seeder);
+                s.pick(&seeder, Instant::now(), |_| MIB).unwrap()
+            })
+            .collect();
+        let mut all: Vec<u32> = firsts.concat();
+        all.sort_unstable();
+        all.dedup();
+        assert!(all.len() >= 3, "{firsts:?}");
+    }
+
+    #[test]
+    fn endgame_asks_a_second_peer_and_failures_free_pieces() {
+        let mut s: Sched<u32> = Sched::new(Bitfield::new(2), 3);
+        let (a, b) = (peer(), peer());
+        s.set_full(a);
+        s.set_full(b);
+        let now = Instant::now();
+        let pa = s.pick(&a, now, |_| MIB).unwrap();
+        s.sent(1, a, pa.clone(), MIB, now);
+        let pb = s.pick(&b, now, |_| MIB).unwrap();
+        s.sent(2, b, pb.clone(), MIB, now);
+        assert_ne!(pa, pb);
+        // Both asked: endgame gives each peer the other's piece.
+        let pa2 = s.pick(&a, now, |_| MIB).unwrap();
+        assert_eq!(pa2, pb);
+        s.sent(3, a, pa2, MIB, now);
+        // Nothing more: each piece is asked twice or of this peer.
+        assert!(s.pick(&a, now, |_| MIB).is_none() || s.pick(&a, now, |_| MIB) == Some(pa.clone()));
+        // b's answer is bad: its piece is still asked of a (request 3).
+        let (_, p) = s.answered(&2, 0, now).unwrap();
+        s.failed(&p);
+        assert_eq!(s.asked[pb[0] as usize], 1);
+        let (_, p) = s.answered(&3, MIB, now).unwrap();
+        s.verified(&p);
+        let (_, p) = s.answered(&1, MIB, now).unwrap();
+        s.verified(&p);
+        assert!(s.complete());
+    }
+
+    #[test]
+    fn a_resting_or_removed_peer_is_not_asked() {
+        let mut s: Sched<u32> = Sched::new(Bitfield::new(4), 3);
+        let a = peer();
+        s.set_full(a);
+        let now = Instant::now();
+        s.rest(&a, now + Duration::from_secs(1));
+        assert!(s.pick(&a, now, |_| MIB).is_none());
+        assert!(s.pick(&a, now + Duration::from_secs(2), |_| MIB).is_some());
+        let p = s.pick(&a, now, |_| MIB);
+        assert!(p.is_none());
+        let p = s.pick(&a, now + Duration::from_secs(2), |_| MIB).unwrap();
+        s.sent(9, a, p.clone(), MIB, now);
+        s.remove_peer(&a);
+        assert!(s.asked.iter().all(|&x| x == 0), "removed peer's pieces are free");
+        assert!(s.answered(&9, MIB, now).is_none());
+    }
+
+    #[test]
+    fn depth_grows_with_measured_rate() {
+        assert_eq!(depth(0.0), START_DEPTH);
+        assert_eq!(depth(1e6), START_DEPTH);
+        assert_eq!(depth(8.0 * MIB as f64), 5);
+        assert_eq!(depth(1e9), MAX_DEPTH);
+    }
+}

@@ -1,0 +1,121 @@
+//! `--upload-limit`: the node's answers leave at most at a set rate.
+//!
+//! A virtual clock: each chunk written books the link for its length at
+//! the rate, and a writer waits until the link is free. Answers take turns
+//! (a fair, first-come lock held for a whole answer), so with several
+//! peers asking, each answer goes out at the full rate one after the
+//! other instead of all of them crawling together into their timeouts.
+//!
+//! Bytes are counted as they will appear on the network interface: the
+//! message plus an estimate of the framing under it (noise, yamux, TCP/IP
+//! and Ethernet headers: about 5 % on a 1500-byte MTU), so that the limit
+//! holds where an operator measures it.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Bytes on the wire per byte of message (see the module doc).
+pub const FRAMING: f64 = 1.0 + 66.0 / 1448.0 + 0.003;
+
+/// Idle time that may be made up with a burst.
+const BURST: Duration = Duration::from_millis(20);
+
+/// Chunk size of limited writes.
+pub const CHUNK: usize = 16 * 1024;
+
+/// A shared upload limit.
+pub struct Limiter {
+    bytes_per_sec: f64,
+    next_free: Mutex<Instant>,
+    /// Held for a whole answer.
+    pub turn: tokio::sync::Mutex<()>,
+}
+
+impl Limiter {
+    /// A limit of `bytes_per_sec` (as counted at the interface).
+    pub fn new(bytes_per_sec: u64) -> Limiter {
+        Limiter {
+            bytes_per_sec: bytes_per_sec.max(1) as f64,
+            next_free: Mutex::new(Instant::now()),
+            turn: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Waits until `n` message bytes may leave, and books them.
+    pub async fn take(&self, n: usize) {
+        let wait = {
+            let mut next = self.next_free.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let start = (*next).max(now.checked_sub(BURST).unwrap_or(now));
+            *next = start + Duration::from_secs_f64(n as f64 * FRAMING / self.bytes_per_sec);
+            start.saturating_duration_since(now)
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Parses a rate: `500K`, `2M`, `1.5MB/s`, `800k`, `10mbit` (bytes unless
+/// it says bit; K/M/G are powers of 1000, KiB/MiB/GiB of 1024).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix("/s").unwrap_or(&t);
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate (try 500K, 2M, 1.5MiB or 20mbit)"))?;
+    let (mult, bits) = match unit.trim() {
+        "" | "b" => (1.0, false),
+        "k" | "kb" => (1e3, false),
+        "m" | "mb" => (1e6, false),
+        "g" | "gb" => (1e9, false),
+        "kib" => (1024.0, false),
+        "mib" => (1024.0 * 1024.0, false),
+        "gib" => (1024.0 * 1024.0 * 1024.0, false),
+        "kbit" => (1e3, true),
+        "mbit" => (1e6, true),
+        "gbit" => (1e9, true),
+        other => return Err(format!("unknown unit {other:?} in {s:?} (try K, M, G, KiB, MiB, mbit)")),
+    };
+    let bytes = value * mult / if bits { 8.0 } else { 1.0 };
+    if !(bytes >= 1.0 && bytes.is_finite()) {
+        return Err(format!("{s:?}: a rate must be at least 1 byte per second"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(parse_rate("500K").unwrap(), 500_000);
+        assert_eq!(parse_rate("2M").unwrap(), 2_000_000);
+        assert_eq!(parse_rate("1.5MiB/s").unwrap(), 1_572_864);
+        assert_eq!(parse_rate("80mbit").unwrap(), 10_000_000);
+        assert_eq!(parse_rate("1234").unwrap(), 1234);
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("3 parsecs").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limit_holds() {
+        let l = Limiter::new(1_000_000);
+        let start = tokio::time::Instant::now();
+        for _ in 0..100 {
+            l.take(CHUNK).await;
+        }
+        // 100 chunks booked; the last may start when 99 have gone.
+        let secs = start.elapsed().as_secs_f64();
+        let expected = 99.0 * CHUNK as f64 * FRAMING / 1e6;
+        assert!((secs - expected).abs() / expected < 0.05, "{secs} vs {expected}");
+    }
+}

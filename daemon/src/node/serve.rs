@@ -1,0 +1,208 @@
+//! Answering peers: who may be served now (`--max-uploads`), and reading
+//! and packing what they asked for, off the node's event loop.
+//!
+//! A peer holds an upload slot while an answer to it is being sent, and
+//! for [`LINGER`] after, so that a downloader keeps its slot between two
+//! requests of its pipeline; a peer without a slot, when all are taken,
+//! is told [`Response::Busy`] at once (it asks others, and this node again
+//! later) rather than queued into its timeout. One peer has at most
+//! [`PER_PEER`] answers in preparation: that bounds the memory answers can
+//! take to `max_uploads × PER_PEER` pieces.
+//!
+//! Pieces are read from the store, or from the partial folder of a fetch
+//! in progress (a node seeds what it has verified while it downloads).
+//! Answers are compressed ([`Packed::compress`]) unless the blob is known
+//! not to shrink: the first piece of a blob that did not compress marks the
+//! blob, and its other pieces go as they are without trying.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lanseed_protocol::Hash;
+use lanseed_protocol::limits::PIECE_SIZE;
+use lanseed_protocol::pieces::piece_offset;
+use lanseed_protocol::wire::{Packed, Response};
+use libp2p::PeerId;
+
+/// How long a peer keeps its slot after its last answer.
+pub const LINGER: Duration = Duration::from_secs(1);
+/// Most answers in preparation or in flight to one peer.
+pub const PER_PEER: usize = 8;
+
+struct Slot {
+    serving: usize,
+    last: Instant,
+}
+
+/// Upload slots.
+pub struct Uploads {
+    max: usize,
+    slots: HashMap<PeerId, Slot>,
+    /// Most peers served at once so far.
+    pub peak: usize,
+    /// Answers refused with Busy.
+    pub refused: u64,
+}
+
+impl Uploads {
+    /// At most `max` peers served at once.
+    pub fn new(max: usize) -> Uploads {
+        Uploads {
+            max: max.max(1),
+            slots: HashMap::new(),
+            peak: 0,
+            refused: 0,
+        }
+    }
+
+    /// Whether `peer` may be served now; if so it holds a slot until
+    /// [`Uploads::done`] (and [`LINGER`] after).
+    pub fn admit(&mut self, peer: PeerId, now: Instant) -> bool {
+        self.slots
+            .retain(|_, s| s.serving > 0 || now.duration_since(s.last) < LINGER);
+        let ok = match self.slots.get(&peer) {
+            Some(s) => s.serving < PER_PEER,
+            None => self.slots.len() < self.max,
+        };
+        if !ok {
+            self.refused += 1;
+            return false;
+        }
+        let slot = self.slots.entry(peer).or_insert(Slot {
+            serving: 0,
+            last: now,
+        });
+        slot.serving += 1;
+        slot.last = now;
+        self.peak = self.peak.max(self.slots.len());
+        true
+    }
+
+    /// One answer to `peer` was sent (or failed).
+    pub fn done(&mut self, peer: &PeerId, now: Instant) {
+        if let Some(s) = self.slots.get_mut(peer) {
+            s.serving = s.serving.saturating_sub(1);
+            s.last = now;
+        }
+    }
+
+    /// Peers holding a slot now.
+    pub fn active(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+/// Where one asked-for piece is.
+pub enum Source {
+    /// In the store: blob `hash`, piece `index`.
+    Store(PathBuf, u32),
+    /// In a fetch's partial folder: file, piece index, length.
+    Partial(PathBuf, u32, u64),
+}
+
+/// Blobs whose pieces do not compress, shared by serving jobs.
+#[derive(Clone, Default)]
+pub struct Incompressible(Arc<Mutex<HashSet<Hash>>>);
+
+impl Incompressible {
+    fn contains(&self, h: &Hash) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).contains(h)
+    }
+
+    fn insert(&self, h: Hash) {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if set.len() >= 1 << 16 {
+            set.clear();
+        }
+        set.insert(h);
+    }
+}
+
+/// Reads and packs the pieces asked for; `NotFound` when any is missing.
+pub fn pieces(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> Response {
+    let mut out = Vec::new();
+    for (_, source) in &sources {
+        let ok = match source {
+            Source::Store(path, index) => read_store_piece(path, *index, &mut out),
+            Source::Partial(path, index, len) => {
+                super::fetch::partial::read_piece(path, *index, *len, &mut out).is_ok()
+            }
+        };
+        if !ok || out.len() as u64 > lanseed_protocol::wire::MAX_BATCH_BYTES {
+            return Response::NotFound;
+        }
+    }
+    let single = match sources.as_slice() {
+        [(hash, _)] => Some(*hash),
+        _ => None,
+    };
+    if single.is_some_and(|h| incompressible.contains(&h)) {
+        return Response::Pieces(Packed::raw(out));
+    }
+    let packed = Packed::compress(out);
+    if let Some(h) = single
+        && !packed.is_compressed()
+        && packed.raw_len as u64 == PIECE_SIZE
+    {
+        incompressible.insert(h);
+    }
+    Response::Pieces(packed)
+}
+
+/// Appends piece `index` of the store blob at `path`.
+fn read_store_piece(path: &PathBuf, index: u32, out: &mut Vec<u8>) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    let start = piece_offset(index);
+    let len = meta.len();
+    if start >= len {
+        return false;
+    }
+    let n = (len - start).min(PIECE_SIZE) as usize;
+    let at = out.len();
+    out.resize(at + n, 0);
+    if file.read_exact_at(&mut out[at..], start).is_err() {
+        out.truncate(at);
+        return false;
+    }
+    true
+}
+
+/// Packs a manifest.
+pub fn manifest(bytes: &[u8]) -> Response {
+    Response::Manifest(Packed::compress(bytes.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_bounded_and_linger() {
+        let mut u = Uploads::new(2);
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let t = Instant::now();
+        assert!(u.admit(a, t));
+        assert!(u.admit(b, t));
+        assert!(!u.admit(c, t), "third peer is busy");
+        assert!(u.admit(a, t), "a peer with a slot asks again");
+        u.done(&a, t);
+        u.done(&a, t);
+        assert!(!u.admit(c, t + LINGER / 2), "a's slot lingers");
+        u.done(&b, t);
+        assert!(u.admit(c, t + LINGER * 2), "slots free up");
+        assert_eq!(u.peak, 2);
+        assert_eq!(u.refused, 2);
+        for _ in 0..PER_PEER - 1 {
+            assert!(u.admit(c, t + LINGER * 2));
+        }
+        assert!(!u.admit(c, t + LINGER * 2), "one peer's answers are bounded");
+    }
+}
