@@ -71,6 +71,9 @@ pub struct Sched<K> {
     have: Bitfield,
     /// Requests outstanding per piece (2 at most, in endgame).
     asked: Vec<u8>,
+    /// Pieces whose answer arrived and is being verified: never asked
+    /// again meanwhile.
+    verifying: Vec<bool>,
     /// Per piece: peers still fetching that list it.
     avail: Vec<u16>,
     peers: HashMap<PeerId, PeerState>,
@@ -101,6 +104,7 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         Sched {
             have,
             asked: vec![0; n],
+            verifying: vec![false; n],
             avail: vec![0; n],
             peers: HashMap::new(),
             requests: HashMap::new(),
@@ -235,6 +239,7 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
             .collect();
         let wanted = |n: u32, max_asked: u8| {
             !self.have.get(n)
+                && !self.verifying[n as usize]
                 && self.asked[n as usize] <= max_asked
                 && Self::peer_has(&p.bits, n)
                 && (max_asked == 0 || !in_flight_here.contains(&n))
@@ -312,6 +317,11 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
     /// no longer tracks (its peer was removed).
     pub fn answered(&mut self, key: &K, wire_bytes: u64, now: Instant) -> Option<(PeerId, Vec<u32>)> {
         let a = self.requests.remove(key)?;
+        if wire_bytes > 0 {
+            for &n in &a.pieces {
+                self.verifying[n as usize] = true;
+            }
+        }
         if let Some(p) = self.peers.get_mut(&a.peer) {
             p.inflight = p.inflight.saturating_sub(1);
             if wire_bytes > 0 {
@@ -334,11 +344,15 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         for &n in pieces {
             self.have.set(n);
             self.asked[n as usize] = 0;
+            self.verifying[n as usize] = false;
         }
     }
 
     /// The answer carrying `pieces` was no good: they may be asked again.
     pub fn failed(&mut self, pieces: &[u32]) {
+        for &n in pieces {
+            self.verifying[n as usize] = false;
+        }
         let missing: Vec<u32> = pieces
             .iter()
             .copied()
@@ -465,6 +479,22 @@ mod tests {
         let (_, p) = s.answered(&1, MIB, now).unwrap();
         s.verified(&p);
         assert!(s.complete());
+    }
+
+    #[test]
+    fn a_piece_being_verified_is_not_asked_again() {
+        let mut s: Sched<u32> = Sched::new(Bitfield::new(1), 3);
+        let (a, b) = (peer(), peer());
+        s.set_full(a);
+        s.set_full(b);
+        let now = Instant::now();
+        let p = s.pick(&a, now, |_| MIB).unwrap();
+        s.sent(1, a, p, MIB, now);
+        s.answered(&1, MIB, now).unwrap();
+        assert!(s.pick(&a, now, |_| MIB).is_none());
+        assert!(s.pick(&b, now, |_| MIB).is_none(), "not even in endgame");
+        s.failed(&[0]);
+        assert!(s.pick(&b, now, |_| MIB).is_some(), "a failed piece is wanted again");
     }
 
     #[test]
