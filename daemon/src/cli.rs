@@ -20,6 +20,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; its size does not matter
 pub enum Command {
     /// Make a new Ed25519 publisher key pair.
     ///
@@ -141,9 +142,9 @@ pub struct NodeArgs {
     /// from the transfer.
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
     pub request_timeout: std::time::Duration,
-    /// Cap on what this node uploads to peers, all together, as counted on
-    /// the network interface: e.g. 500K, 2M, 1.5MiB (bytes per second) or
-    /// 20mbit. Unlimited by default.
+    /// Cap on what this node uploads to peers, all together: e.g. 500K, 2M,
+    /// 1.5MiB (bytes per second) or 20mbit. Counts what lanseed sends;
+    /// TCP/IP headers add a few percent on the wire. Unlimited by default.
     #[arg(long, value_name = "RATE", value_parser = crate::node::limit::parse_rate)]
     pub upload_limit: Option<u64>,
     /// Most peers served at once; others are told to ask elsewhere or

@@ -159,7 +159,7 @@ impl Bitfield {
         if bytes.len() != (len as usize).div_ceil(8) {
             return None;
         }
-        if len % 8 != 0 && bytes.last().is_some_and(|last| last >> (len % 8) != 0) {
+        if !len.is_multiple_of(8) && bytes.last().is_some_and(|last| last >> (len % 8) != 0) {
             return None;
         }
         Some(Bitfield {

@@ -8,7 +8,9 @@
 //!   A -> B  Announce { releases }        signed release records A holds whole
 //!   B -> A  Ack
 //! while B fetches a release, a few times a second when it gained pieces:
-//!   B -> C  Have { bundle, release, bits }   the pieces B holds (see pieces.rs)
+//!   B -> C  Have { bundle, release, bits, fetching }
+//!                                        the pieces B holds, and those it is
+//!                                        asking for now (see pieces.rs)
 //!   C -> B  Ack
 //! for a release B follows and trusts, and does not hold:
 //!   B -> A  GetManifest { bundle }       A: Manifest(packed), NotFound or Busy
@@ -95,9 +97,14 @@ pub enum Request {
         /// The signed release record being fetched.
         #[serde(with = "serde_bytes")]
         release: Vec<u8>,
-        /// [`crate::pieces::Bitfield`] over the bundle's numbered pieces.
+        /// [`crate::pieces::Bitfield`] over the bundle's numbered pieces:
+        /// those it holds, verified.
         #[serde(with = "serde_bytes")]
         bits: Vec<u8>,
+        /// The same over the pieces it is asking peers for right now, so
+        /// that others prefer pieces nobody is fetching yet.
+        #[serde(with = "serde_bytes")]
+        fetching: Vec<u8>,
     },
 }
 
@@ -163,7 +170,9 @@ impl Packed {
                 let out = zstd::bulk::decompress(&self.data, len)
                     .map_err(|e| WireError::Decode(format!("zstd: {e}")))?;
                 if out.len() != len {
-                    return Err(WireError::Decode("compressed body of the wrong length".into()));
+                    return Err(WireError::Decode(
+                        "compressed body of the wrong length".into(),
+                    ));
                 }
                 Ok(out)
             }
@@ -248,7 +257,10 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
     if let Response::Pieces(p) = &r
         && p.raw_len as u64 > MAX_BATCH_BYTES
     {
-        return Err(WireError::TooLarge(p.raw_len as usize, MAX_BATCH_BYTES as usize));
+        return Err(WireError::TooLarge(
+            p.raw_len as usize,
+            MAX_BATCH_BYTES as usize,
+        ));
     }
     Ok(r)
 }
@@ -271,6 +283,7 @@ mod tests {
                 bundle: [1; 32],
                 release: vec![4; 40],
                 bits: vec![0b101],
+                fetching: vec![0b010],
             },
         ];
         for m in msgs {
@@ -299,7 +312,9 @@ mod tests {
         let mut noise = vec![0u8; 100_000];
         let mut x = 1u64;
         for b in &mut noise {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             *b = (x >> 56) as u8;
         }
         let p = Packed::compress(noise.clone());
@@ -311,7 +326,10 @@ mod tests {
     fn unpacking_is_bounded_and_exact() {
         let text = vec![b'a'; 10_000];
         let p = Packed::compress(text);
-        assert!(matches!(p.clone().unpack(9_999), Err(WireError::TooLarge(..))));
+        assert!(matches!(
+            p.clone().unpack(9_999),
+            Err(WireError::TooLarge(..))
+        ));
         let mut lying = p.clone();
         lying.raw_len = 20_000;
         assert!(lying.unpack(1 << 20).is_err());

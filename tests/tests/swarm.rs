@@ -193,7 +193,11 @@ fn three_capped_seeders_share_one_fetch() {
         "k=3 seeders at {R} B/s: {size} bytes in {secs:.2} s (ideal {ideal:.2} s, ratio {:.2}); sent per seeder {sent:?}",
         secs / ideal
     );
-    assert!(secs <= 1.3 * ideal, "{secs:.2} s > 1.3 × {ideal:.2} s");
+    assert!(
+        secs <= 1.3 * ideal,
+        "{secs:.2} s > 1.3 × {ideal:.2} s\n{}",
+        f.log_text()
+    );
     for (i, n) in sent.iter().enumerate() {
         assert!(
             *n as f64 >= 0.2 * size as f64,
@@ -227,11 +231,7 @@ fn publisher_fans_out_to_six_followers_that_feed_each_other() {
     let p = t.store("publisher");
     t.pack(&p, "1.0.0");
     let before = lan.bytes(0).1;
-    let publisher = NodeProc::start(
-        &lan.hosts[0],
-        &p,
-        &["--upload-limit", &R.to_string()],
-    );
+    let publisher = NodeProc::start(&lan.hosts[0], &p, &["--upload-limit", &R.to_string()]);
     let mut slowest: f64 = 0.0;
     for f in &followers {
         slowest = slowest.max(transfer_secs(f));
@@ -245,7 +245,10 @@ fn publisher_fans_out_to_six_followers_that_feed_each_other() {
         uploaded as f64 / size as f64,
         6.0 * size as f64 / R as f64
     );
-    assert!(uploaded < 2 * size, "publisher uploaded {uploaded} >= 2 × {size}");
+    assert!(
+        uploaded < 2 * size,
+        "publisher uploaded {uploaded} >= 2 × {size}"
+    );
     drop(publisher);
 }
 
@@ -263,7 +266,9 @@ fn a_seeder_killed_mid_transfer_does_not_stop_the_fetch() {
     let (pa, pb) = (addr_of(&sa, &lan.addrs[0]), addr_of(&sb, &lan.addrs[1]));
     let f = t.follower(&lan, 2, "f", &["--no-mdns", "--peer", &pa, "--peer", &pb]);
     let size = t.bundle_bytes();
-    wait_until("a quarter of the bundle", || bytes_done(&f.store) > size / 4);
+    wait_until("a quarter of the bundle", || {
+        bytes_done(&f.store) > size / 4
+    });
     sa.kill9();
     let at_kill = bytes_done(&f.store);
     assert!(at_kill < size, "the transfer was over before the kill");
@@ -300,8 +305,10 @@ fn a_follower_killed_and_restarted_resumes_from_its_verified_pieces() {
         "restart at {verified} of {size} bytes verified: moved {moved} bytes after restart; remained {remained}, bound {bound}; {resumed}"
     );
     assert!(moved < bound, "moved {moved} >= {bound}");
-    assert!(!std::fs::exists(f2.store.join("partial")).unwrap()
-        || std::fs::read_dir(f2.store.join("partial")).unwrap().count() == 0);
+    assert!(
+        !std::fs::exists(f2.store.join("partial")).unwrap()
+            || std::fs::read_dir(f2.store.join("partial")).unwrap().count() == 0
+    );
 }
 
 #[test]
@@ -337,7 +344,10 @@ fn a_second_release_moves_only_the_changed_file() {
         "second release: {moved} bytes moved for a {} byte change (manifest {manifest}); bound {bound}",
         changed.len()
     );
-    assert!(moved >= changed.len() as u64, "the changed file did not move?");
+    assert!(
+        moved >= changed.len() as u64,
+        "the changed file did not move?"
+    );
     assert!(moved < bound, "moved {moved} >= {bound}");
     verify(&f.store, &t.trust);
 }
@@ -357,7 +367,14 @@ fn a_full_install_moves_no_more_than_the_deflate_zip() {
         &build.join("hello"),
     );
     let a = dir.path().join("a");
-    run_ok(&lanseed_tests::pack_args(&build, APP, "1.0.0", &key, &a, &[]));
+    run_ok(&lanseed_tests::pack_args(
+        &build,
+        APP,
+        "1.0.0",
+        &key,
+        &a,
+        &[],
+    ));
     let zip = dir.path().join("bundle.zip");
     run_ok(&[
         "export",
@@ -377,7 +394,15 @@ fn a_full_install_moves_no_more_than_the_deflate_zip() {
     let f = NodeProc::start(
         &lan.hosts[1],
         &dir.path().join("f"),
-        &["--no-mdns", "--peer", &pa, "--follow", APP, "--trust", &trust],
+        &[
+            "--no-mdns",
+            "--peer",
+            &pa,
+            "--follow",
+            APP,
+            "--trust",
+            &trust,
+        ],
     );
     f.wait_log("transfer done", T);
     let (rx_after, _) = lan.bytes(1);

@@ -161,19 +161,24 @@ enum Pending {
     Fetch(BundleId),
 }
 
+/// A commit's result.
+type Committed = Result<(lanseed_protocol::VerifiedRelease, CommitOutcome), StoreError>;
+
 /// Work finished off the event loop.
 enum Done {
     /// An answer is ready to send.
-    Served(ResponseChannel<Response>, InboundRequestId, PeerId, Response),
+    Served(
+        ResponseChannel<Response>,
+        InboundRequestId,
+        PeerId,
+        Response,
+    ),
     /// Pieces verified and written (or not).
     Written(Written),
     /// A blob checked whole.
     Checked(Checked),
     /// A release committed (or not).
-    Committed(
-        BundleId,
-        Result<(lanseed_protocol::VerifiedRelease, CommitOutcome), StoreError>,
-    ),
+    Committed(BundleId, Box<Committed>),
 }
 
 struct Node {
@@ -768,12 +773,13 @@ impl Node {
                 bundle,
                 release,
                 bits,
+                fetching,
             } => {
                 tracing::debug!(%peer, bundle = %BundleId(Hash::from_bytes(bundle)), "have received");
                 let signed_bundle = SignedRelease::from_bytes(&release)
                     .map(|r| r.release().bundle_id.0 == Hash::from_bytes(bundle));
                 if matches!(signed_bundle, Ok(true)) {
-                    self.on_announced(peer, &release, Some(bits));
+                    self.on_announced(peer, &release, Some((bits, fetching)));
                 }
                 return self.respond(channel, Response::Ack);
             }
@@ -861,6 +867,7 @@ impl Node {
                 let Some(f) = self.fetches.get_mut(&bundle) else {
                     return;
                 };
+                tracing::debug!(%peer, bundle = %bundle, pieces = w.pieces.len(), ok = w.result.is_ok(), "pieces written");
                 match f.on_written(w) {
                     Ok(checks) => {
                         for c in checks {
@@ -890,7 +897,7 @@ impl Node {
                 let Some(fetch) = self.fetches.remove(&bundle) else {
                     return;
                 };
-                match result {
+                match *result {
                     Ok((release, outcome)) => {
                         let secs = fetch.started.elapsed().as_secs_f64();
                         let r = release.release();
@@ -940,7 +947,7 @@ impl Node {
             if !f.have_changed {
                 continue;
             }
-            let Some(bits) = f.have_bits() else {
+            let Some((bits, fetching)) = f.have_bits() else {
                 continue;
             };
             f.have_changed = false;
@@ -952,6 +959,7 @@ impl Node {
                         bundle: *bundle.0.as_bytes(),
                         release: release.clone(),
                         bits: bits.clone(),
+                        fetching: fetching.clone(),
                     },
                 ));
             }
@@ -984,7 +992,7 @@ impl Node {
     /// A release a peer holds whole (`bits: None`), or is fetching and
     /// holds those pieces of: fetch it if followed, trusted, newer than
     /// what the store has, and not held yet.
-    fn on_announced(&mut self, peer: PeerId, bytes: &[u8], bits: Option<Vec<u8>>) {
+    fn on_announced(&mut self, peer: PeerId, bytes: &[u8], bits: Option<fetch::Heard>) {
         let signed = match SignedRelease::from_bytes(bytes) {
             Ok(s) => s,
             Err(e) => {
@@ -1159,7 +1167,7 @@ impl Node {
             return;
         };
         if let Some(job) = f.take_commit(&store) {
-            self.spawn(move || Done::Committed(bundle, job.run()));
+            self.spawn(move || Done::Committed(bundle, Box::new(job.run())));
         } else if f.providers() == 0 && !f.stall_warned && !matches!(f.stage, Stage::Committing) {
             f.stall_warned = true;
             tracing::warn!(bundle = %bundle, "transfer stalled: no peer left to fetch from; waiting for another to announce it");

@@ -203,6 +203,9 @@ mod tests {
         for _ in 0..PER_PEER - 1 {
             assert!(u.admit(c, t + LINGER * 2));
         }
-        assert!(!u.admit(c, t + LINGER * 2), "one peer's answers are bounded");
+        assert!(
+            !u.admit(c, t + LINGER * 2),
+            "one peer's answers are bounded"
+        );
     }
 }

@@ -71,6 +71,9 @@ pub enum FetchError {
     Inconsistent(String),
 }
 
+/// What a peer still fetching said it holds and is fetching (raw bitfields).
+pub type Heard = (Vec<u8>, Vec<u8>);
+
 /// Where a fetch is.
 pub enum Stage {
     /// Waiting for the manifest; the request in flight, if any.
@@ -113,8 +116,8 @@ pub struct Fetch {
     pub stage: Stage,
     /// Peers that announced the release whole.
     whole: HashSet<PeerId>,
-    /// Peers still fetching it, with their last `Have` bits.
-    heard: HashMap<PeerId, Vec<u8>>,
+    /// Peers still fetching it, with their last `Have` (held, fetching).
+    heard: HashMap<PeerId, Heard>,
     bad: HashSet<PeerId>,
     resting: HashMap<PeerId, Instant>,
     stalled_since: Option<Instant>,
@@ -127,7 +130,7 @@ pub struct Fetch {
     pub reused: u64,
     /// When it started.
     pub started: Instant,
-    /// Pieces gained since peers were last told.
+    /// Pieces gained (or asked for) since peers were last told.
     pub have_changed: bool,
     /// The wire bytes received for it.
     pub wire_bytes: u64,
@@ -310,17 +313,19 @@ impl Fetch {
         }
     }
 
-    /// A peer still fetching the release, holding the pieces in `bits`.
-    pub fn add_partial(&mut self, peer: PeerId, bits: Vec<u8>) {
+    /// A peer still fetching the release, holding the pieces in
+    /// `heard.0` and fetching those in `heard.1`.
+    pub fn add_partial(&mut self, peer: PeerId, heard: Heard) {
         if self.bad.contains(&peer) || self.whole.contains(&peer) {
             return;
         }
         if let Stage::Pieces(t) = &mut self.stage
-            && let Some(b) = Bitfield::from_bytes(&bits, t.map.len())
+            && let Some(b) = Bitfield::from_bytes(&heard.0, t.map.len())
         {
-            t.sched.set_bits(peer, b);
+            let fetching = Bitfield::from_bytes(&heard.1, t.map.len());
+            t.sched.set_bits(peer, b, fetching);
         }
-        self.heard.insert(peer, bits);
+        self.heard.insert(peer, heard);
         self.stall_warned = false;
     }
 
@@ -359,10 +364,13 @@ impl Fetch {
         }
     }
 
-    /// The pieces held, as a `Have` bitfield.
-    pub fn have_bits(&self) -> Option<Vec<u8>> {
+    /// The pieces held and those being fetched, as `Have` bitfields.
+    pub fn have_bits(&self) -> Option<Heard> {
         match &self.stage {
-            Stage::Pieces(t) => Some(t.sched.have().as_bytes().to_vec()),
+            Stage::Pieces(t) => Some((
+                t.sched.have().as_bytes().to_vec(),
+                t.sched.fetching().as_bytes().to_vec(),
+            )),
             _ => None,
         }
     }
@@ -375,7 +383,10 @@ impl Fetch {
         };
         let b = t.map.blob_index(blob)?;
         let range = t.map.pieces_of(b);
-        let n = range.start.checked_add(index).filter(|n| range.contains(n))?;
+        let n = range
+            .start
+            .checked_add(index)
+            .filter(|n| range.contains(n))?;
         t.sched
             .have()
             .get(n)
@@ -448,7 +459,8 @@ impl Fetch {
         match (&mut self.stage, want) {
             (Stage::Manifest(asked), Want::Manifest) => *asked = Some(key),
             (Stage::Pieces(t), Want::Pieces(pieces, bytes)) => {
-                t.sched.sent(key, peer, pieces, bytes, now)
+                t.sched.sent(key, peer, pieces, bytes, now);
+                self.have_changed = true;
             }
             _ => {}
         }
@@ -545,9 +557,9 @@ impl Fetch {
         for p in &self.whole {
             sched.set_full(*p);
         }
-        for (p, bits) in &self.heard {
+        for (p, (bits, fetching)) in &self.heard {
             if let Some(b) = Bitfield::from_bytes(bits, map.len()) {
-                sched.set_bits(*p, b);
+                sched.set_bits(*p, b, Bitfield::from_bytes(fetching, map.len()));
             }
         }
         let mut left = Vec::with_capacity(map.blobs().len());
@@ -555,10 +567,7 @@ impl Fetch {
         let mut checks = Vec::new();
         self.bytes_total = 0;
         for (i, blob) in map.blobs().iter().enumerate() {
-            let missing = map
-                .pieces_of(i)
-                .filter(|&n| !sched.have().get(n))
-                .count() as u32;
+            let missing = map.pieces_of(i).filter(|&n| !sched.have().get(n)).count() as u32;
             left.push(missing);
             if store.has_blob(&blob.entry.blake3) {
                 continue;
@@ -644,7 +653,9 @@ impl Fetch {
                 Ok(())
             }
             Ok(false) => Err(FetchError::Inconsistent(entry.path.to_string())),
-            Err(e) => Err(StoreError::io("cannot read", &self.partial.blob_path(&entry.blake3))(e).into()),
+            Err(e) => {
+                Err(StoreError::io("cannot read", &self.partial.blob_path(&entry.blake3))(e).into())
+            }
         }
     }
 

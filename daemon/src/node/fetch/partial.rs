@@ -81,7 +81,11 @@ impl Partial {
                 let range = map.range(n);
                 buf.clear();
                 let read = std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(range.start))
-                    .and_then(|_| (&mut file).take(range.end - range.start).read_to_end(&mut buf));
+                    .and_then(|_| {
+                        (&mut file)
+                            .take(range.end - range.start)
+                            .read_to_end(&mut buf)
+                    });
                 if read.is_ok()
                     && buf.len() as u64 == range.end - range.start
                     && Hash::of(&buf) == map.piece_hash(n)

@@ -5,11 +5,11 @@
 //!   release whole count for every piece, peers still fetching it for the
 //!   pieces their last `Have` listed;
 //! - **a small pipeline per peer**: up to [`depth`] requests in flight,
-//!   more for peers that have proved fast (about half a second of their
+//!   more for peers that have proved fast (about a tenth of a second of their
 //!   measured rate), so no peer idles for a round trip between answers;
-//! - **rarest first**, ties broken by a per-fetch random order, so that
-//!   followers of one seeder ask it for different pieces and can then
-//!   feed each other;
+//! - **rarest first**, then pieces fewest other followers are fetching
+//!   right now, ties in a per-fetch random order: followers of one seeder
+//!   ask it for different pieces and can then feed each other;
 //! - **small pieces together**: a request takes the picked piece and the
 //!   next wanted ones until [`MAX_BATCH_BYTES`], so a build of many small
 //!   files moves in few requests, compressed together;
@@ -33,13 +33,15 @@ pub const MAX_DEPTH: usize = 6;
 /// Requests in flight to a peer not yet measured.
 const START_DEPTH: usize = 2;
 /// How much of a peer's measured rate to keep in flight.
-const PIPELINE_TIME: f64 = 0.5;
+const PIPELINE_TIME: f64 = 0.1;
 /// How far past the picked piece a request looks for more small ones.
 const BATCH_SCAN: u32 = 8192;
 
 struct PeerState {
     /// `None`: holds every piece.
     bits: Option<Bitfield>,
+    /// What it said it is fetching now (a peer still fetching).
+    fetching: Option<Bitfield>,
     inflight: usize,
     /// Measured bytes per second of its answers (0 until measured).
     rate: f64,
@@ -51,6 +53,7 @@ impl PeerState {
     fn new(bits: Option<Bitfield>) -> Self {
         PeerState {
             bits,
+            fetching: None,
             inflight: 0,
             rate: 0.0,
             last_answer: None,
@@ -76,6 +79,8 @@ pub struct Sched<K> {
     verifying: Vec<bool>,
     /// Per piece: peers still fetching that list it.
     avail: Vec<u16>,
+    /// Per piece: peers that said they are fetching it now.
+    elsewhere: Vec<u16>,
     peers: HashMap<PeerId, PeerState>,
     requests: HashMap<K, Asked>,
     seed: u64,
@@ -85,6 +90,20 @@ pub struct Sched<K> {
 pub fn depth(rate: f64) -> usize {
     let per_request = MAX_BATCH_BYTES as f64;
     (1 + (rate * PIPELINE_TIME / per_request).ceil() as usize).clamp(START_DEPTH, MAX_DEPTH)
+}
+
+/// Adds (or takes) one per piece set in `bits`.
+fn count(counts: &mut [u16], bits: &Bitfield, add: bool) {
+    for n in 0..bits.len() {
+        if bits.get(n) {
+            let c = &mut counts[n as usize];
+            *c = if add {
+                c.saturating_add(1)
+            } else {
+                c.saturating_sub(1)
+            };
+        }
+    }
 }
 
 fn mix(mut x: u64) -> u64 {
@@ -106,6 +125,7 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
             asked: vec![0; n],
             verifying: vec![false; n],
             avail: vec![0; n],
+            elsewhere: vec![0; n],
             peers: HashMap::new(),
             requests: HashMap::new(),
             seed,
@@ -132,7 +152,10 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         match self.peers.get_mut(&peer) {
             Some(p) => {
                 if let Some(old) = p.bits.take() {
-                    self.count_bits(&old, false);
+                    count(&mut self.avail, &old, false);
+                }
+                if let Some(f) = p.fetching.take() {
+                    count(&mut self.elsewhere, &f, false);
                 }
             }
             None => {
@@ -141,40 +164,33 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         }
     }
 
-    /// `peer` holds the pieces in `bits` (a `Have`). A peer once whole
-    /// stays whole; a bitfield of the wrong length is ignored.
-    pub fn set_bits(&mut self, peer: PeerId, bits: Bitfield) {
+    /// `peer` holds the pieces in `bits` and is fetching those in
+    /// `fetching` (a `Have`). A peer once whole stays whole; bitfields of
+    /// the wrong length are ignored.
+    pub fn set_bits(&mut self, peer: PeerId, bits: Bitfield, fetching: Option<Bitfield>) {
         if bits.len() != self.have.len() {
             return;
         }
         if bits.is_full() {
             return self.set_full(peer);
         }
-        self.count_bits(&bits, true);
-        match self.peers.get_mut(&peer) {
-            Some(p) if p.bits.is_none() => {
-                self.count_bits(&bits, false);
-            }
-            Some(p) => {
-                let old = p.bits.replace(bits).expect("partial peer");
-                self.count_bits(&old, false);
-            }
-            None => {
-                self.peers.insert(peer, PeerState::new(Some(bits)));
-            }
+        let fetching = fetching.filter(|f| f.len() == self.have.len());
+        let state = self
+            .peers
+            .entry(peer)
+            .or_insert_with(|| PeerState::new(Some(Bitfield::new(bits.len()))));
+        let Some(old) = state.bits.replace(bits.clone()) else {
+            state.bits = None;
+            return;
+        };
+        let old_fetching = std::mem::replace(&mut state.fetching, fetching.clone());
+        count(&mut self.avail, &old, false);
+        count(&mut self.avail, &bits, true);
+        if let Some(f) = old_fetching {
+            count(&mut self.elsewhere, &f, false);
         }
-    }
-
-    fn count_bits(&mut self, bits: &Bitfield, add: bool) {
-        for n in 0..bits.len() {
-            if bits.get(n) {
-                let a = &mut self.avail[n as usize];
-                *a = if add {
-                    a.saturating_add(1)
-                } else {
-                    a.saturating_sub(1)
-                };
-            }
+        if let Some(f) = fetching {
+            count(&mut self.elsewhere, &f, true);
         }
     }
 
@@ -185,7 +201,10 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
             return;
         };
         if let Some(b) = p.bits {
-            self.count_bits(&b, false);
+            count(&mut self.avail, &b, false);
+        }
+        if let Some(f) = p.fetching {
+            count(&mut self.elsewhere, &f, false);
         }
         let gone: Vec<K> = self
             .requests
@@ -285,11 +304,32 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         Some(pieces)
     }
 
-    /// The wanted piece with the fewest holders, ties in random order.
+    /// The wanted piece with the fewest holders; among those, one fewest
+    /// peers are fetching right now (their `Have` says so); ties in this
+    /// fetch's random order. Followers of one seeder thus ask it for
+    /// different pieces, and can then feed each other.
     fn rarest(&self, wanted: impl Fn(u32) -> bool) -> Option<u32> {
         (0..self.have.len())
             .filter(|&n| wanted(n))
-            .min_by_key(|&n| (self.avail[n as usize], mix(u64::from(n) ^ self.seed)))
+            .min_by_key(|&n| {
+                (
+                    self.avail[n as usize],
+                    self.elsewhere[n as usize],
+                    mix(u64::from(n) ^ self.seed),
+                )
+            })
+    }
+
+    /// The pieces asked for and not yet held: what a `Have` says this
+    /// node is fetching.
+    pub fn fetching(&self) -> Bitfield {
+        let mut b = Bitfield::new(self.have.len());
+        for n in 0..self.have.len() {
+            if !self.have.get(n) && (self.asked[n as usize] > 0 || self.verifying[n as usize]) {
+                b.set(n);
+            }
+        }
+        b
     }
 
     /// Records that `pieces` were asked of `peer` as request `key`.
@@ -315,7 +355,12 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
     /// returns its peer and pieces, which stay asked until
     /// [`Sched::verified`] or [`Sched::failed`]. `None` for requests it
     /// no longer tracks (its peer was removed).
-    pub fn answered(&mut self, key: &K, wire_bytes: u64, now: Instant) -> Option<(PeerId, Vec<u32>)> {
+    pub fn answered(
+        &mut self,
+        key: &K,
+        wire_bytes: u64,
+        now: Instant,
+    ) -> Option<(PeerId, Vec<u32>)> {
         let a = self.requests.remove(key)?;
         if wire_bytes > 0 {
             for &n in &a.pieces {
@@ -418,8 +463,8 @@ mod tests {
         s.set_full(full);
         let mut b = Bitfield::new(10);
         (0..5).for_each(|n| b.set(n));
-        s.set_bits(part1, b.clone());
-        s.set_bits(part2, b);
+        s.set_bits(part1, b.clone(), None);
+        s.set_bits(part2, b, None);
         let now = Instant::now();
         // Pieces 5..10 are held by the full peer alone: asked of it first.
         let first = s.pick(&full, now, |_| MIB).unwrap();
@@ -431,6 +476,14 @@ mod tests {
         s.remove_peer(&part1);
         s.remove_peer(&part2);
         assert!(s.avail.iter().all(|&a| a == 0));
+        // What others are fetching is avoided when there is a choice.
+        let other = peer();
+        let mut fetching = Bitfield::new(10);
+        (0..10).filter(|&n| n != 7).for_each(|n| fetching.set(n));
+        s.set_bits(other, Bitfield::new(10), Some(fetching));
+        assert_eq!(s.pick(&full, now, |_| MIB).unwrap()[0], 7);
+        s.remove_peer(&other);
+        assert!(s.elsewhere.iter().all(|&a| a == 0));
         assert_eq!(s.peers().count(), 1);
     }
 
@@ -494,7 +547,10 @@ mod tests {
         assert!(s.pick(&a, now, |_| MIB).is_none());
         assert!(s.pick(&b, now, |_| MIB).is_none(), "not even in endgame");
         s.failed(&[0]);
-        assert!(s.pick(&b, now, |_| MIB).is_some(), "a failed piece is wanted again");
+        assert!(
+            s.pick(&b, now, |_| MIB).is_some(),
+            "a failed piece is wanted again"
+        );
     }
 
     #[test]
@@ -511,7 +567,10 @@ mod tests {
         let p = s.pick(&a, now + Duration::from_secs(2), |_| MIB).unwrap();
         s.sent(9, a, p.clone(), MIB, now);
         s.remove_peer(&a);
-        assert!(s.asked.iter().all(|&x| x == 0), "removed peer's pieces are free");
+        assert!(
+            s.asked.iter().all(|&x| x == 0),
+            "removed peer's pieces are free"
+        );
         assert!(s.answered(&9, MIB, now).is_none());
     }
 
@@ -519,7 +578,8 @@ mod tests {
     fn depth_grows_with_measured_rate() {
         assert_eq!(depth(0.0), START_DEPTH);
         assert_eq!(depth(1e6), START_DEPTH);
-        assert_eq!(depth(8.0 * MIB as f64), 5);
+        assert_eq!(depth(8.0 * MIB as f64), 2);
+        assert_eq!(depth(40.0 * MIB as f64), 5);
         assert_eq!(depth(1e9), MAX_DEPTH);
     }
 }

@@ -1,0 +1,385 @@
+//! `lanseed-swarmbench`: transfer throughput and memory of lanseed nodes,
+//! the figures `docs/PERF.md` records for the swarm. Run it where only
+//! loopback exists, from a release build:
+//!
+//! ```text
+//! cargo build --release -p lanseed -p lanseed-tests
+//! ../shared/tools/isolated target/release/lanseed-swarmbench
+//! ```
+//!
+//! Side by side in one run, each measured `--runs` times (median):
+//! 1. **raw stream**: `rawstream` sends the bundle's size over one libp2p
+//!    stream between two processes (TCP + noise + yamux, the node's own
+//!    stack), nothing else: the ceiling;
+//! 2. **lanseed fetch**: a `lanseed seed` follower fetches a bundle of that
+//!    size (incompressible files, so compression cannot flatter it) from a
+//!    seeder, from "fetching release" to "transfer done" in its log:
+//!    manifest, piece requests, verification, writes, the whole-file checks
+//!    and the durable commit (two `syncfs`);
+//!    with its store on the disk and, with `--dir /dev/shm`, on tmpfs;
+//! 3. **fetcher peak RSS** (VmHWM) for bundles of `--mb`/4 and `--mb`;
+//! 4. **seeder peak RSS** holding `--releases` releases with `--peers`
+//!    followers connected, each fetching the newest.
+//!
+//! Traffic stays on 127.0.0.1; mDNS is off.
+#![allow(unsafe_code)] // only in the shared bench helpers; none here.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use lanseed_tests::net::log_time_us;
+use lanseed_tests::{Rng, lanseed_bin};
+
+struct Args {
+    mb: u64,
+    runs: usize,
+    dir: Option<PathBuf>,
+    peers: usize,
+    releases: usize,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let mut a = Args {
+        mb: 200,
+        runs: 3,
+        dir: None,
+        peers: 50,
+        releases: 100,
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--mb" => a.mb = value()?.parse()?,
+            "--runs" => a.runs = value()?.parse()?,
+            "--dir" => a.dir = Some(value()?.into()),
+            "--peers" => a.peers = value()?.parse()?,
+            "--releases" => a.releases = value()?.parse()?,
+            "-h" | "--help" => {
+                println!(
+                    "usage: lanseed-swarmbench [--mb 200] [--runs 3] [--dir DIR] [--peers 50] [--releases 100]"
+                );
+                std::process::exit(0);
+            }
+            _ => bail!("unknown flag {flag} (try --help)"),
+        }
+    }
+    Ok(a)
+}
+
+const APP: &str = "com.example.bench";
+
+/// A `lanseed` process with its log file.
+struct Node {
+    child: Child,
+    log: PathBuf,
+    store: PathBuf,
+}
+
+impl Node {
+    fn start(store: &Path, args: &[&str]) -> anyhow::Result<Node> {
+        let log = store.with_extension("log");
+        let mut child = Command::new(lanseed_bin())
+            .args(["seed", "--store", path(store), "--no-mdns"])
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(args)
+            .env("RUST_LOG", "lanseed=info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawn lanseed seed")?;
+        let node = Node {
+            child: {
+                // Keep the handle; wait for the node to be up.
+                let start = Instant::now();
+                loop {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    if text.contains("listening") {
+                        break;
+                    }
+                    if let Some(status) = child.try_wait()? {
+                        bail!("lanseed seed exited ({status}):\n{text}");
+                    }
+                    if start.elapsed() > Duration::from_secs(20) {
+                        bail!("lanseed seed did not start:\n{text}");
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                child
+            },
+            log,
+            store: store.to_owned(),
+        };
+        Ok(node)
+    }
+
+    fn log_line(&self, needle: &str) -> Option<String> {
+        std::fs::read_to_string(&self.log)
+            .ok()?
+            .lines()
+            .find(|l| l.contains(needle))
+            .map(str::to_owned)
+    }
+
+    fn wait_line(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let start = Instant::now();
+        loop {
+            if let Some(l) = self.log_line(needle) {
+                return Ok(l);
+            }
+            if start.elapsed() > timeout {
+                bail!("no `{needle}` in {} after {timeout:?}", self.log.display());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// `/ip4/127.0.0.1/tcp/PORT/p2p/ID`.
+    fn addr(&self) -> anyhow::Result<String> {
+        let listen = self.wait_line("listening address=", Duration::from_secs(10))?;
+        let addr = listen.split("address=").nth(1).context("address")?.trim();
+        let started = self.wait_line("node started", Duration::from_secs(10))?;
+        let id = started
+            .split("peer_id=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .context("peer id")?;
+        Ok(format!("{addr}/p2p/{id}"))
+    }
+
+    /// Peak resident set (VmHWM) so far, in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        proc_status_kib(self.child.id(), "VmHWM:") as f64 / 1024.0
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("bench paths are UTF-8")
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A build of incompressible files adding up to `bytes`.
+fn media_build(dir: &Path, bytes: u64, seed: u64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("index.html"), format!("<h1>{seed}</h1>"))?;
+    let mut rng = Rng::new(seed);
+    let files = (bytes / (10 << 20)).max(1);
+    for i in 0..files {
+        let data: Vec<u8> = (0..bytes / files / 8)
+            .flat_map(|_| rng.next_u64().to_le_bytes())
+            .collect();
+        std::fs::write(dir.join(format!("media-{i}.bin")), data)?;
+    }
+    Ok(())
+}
+
+fn pack(build: &Path, store: &Path, key: &Path, version: &str) -> anyhow::Result<()> {
+    run(Command::new(lanseed_bin())
+        .args(["pack", path(build), "--app", APP, "--version", version])
+        .args(["--key", path(key), "--store", path(store)])
+        .env("RUST_LOG", "warn"))?;
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Raw libp2p stream throughput of `bytes`, MB/s.
+fn raw_stream(bytes: u64) -> anyhow::Result<f64> {
+    let exe = std::env::current_exe()?;
+    let rawstream = exe.with_file_name("rawstream");
+    let mut listener = Command::new(&rawstream)
+        .arg("listen")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawn {}", rawstream.display()))?;
+    let mut lines = BufReader::new(listener.stdout.take().context("stdout")?).lines();
+    let addr = loop {
+        let line = lines.next().context("rawstream listen ended")??;
+        if let Some(a) = line.strip_prefix("ADDR ") {
+            break a.to_owned();
+        }
+    };
+    let sent = run(Command::new(&rawstream).args(["send", &addr, &bytes.to_string()]))?;
+    let mut received = String::new();
+    for line in lines {
+        let line = line?;
+        if line.starts_with("RECEIVED") {
+            received = line;
+        }
+    }
+    listener.wait()?;
+    // RECEIVED <bytes> <seconds>: first byte to end of stream, receiver side.
+    let f: Vec<&str> = received.split_whitespace().collect();
+    let (got, secs): (u64, f64) = match f.as_slice() {
+        [_, b, s, ..] => (b.parse()?, s.parse()?),
+        _ => bail!("rawstream printed {received:?} (sender: {sent:?})"),
+    };
+    if got != bytes {
+        bail!("rawstream received {got} of {bytes}");
+    }
+    Ok(bytes as f64 / 1e6 / secs)
+}
+
+/// One lanseed fetch of the seeder's release into a fresh store under
+/// `dir`: (MB/s, seconds, fetcher peak RSS MiB).
+fn lanseed_fetch(
+    dir: &Path,
+    seeder: &str,
+    trust: &Path,
+    bytes: u64,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let store = tempfile::tempdir_in(dir)?;
+    let f = Node::start(
+        &store.path().join("f"),
+        &["--peer", seeder, "--follow", APP, "--trust", path(trust)],
+    )?;
+    let start = f.wait_line("fetching release", Duration::from_secs(30))?;
+    let done = f.wait_line("transfer done", Duration::from_secs(600))?;
+    let secs = (log_time_us(&done) - log_time_us(&start)) as f64 / 1e6;
+    let rss = f.peak_rss_mib();
+    Ok((bytes as f64 / 1e6 / secs, secs, rss))
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = parse_args()?;
+    if cfg!(debug_assertions) {
+        eprintln!("warning: a debug build; use --release for figures");
+    }
+    let base = match &a.dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
+    let root = base.path();
+    let key = root.join("publisher.key");
+    run(Command::new(lanseed_bin()).args(["keygen", "--out", path(&key)]))?;
+    let trust = root.join("publisher.key.pub");
+
+    // 1 + 2: raw stream vs lanseed fetch, same size, side by side.
+    let bytes_target = a.mb << 20;
+    let build = root.join("build");
+    media_build(&build, bytes_target, 1)?;
+    let bytes: u64 = std::fs::read_dir(&build)?
+        .map(|e| e.map(|e| e.metadata().map(|m| m.len()).unwrap_or(0)))
+        .sum::<Result<u64, _>>()?;
+    let seeder_store = root.join("seeder");
+    pack(&build, &seeder_store, &key, "1.0.0")?;
+    let seeder = Node::start(&seeder_store, &[])?;
+    let seeder_addr = seeder.addr()?;
+    println!(
+        "bundle: {:.1} MB of incompressible files; stores in {}",
+        bytes as f64 / 1e6,
+        root.display()
+    );
+    let (mut raw, mut fetch, mut rss_big) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..a.runs {
+        let r = raw_stream(bytes)?;
+        let (mbs, secs, rss) = lanseed_fetch(root, &seeder_addr, &trust, bytes)?;
+        println!(
+            "run {run}: raw stream {r:.0} MB/s | lanseed fetch {mbs:.0} MB/s ({secs:.2} s, {:.0} %) | fetcher peak RSS {rss:.1} MiB",
+            100.0 * mbs / r
+        );
+        raw.push(r);
+        fetch.push(mbs);
+        rss_big.push(rss);
+    }
+    let (raw_m, fetch_m) = (median(raw), median(fetch));
+    println!(
+        "median: raw stream {raw_m:.0} MB/s, lanseed fetch {fetch_m:.0} MB/s = {:.0} % of raw (target >= 80 %)",
+        100.0 * fetch_m / raw_m
+    );
+    println!(
+        "seeder peak RSS while serving: {:.1} MiB",
+        seeder.peak_rss_mib()
+    );
+    drop(seeder);
+
+    // 3: fetcher memory against bundle size.
+    let small_build = root.join("build-small");
+    media_build(&small_build, bytes_target / 4, 2)?;
+    let small_store = root.join("seeder-small");
+    pack(&small_build, &small_store, &key, "1.0.0")?;
+    let small_seeder = Node::start(&small_store, &[])?;
+    let (_, _, rss_small) = lanseed_fetch(root, &small_seeder.addr()?, &trust, bytes / 4)?;
+    drop(small_seeder);
+    println!(
+        "fetcher peak RSS: {rss_small:.1} MiB for {:.0} MB, {:.1} MiB for {:.0} MB (flat in bundle size if equal)",
+        bytes as f64 / 4e6,
+        median(rss_big),
+        bytes as f64 / 1e6
+    );
+
+    // 4: a seeder with many releases and many peers.
+    let many = root.join("seeder-many");
+    let tiny = root.join("build-tiny");
+    lanseed_tests::generate_build(&tiny, 40, 400_000, 3);
+    let t = Instant::now();
+    for i in 0..a.releases {
+        std::fs::write(tiny.join("version.txt"), format!("{i}"))?;
+        pack(&tiny, &many, &key, &format!("1.0.{i}"))?;
+    }
+    println!(
+        "packed {} releases in {:.1} s",
+        a.releases,
+        t.elapsed().as_secs_f64()
+    );
+    let seeder = Node::start(&many, &[])?;
+    let addr = seeder.addr()?;
+    let mut followers = Vec::new();
+    for i in 0..a.peers {
+        followers.push(Node::start(
+            &root.join(format!("peer-{i}")),
+            &["--peer", &addr, "--follow", APP, "--trust", path(&trust)],
+        )?);
+    }
+    for f in &followers {
+        f.wait_line("transfer done", Duration::from_secs(120))?;
+    }
+    let status = run(Command::new(lanseed_bin()).args([
+        "status",
+        "--store",
+        path(&seeder.store),
+        "--json",
+    ]))?;
+    let st: serde_json::Value = serde_json::from_str(&status)?;
+    let connected = st["peers"]
+        .as_array()
+        .map_or(0, |p| p.iter().filter(|p| p["connected"] == true).count());
+    let held = st["releases"].as_array().map_or(0, Vec::len);
+    println!(
+        "seeder with {held} releases and {connected} connected peers (each fetched the newest): peak RSS {:.1} MiB, now {:.1} MiB (target <= 40 MB)",
+        seeder.peak_rss_mib(),
+        proc_status_kib(seeder.child.id(), "VmRSS:") as f64 / 1024.0
+    );
+    Ok(())
+}
