@@ -32,6 +32,9 @@ impl WireCodec {
     }
 }
 
+/// Most bytes of a frame allocated before they arrive.
+const PREALLOCATE: usize = wire::MAX_PIECE_RESPONSE_BYTES;
+
 async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
@@ -42,7 +45,10 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::
             format!("frame of {len} bytes exceeds the limit of {max}"),
         ));
     }
-    let mut buf = Vec::new();
+    // Room for the whole frame up front (no regrowing and copying), but
+    // never more than a piece ahead of the bytes that actually arrive: a
+    // peer announcing a 64 MiB frame and sending nothing costs nothing.
+    let mut buf = Vec::with_capacity(len.min(PREALLOCATE));
     (&mut *io).take(len as u64).read_to_end(&mut buf).await?;
     if buf.len() != len {
         return Err(io::ErrorKind::UnexpectedEof.into());

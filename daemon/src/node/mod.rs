@@ -200,6 +200,8 @@ struct Node {
     incompressible: serve::Incompressible,
     answers_sent: u64,
     bytes_sent: u64,
+    /// Permits for work off the loop.
+    workers: Arc<tokio::sync::Semaphore>,
 }
 
 /// The node's libp2p identity, kept in the store (`node.key`, mode 0600).
@@ -321,6 +323,9 @@ pub async fn run(
         incompressible: serve::Incompressible::default(),
         answers_sent: 0,
         bytes_sent: 0,
+        workers: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
+        )),
     };
     node.reload_store(false)?;
     node.clean_partials();
@@ -822,10 +827,7 @@ impl Node {
             }
         };
         self.serving.insert(request_id, peer);
-        let tx = self.done_tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let _ = tx.send(Done::Served(channel, request_id, peer, job()));
-        });
+        self.spawn(move || Done::Served(channel, request_id, peer, job()));
     }
 
     fn respond(&mut self, channel: ResponseChannel<Response>, response: Response) {
@@ -836,11 +838,20 @@ impl Node {
             .send_response(channel, response);
     }
 
-    /// Runs `work` on the blocking pool; its result comes back as `Done`.
+    /// Runs `work` on the blocking pool, at most [`Node::workers`] jobs
+    /// at once (each thread of its own would keep its own malloc arena of
+    /// freed megabyte buffers: with 50 peers asking, that was most of a
+    /// seeder's memory); its result comes back as `Done`.
     fn spawn(&self, work: impl FnOnce() -> Done + Send + 'static) {
         let tx = self.done_tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let _ = tx.send(work());
+        let workers = self.workers.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = workers.acquire_owned().await else {
+                return;
+            };
+            if let Ok(done) = tokio::task::spawn_blocking(work).await {
+                let _ = tx.send(done);
+            }
         });
     }
 

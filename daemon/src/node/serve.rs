@@ -16,7 +16,7 @@
 //! blob, and its other pieces go as they are without trying.
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::FileExt;
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -165,10 +165,13 @@ fn read_store_piece(path: &PathBuf, index: u32, out: &mut Vec<u8>) -> bool {
     if start >= len {
         return false;
     }
-    let n = (len - start).min(PIECE_SIZE) as usize;
+    let n = (len - start).min(PIECE_SIZE);
     let at = out.len();
-    out.resize(at + n, 0);
-    if file.read_exact_at(&mut out[at..], start).is_err() {
+    out.reserve(n as usize);
+    // Read into the spare capacity (no zero-filling first).
+    let read = std::io::Seek::seek(&mut &file, std::io::SeekFrom::Start(start))
+        .and_then(|_| std::io::Read::read_to_end(&mut (&file).take(n), out));
+    if read.is_err() || (out.len() - at) as u64 != n {
         out.truncate(at);
         return false;
     }

@@ -166,28 +166,34 @@ impl WriteJob {
     /// Unpacks, verifies every piece against its signed hash, then writes
     /// them (nothing is written unless all match).
     pub fn run(self) -> Written {
-        let result = self.verify_and_write();
+        let WriteJob {
+            bundle,
+            peer,
+            pieces,
+            targets,
+            packed,
+        } = self;
         Written {
-            bundle: self.bundle,
-            peer: self.peer,
-            pieces: self.pieces,
-            result,
+            bundle,
+            peer,
+            pieces,
+            result: verify_and_write(&targets, packed),
         }
     }
+}
 
-    fn verify_and_write(&self) -> Result<(), FetchError> {
-        let expected: u64 = self.targets.iter().map(|t| t.2).sum();
-        let data = self
-            .packed
-            .clone()
+fn verify_and_write(targets: &[(PathBuf, u32, u64, Hash)], packed: Packed) -> Result<(), FetchError> {
+    {
+        let expected: u64 = targets.iter().map(|t| t.2).sum();
+        let data = packed
             .unpack(expected as usize)
             .map_err(|_| Fault::BadData)?;
         if data.len() as u64 != expected {
             return Err(Fault::BadData.into());
         }
         let mut at = 0usize;
-        let mut slices = Vec::with_capacity(self.targets.len());
-        for (path, index, len, hash) in &self.targets {
+        let mut slices = Vec::with_capacity(targets.len());
+        for (path, index, len, hash) in targets {
             let piece = &data[at..at + *len as usize];
             if Hash::of(piece) != *hash {
                 return Err(Fault::BadData.into());
