@@ -161,7 +161,9 @@ fn bytes_done(store: &Path) -> u64 {
 fn three_capped_seeders_share_one_fetch() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     const R: u64 = 8 * MIB;
-    let t = setup_random(32 * MIB, 4);
+    // 48 pieces of 1 MiB: 16 per seeder, so that a piece more or less for
+    // one of them (the granularity of the work) is a few percent.
+    let t = setup_random(48 * MIB, 4);
     let size = t.bundle_bytes();
     let a = t.store("a");
     t.pack(&a, "1.0.0");
@@ -189,6 +191,9 @@ fn three_capped_seeders_share_one_fetch() {
     verify(&f.store, &t.trust);
     let sent: Vec<u64> = (0..3).map(|i| lan.bytes(i).1 - before[i]).collect();
     let ideal = size as f64 / (3.0 * R as f64);
+    if std::env::var_os("SWARM_TEST_LOG").is_some() {
+        eprintln!("{}", f.log_text());
+    }
     eprintln!(
         "k=3 seeders at {R} B/s: {size} bytes in {secs:.2} s (ideal {ideal:.2} s, ratio {:.2}); sent per seeder {sent:?}",
         secs / ideal

@@ -182,7 +182,10 @@ impl WriteJob {
     }
 }
 
-fn verify_and_write(targets: &[(PathBuf, u32, u64, Hash)], packed: Packed) -> Result<(), FetchError> {
+fn verify_and_write(
+    targets: &[(PathBuf, u32, u64, Hash)],
+    packed: Packed,
+) -> Result<(), FetchError> {
     {
         let expected: u64 = targets.iter().map(|t| t.2).sum();
         let data = packed

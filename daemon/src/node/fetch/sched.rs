@@ -13,8 +13,9 @@
 //! - **small pieces together**: a request takes the picked piece and the
 //!   next wanted ones until [`MAX_BATCH_BYTES`], so a build of many small
 //!   files moves in few requests, compressed together;
-//! - **endgame**: once every missing piece has been asked for, the last
-//!   ones are also asked of a second peer, and the first good answer wins.
+//! - **endgame**: once every missing piece has been asked for, those whose
+//!   request is late are also asked of a second peer, and the first good
+//!   answer wins.
 //!
 //! A piece asked for stays asked until its answer is verified (then held)
 //! or fails (then it may be asked again). Pure logic: no I/O, no clock
@@ -267,7 +268,8 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         let mut best = self.rarest(|n| wanted(n, 0));
         if best.is_none() && self.endgame() {
             max_asked = 1;
-            best = self.rarest(|n| wanted(n, 1));
+            let late = self.late_pieces(now);
+            best = self.rarest(|n| wanted(n, 1) && late.contains(&n));
         }
         let first = best?;
         let mut pieces = vec![first];
@@ -302,6 +304,27 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         }
         pieces.sort_unstable();
         Some(pieces)
+    }
+
+    /// Pieces whose request is late: older than four times what its
+    /// peer's measured rate says it should take (a quarter second at
+    /// least; a second for a peer not measured yet). Only those are asked
+    /// of a second peer in the endgame: a capped seeder's queue is not
+    /// late, and duplicating it would only waste its upload.
+    fn late_pieces(&self, now: Instant) -> std::collections::HashSet<u32> {
+        self.requests
+            .values()
+            .filter(|a| {
+                let rate = self.peers.get(&a.peer).map_or(0.0, |p| p.rate);
+                let due = if rate > 0.0 {
+                    (4.0 * a.bytes as f64 / rate).max(0.25)
+                } else {
+                    1.0
+                };
+                now.duration_since(a.sent).as_secs_f64() > due
+            })
+            .flat_map(|a| a.pieces.iter().copied())
+            .collect()
     }
 
     /// The wanted piece with the fewest holders; among those, one fewest
@@ -517,7 +540,10 @@ mod tests {
         let pb = s.pick(&b, now, |_| MIB).unwrap();
         s.sent(2, b, pb.clone(), MIB, now);
         assert_ne!(pa, pb);
-        // Both asked: endgame gives each peer the other's piece.
+        // Both asked, neither late: nothing is duplicated yet.
+        assert!(s.pick(&a, now, |_| MIB).is_none());
+        // b's request is late: endgame asks a for it too.
+        let now = now + Duration::from_secs(2);
         let pa2 = s.pick(&a, now, |_| MIB).unwrap();
         assert_eq!(pa2, pb);
         s.sent(3, a, pa2, MIB, now);
