@@ -30,7 +30,7 @@ use lanseed_protocol::wire::{MAX_BATCH_BYTES, MAX_BATCH_PIECES};
 use libp2p::PeerId;
 
 /// Most requests in flight to one peer.
-pub const MAX_DEPTH: usize = 6;
+pub const MAX_DEPTH: usize = 8;
 /// Requests in flight to a peer not yet measured.
 const START_DEPTH: usize = 2;
 /// How much of a peer's measured rate to keep in flight.
