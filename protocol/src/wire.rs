@@ -7,7 +7,8 @@
 //! on connect, and whenever its store gains a release:
 //!   A -> B  Announce { releases }        signed release records A holds whole
 //!   B -> A  Ack
-//! while B fetches a release, a few times a second when it gained pieces:
+//! while B fetches a release, at most every 100 ms when it gained pieces
+//! (the signed record in the first one to each peer only):
 //!   B -> C  Have { bundle, release, bits, fetching }
 //!                                        the pieces B holds, and those it is
 //!                                        asking for now (see pieces.rs)
@@ -94,7 +95,8 @@ pub enum Request {
     Have {
         /// Bundle id.
         bundle: [u8; 32],
-        /// The signed release record being fetched.
+        /// The signed release record being fetched, in the first `Have`
+        /// to a peer; empty in later ones.
         #[serde(with = "serde_bytes")]
         release: Vec<u8>,
         /// [`crate::pieces::Bitfield`] over the bundle's numbered pieces:

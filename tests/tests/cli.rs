@@ -292,6 +292,10 @@ fn verify_finds_damage_and_gc_keeps_the_newest() {
     let own_pub = format!("{}.pub", key.display());
     run_ok(&["store", "verify", "--store", s(&store), "--trust", &own_pub]);
 
+    // Pieces of a fetch that is not running are leftovers to gc.
+    let partial = store.join("partial").join("ab".repeat(32));
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::write(partial.join("manifest"), b"x").unwrap();
     let gc = json(&run_ok(&[
         "store",
         "gc",
@@ -301,6 +305,8 @@ fn verify_finds_damage_and_gc_keeps_the_newest() {
         "2",
         "--json",
     ]));
+    assert!(!partial.exists());
+    assert!(gc["leftovers_removed"].as_u64().unwrap() >= 1, "{gc}");
     assert_eq!(gc["kept"], 2);
     assert_eq!(gc["dropped"].as_array().unwrap().len(), 3);
     assert_eq!(gc["blobs_removed"], 3, "three old index.html versions");

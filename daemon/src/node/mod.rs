@@ -661,6 +661,9 @@ impl Node {
                 if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.connected = false;
                 }
+                for f in self.fetches.values_mut() {
+                    f.told.remove(&peer_id); // it may restart and forget
+                }
                 tracing::info!(peer = %peer_id, cause = ?cause, "peer disconnected");
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -780,10 +783,18 @@ impl Node {
                 bits,
                 fetching,
             } => {
-                tracing::debug!(%peer, bundle = %BundleId(Hash::from_bytes(bundle)), "have received");
-                let signed_bundle = SignedRelease::from_bytes(&release)
-                    .map(|r| r.release().bundle_id.0 == Hash::from_bytes(bundle));
-                if matches!(signed_bundle, Ok(true)) {
+                let id = BundleId(Hash::from_bytes(bundle));
+                tracing::debug!(%peer, bundle = %id, "have received");
+                if release.is_empty() {
+                    // An update for a release it told us about before:
+                    // useful only while we fetch it too.
+                    if let Some(f) = self.fetches.get_mut(&id) {
+                        f.add_partial(peer, (bits, fetching));
+                        self.drive(id);
+                    }
+                } else if SignedRelease::from_bytes(&release)
+                    .is_ok_and(|r| r.release().bundle_id == id)
+                {
                     self.on_announced(peer, &release, Some((bits, fetching)));
                 }
                 return self.respond(channel, Response::Ack);
@@ -962,13 +973,24 @@ impl Node {
                 continue;
             };
             f.have_changed = false;
-            let release = f.release.signed().to_bytes();
-            for peer in connected.iter().filter(|p| !f.is_whole(p)) {
+            let record = f.release.signed().to_bytes();
+            let targets: Vec<PeerId> = connected
+                .iter()
+                .filter(|p| !f.is_whole(p))
+                .copied()
+                .collect();
+            for peer in &targets {
+                // The record once per peer; then only what changed.
+                let release = if f.told.insert(*peer) {
+                    record.clone()
+                } else {
+                    Vec::new()
+                };
                 haves.push((
                     *peer,
                     Request::Have {
                         bundle: *bundle.0.as_bytes(),
-                        release: release.clone(),
+                        release,
                         bits: bits.clone(),
                         fetching: fetching.clone(),
                     },

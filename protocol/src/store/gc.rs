@@ -1,6 +1,7 @@
 //! Garbage collection: drop old releases by a retention rule, then every
 //! manifest and blob that no kept release needs, and leftovers of
-//! interrupted writes.
+//! interrupted writes (staging left in `tmp/`, and the pieces of fetches
+//! that are not running in `partial/`).
 //!
 //! GC takes `gc.lock` exclusively, so it waits for running batches (which
 //! hold it shared) and none starts while it runs; everything under `tmp/`
@@ -125,6 +126,19 @@ impl Store {
             remove(&entry.path())?;
             report.leftovers_removed += 1;
         }
+        // Pieces of fetches that are not running (a running fetch holds
+        // gc.lock shared, so none is while this runs): resumable, but
+        // garbage to a collection.
+        let partial = self.partial_dir();
+        if let Ok(dir) = std::fs::read_dir(&partial) {
+            for entry in dir {
+                let entry = entry.map_err(StoreError::io("cannot read", &partial))?;
+                report.bytes_freed += dir_size(&entry.path());
+                std::fs::remove_dir_all(entry.path())
+                    .map_err(StoreError::io("cannot remove", &entry.path()))?;
+                report.leftovers_removed += 1;
+            }
+        }
         for entry in
             std::fs::read_dir(&self.root).map_err(StoreError::io("cannot read", &self.root))?
         {
@@ -137,6 +151,18 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// Bytes of the files directly in `dir`.
+fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Splits releases into kept and dropped: the `keep` highest sequence

@@ -130,12 +130,18 @@ pub struct Fetch {
     pub reused: u64,
     /// When it started.
     pub started: Instant,
-    /// Pieces gained (or asked for) since peers were last told.
+    /// Pieces gained since peers were last told.
     pub have_changed: bool,
+    /// Peers that were sent the release record with a `Have` (later ones
+    /// carry only the bitfields).
+    pub told: HashSet<PeerId>,
     /// The wire bytes received for it.
     pub wire_bytes: u64,
     /// Whether "stalled" was logged since it last had a peer.
     pub stall_warned: bool,
+    /// `gc.lock` held shared: a collection waits for running fetches
+    /// (it would delete their pieces, or blobs they count on).
+    _gc_guard: Option<std::fs::File>,
 }
 
 /// Pieces to verify and write, off the event loop.
@@ -182,34 +188,34 @@ impl WriteJob {
     }
 }
 
+/// Unpacks an answer, verifies every piece against its signed hash, then
+/// writes them (nothing is written unless all match).
 fn verify_and_write(
     targets: &[(PathBuf, u32, u64, Hash)],
     packed: Packed,
 ) -> Result<(), FetchError> {
-    {
-        let expected: u64 = targets.iter().map(|t| t.2).sum();
-        let data = packed
-            .unpack(expected as usize)
-            .map_err(|_| Fault::BadData)?;
-        if data.len() as u64 != expected {
+    let expected: u64 = targets.iter().map(|t| t.2).sum();
+    let data = packed
+        .unpack(expected as usize)
+        .map_err(|_| Fault::BadData)?;
+    if data.len() as u64 != expected {
+        return Err(Fault::BadData.into());
+    }
+    let mut at = 0usize;
+    let mut slices = Vec::with_capacity(targets.len());
+    for (path, index, len, hash) in targets {
+        let piece = &data[at..at + *len as usize];
+        if Hash::of(piece) != *hash {
             return Err(Fault::BadData.into());
         }
-        let mut at = 0usize;
-        let mut slices = Vec::with_capacity(targets.len());
-        for (path, index, len, hash) in targets {
-            let piece = &data[at..at + *len as usize];
-            if Hash::of(piece) != *hash {
-                return Err(Fault::BadData.into());
-            }
-            slices.push((path, *index, piece));
-            at += *len as usize;
-        }
-        for (path, index, piece) in slices {
-            partial::write_piece(path, index, piece)
-                .map_err(|e| StoreError::io("cannot write", path)(e))?;
-        }
-        Ok(())
+        slices.push((path, *index, piece));
+        at += *len as usize;
     }
+    for (path, index, piece) in slices {
+        partial::write_piece(path, index, piece)
+            .map_err(|e| StoreError::io("cannot write", path)(e))?;
+    }
+    Ok(())
 }
 
 /// A whole-blob check, off the event loop.
@@ -291,8 +297,10 @@ impl Fetch {
             reused: 0,
             started: Instant::now(),
             have_changed: false,
+            told: HashSet::new(),
             wire_bytes: 0,
             stall_warned: false,
+            _gc_guard: store.read_guard().ok(),
         };
         let mut checks = Vec::new();
         if let Some(bytes) = f.partial.saved_manifest(&bundle) {
@@ -468,8 +476,7 @@ impl Fetch {
         match (&mut self.stage, want) {
             (Stage::Manifest(asked), Want::Manifest) => *asked = Some(key),
             (Stage::Pieces(t), Want::Pieces(pieces, bytes)) => {
-                t.sched.sent(key, peer, pieces, bytes, now);
-                self.have_changed = true;
+                t.sched.sent(key, peer, pieces, bytes, now)
             }
             _ => {}
         }
