@@ -281,8 +281,7 @@ fn lanseed_fetch(dir: &Path, seeder: &str, trust: &Path, bytes: u64) -> anyhow::
     let done = f.wait_line("transfer done", Duration::from_secs(600))?;
     let last_piece = std::fs::read_to_string(&f.log)?
         .lines()
-        .filter(|l| l.contains("pieces written"))
-        .last()
+        .rfind(|l| l.contains("pieces written"))
         .map(log_time_us)
         .context("no pieces written")?;
     let secs = (log_time_us(&done) - log_time_us(&start)) as f64 / 1e6;
