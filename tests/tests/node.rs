@@ -341,6 +341,10 @@ fn status_json_shows_peers_and_transfers() {
     assert_eq!(st["releases"].as_array().unwrap().len(), 0);
     let sa = status(&a_store);
     assert_eq!(sa["releases"][0]["version"], "1.0.0");
+    // The seeder served the manifest and the files it still had.
+    assert!(sa["uploads"]["answers"].as_u64().unwrap() > 0, "{sa}");
+    assert!(sa["uploads"]["bytes"].as_u64().unwrap() > 0, "{sa}");
+    assert_eq!(sa["uploads"]["max_peers"], 8);
     // Human output too.
     let out = lanseed()
         .args(["status", "--store", s(&b.store)])
@@ -348,7 +352,7 @@ fn status_json_shows_peers_and_transfers() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("1 transfers") && text.contains("stalled"),
+        text.contains("1 transfers") && text.contains("stalled") && text.contains("uploads:"),
         "{text}"
     );
     // No node: a clear error.

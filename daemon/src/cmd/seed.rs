@@ -164,6 +164,26 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             t["rate_bytes_per_sec"].as_f64().unwrap_or(0.0) / 1e6,
             t["providers"]
         );
+        if t["reused_bytes"].as_u64().unwrap_or(0) > 0 {
+            println!(
+                "    resumed: {} bytes reused from an earlier run",
+                t["reused_bytes"]
+            );
+        }
     }
+    let up = &status["uploads"];
+    let limit = match up["limit_bytes_per_sec"].as_u64() {
+        Some(r) => format!("{:.2} MB/s limit", r as f64 / 1e6),
+        None => "no limit".to_owned(),
+    };
+    println!(
+        "uploads: {} bytes in {} answers; {} of {} peers served now (peak {}), {} requests told busy; {limit}",
+        up["bytes"],
+        up["answers"],
+        up["active_peers"],
+        up["max_peers"],
+        up["peak_peers"],
+        up["refused"]
+    );
     Ok(())
 }
