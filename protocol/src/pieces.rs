@@ -195,6 +195,13 @@ impl Bitfield {
         }
     }
 
+    /// Marks piece `n` not held.
+    pub fn unset(&mut self, n: u32) {
+        if n < self.len {
+            self.bits[(n / 8) as usize] &= !(1 << (n % 8));
+        }
+    }
+
     /// Number of pieces held.
     pub fn count(&self) -> u32 {
         self.bits.iter().map(|b| b.count_ones()).sum()
@@ -254,6 +261,9 @@ mod tests {
         b.set(9);
         b.set(10); // past the end: ignored
         assert!(b.get(9) && !b.get(8) && !b.get(10));
+        b.set(3);
+        b.unset(3);
+        assert!(!b.get(3));
         assert_eq!(b.count(), 2);
         let back = Bitfield::from_bytes(b.as_bytes(), 10).unwrap();
         assert_eq!(back, b);

@@ -465,3 +465,53 @@ fn upload_limit_holds_and_max_uploads_bounds_the_peers_served() {
     assert_eq!(up["peak_peers"].as_u64(), Some(1), "{up}");
     assert!(up["refused"].as_u64().unwrap() > 0, "{up}");
 }
+
+#[test]
+fn pieces_damaged_on_a_fetching_node_are_refetched_and_its_peers_drop_it() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let t = setup_random(16 * MIB, 2);
+    let a = t.store("a");
+    t.pack(&a, "1.0.0");
+    let lan = Lan::new(3);
+    let sa = seeder(&lan, 0, &a, &["--upload-limit", &(2 * MIB).to_string()]);
+    let pa = addr_of(&sa, &lan.addrs[0]);
+    let x = t.follower(&lan, 1, "x", &["--no-mdns", "--peer", &pa]);
+    let size = t.bundle_bytes();
+    wait_until("a third of the bundle on x", || {
+        bytes_done(&x.store) > size / 3
+    });
+    // The disk under x changes: one byte in every piece of its partial
+    // files (verified pieces are now wrong; others will be overwritten).
+    let partial = std::fs::read_dir(x.store.join("partial"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for f in std::fs::read_dir(&partial).unwrap() {
+        let path = f.unwrap().path();
+        if path.file_name().unwrap() == "manifest" {
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        for at in (100..bytes.len()).step_by(MIB as usize) {
+            bytes[at] ^= 0x55;
+        }
+        std::fs::write(&path, bytes).unwrap();
+    }
+    // y fetches from x (fast, but now wrong) and the seeder.
+    let px = addr_of(&x, &lan.addrs[1]);
+    let y = t.follower(&lan, 2, "y", &["--no-mdns", "--peer", &px, "--peer", &pa]);
+    let dropped = y.wait_log("dropped peer from transfer", T);
+    assert!(dropped.contains(&peer_of(&px)), "{dropped}");
+    y.wait_log("transfer done", T);
+    verify(&y.store, &t.trust);
+    // x notices when its files are complete, fetches those pieces again.
+    x.wait_log("pieces damaged on disk", T);
+    x.wait_log("transfer done", T);
+    verify(&x.store, &t.trust);
+}
+
+fn peer_of(addr: &str) -> String {
+    addr.rsplit("/p2p/").next().unwrap().to_owned()
+}

@@ -234,8 +234,8 @@ pub struct Checked {
     pub bundle: BundleId,
     /// Index of the blob.
     pub blob: usize,
-    /// Whether the blob is whole and right.
-    pub result: std::io::Result<bool>,
+    /// What the check found.
+    pub result: std::io::Result<partial::BlobCheck>,
 }
 
 impl CheckJob {
@@ -664,11 +664,30 @@ impl Fetch {
         };
         let entry = &t.map.blobs()[c.blob].entry;
         match c.result {
-            Ok(true) => {
+            Ok(partial::BlobCheck::Whole) => {
                 t.blobs_left -= 1;
                 Ok(())
             }
-            Ok(false) => Err(FetchError::Inconsistent(entry.path.to_string())),
+            Ok(partial::BlobCheck::Damaged(indexes)) => {
+                tracing::warn!(
+                    bundle = %self.release.release().bundle_id,
+                    file = %entry.path.as_str(),
+                    pieces = indexes.len(),
+                    "pieces damaged on disk after they were verified; fetching them again"
+                );
+                let first = t.map.pieces_of(c.blob).start;
+                let lost: Vec<u32> = indexes.iter().map(|i| first + i).collect();
+                for &n in &lost {
+                    self.bytes_done = self.bytes_done.saturating_sub(t.map.piece_len(n));
+                }
+                t.sched.lost(&lost);
+                t.left[c.blob] += lost.len() as u32;
+                self.have_changed = true;
+                Ok(())
+            }
+            Ok(partial::BlobCheck::Inconsistent) => {
+                Err(FetchError::Inconsistent(entry.path.to_string()))
+            }
             Err(e) => {
                 Err(StoreError::io("cannot read", &self.partial.blob_path(&entry.blake3))(e).into())
             }

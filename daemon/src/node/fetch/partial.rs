@@ -149,12 +149,46 @@ pub fn read_piece(path: &Path, index: u32, len: u64, out: &mut Vec<u8>) -> std::
     file.read_exact_at(&mut out[start..], piece_offset(index))
 }
 
-/// Whether the complete blob at `path` is exactly `entry` (its pieces each
-/// matched; this checks the whole against the file's own BLAKE3, which a
-/// manifest could contradict).
-pub fn check_blob(path: &Path, entry: &FileEntry) -> std::io::Result<bool> {
+/// What the check of a complete blob found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BlobCheck {
+    /// It is exactly the blob.
+    Whole,
+    /// These pieces (indexes within the blob) no longer match their hash:
+    /// the file changed on disk after they were verified. Fetch them again.
+    Damaged(Vec<u32>),
+    /// Every piece matches, yet the whole does not match the file's own
+    /// BLAKE3: the manifest contradicts itself.
+    Inconsistent,
+}
+
+/// Checks the complete blob at `path` against `entry`: the whole against
+/// the file's own BLAKE3 (which a manifest could contradict), and, when
+/// that fails, every piece again to tell damage on disk from a bad
+/// manifest.
+pub fn check_blob(path: &Path, entry: &FileEntry) -> std::io::Result<BlobCheck> {
     let mut hasher = blake3::Hasher::new();
     hasher.update_reader(File::open(path)?)?;
-    Ok(hasher.count() == entry.size
-        && Hash::from_bytes(*hasher.finalize().as_bytes()) == entry.blake3)
+    if hasher.count() == entry.size
+        && Hash::from_bytes(*hasher.finalize().as_bytes()) == entry.blake3
+    {
+        return Ok(BlobCheck::Whole);
+    }
+    let mut damaged = Vec::new();
+    let mut buf = Vec::with_capacity(PIECE_SIZE as usize);
+    let pieces = lanseed_protocol::manifest::piece_count(entry.size);
+    for i in 0..pieces {
+        let range = entry.piece_range(i);
+        buf.clear();
+        let ok = read_piece(path, i as u32, range.end - range.start, &mut buf).is_ok()
+            && entry.piece_hash(i) == Some(Hash::of(&buf));
+        if !ok {
+            damaged.push(i as u32);
+        }
+    }
+    Ok(if damaged.is_empty() {
+        BlobCheck::Inconsistent
+    } else {
+        BlobCheck::Damaged(damaged)
+    })
 }
