@@ -406,12 +406,7 @@ impl Node {
             }
         }
         if announce && !new.is_empty() {
-            let peers: Vec<PeerId> = self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.connected)
-                .map(|(id, _)| *id)
-                .collect();
+            let peers = self.connected_peers();
             for peer in &peers {
                 self.announce(*peer, &new);
             }
@@ -955,15 +950,19 @@ impl Node {
         }
     }
 
-    /// Every [`HAVE_EVERY`]: tells peers about pieces gained, and lets
-    /// fetches ask peers that are done resting.
-    fn nudge(&mut self) {
-        let connected: Vec<PeerId> = self
-            .peers
+    /// Peers with an open connection.
+    fn connected_peers(&self) -> Vec<PeerId> {
+        self.peers
             .iter()
             .filter(|(_, p)| p.connected)
             .map(|(id, _)| *id)
-            .collect();
+            .collect()
+    }
+
+    /// Every [`HAVE_EVERY`]: tells peers about pieces gained, and lets
+    /// fetches ask peers that are done resting.
+    fn nudge(&mut self) {
+        let connected = self.connected_peers();
         let mut haves = Vec::new();
         for (bundle, f) in &mut self.fetches {
             if !f.have_changed {
