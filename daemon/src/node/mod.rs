@@ -452,27 +452,27 @@ impl Node {
         });
     }
 
-    /// Gives stalled transfers another go with the connected peers that
-    /// announced their release and sent no bad data.
+    /// Every few seconds, gives each transfer another go with the connected
+    /// peers that announced its release whole and sent no bad data, also
+    /// those set aside for not answering: a transfer kept busy by peers
+    /// that are still fetching themselves must not forget the seeder.
     fn revive_stalled(&mut self) {
-        let stalled: Vec<BundleId> = self
-            .fetches
-            .iter()
-            .filter(|(_, f)| f.providers() == 0)
-            .map(|(b, _)| *b)
-            .collect();
-        for bundle in stalled {
+        let bundles: Vec<BundleId> = self.fetches.keys().copied().collect();
+        for bundle in bundles {
             let Some(f) = self.fetches.get_mut(&bundle) else {
                 continue;
             };
             let id = f.release.id();
+            let before = f.providers();
             for (peer, info) in &self.peers {
                 if info.connected && info.announced.contains(&id) {
                     f.add_whole(*peer);
                 }
             }
-            if f.providers() > 0 {
+            if before == 0 && f.providers() > 0 {
                 tracing::info!(bundle = %bundle, providers = f.providers(), "transfer resumed");
+            }
+            if f.providers() > before {
                 self.drive(bundle);
             }
         }

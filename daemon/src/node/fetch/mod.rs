@@ -71,6 +71,10 @@ pub enum FetchError {
     Inconsistent(String),
 }
 
+/// Most bytes of a bitfield kept from a peer before the manifest is in
+/// (2^19 pieces: half a terabyte).
+const MAX_HEARD_BYTES: usize = 1 << 16;
+
 /// What a peer still fetching said it holds and is fetching (raw bitfields).
 pub type Heard = (Vec<u8>, Vec<u8>);
 
@@ -92,8 +96,22 @@ pub struct Transfer {
     sched: Sched<ReqId>,
     /// Per blob: pieces still missing.
     left: Vec<u32>,
-    /// Blobs not yet complete and checked.
+    /// Per blob: whether the store held it when the fetch began (its
+    /// pieces are served from the store, never from the partial folder).
+    in_store: Vec<bool>,
+    /// Per blob: still to be completed and checked.
+    pending: Vec<bool>,
+    /// Blobs pending.
     blobs_left: usize,
+}
+
+impl Transfer {
+    /// Blob `b` is complete and checked.
+    fn done(&mut self, b: usize) {
+        if std::mem::replace(&mut self.pending[b], false) {
+            self.blobs_left -= 1;
+        }
+    }
 }
 
 /// What to ask for.
@@ -336,6 +354,14 @@ impl Fetch {
         if self.bad.contains(&peer) || self.whole.contains(&peer) {
             return;
         }
+        // Bitfields longer than any manifest's pieces are noise, not kept.
+        let max = match &self.stage {
+            Stage::Pieces(t) => (t.map.len() as usize).div_ceil(8),
+            _ => MAX_HEARD_BYTES,
+        };
+        if heard.0.len() > max || heard.1.len() > max {
+            return;
+        }
         if let Stage::Pieces(t) = &mut self.stage
             && let Some(b) = Bitfield::from_bytes(&heard.0, t.map.len())
         {
@@ -399,6 +425,9 @@ impl Fetch {
             return None;
         };
         let b = t.map.blob_index(blob)?;
+        if t.in_store[b] {
+            return None; // served from the store
+        }
         let range = t.map.pieces_of(b);
         let n = range
             .start
@@ -498,16 +527,24 @@ impl Fetch {
             _ => 0,
         };
         self.wire_bytes += wire;
-        let fault = match answer {
+        // Routed by what was asked: an answer of another kind is a fault,
+        // and the request it answers is freed either way.
+        let fault = |answer: Result<Response, String>| match answer {
             Ok(Response::NotFound) => Fault::NotFound,
             Ok(Response::Busy) => Fault::Busy,
             Err(e) => Fault::NoAnswer(e),
-            Ok(Response::Ack) => Fault::Unexpected,
-            Ok(Response::Manifest(packed)) => {
-                if !matches!(self.stage, Stage::Manifest(Some(k)) if k == key) {
-                    return Ok(None);
+            Ok(_) => Fault::Unexpected,
+        };
+        match &mut self.stage {
+            Stage::Committing => Ok(None),
+            Stage::Manifest(asked) => {
+                if *asked != Some(key) {
+                    return Ok(None); // not the request in flight
                 }
-                self.stage = Stage::Manifest(None);
+                *asked = None;
+                let Ok(Response::Manifest(packed)) = answer else {
+                    return Err(fault(answer).into());
+                };
                 let bytes = packed
                     .unpack(MAX_MANIFEST_BYTES)
                     .map_err(|_| Fault::BadData)?;
@@ -515,19 +552,23 @@ impl Fetch {
                     return Err(Fault::BadData.into());
                 }
                 let checks = self.on_manifest(store, bytes)?;
-                return Ok(Some(Job::Checks(checks)));
+                Ok(Some(Job::Checks(checks)))
             }
-            Ok(Response::Pieces(packed)) => {
-                let Stage::Pieces(t) = &mut self.stage else {
-                    return Ok(None);
-                };
+            Stage::Pieces(t) => {
                 let Some((_, pieces)) = t.sched.answered(&key, wire, now) else {
-                    return Ok(None);
+                    return Ok(None); // its peer was dropped meanwhile
                 };
-                if u64::from(packed.raw_len) > MAX_BATCH_BYTES {
-                    t.sched.failed(&pieces);
-                    return Err(Fault::BadData.into());
-                }
+                let packed = match answer {
+                    Ok(Response::Pieces(p)) if u64::from(p.raw_len) <= MAX_BATCH_BYTES => p,
+                    Ok(Response::Pieces(_)) => {
+                        t.sched.failed(&pieces);
+                        return Err(Fault::BadData.into());
+                    }
+                    other => {
+                        t.sched.failed(&pieces);
+                        return Err(fault(other).into());
+                    }
+                };
                 let targets = pieces
                     .iter()
                     .map(|&n| {
@@ -541,25 +582,15 @@ impl Fetch {
                         )
                     })
                     .collect();
-                return Ok(Some(Job::Write(WriteJob {
-                    bundle: self.bundle(),
+                Ok(Some(Job::Write(WriteJob {
+                    bundle: self.release.release().bundle_id,
                     peer,
                     pieces,
                     targets,
                     packed,
-                })));
+                })))
             }
-        };
-        match &mut self.stage {
-            Stage::Manifest(asked) if *asked == Some(key) => *asked = None,
-            Stage::Pieces(t) => {
-                if let Some((_, pieces)) = t.sched.answered(&key, 0, now) {
-                    t.sched.failed(&pieces);
-                }
-            }
-            _ => return Ok(None),
         }
-        Err(fault.into())
     }
 
     /// The manifest is in (checked against the bundle id): save it for a
@@ -568,7 +599,7 @@ impl Fetch {
         let manifest = Manifest::from_bytes(&bytes).map_err(|_| Fault::BadData)?;
         self.partial.save_manifest(&bytes)?;
         let map = PieceMap::of(&manifest);
-        let (have, reused) = self.partial.scan(store, &map);
+        let (have, reused, in_store) = self.partial.scan(store, &map);
         let mut sched = Sched::new(have, self.seed);
         for p in &self.whole {
             sched.set_full(*p);
@@ -579,23 +610,23 @@ impl Fetch {
             }
         }
         let mut left = Vec::with_capacity(map.blobs().len());
-        let mut blobs_left = 0;
+        let mut pending = vec![false; map.blobs().len()];
         let mut checks = Vec::new();
         self.bytes_total = 0;
         for (i, blob) in map.blobs().iter().enumerate() {
             let missing = map.pieces_of(i).filter(|&n| !sched.have().get(n)).count() as u32;
             left.push(missing);
-            if store.has_blob(&blob.entry.blake3) {
+            if in_store[i] {
                 continue;
             }
             self.bytes_total += blob.entry.size;
-            blobs_left += 1;
+            // Complete single-piece blobs were checked whole by their piece.
+            pending[i] = missing > 0 || blob.count > 1;
             if missing == 0 && blob.count > 1 {
                 checks.push(self.check_job(i, &blob.entry));
-            } else if missing == 0 {
-                blobs_left -= 1;
             }
         }
+        let blobs_left = pending.iter().filter(|p| **p).count();
         self.reused = reused;
         self.bytes_done = reused;
         if reused > 0 {
@@ -607,6 +638,8 @@ impl Fetch {
             map: Arc::new(map),
             sched,
             left,
+            in_store,
+            pending,
             blobs_left,
         }));
         self.have_changed = true;
@@ -641,12 +674,12 @@ impl Fetch {
             self.bytes_done += t.map.piece_len(n);
             self.have_changed = true;
             let r = t.map.locate(n);
-            t.left[r.blob] -= 1;
-            if t.left[r.blob] == 0 {
+            t.left[r.blob] = t.left[r.blob].saturating_sub(1);
+            if t.left[r.blob] == 0 && t.pending[r.blob] {
                 if t.map.blobs()[r.blob].count > 1 {
                     due.push(r.blob);
                 } else {
-                    t.blobs_left -= 1;
+                    t.done(r.blob);
                 }
             }
         }
@@ -664,10 +697,13 @@ impl Fetch {
         };
         let entry = &t.map.blobs()[c.blob].entry;
         match c.result {
-            Ok(partial::BlobCheck::Whole) => {
-                t.blobs_left -= 1;
+            // A stale result (the blob was checked already, or lost pieces
+            // since) changes nothing.
+            Ok(partial::BlobCheck::Whole) if t.left[c.blob] == 0 => {
+                t.done(c.blob);
                 Ok(())
             }
+            Ok(partial::BlobCheck::Whole) => Ok(()),
             Ok(partial::BlobCheck::Damaged(indexes)) => {
                 tracing::warn!(
                     bundle = %self.release.release().bundle_id,
@@ -675,8 +711,12 @@ impl Fetch {
                     pieces = indexes.len(),
                     "pieces damaged on disk after they were verified; fetching them again"
                 );
-                let first = t.map.pieces_of(c.blob).start;
-                let lost: Vec<u32> = indexes.iter().map(|i| first + i).collect();
+                let range = t.map.pieces_of(c.blob);
+                let lost: Vec<u32> = indexes
+                    .iter()
+                    .map(|i| range.start + i)
+                    .filter(|n| range.contains(n) && t.sched.have().get(*n))
+                    .collect();
                 for &n in &lost {
                     self.bytes_done = self.bytes_done.saturating_sub(t.map.piece_len(n));
                 }

@@ -63,20 +63,35 @@ impl Partial {
 
     /// The pieces already held: those of blobs the store has, and those on
     /// disk here that match their signed hash (read back and hashed).
-    /// Returns the bitfield and how many bytes on disk here were reused.
-    pub fn scan(&self, store: &Store, map: &PieceMap) -> (Bitfield, u64) {
+    /// Returns the bitfield, how many bytes on disk here were reused, and
+    /// per blob whether the store has it (one look, used from then on).
+    /// A partial file longer than its blob is cut to size first: nothing
+    /// past the blob's end may ever reach the store.
+    pub fn scan(&self, store: &Store, map: &PieceMap) -> (Bitfield, u64, Vec<bool>) {
         let mut have = Bitfield::new(map.len());
         let mut reused = 0;
+        let mut in_store = Vec::with_capacity(map.blobs().len());
         let mut buf = Vec::with_capacity(PIECE_SIZE as usize);
         for (i, blob) in map.blobs().iter().enumerate() {
             let pieces = map.pieces_of(i);
-            if store.has_blob(&blob.entry.blake3) {
+            let stored = store.has_blob(&blob.entry.blake3);
+            in_store.push(stored);
+            if stored {
                 pieces.for_each(|n| have.set(n));
                 continue;
             }
-            let Ok(mut file) = File::open(self.blob_path(&blob.entry.blake3)) else {
+            let Ok(mut file) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(self.blob_path(&blob.entry.blake3))
+            else {
                 continue;
             };
+            if file.metadata().is_ok_and(|m| m.len() > blob.entry.size)
+                && file.set_len(blob.entry.size).is_err()
+            {
+                continue;
+            }
             for n in pieces {
                 let range = map.range(n);
                 buf.clear();
@@ -95,7 +110,7 @@ impl Partial {
                 }
             }
         }
-        (have, reused)
+        (have, reused, in_store)
     }
 
     /// Removes the folder.
