@@ -102,8 +102,35 @@ pub fn pack_args(
     args
 }
 
-fn path_str(p: &Path) -> &str {
+/// A test path as a command-line argument.
+pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
+}
+
+/// `lanseed status --json` of the node running on `store`.
+pub fn node_status(store: &Path) -> serde_json::Value {
+    json(&run_ok(&["status", "--store", path_str(store), "--json"]))
+}
+
+/// `lanseed releases --json` of `store`.
+pub fn store_releases(store: &Path) -> Vec<serde_json::Value> {
+    json(&run_ok(&["releases", "--store", path_str(store), "--json"]))
+        .as_array()
+        .expect("releases --json prints an array")
+        .clone()
+}
+
+/// `lanseed store verify` of `store` against the trust file `trust`
+/// (panics when it finds a problem).
+pub fn verify_store(store: &Path, trust: &str) {
+    run_ok(&[
+        "store",
+        "verify",
+        "--store",
+        path_str(store),
+        "--trust",
+        trust,
+    ]);
 }
 
 /// Parses stdout as JSON.

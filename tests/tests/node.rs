@@ -6,14 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use lanseed_tests::net::{Lan, Netns, NodeProc, log_time_us};
-use lanseed_tests::{generate_build, json, keygen, lanseed, run_ok};
+use lanseed_tests::{
+    generate_build, json, keygen, lanseed, node_status, path_str as s, run_ok, store_releases,
+    verify_store,
+};
 
 const APP: &str = "com.example.kiosk";
 const T: Duration = Duration::from_secs(30);
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -66,21 +65,6 @@ impl Setup {
         args.extend_from_slice(extra);
         NodeProc::start(ns, &self.store(name), &args)
     }
-}
-
-fn releases(store: &Path) -> Vec<serde_json::Value> {
-    json(&run_ok(&["releases", "--store", s(store), "--json"]))
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn verify(store: &Path, trust: &str) {
-    run_ok(&["store", "verify", "--store", s(store), "--trust", trust]);
-}
-
-fn status(store: &Path) -> serde_json::Value {
-    json(&run_ok(&["status", "--store", s(store), "--json"]))
 }
 
 fn listen_addr(node: &NodeProc) -> String {
@@ -157,8 +141,8 @@ fn release_reaches_followers_over_mdns_and_announcements_are_fast() {
         );
     }
     for f in &followers {
-        verify(&f.store, &t.trust);
-        let held = releases(&f.store);
+        verify_store(&f.store, &t.trust);
+        let held = store_releases(&f.store);
         assert!(held.iter().any(|r| r["release_id"] == v2["release_id"]));
     }
 
@@ -168,7 +152,7 @@ fn release_reaches_followers_over_mdns_and_announcements_are_fast() {
         "transfer done app=com.example.kiosk channel=production version=1.1.0",
         T,
     );
-    verify(&e.store, &t.trust);
+    verify_store(&e.store, &t.trust);
 
     // SIGTERM stops a node cleanly: exit 0, control socket gone.
     for n in followers.iter_mut().chain(std::iter::once(&mut a)) {
@@ -215,8 +199,8 @@ fn corrupted_seeder_is_dropped_and_a_good_one_serves() {
     // A good seeder that connects later completes the transfer.
     let _g = NodeProc::start(&ns, &good, &["--no-mdns", "--peer", &listen_addr(&f)]);
     f.wait_log("transfer done", T);
-    verify(&f.store, &t.trust);
-    assert_eq!(releases(&f.store).len(), 1);
+    verify_store(&f.store, &t.trust);
+    assert_eq!(store_releases(&f.store).len(), 1);
 }
 
 #[test]
@@ -268,7 +252,7 @@ fn untrusted_or_out_of_scope_releases_are_never_fetched() {
     assert!(refusals() >= 2, "{}", b.log_text());
     std::thread::sleep(Duration::from_millis(500));
     assert!(!b.log_text().contains("fetching release"));
-    assert!(releases(&b.store).is_empty());
+    assert!(store_releases(&b.store).is_empty());
     let blobs = std::fs::read_dir(b.store.join("blobs")).unwrap().count();
     assert_eq!(blobs, 0, "nothing fetched");
 }
@@ -293,7 +277,7 @@ fn fleet_key_keeps_other_nodes_out() {
     stranger.wait_log("peer found via mdns", T);
     std::thread::sleep(Duration::from_secs(3));
     for n in [&outsider, &stranger] {
-        let st = status(&n.store);
+        let st = node_status(&n.store);
         let connected = st["peers"]
             .as_array()
             .unwrap()
@@ -301,7 +285,7 @@ fn fleet_key_keeps_other_nodes_out() {
             .filter(|p| p["connected"] == true)
             .count();
         assert_eq!(connected, 0, "{st}");
-        assert!(releases(&n.store).is_empty());
+        assert!(store_releases(&n.store).is_empty());
         assert!(!n.log_text().contains("peer connected"), "{}", n.log_text());
     }
 }
@@ -314,7 +298,7 @@ fn status_json_shows_peers_and_transfers() {
     t.pack(&a_store, "1.0.0", &[]);
     // A seeder that lost its files: the follower's transfer stays visible.
     let lost = lanseed_protocol::Store::open(&a_store).unwrap();
-    let m = releases(&a_store)[0]["bundle_id"]
+    let m = store_releases(&a_store)[0]["bundle_id"]
         .as_str()
         .unwrap()
         .parse()
@@ -324,7 +308,7 @@ fn status_json_shows_peers_and_transfers() {
     let a = NodeProc::start(&ns, &a_store, &[]);
     let b = t.follower(&ns, "b", &[]);
     b.wait_log("transfer stalled", T);
-    let st = status(&b.store);
+    let st = node_status(&b.store);
     let peers = st["peers"].as_array().unwrap();
     // Found over mDNS, or dialled by A first (then it came in).
     assert!(
@@ -339,7 +323,7 @@ fn status_json_shows_peers_and_transfers() {
     assert!(tr["state"] == "stalled" || tr["state"] == "files", "{tr}");
     assert!(tr["bytes_total"].as_u64().unwrap() > 2_600_000, "{tr}");
     assert_eq!(st["releases"].as_array().unwrap().len(), 0);
-    let sa = status(&a_store);
+    let sa = node_status(&a_store);
     assert_eq!(sa["releases"][0]["version"], "1.0.0");
     // The seeder served the manifest and the files it still had.
     assert!(sa["uploads"]["answers"].as_u64().unwrap() > 0, "{sa}");
@@ -375,7 +359,7 @@ fn discovery_and_transfer_across_a_bridge() {
     let found = b.wait_log("peer found via mdns", T);
     assert!(found.contains(&lan.addrs[0]), "{found}");
     b.wait_log("transfer done", T);
-    verify(&b.store, &t.trust);
+    verify_store(&b.store, &t.trust);
 
     // A standard mDNS browser (python-zeroconf) on the other host sees the
     // record, with the peer id in its TXT properties.
@@ -432,10 +416,14 @@ fn a_restarted_seeder_is_dialled_again_and_same_bundle_releases_all_arrive() {
     let b = t.follower(&ns, "b", &["--no-mdns", "--peer", &a_addr]);
     b.wait_log("transfer done", T);
     let start = std::time::Instant::now();
-    while releases(&b.store).len() < 2 && start.elapsed() < T {
+    while store_releases(&b.store).len() < 2 && start.elapsed() < T {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(releases(&b.store).len(), 2, "both releases of the bundle");
+    assert_eq!(
+        store_releases(&b.store).len(),
+        2,
+        "both releases of the bundle"
+    );
     assert!(!b.log_text().contains("dropped peer"), "{}", b.log_text());
 
     // The seeder restarts (same store, identity and address); a release
@@ -448,5 +436,5 @@ fn a_restarted_seeder_is_dialled_again_and_same_bundle_releases_all_arrive() {
         "transfer done app=com.example.kiosk channel=production version=1.1.0",
         T,
     );
-    verify(&b.store, &t.trust);
+    verify_store(&b.store, &t.trust);
 }

@@ -13,17 +13,16 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lanseed_tests::net::{Lan, NodeProc, log_time_us};
-use lanseed_tests::{Rng, copy_tree, generate_build, json, keygen, run_ok};
+use lanseed_tests::{
+    Rng, copy_tree, generate_build, json, keygen, node_status, path_str as s, run_ok,
+    store_releases, verify_store,
+};
 
 const APP: &str = "com.example.kiosk";
 const T: Duration = Duration::from_secs(60);
 const MIB: u64 = 1 << 20;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -95,24 +94,9 @@ impl Setup {
     }
 }
 
-fn status(store: &Path) -> serde_json::Value {
-    json(&run_ok(&["status", "--store", s(store), "--json"]))
-}
-
-fn verify(store: &Path, trust: &str) {
-    run_ok(&["store", "verify", "--store", s(store), "--trust", trust]);
-}
-
-fn releases(store: &Path) -> usize {
-    json(&run_ok(&["releases", "--store", s(store), "--json"]))
-        .as_array()
-        .unwrap()
-        .len()
-}
-
 /// `/ip4/ADDR/tcp/PORT/p2p/ID` of a node on host `addr`.
 fn addr_of(node: &NodeProc, addr: &str) -> String {
-    let st = status(&node.store);
+    let st = node_status(&node.store);
     let port = st["listen"]
         .as_array()
         .unwrap()
@@ -150,7 +134,7 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn bytes_done(store: &Path) -> u64 {
-    status(store)["transfers"]
+    node_status(store)["transfers"]
         .as_array()
         .and_then(|t| t.first())
         .and_then(|t| t["bytes_done"].as_u64())
@@ -188,7 +172,7 @@ fn three_capped_seeders_share_one_fetch() {
     }
     let f = t.follower(&lan, 3, "f", &args);
     let secs = transfer_secs(&f);
-    verify(&f.store, &t.trust);
+    verify_store(&f.store, &t.trust);
     let sent: Vec<u64> = (0..3).map(|i| lan.bytes(i).1 - before[i]).collect();
     let ideal = size as f64 / (3.0 * R as f64);
     if std::env::var_os("SWARM_TEST_LOG").is_some() {
@@ -224,7 +208,7 @@ fn publisher_fans_out_to_six_followers_that_feed_each_other() {
         .collect();
     wait_until("followers to see each other", || {
         followers.iter().all(|f| {
-            status(&f.store)["peers"]
+            node_status(&f.store)["peers"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -243,7 +227,7 @@ fn publisher_fans_out_to_six_followers_that_feed_each_other() {
     }
     let uploaded = lan.bytes(0).1 - before;
     for f in &followers {
-        verify(&f.store, &t.trust);
+        verify_store(&f.store, &t.trust);
     }
     eprintln!(
         "publisher at {R} B/s to 6 followers: it sent {uploaded} bytes = {:.2} × the bundle ({size}); slowest follower {slowest:.2} s (publisher alone would need {:.2} s)",
@@ -278,8 +262,8 @@ fn a_seeder_killed_mid_transfer_does_not_stop_the_fetch() {
     let at_kill = bytes_done(&f.store);
     assert!(at_kill < size, "the transfer was over before the kill");
     f.wait_log("transfer done", T);
-    verify(&f.store, &t.trust);
-    assert_eq!(releases(&f.store), 1);
+    verify_store(&f.store, &t.trust);
+    assert_eq!(store_releases(&f.store).len(), 1);
 }
 
 #[test]
@@ -302,7 +286,7 @@ fn a_follower_killed_and_restarted_resumes_from_its_verified_pieces() {
     let resumed = f2.wait_log("resumed", T);
     f2.wait_log("transfer done", T);
     let (rx_after, _) = lan.bytes(1);
-    verify(&f2.store, &t.trust);
+    verify_store(&f2.store, &t.trust);
     let moved = rx_after - rx_before;
     let remained = size - verified;
     let bound = remained + files * MIB;
@@ -336,7 +320,7 @@ fn a_second_release_moves_only_the_changed_file() {
     std::thread::sleep(Duration::from_millis(300));
     let (rx_before, _) = lan.bytes(1);
     let v2 = t.pack(&a, "2.0.0");
-    wait_until("the second release", || releases(&f.store) == 2);
+    wait_until("the second release", || store_releases(&f.store).len() == 2);
     std::thread::sleep(Duration::from_millis(300));
     let (rx_after, _) = lan.bytes(1);
     let moved = rx_after - rx_before;
@@ -354,7 +338,7 @@ fn a_second_release_moves_only_the_changed_file() {
         "the changed file did not move?"
     );
     assert!(moved < bound, "moved {moved} >= {bound}");
-    verify(&f.store, &t.trust);
+    verify_store(&f.store, &t.trust);
 }
 
 #[test]
@@ -411,7 +395,7 @@ fn a_full_install_moves_no_more_than_the_deflate_zip() {
     );
     f.wait_log("transfer done", T);
     let (rx_after, _) = lan.bytes(1);
-    verify(&f.store, &trust);
+    verify_store(&f.store, &trust);
     let moved = rx_after - rx_before;
     let raw: u64 = lanseed_tests::listing(&build).iter().map(|(_, n)| n).sum();
     eprintln!(
@@ -451,9 +435,9 @@ fn upload_limit_holds_and_max_uploads_bounds_the_peers_served() {
     let rate = (tx2 - tx1) as f64 / t1.elapsed().as_secs_f64();
     for f in &followers {
         f.wait_log("transfer done", T);
-        verify(&f.store, &t.trust);
+        verify_store(&f.store, &t.trust);
     }
-    let up = &status(&a)["uploads"];
+    let up = &node_status(&a)["uploads"];
     eprintln!(
         "upload limit {R} B/s: measured {rate:.0} B/s at the interface ({:.3} ×); uploads {up}",
         rate / R as f64
@@ -505,11 +489,11 @@ fn pieces_damaged_on_a_fetching_node_are_refetched_and_its_peers_drop_it() {
     let dropped = y.wait_log("dropped peer from transfer", T);
     assert!(dropped.contains(&peer_of(&px)), "{dropped}");
     y.wait_log("transfer done", T);
-    verify(&y.store, &t.trust);
+    verify_store(&y.store, &t.trust);
     // x notices when its files are complete, fetches those pieces again.
     x.wait_log("pieces damaged on disk", T);
     x.wait_log("transfer done", T);
-    verify(&x.store, &t.trust);
+    verify_store(&x.store, &t.trust);
 }
 
 fn peer_of(addr: &str) -> String {

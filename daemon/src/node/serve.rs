@@ -16,7 +16,6 @@
 //! blob, and its other pieces go as they are without trying.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,6 +25,8 @@ use lanseed_protocol::limits::PIECE_SIZE;
 use lanseed_protocol::pieces::piece_offset;
 use lanseed_protocol::wire::{Packed, Response};
 use libp2p::PeerId;
+
+use super::fetch::partial::read_piece;
 
 /// How long a peer keeps its slot after its last answer.
 pub const LINGER: Duration = Duration::from_secs(1);
@@ -127,9 +128,9 @@ pub fn pieces(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> 
     for (_, source) in &sources {
         let ok = match source {
             Source::Store(path, index) => read_store_piece(path, *index, &mut out),
-            Source::Partial(path, index, len) => {
-                super::fetch::partial::read_piece(path, *index, *len, &mut out).is_ok()
-            }
+            Source::Partial(path, index, len) => std::fs::File::open(path)
+                .and_then(|f| read_piece(&f, *index, *len, &mut out))
+                .is_ok(),
         };
         if !ok || out.len() as u64 > lanseed_protocol::wire::MAX_BATCH_BYTES {
             return Response::NotFound;
@@ -152,30 +153,17 @@ pub fn pieces(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> 
     Response::Pieces(packed)
 }
 
-/// Appends piece `index` of the store blob at `path`.
+/// Appends piece `index` of the store blob at `path` (its length from the
+/// blob's size).
 fn read_store_piece(path: &PathBuf, index: u32, out: &mut Vec<u8>) -> bool {
     let Ok(file) = std::fs::File::open(path) else {
         return false;
     };
-    let Ok(meta) = file.metadata() else {
+    let Ok(size) = file.metadata().map(|m| m.len()) else {
         return false;
     };
     let start = piece_offset(index);
-    let len = meta.len();
-    if start >= len {
-        return false;
-    }
-    let n = (len - start).min(PIECE_SIZE);
-    let at = out.len();
-    out.reserve(n as usize);
-    // Read into the spare capacity (no zero-filling first).
-    let read = std::io::Seek::seek(&mut &file, std::io::SeekFrom::Start(start))
-        .and_then(|_| std::io::Read::read_to_end(&mut (&file).take(n), out));
-    if read.is_err() || (out.len() - at) as u64 != n {
-        out.truncate(at);
-        return false;
-    }
-    true
+    start < size && read_piece(&file, index, (size - start).min(PIECE_SIZE), out).is_ok()
 }
 
 /// Packs a manifest.

@@ -80,7 +80,7 @@ impl Partial {
                 pieces.for_each(|n| have.set(n));
                 continue;
             }
-            let Ok(mut file) = std::fs::OpenOptions::new()
+            let Ok(file) = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(self.blob_path(&blob.entry.blake3))
@@ -93,16 +93,9 @@ impl Partial {
                 continue;
             }
             for n in pieces {
-                let range = map.range(n);
                 buf.clear();
-                let read = std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(range.start))
-                    .and_then(|_| {
-                        (&mut file)
-                            .take(range.end - range.start)
-                            .read_to_end(&mut buf)
-                    });
-                if read.is_ok()
-                    && buf.len() as u64 == range.end - range.start
+                let index = map.locate(n).index;
+                if read_piece(&file, index, map.piece_len(n), &mut buf).is_ok()
                     && Hash::of(&buf) == map.piece_hash(n)
                 {
                     have.set(n);
@@ -156,12 +149,28 @@ pub fn write_piece(path: &Path, index: u32, data: &[u8]) -> std::io::Result<()> 
     file.write_all_at(data, piece_offset(index))
 }
 
-/// Reads `len` bytes of piece `index` of the file at `path` into `out`.
-pub fn read_piece(path: &Path, index: u32, len: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
-    let file = File::open(path)?;
-    let start = out.len();
-    out.resize(start + len as usize, 0);
-    file.read_exact_at(&mut out[start..], piece_offset(index))
+/// Appends the `len` bytes of piece `index` of `file` to `out` (read into
+/// spare capacity, no zero-filling); on error or a short file `out` is left
+/// as it was.
+pub fn read_piece(file: &File, index: u32, len: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let at = out.len();
+    out.reserve(len as usize);
+    let mut f = file;
+    let read = f
+        .seek(SeekFrom::Start(piece_offset(index)))
+        .and_then(|_| f.take(len).read_to_end(out));
+    match read {
+        Ok(n) if n as u64 == len => Ok(()),
+        Ok(_) => {
+            out.truncate(at);
+            Err(std::io::ErrorKind::UnexpectedEof.into())
+        }
+        Err(e) => {
+            out.truncate(at);
+            Err(e)
+        }
+    }
 }
 
 /// What the check of a complete blob found.
@@ -189,13 +198,14 @@ pub fn check_blob(path: &Path, entry: &FileEntry) -> std::io::Result<BlobCheck> 
     {
         return Ok(BlobCheck::Whole);
     }
+    let file = File::open(path)?;
     let mut damaged = Vec::new();
     let mut buf = Vec::with_capacity(PIECE_SIZE as usize);
     let pieces = lanseed_protocol::manifest::piece_count(entry.size);
     for i in 0..pieces {
         let range = entry.piece_range(i);
         buf.clear();
-        let ok = read_piece(path, i as u32, range.end - range.start, &mut buf).is_ok()
+        let ok = read_piece(&file, i as u32, range.end - range.start, &mut buf).is_ok()
             && entry.piece_hash(i) == Some(Hash::of(&buf));
         if !ok {
             damaged.push(i as u32);

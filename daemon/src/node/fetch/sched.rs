@@ -21,7 +21,7 @@
 //! or fails (then it may be asked again). Pure logic: no I/O, no clock
 //! (callers pass `now`), tested on its own below.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash as StdHash;
 use std::time::Instant;
 
@@ -251,25 +251,28 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         if p.resting_until.is_some_and(|t| t > now) || p.inflight >= depth(p.rate) {
             return None;
         }
-        let in_flight_here: Vec<u32> = self
-            .requests
-            .values()
-            .filter(|a| a.peer == *peer)
-            .flat_map(|a| a.pieces.iter().copied())
-            .collect();
-        let wanted = |n: u32, max_asked: u8| {
+        // In the endgame, pieces asked once may be asked again, of another
+        // peer, when their request is late.
+        let mut endgame: Option<HashSet<u32>> = None;
+        let wanted = |n: u32, endgame: &Option<HashSet<u32>>| {
             !self.have.get(n)
                 && !self.verifying[n as usize]
-                && self.asked[n as usize] <= max_asked
                 && Self::peer_has(&p.bits, n)
-                && (max_asked == 0 || !in_flight_here.contains(&n))
+                && match endgame {
+                    None => self.asked[n as usize] == 0,
+                    Some(late) => self.asked[n as usize] <= 1 && late.contains(&n),
+                }
         };
-        let mut max_asked = 0;
-        let mut best = self.rarest(|n| wanted(n, 0));
+        let mut best = self.rarest(|n| wanted(n, &endgame));
         if best.is_none() && self.endgame() {
-            max_asked = 1;
-            let late = self.late_pieces(now);
-            best = self.rarest(|n| wanted(n, 1) && late.contains(&n));
+            let mut late = self.late_pieces(now);
+            for a in self.requests.values().filter(|a| a.peer == *peer) {
+                for n in &a.pieces {
+                    late.remove(n);
+                }
+            }
+            endgame = Some(late);
+            best = self.rarest(|n| wanted(n, &endgame));
         }
         let first = best?;
         let mut pieces = vec![first];
@@ -288,7 +291,7 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
             if pieces.len() >= MAX_BATCH_PIECES || bytes >= MAX_BATCH_BYTES {
                 break;
             }
-            if !wanted(n, max_asked) {
+            if !wanted(n, &endgame) {
                 continue;
             }
             let l = len(n);
@@ -311,7 +314,7 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
     /// least; a second for a peer not measured yet). Only those are asked
     /// of a second peer in the endgame: a capped seeder's queue is not
     /// late, and duplicating it would only waste its upload.
-    fn late_pieces(&self, now: Instant) -> std::collections::HashSet<u32> {
+    fn late_pieces(&self, now: Instant) -> HashSet<u32> {
         self.requests
             .values()
             .filter(|a| {
