@@ -143,13 +143,18 @@ impl Packed {
 
     /// `raw`, compressed when that saves at least 1/32 of it.
     pub fn compress(raw: Vec<u8>) -> Packed {
-        match zstd::bulk::compress(&raw, ZSTD_LEVEL) {
-            Ok(z) if z.len() < raw.len() - raw.len() / 32 => Packed {
+        Packed::try_compress(&raw).unwrap_or_else(|| Packed::raw(raw))
+    }
+
+    /// `raw` compressed, when that saves at least 1/32 of its bytes.
+    pub fn try_compress(raw: &[u8]) -> Option<Packed> {
+        match zstd::bulk::compress(raw, ZSTD_LEVEL) {
+            Ok(z) if z.len() < raw.len() - raw.len() / 32 => Some(Packed {
                 encoding: Encoding::Zstd,
                 raw_len: raw.len() as u32,
                 data: z,
-            },
-            _ => Packed::raw(raw),
+            }),
+            _ => None,
         }
     }
 
@@ -255,7 +260,90 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
 
 /// Decodes a response, refusing one over [`MAX_RESPONSE_BYTES`].
 pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
-    let r: Response = decode(bytes, MAX_RESPONSE_BYTES)?;
+    checked(decode(bytes, MAX_RESPONSE_BYTES)?)
+}
+
+/// Most bytes of a data answer's head ([`DataHead`]): the variant, the
+/// encoding, the unpacked length and the body's length, each a varint.
+pub const MAX_DATA_HEAD: usize = 1 + 1 + 5 + 9;
+
+/// Variant numbers of the answers that carry data.
+const MANIFEST_VARIANT: u32 = 1;
+const PIECES_VARIANT: u32 = 2;
+
+/// What precedes the body of an answer carrying data (`Manifest` or
+/// `Pieces`): the same bytes [`encode_response`] writes, split so that a
+/// codec writes the body from where it lies and reads it straight into a
+/// buffer of its own (a megabyte answer is not copied once more to be
+/// framed, nor decoded out of the frame into another buffer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataHead {
+    /// `Pieces` (else `Manifest`).
+    pub pieces: bool,
+    /// How the body is packed.
+    pub encoding: Encoding,
+    /// Length once unpacked.
+    pub raw_len: u32,
+    /// Length of the body that follows.
+    pub body_len: u64,
+}
+
+/// The head of `r` and its body, when `r` carries data; `head ++ body`
+/// is exactly `encode_response(r)`.
+pub fn encode_data_head(r: &Response) -> Option<(Vec<u8>, &[u8])> {
+    let (variant, p) = match r {
+        Response::Manifest(p) => (MANIFEST_VARIANT, p),
+        Response::Pieces(p) => (PIECES_VARIANT, p),
+        _ => return None,
+    };
+    let head = (variant, p.encoding, p.raw_len, p.data.len() as u64);
+    let bytes = bincode::serde::encode_to_vec(head, config()).expect("heads encode");
+    Some((bytes, &p.data))
+}
+
+/// Reads a data answer's head from the first bytes of a frame (at most
+/// [`MAX_DATA_HEAD`]; fewer when the frame is shorter): the head and how
+/// many bytes it took, or `None` when the answer carries no data (decode
+/// the whole frame with [`decode_response`] then).
+pub fn decode_data_head(prefix: &[u8]) -> Result<Option<(DataHead, usize)>, WireError> {
+    let bad = |e: bincode::error::DecodeError| WireError::Decode(e.to_string());
+    let (variant, _): (u32, usize) =
+        bincode::serde::decode_from_slice(prefix, config()).map_err(bad)?;
+    if variant != MANIFEST_VARIANT && variant != PIECES_VARIANT {
+        return Ok(None);
+    }
+    let ((_, encoding, raw_len, body_len), used): ((u32, Encoding, u32, u64), usize) =
+        bincode::serde::decode_from_slice(prefix, config()).map_err(bad)?;
+    let head = DataHead {
+        pieces: variant == PIECES_VARIANT,
+        encoding,
+        raw_len,
+        body_len,
+    };
+    Ok(Some((head, used)))
+}
+
+impl DataHead {
+    /// The answer, with the body read after the head.
+    pub fn into_response(self, body: Vec<u8>) -> Result<Response, WireError> {
+        if body.len() as u64 != self.body_len {
+            return Err(WireError::Decode("body of the wrong length".into()));
+        }
+        let packed = Packed {
+            encoding: self.encoding,
+            raw_len: self.raw_len,
+            data: body,
+        };
+        checked(if self.pieces {
+            Response::Pieces(packed)
+        } else {
+            Response::Manifest(packed)
+        })
+    }
+}
+
+/// A decoded answer within the limits of its kind.
+fn checked(r: Response) -> Result<Response, WireError> {
     if let Response::Pieces(p) = &r
         && p.raw_len as u64 > MAX_BATCH_BYTES
     {
@@ -303,6 +391,43 @@ mod tests {
         let mut bytes = encode_response(&Response::Ack);
         bytes.push(0);
         assert!(decode_response(&bytes).is_err());
+    }
+
+    #[test]
+    fn data_heads_split_the_same_bytes() {
+        for len in [0usize, 1, 250, 251, 65_535, 65_536, 1 << 20] {
+            for (encoding, raw_len) in [(Encoding::Raw, len as u32), (Encoding::Zstd, u32::MAX)] {
+                let p = Packed {
+                    encoding,
+                    raw_len,
+                    data: vec![7; len],
+                };
+                for r in [Response::Manifest(p.clone()), Response::Pieces(p.clone())] {
+                    let whole = encode_response(&r);
+                    let (head, body) = encode_data_head(&r).unwrap();
+                    assert!(head.len() <= MAX_DATA_HEAD);
+                    assert_eq!([head.as_slice(), body].concat(), whole);
+                    let prefix = &whole[..whole.len().min(MAX_DATA_HEAD)];
+                    let (h, used) = decode_data_head(prefix).unwrap().unwrap();
+                    assert_eq!(used, head.len());
+                    assert_eq!(h.body_len, len as u64);
+                    let back = h.into_response(body.to_vec());
+                    if matches!(r, Response::Pieces(_)) && raw_len as u64 > MAX_BATCH_BYTES {
+                        assert!(back.is_err(), "pieces over the batch limit");
+                    } else {
+                        assert_eq!(back.unwrap(), r);
+                    }
+                    assert!(h.into_response(vec![0; len + 1]).is_err());
+                }
+            }
+        }
+        for r in [Response::Ack, Response::NotFound, Response::Busy] {
+            assert!(encode_data_head(&r).is_none());
+            assert_eq!(decode_data_head(&encode_response(&r)).unwrap(), None);
+        }
+        assert!(decode_data_head(&[]).is_err());
+        assert!(decode_data_head(&[2, 0]).is_err(), "a truncated head");
+        assert!(decode_data_head(&[2, 9, 0, 0]).is_err(), "no such encoding");
     }
 
     #[test]

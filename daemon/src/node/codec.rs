@@ -1,4 +1,4 @@
-//! The libp2p side of `/lanseed/bundle/1`: length-prefixed frames over a
+//! The libp2p side of `/lanseed/bundle/2`: length-prefixed frames over a
 //! stream, decoded by `lanseed_protocol::wire` with its size limits. The
 //! length is checked before anything is read, and the buffer grows with the
 //! bytes that actually arrive. Answers that carry data (pieces, manifests)
@@ -11,9 +11,10 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use lanseed_protocol::wire::{self, Request, Response};
 use libp2p::StreamProtocol;
 
+use super::buffers;
 use super::limit::{CHUNK, Limiter};
 
-/// The request-response codec of `/lanseed/bundle/1`. One clone serves
+/// The request-response codec of `/lanseed/bundle/2`. One clone serves
 /// one outbound stream, so it remembers what it asked: the answer to a
 /// piece request is capped at a piece, not at a manifest.
 #[derive(Clone, Default)]
@@ -32,10 +33,13 @@ impl WireCodec {
     }
 }
 
-/// Most bytes of a frame allocated before they arrive.
+/// Most bytes of a frame allocated (and zeroed) ahead of the bytes that
+/// actually arrive: a peer announcing a 64 MiB frame and sending nothing
+/// costs nothing.
 const PREALLOCATE: usize = wire::MAX_PIECE_RESPONSE_BYTES;
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+/// Reads a frame's length, checked against `max` before anything else.
+async fn read_len<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<usize> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_le_bytes(len) as usize;
@@ -45,15 +49,68 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::
             format!("frame of {len} bytes exceeds the limit of {max}"),
         ));
     }
-    // Room for the whole frame up front (no regrowing and copying), but
-    // never more than a piece ahead of the bytes that actually arrive: a
-    // peer announcing a 64 MiB frame and sending nothing costs nothing.
-    let mut buf = Vec::with_capacity(len.min(PREALLOCATE));
-    (&mut *io).take(len as u64).read_to_end(&mut buf).await?;
-    if buf.len() != len {
-        return Err(io::ErrorKind::UnexpectedEof.into());
+    Ok(len)
+}
+
+/// Reads until `buf` holds `total` bytes, growing it by at most
+/// [`PREALLOCATE`] at a time. Each byte is zeroed once and read once
+/// (`read_to_end` zeroes the whole spare room again after every partial
+/// read, which for a megabyte arriving in yamux frames was most of a
+/// fetcher's CPU time after decryption).
+async fn read_rest<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    buf: &mut Vec<u8>,
+    total: usize,
+) -> io::Result<()> {
+    while buf.len() < total {
+        let at = buf.len();
+        buf.resize(at + (total - at).min(PREALLOCATE), 0);
+        io.read_exact(&mut buf[at..]).await?;
     }
+    Ok(())
+}
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+    let len = read_len(io, max).await?;
+    let mut buf = Vec::with_capacity(len.min(PREALLOCATE));
+    read_rest(io, &mut buf, len).await?;
     Ok(buf)
+}
+
+/// Reads an answer. The body of one carrying data is read straight into
+/// its own buffer, after its head ([`wire::DataHead`]).
+async fn read_answer<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Response> {
+    let len = read_len(io, max).await?;
+    let mut prefix = [0u8; wire::MAX_DATA_HEAD];
+    let n = len.min(prefix.len());
+    io.read_exact(&mut prefix[..n]).await?;
+    let Some((head, used)) = wire::decode_data_head(&prefix[..n]).map_err(invalid)? else {
+        let mut buf = Vec::with_capacity(len.min(PREALLOCATE));
+        buf.extend_from_slice(&prefix[..n]);
+        read_rest(io, &mut buf, len).await?;
+        return wire::decode_response(&buf).map_err(invalid);
+    };
+    if used as u64 + head.body_len != len as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "answer body of the wrong length",
+        ));
+    }
+    let body_len = head.body_len as usize;
+    let early = &prefix[used..n];
+    let body = if body_len <= buffers::CAPACITY {
+        // The common case: a recycled buffer, overwritten.
+        let mut body = buffers::filled(body_len);
+        body[..early.len()].copy_from_slice(early);
+        io.read_exact(&mut body[early.len()..]).await?;
+        body
+    } else {
+        let mut body = Vec::with_capacity(body_len.min(PREALLOCATE));
+        body.extend_from_slice(early);
+        read_rest(io, &mut body, body_len).await?;
+        body
+    };
+    head.into_response(body).map_err(invalid)
 }
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
@@ -88,8 +145,7 @@ impl libp2p::request_response::Codec for WireCodec {
         } else {
             wire::MAX_RESPONSE_BYTES
         };
-        let bytes = read_frame(io, max).await?;
-        wire::decode_response(&bytes).map_err(invalid)
+        read_answer(io, max).await
     }
 
     async fn write_request<T>(
@@ -114,20 +170,31 @@ impl libp2p::request_response::Codec for WireCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        let bytes = wire::encode_response(&res);
-        let carries_data = matches!(res, Response::Pieces(_) | Response::Manifest(_));
+        // An answer carrying data is written from where its body lies.
+        let Some((head, body)) = wire::encode_data_head(&res) else {
+            return write_frame(io, &wire::encode_response(&res)).await;
+        };
+        let mut first = ((head.len() + body.len()) as u32).to_le_bytes().to_vec();
+        first.extend_from_slice(&head);
         match &self.limiter {
-            Some(limiter) if carries_data => {
+            Some(limiter) => {
                 let _turn = limiter.turn.lock().await;
-                limiter.take(4).await;
-                io.write_all(&(bytes.len() as u32).to_le_bytes()).await?;
-                for chunk in bytes.chunks(CHUNK) {
+                limiter.take(first.len()).await;
+                io.write_all(&first).await?;
+                for chunk in body.chunks(CHUNK) {
                     limiter.take(chunk.len()).await;
                     io.write_all(chunk).await?;
                 }
-                io.flush().await
             }
-            _ => write_frame(io, &bytes).await,
+            None => {
+                io.write_all(&first).await?;
+                io.write_all(body).await?;
+            }
         }
+        io.flush().await?;
+        if let Response::Pieces(p) | Response::Manifest(p) = res {
+            buffers::give(p.data);
+        }
+        Ok(())
     }
 }

@@ -31,6 +31,7 @@
 //!   pieces, whole-blob checks and commits run on tokio's blocking pool and
 //!   report back on a channel; the loop only decides.
 
+mod buffers;
 mod codec;
 pub mod control;
 mod discovery;

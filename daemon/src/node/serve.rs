@@ -26,6 +26,7 @@ use lanseed_protocol::pieces::piece_offset;
 use lanseed_protocol::wire::{Packed, Response};
 use libp2p::PeerId;
 
+use super::buffers;
 use super::fetch::partial::read_piece;
 
 /// How long a peer keeps its slot after its last answer.
@@ -124,7 +125,7 @@ impl Incompressible {
 
 /// Reads and packs the pieces asked for; `NotFound` when any is missing.
 pub fn pieces(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> Response {
-    let mut out = Vec::new();
+    let mut out = buffers::empty();
     for (_, source) in &sources {
         let ok = match source {
             Source::Store(path, index) => read_store_piece(path, *index, &mut out),
@@ -133,6 +134,7 @@ pub fn pieces(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> 
                 .is_ok(),
         };
         if !ok || out.len() as u64 > lanseed_protocol::wire::MAX_BATCH_BYTES {
+            buffers::give(out);
             return Response::NotFound;
         }
     }
@@ -143,13 +145,20 @@ pub fn pieces(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> 
     if single.is_some_and(|h| incompressible.contains(&h)) {
         return Response::Pieces(Packed::raw(out));
     }
-    let packed = Packed::compress(out);
-    if let Some(h) = single
-        && !packed.is_compressed()
-        && packed.raw_len as u64 == PIECE_SIZE
-    {
-        incompressible.insert(h);
-    }
+    let packed = match Packed::try_compress(&out) {
+        Some(packed) => {
+            buffers::give(out);
+            packed
+        }
+        None => {
+            if let Some(h) = single
+                && out.len() as u64 == PIECE_SIZE
+            {
+                incompressible.insert(h);
+            }
+            Packed::raw(out)
+        }
+    };
     Response::Pieces(packed)
 }
 

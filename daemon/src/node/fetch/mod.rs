@@ -33,6 +33,7 @@ use libp2p::request_response::OutboundRequestId;
 
 use self::partial::Partial;
 use self::sched::Sched;
+use super::buffers;
 
 /// Names one request of a fetch.
 pub type ReqId = OutboundRequestId;
@@ -229,11 +230,12 @@ fn verify_and_write(
         slices.push((path, *index, piece));
         at += *len as usize;
     }
-    for (path, index, piece) in slices {
+    let written = slices.into_iter().try_for_each(|(path, index, piece)| {
         partial::write_piece(path, index, piece)
-            .map_err(|e| StoreError::io("cannot write", path)(e))?;
-    }
-    Ok(())
+            .map_err(|e| StoreError::io("cannot write", path)(e))
+    });
+    buffers::give(data);
+    Ok(written?)
 }
 
 /// A whole-blob check, off the event loop.
