@@ -8,6 +8,7 @@
 //! - [`hash`]: BLAKE3 content addresses.
 //! - [`path`]: the normalized relative paths a bundle may contain.
 //! - [`manifest`]: every file of a web build, and the bundle id.
+//! - [`piecehash`]: piece hashes, the subtrees of a file's BLAKE3 tree.
 //! - [`release`]: signed release statements and their verification.
 //! - [`keys`] and [`trust`]: publisher keys and the pinned trust list.
 //! - [`store`]: content-addressed blobs, manifests and the release index.
@@ -24,6 +25,7 @@ pub mod limits;
 pub mod manifest;
 pub mod pack;
 pub mod path;
+pub mod piecehash;
 pub mod pieces;
 pub mod release;
 pub mod release_file;

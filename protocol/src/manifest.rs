@@ -2,8 +2,10 @@
 //!
 //! A manifest lists each file's normalized path, size, BLAKE3 hash (the
 //! blob's address), SHA-256 (what the Capgo plugin checks in manifest mode)
-//! and, for files larger than one [`PIECE_SIZE`], the BLAKE3 hash of each
-//! piece, so a receiver can verify any piece on its own before writing it.
+//! and, for files larger than one [`PIECE_SIZE`], the hash of each piece
+//! (its chaining value in the file's BLAKE3 tree, see [`crate::piecehash`]),
+//! so a receiver can verify any piece on its own before writing it; a
+//! decoder checks that the piece hashes merge to the file's BLAKE3.
 //! Files are sorted by the bytes of their path. The bundle id is the BLAKE3
 //! hash of the canonical bytes ([`Manifest::to_bytes`]).
 //!
@@ -29,6 +31,7 @@ use crate::canonical::{DecodeError, Reader, Writer};
 use crate::hash::{BundleId, Hash};
 use crate::limits::{MAX_FILE_SIZE, MAX_FILES, MAX_MANIFEST_BYTES, MAX_PATH_LEN, PIECE_SIZE};
 use crate::path::{BundlePath, PathError};
+use crate::piecehash::{self, PieceHasher};
 
 const MAGIC: &[u8; 8] = b"LSMANIF1";
 
@@ -92,6 +95,9 @@ pub enum ManifestError {
     /// The piece hashes do not match the size.
     #[error("file `{0}` has the wrong number of piece hashes for its size")]
     PieceCount(String),
+    /// Piece hashes that do not merge to the file's BLAKE3.
+    #[error("the piece hashes of `{0}` do not add up to its BLAKE3")]
+    PieceHashes(String),
     /// An empty file with the hashes of some content.
     #[error("empty file `{0}` does not carry the hashes of empty content")]
     EmptyFileHash(String),
@@ -112,6 +118,21 @@ impl FileEntry {
             (index == 0).then_some(self.blake3)
         } else {
             self.pieces.get(usize::try_from(index).ok()?).copied()
+        }
+    }
+
+    /// Whether `data` is piece `index` of this file: its length, and its
+    /// hash (the file's BLAKE3 for a file of one piece, else the piece's
+    /// chaining value, see [`crate::piecehash`]).
+    pub fn is_piece(&self, index: u64, data: &[u8]) -> bool {
+        let range = self.piece_range(index);
+        if data.len() as u64 != range.end - range.start {
+            return false;
+        }
+        match self.piece_hash(index) {
+            Some(want) if self.pieces.is_empty() => Hash::of(data) == want,
+            Some(want) => piecehash::piece_hash(index, data) == want,
+            None => false,
         }
     }
 
@@ -136,6 +157,9 @@ impl FileEntry {
         if self.pieces.len() != want {
             return Err(ManifestError::PieceCount(self.path.to_string()));
         }
+        if want > 0 && piecehash::root_of(&self.pieces) != Some(self.blake3) {
+            return Err(ManifestError::PieceHashes(self.path.to_string()));
+        }
         // An empty file has one possible content: a manifest must not name
         // some other blob for it (it would be "fetched" without any bytes).
         if self.size == 0
@@ -148,13 +172,16 @@ impl FileEntry {
     }
 }
 
-/// Hashes of one file's bytes, computed as they stream past.
+/// Hashes of one file's bytes, computed as they stream past: SHA-256 of
+/// the whole, and the piece hashes, from which the file's BLAKE3 is merged
+/// (one BLAKE3 pass, see [`crate::piecehash`]).
 pub struct FileDigester {
-    whole: blake3::Hasher,
     sha: Sha256,
-    piece: blake3::Hasher,
-    piece_len: u64,
+    piece: PieceHasher,
     pieces: Vec<Hash>,
+    /// Root hash of the first piece alone: the file's BLAKE3 if it has no
+    /// second piece.
+    first_root: Option<Hash>,
     size: u64,
 }
 
@@ -181,11 +208,10 @@ impl FileDigester {
     /// A digester that has seen no bytes.
     pub fn new() -> Self {
         FileDigester {
-            whole: blake3::Hasher::new(),
             sha: Sha256::new(),
-            piece: blake3::Hasher::new(),
-            piece_len: 0,
+            piece: PieceHasher::new(0),
             pieces: Vec::new(),
+            first_root: None,
             size: 0,
         }
     }
@@ -193,19 +219,24 @@ impl FileDigester {
     /// Feeds the next bytes of the file.
     pub fn update(&mut self, mut data: &[u8]) {
         self.size += data.len() as u64;
-        self.whole.update(data);
         self.sha.update(data);
         while !data.is_empty() {
-            let n = ((PIECE_SIZE - self.piece_len) as usize).min(data.len());
+            let n = ((PIECE_SIZE - self.piece.len()) as usize).min(data.len());
             self.piece.update(&data[..n]);
-            self.piece_len += n as u64;
-            if self.piece_len == PIECE_SIZE {
-                self.pieces.push(self.piece.finalize().into());
-                self.piece.reset();
-                self.piece_len = 0;
+            if self.piece.len() == PIECE_SIZE {
+                self.end_piece();
+                self.piece = PieceHasher::new(self.pieces.len() as u64);
             }
             data = &data[n..];
         }
+    }
+
+    fn end_piece(&mut self) {
+        let (cv, root) = self.piece.finish();
+        if root.is_some() {
+            self.first_root = root;
+        }
+        self.pieces.extend(cv);
     }
 
     /// Bytes fed so far.
@@ -215,15 +246,19 @@ impl FileDigester {
 
     /// The digests of everything fed.
     pub fn finish(mut self) -> FileDigest {
-        if self.piece_len > 0 {
-            self.pieces.push(self.piece.finalize().into());
+        if !self.piece.is_empty() || self.size == 0 {
+            self.end_piece();
         }
-        if self.pieces.len() <= 1 {
-            self.pieces.clear();
-        }
+        let blake3 = match piecehash::root_of(&self.pieces) {
+            Some(root) => root,
+            None => {
+                self.pieces.clear();
+                self.first_root.expect("the first piece was ended")
+            }
+        };
         FileDigest {
             size: self.size,
-            blake3: self.whole.finalize().into(),
+            blake3,
             sha256: self.sha.finalize().into(),
             pieces: self.pieces,
         }
@@ -492,12 +527,26 @@ mod tests {
             let e = whole.into_entry(BundlePath::new("f").unwrap());
             e.check().unwrap();
             let mut n = 0;
-            while let Some(h) = e.piece_hash(n) {
+            while e.piece_hash(n).is_some() {
                 let r = e.piece_range(n);
-                assert_eq!(Hash::of(&data[r.start as usize..r.end as usize]), h);
+                let piece = &data[r.start as usize..r.end as usize];
+                assert!(e.is_piece(n, piece), "size {size} piece {n}");
+                let mut bad = piece.to_vec();
+                if let Some(b) = bad.last_mut() {
+                    *b ^= 1;
+                    assert!(!e.is_piece(n, &bad));
+                }
+                assert!(!e.is_piece(n + 1, piece), "a piece is bound to its place");
                 n += 1;
             }
             assert_eq!(n, piece_count(size as u64), "size {size}");
+            assert_eq!(e.blake3, Hash::of(&data), "the file's own BLAKE3");
+            if e.pieces.len() > 1 {
+                // Pieces of other content under this file's address.
+                let mut lying = e.clone();
+                lying.pieces[1] = Hash::of(b"other");
+                assert_eq!(lying.check(), Err(ManifestError::PieceHashes("f".into())));
+            }
         }
     }
 
@@ -589,15 +638,18 @@ mod tests {
             for (i, (p, size)) in paths.iter().zip(sizes).enumerate() {
                 // A folder of its own per path: no two paths collide.
                 let p = format!("d{i}/{p}");
-                let pieces = if size > PIECE_SIZE {
+                let pieces: Vec<Hash> = if size > PIECE_SIZE {
                     (0..piece_count(size)).map(|i| Hash::of(&i.to_le_bytes())).collect()
                 } else {
                     vec![]
                 };
+                // Piece hashes must merge to the file's BLAKE3.
+                let blake3 = crate::piecehash::root_of(&pieces)
+                    .unwrap_or_else(|| Hash::of(p.as_bytes()));
                 files.push(FileEntry {
                     path: BundlePath::new(&p).unwrap(),
                     size,
-                    blake3: Hash::of(p.as_bytes()),
+                    blake3,
                     sha256: [seed; 32],
                     pieces,
                 });

@@ -111,13 +111,10 @@ impl PieceMap {
         r.end - r.start
     }
 
-    /// The signed hash of piece `n`.
-    pub fn piece_hash(&self, n: u32) -> Hash {
+    /// Whether `data` is piece `n` (checked against the signed manifest).
+    pub fn is_piece(&self, n: u32, data: &[u8]) -> bool {
         let r = self.locate(n);
-        self.blobs[r.blob]
-            .entry
-            .piece_hash(u64::from(r.index))
-            .expect("numbered pieces exist")
+        self.blobs[r.blob].entry.is_piece(u64::from(r.index), data)
     }
 
     /// The numbers of blob `blob`'s pieces.
@@ -249,7 +246,7 @@ mod tests {
         assert_eq!(map.locate(4), PieceRef { blob: 2, index: 0 });
         assert_eq!(map.piece_len(3), 5);
         assert_eq!(map.piece_len(1), PIECE_SIZE);
-        assert_eq!(map.piece_hash(0), Hash::of(b"hello"));
+        assert!(map.is_piece(0, b"hello") && !map.is_piece(0, b"hellO"));
         assert_eq!(map.pieces_of(1), 1..4);
         assert_eq!(map.blob_index(&Hash::of(b"body{}")), Some(2));
     }

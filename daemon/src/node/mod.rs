@@ -28,7 +28,7 @@
 //!   partial folder; answers are read and packed off the event loop
 //!   ([`serve`]), within `--max-uploads` and `--upload-limit` ([`limit`]).
 //! - Off the loop: reading and compressing answers, verifying and writing
-//!   pieces, whole-blob checks and commits run on tokio's blocking pool and
+//!   pieces and commits run on tokio's blocking pool and
 //!   report back on a channel; the loop only decides.
 
 mod buffers;
@@ -62,7 +62,7 @@ use tokio::sync::mpsc;
 
 use self::codec::WireCodec;
 use self::control::Command;
-use self::fetch::{Checked, Fault, Fetch, FetchError, Job, Stage, Written};
+use self::fetch::{Fault, Fetch, FetchError, Stage, Written};
 use self::status::{PeerStatus, Status, TransferStatus, UploadStatus};
 use crate::output::ReleaseView;
 
@@ -176,8 +176,6 @@ enum Done {
     ),
     /// Pieces verified and written (or not).
     Written(Written),
-    /// A blob checked whole.
-    Checked(Checked),
     /// A release committed (or not).
     Committed(BundleId, Box<Committed>),
 }
@@ -887,27 +885,8 @@ impl Node {
                 };
                 tracing::debug!(%peer, bundle = %bundle, pieces = w.pieces.len(), ok = w.result.is_ok(), "pieces written");
                 match f.on_written(w) {
-                    Ok(checks) => {
-                        for c in checks {
-                            self.spawn(move || Done::Checked(c.run()));
-                        }
-                        self.report_progress(bundle);
-                    }
+                    Ok(()) => self.report_progress(bundle),
                     Err(e) => self.on_fetch_error(bundle, peer, e),
-                }
-                self.drive(bundle);
-            }
-            Done::Checked(c) => {
-                let bundle = c.bundle;
-                let Some(f) = self.fetches.get_mut(&bundle) else {
-                    return;
-                };
-                if let Err(e) = f.on_checked(c) {
-                    tracing::error!(bundle = %bundle, "transfer failed: {e}");
-                    if let Some(f) = self.fetches.remove(&bundle) {
-                        f.partial.remove();
-                    }
-                    return;
                 }
                 self.drive(bundle);
             }
@@ -1099,7 +1078,7 @@ impl Node {
             return;
         }
         tracing::info!(%peer, app = %r.app, channel = %r.channel, version = %r.version, seq = r.seq, bundle = %bundle, whole = bits.is_none(), "fetching release");
-        let (mut f, checks) = Fetch::new(&self.cfg.store, verified);
+        let mut f = Fetch::new(&self.cfg.store, verified);
         match bits {
             None => f.add_whole(peer),
             Some(bits) => f.add_partial(peer, bits),
@@ -1112,9 +1091,6 @@ impl Node {
             }
         }
         self.fetches.insert(bundle, f);
-        for c in checks {
-            self.spawn(move || Done::Checked(c.run()));
-        }
         self.drive(bundle);
     }
 
@@ -1130,14 +1106,8 @@ impl Node {
             return;
         };
         match f.on_answer(&store, key, peer, answer, Instant::now()) {
-            Ok(Some(Job::Write(job))) => self.spawn(move || Done::Written(job.run())),
-            Ok(Some(Job::Checks(checks))) => {
-                self.report_progress(bundle);
-                for c in checks {
-                    self.spawn(move || Done::Checked(c.run()));
-                }
-            }
-            Ok(None) => {}
+            Ok(Some(job)) => self.spawn(move || Done::Written(job.run())),
+            Ok(None) => self.report_progress(bundle),
             Err(e) => self.on_fetch_error(bundle, peer, e),
         }
         self.drive(bundle);
@@ -1165,12 +1135,6 @@ impl Node {
             FetchError::Peer(fault) => {
                 tracing::warn!(%peer, bundle = %bundle, "dropped peer from transfer: it {fault}");
                 f.ban(peer);
-            }
-            e @ FetchError::Inconsistent(_) => {
-                tracing::error!(bundle = %bundle, "transfer failed: {e}");
-                if let Some(f) = self.fetches.remove(&bundle) {
-                    f.partial.remove();
-                }
             }
             FetchError::Store(e) => {
                 tracing::error!(bundle = %bundle, "transfer failed: {e}");

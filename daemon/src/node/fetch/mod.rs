@@ -5,9 +5,11 @@
 //! pieces the store lacks are asked of every peer that has them, as
 //! [`sched`] decides; each answer is verified piece by piece against the
 //! signed manifest and written at its offset in [`partial`], off the node's
-//! event loop ([`WriteJob`]), and every blob of more than one piece is
-//! checked whole against its own BLAKE3 once complete ([`CheckJob`]). The
-//! release is committed when every blob is in ([`partial::Partial::commit`]).
+//! event loop ([`WriteJob`]). A blob whose every piece matched is the blob
+//! (piece hashes are subtrees of the file's BLAKE3, which the manifest's
+//! decoder checked: `lanseed_protocol::piecehash`), so nothing is read back.
+//! The release is committed when every piece is in
+//! ([`partial::Partial::commit`]).
 //!
 //! A peer that sends anything wrong is dropped from this fetch for good; one
 //! that does not answer is set aside until it announces the release again;
@@ -23,7 +25,7 @@ use std::time::Instant;
 
 use lanseed_protocol::hash::{BundleId, Hash};
 use lanseed_protocol::limits::MAX_MANIFEST_BYTES;
-use lanseed_protocol::manifest::{FileEntry, Manifest};
+use lanseed_protocol::manifest::Manifest;
 use lanseed_protocol::pieces::{Bitfield, PieceMap};
 use lanseed_protocol::store::{CommitOutcome, StoreError};
 use lanseed_protocol::wire::{MAX_BATCH_BYTES, Packed, Request, Response};
@@ -67,9 +69,6 @@ pub enum FetchError {
     /// The local store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The signed manifest contradicts itself.
-    #[error("file {0} of the signed manifest contradicts its own piece hashes")]
-    Inconsistent(String),
 }
 
 /// Most bytes of a bitfield kept from a peer before the manifest is in
@@ -85,7 +84,7 @@ pub enum Stage {
     Manifest(Option<ReqId>),
     /// Fetching pieces.
     Pieces(Box<Transfer>),
-    /// Every blob is in and checked; the commit is running.
+    /// Every piece is in; the commit is running.
     Committing,
 }
 
@@ -95,24 +94,9 @@ pub struct Transfer {
     manifest_bytes: Arc<Vec<u8>>,
     map: Arc<PieceMap>,
     sched: Sched<ReqId>,
-    /// Per blob: pieces still missing.
-    left: Vec<u32>,
     /// Per blob: whether the store held it when the fetch began (its
     /// pieces are served from the store, never from the partial folder).
     in_store: Vec<bool>,
-    /// Per blob: still to be completed and checked.
-    pending: Vec<bool>,
-    /// Blobs pending.
-    blobs_left: usize,
-}
-
-impl Transfer {
-    /// Blob `b` is complete and checked.
-    fn done(&mut self, b: usize) {
-        if std::mem::replace(&mut self.pending[b], false) {
-            self.blobs_left -= 1;
-        }
-    }
 }
 
 /// What to ask for.
@@ -171,7 +155,9 @@ pub struct WriteJob {
     pub peer: PeerId,
     /// Piece numbers.
     pub pieces: Vec<u32>,
-    targets: Vec<(PathBuf, u32, u64, Hash)>,
+    map: Arc<PieceMap>,
+    /// Per piece: the file it goes to and its index there.
+    targets: Vec<(PathBuf, u32)>,
     packed: Packed,
 }
 
@@ -195,14 +181,16 @@ impl WriteJob {
             bundle,
             peer,
             pieces,
+            map,
             targets,
             packed,
         } = self;
+        let result = verify_and_write(&map, &pieces, &targets, packed);
         Written {
             bundle,
             peer,
             pieces,
-            result: verify_and_write(&targets, packed),
+            result,
         }
     }
 }
@@ -210,10 +198,12 @@ impl WriteJob {
 /// Unpacks an answer, verifies every piece against its signed hash, then
 /// writes them (nothing is written unless all match).
 fn verify_and_write(
-    targets: &[(PathBuf, u32, u64, Hash)],
+    map: &PieceMap,
+    pieces: &[u32],
+    targets: &[(PathBuf, u32)],
     packed: Packed,
 ) -> Result<(), FetchError> {
-    let expected: u64 = targets.iter().map(|t| t.2).sum();
+    let expected: u64 = pieces.iter().map(|&n| map.piece_len(n)).sum();
     let data = packed
         .unpack(expected as usize)
         .map_err(|_| Fault::BadData)?;
@@ -222,13 +212,13 @@ fn verify_and_write(
     }
     let mut at = 0usize;
     let mut slices = Vec::with_capacity(targets.len());
-    for (path, index, len, hash) in targets {
-        let piece = &data[at..at + *len as usize];
-        if Hash::of(piece) != *hash {
+    for (&n, (path, index)) in pieces.iter().zip(targets) {
+        let piece = &data[at..at + map.piece_len(n) as usize];
+        if !map.is_piece(n, piece) {
             return Err(Fault::BadData.into());
         }
         slices.push((path, *index, piece));
-        at += *len as usize;
+        at += piece.len();
     }
     let written = slices.into_iter().try_for_each(|(path, index, piece)| {
         partial::write_piece(path, index, piece)
@@ -236,37 +226,6 @@ fn verify_and_write(
     });
     buffers::give(data);
     Ok(written?)
-}
-
-/// A whole-blob check, off the event loop.
-pub struct CheckJob {
-    /// The fetch.
-    pub bundle: BundleId,
-    /// Index of the blob in the piece map.
-    pub blob: usize,
-    path: PathBuf,
-    entry: FileEntry,
-}
-
-/// What a [`CheckJob`] found.
-pub struct Checked {
-    /// The fetch.
-    pub bundle: BundleId,
-    /// Index of the blob.
-    pub blob: usize,
-    /// What the check found.
-    pub result: std::io::Result<partial::BlobCheck>,
-}
-
-impl CheckJob {
-    /// Hashes the blob.
-    pub fn run(self) -> Checked {
-        Checked {
-            bundle: self.bundle,
-            blob: self.blob,
-            result: partial::check_blob(&self.path, &self.entry),
-        }
-    }
 }
 
 /// The commit, off the event loop.
@@ -295,8 +254,8 @@ impl CommitJob {
 
 impl Fetch {
     /// Starts fetching `release`; resumes from its partial folder when an
-    /// earlier run left one (returning the whole-blob checks that needs).
-    pub fn new(store: &Store, release: VerifiedRelease) -> (Fetch, Vec<CheckJob>) {
+    /// earlier run left one.
+    pub fn new(store: &Store, release: VerifiedRelease) -> Fetch {
         let bundle = release.release().bundle_id;
         let partial = Partial::of(store, &bundle);
         let mut seed = [0u8; 8];
@@ -322,14 +281,12 @@ impl Fetch {
             stall_warned: false,
             _gc_guard: store.read_guard().ok(),
         };
-        let mut checks = Vec::new();
-        if let Some(bytes) = f.partial.saved_manifest(&bundle) {
-            match f.on_manifest(store, bytes) {
-                Ok(c) => checks = c,
-                Err(e) => tracing::warn!(bundle = %bundle, "cannot resume: {e}"),
-            }
+        if let Some(bytes) = f.partial.saved_manifest(&bundle)
+            && let Err(e) = f.on_manifest(store, bytes)
+        {
+            tracing::warn!(bundle = %bundle, "cannot resume: {e}");
         }
-        (f, checks)
+        f
     }
 
     /// The bundle being fetched.
@@ -514,8 +471,7 @@ impl Fetch {
     }
 
     /// Takes the answer to request `key` from `peer` (`Err` when the
-    /// request failed). Pieces come back as a job to run off the loop;
-    /// a manifest may come with whole-blob checks to run.
+    /// request failed). Pieces come back as a job to run off the loop.
     pub fn on_answer(
         &mut self,
         store: &Store,
@@ -523,7 +479,7 @@ impl Fetch {
         peer: PeerId,
         answer: Result<Response, String>,
         now: Instant,
-    ) -> Result<Option<Job>, FetchError> {
+    ) -> Result<Option<WriteJob>, FetchError> {
         let wire = match &answer {
             Ok(Response::Pieces(p) | Response::Manifest(p)) => p.data.len() as u64,
             _ => 0,
@@ -553,8 +509,8 @@ impl Fetch {
                 if Hash::of(&bytes) != self.bundle().0 {
                     return Err(Fault::BadData.into());
                 }
-                let checks = self.on_manifest(store, bytes)?;
-                Ok(Some(Job::Checks(checks)))
+                self.on_manifest(store, bytes)?;
+                Ok(None)
             }
             Stage::Pieces(t) => {
                 let Some((_, pieces)) = t.sched.answered(&key, wire, now) else {
@@ -576,28 +532,24 @@ impl Fetch {
                     .map(|&n| {
                         let r = t.map.locate(n);
                         let blob = &t.map.blobs()[r.blob].entry.blake3;
-                        (
-                            self.partial.blob_path(blob),
-                            r.index,
-                            t.map.piece_len(n),
-                            t.map.piece_hash(n),
-                        )
+                        (self.partial.blob_path(blob), r.index)
                     })
                     .collect();
-                Ok(Some(Job::Write(WriteJob {
+                Ok(Some(WriteJob {
                     bundle: self.release.release().bundle_id,
                     peer,
                     pieces,
+                    map: t.map.clone(),
                     targets,
                     packed,
-                })))
+                }))
             }
         }
     }
 
     /// The manifest is in (checked against the bundle id): save it for a
     /// later resume, number the pieces, and find those already held.
-    fn on_manifest(&mut self, store: &Store, bytes: Vec<u8>) -> Result<Vec<CheckJob>, FetchError> {
+    fn on_manifest(&mut self, store: &Store, bytes: Vec<u8>) -> Result<(), FetchError> {
         let manifest = Manifest::from_bytes(&bytes).map_err(|_| Fault::BadData)?;
         self.partial.save_manifest(&bytes)?;
         let map = PieceMap::of(&manifest);
@@ -611,24 +563,10 @@ impl Fetch {
                 sched.set_bits(*p, b, Bitfield::from_bytes(fetching, map.len()));
             }
         }
-        let mut left = Vec::with_capacity(map.blobs().len());
-        let mut pending = vec![false; map.blobs().len()];
-        let mut checks = Vec::new();
-        self.bytes_total = 0;
-        for (i, blob) in map.blobs().iter().enumerate() {
-            let missing = map.pieces_of(i).filter(|&n| !sched.have().get(n)).count() as u32;
-            left.push(missing);
-            if in_store[i] {
-                continue;
-            }
-            self.bytes_total += blob.entry.size;
-            // Complete single-piece blobs were checked whole by their piece.
-            pending[i] = missing > 0 || blob.count > 1;
-            if missing == 0 && blob.count > 1 {
-                checks.push(self.check_job(i, &blob.entry));
-            }
-        }
-        let blobs_left = pending.iter().filter(|p| **p).count();
+        self.bytes_total = (map.blobs().iter().zip(&in_store))
+            .filter(|(_, stored)| !**stored)
+            .map(|(blob, _)| blob.entry.size)
+            .sum();
         self.reused = reused;
         self.bytes_done = reused;
         if reused > 0 {
@@ -639,35 +577,21 @@ impl Fetch {
             manifest_bytes: Arc::new(bytes),
             map: Arc::new(map),
             sched,
-            left,
             in_store,
-            pending,
-            blobs_left,
         }));
         self.have_changed = true;
-        Ok(checks)
+        Ok(())
     }
 
-    fn check_job(&self, blob: usize, entry: &FileEntry) -> CheckJob {
-        CheckJob {
-            bundle: self.bundle(),
-            blob,
-            path: self.partial.blob_path(&entry.blake3),
-            entry: entry.clone(),
-        }
-    }
-
-    /// Takes the result of a [`WriteJob`]; returns the whole-blob checks
-    /// that became due.
-    pub fn on_written(&mut self, w: Written) -> Result<Vec<CheckJob>, FetchError> {
+    /// Takes the result of a [`WriteJob`].
+    pub fn on_written(&mut self, w: Written) -> Result<(), FetchError> {
         let Stage::Pieces(t) = &mut self.stage else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         if let Err(e) = w.result {
             t.sched.failed(&w.pieces);
             return Err(e);
         }
-        let mut due = Vec::new();
         for &n in &w.pieces {
             if t.sched.have().get(n) {
                 continue; // an endgame duplicate
@@ -675,74 +599,17 @@ impl Fetch {
             t.sched.verified(&[n]);
             self.bytes_done += t.map.piece_len(n);
             self.have_changed = true;
-            let r = t.map.locate(n);
-            t.left[r.blob] = t.left[r.blob].saturating_sub(1);
-            if t.left[r.blob] == 0 && t.pending[r.blob] {
-                if t.map.blobs()[r.blob].count > 1 {
-                    due.push(r.blob);
-                } else {
-                    t.done(r.blob);
-                }
-            }
         }
-        let map = t.map.clone();
-        Ok(due
-            .into_iter()
-            .map(|b| self.check_job(b, &map.blobs()[b].entry))
-            .collect())
+        Ok(())
     }
 
-    /// Takes the result of a [`CheckJob`].
-    pub fn on_checked(&mut self, c: Checked) -> Result<(), FetchError> {
-        let Stage::Pieces(t) = &mut self.stage else {
-            return Ok(());
-        };
-        let entry = &t.map.blobs()[c.blob].entry;
-        match c.result {
-            // A stale result (the blob was checked already, or lost pieces
-            // since) changes nothing.
-            Ok(partial::BlobCheck::Whole) if t.left[c.blob] == 0 => {
-                t.done(c.blob);
-                Ok(())
-            }
-            Ok(partial::BlobCheck::Whole) => Ok(()),
-            Ok(partial::BlobCheck::Damaged(indexes)) => {
-                tracing::warn!(
-                    bundle = %self.release.release().bundle_id,
-                    file = %entry.path.as_str(),
-                    pieces = indexes.len(),
-                    "pieces damaged on disk after they were verified; fetching them again"
-                );
-                let range = t.map.pieces_of(c.blob);
-                let lost: Vec<u32> = indexes
-                    .iter()
-                    .map(|i| range.start + i)
-                    .filter(|n| range.contains(n) && t.sched.have().get(*n))
-                    .collect();
-                for &n in &lost {
-                    self.bytes_done = self.bytes_done.saturating_sub(t.map.piece_len(n));
-                }
-                t.sched.lost(&lost);
-                t.left[c.blob] += lost.len() as u32;
-                self.have_changed = true;
-                Ok(())
-            }
-            Ok(partial::BlobCheck::Inconsistent) => {
-                Err(FetchError::Inconsistent(entry.path.to_string()))
-            }
-            Err(e) => {
-                Err(StoreError::io("cannot read", &self.partial.blob_path(&entry.blake3))(e).into())
-            }
-        }
-    }
-
-    /// When every blob is in and checked: the commit to run (the fetch is
+    /// When every piece is in: the commit to run (the fetch is
     /// `Committing` from then on).
     pub fn take_commit(&mut self, store: &Store) -> Option<CommitJob> {
         let Stage::Pieces(t) = &self.stage else {
             return None;
         };
-        if !(t.sched.complete() && t.blobs_left == 0) {
+        if !t.sched.complete() {
             return None;
         }
         let Stage::Pieces(t) = std::mem::replace(&mut self.stage, Stage::Committing) else {
@@ -757,12 +624,4 @@ impl Fetch {
             also: self.also.clone(),
         })
     }
-}
-
-/// Work a fetch hands out to run off the event loop.
-pub enum Job {
-    /// Verify and write pieces.
-    Write(WriteJob),
-    /// Check complete blobs.
-    Checks(Vec<CheckJob>),
 }

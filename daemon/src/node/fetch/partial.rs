@@ -12,7 +12,9 @@
 //! read back and hashed against the signed manifest, and only matching
 //! ones count. So the files need no sync while being filled; the store's
 //! batch syncs them once, when the release is committed and they move
-//! into `blobs/`.
+//! into `blobs/`. The kernel is asked to start writing each piece out as
+//! it lands ([`durable::start_writeback`]), so that sync finds little left
+//! to do.
 
 use std::fs::File;
 use std::io::Read;
@@ -21,9 +23,8 @@ use std::path::{Path, PathBuf};
 
 use lanseed_protocol::hash::{BundleId, Hash};
 use lanseed_protocol::limits::PIECE_SIZE;
-use lanseed_protocol::manifest::FileEntry;
 use lanseed_protocol::pieces::{Bitfield, PieceMap, piece_offset};
-use lanseed_protocol::store::{CommitOutcome, StoreError};
+use lanseed_protocol::store::{CommitOutcome, StoreError, durable};
 use lanseed_protocol::{Store, VerifiedRelease};
 
 /// The partial folder of one bundle.
@@ -96,7 +97,7 @@ impl Partial {
                 buf.clear();
                 let index = map.locate(n).index;
                 if read_piece(&file, index, map.piece_len(n), &mut buf).is_ok()
-                    && Hash::of(&buf) == map.piece_hash(n)
+                    && map.is_piece(n, &buf)
                 {
                     have.set(n);
                     reused += buf.len() as u64;
@@ -146,7 +147,9 @@ pub fn write_piece(path: &Path, index: u32, data: &[u8]) -> std::io::Result<()> 
         .truncate(false)
         .write(true)
         .open(path)?;
-    file.write_all_at(data, piece_offset(index))
+    file.write_all_at(data, piece_offset(index))?;
+    durable::start_writeback(&file, piece_offset(index), data.len() as u64);
+    Ok(())
 }
 
 /// Appends the `len` bytes of piece `index` of `file` to `out` (read into
@@ -171,49 +174,4 @@ pub fn read_piece(file: &File, index: u32, len: u64, out: &mut Vec<u8>) -> std::
             Err(e)
         }
     }
-}
-
-/// What the check of a complete blob found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum BlobCheck {
-    /// It is exactly the blob.
-    Whole,
-    /// These pieces (indexes within the blob) no longer match their hash:
-    /// the file changed on disk after they were verified. Fetch them again.
-    Damaged(Vec<u32>),
-    /// Every piece matches, yet the whole does not match the file's own
-    /// BLAKE3: the manifest contradicts itself.
-    Inconsistent,
-}
-
-/// Checks the complete blob at `path` against `entry`: the whole against
-/// the file's own BLAKE3 (which a manifest could contradict), and, when
-/// that fails, every piece again to tell damage on disk from a bad
-/// manifest.
-pub fn check_blob(path: &Path, entry: &FileEntry) -> std::io::Result<BlobCheck> {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(File::open(path)?)?;
-    if hasher.count() == entry.size
-        && Hash::from_bytes(*hasher.finalize().as_bytes()) == entry.blake3
-    {
-        return Ok(BlobCheck::Whole);
-    }
-    let file = File::open(path)?;
-    let mut damaged = Vec::new();
-    let mut buf = Vec::with_capacity(PIECE_SIZE as usize);
-    let pieces = lanseed_protocol::manifest::piece_count(entry.size);
-    for i in 0..pieces {
-        let range = entry.piece_range(i);
-        buf.clear();
-        let ok = read_piece(&file, i as u32, range.end - range.start, &mut buf).is_ok()
-            && entry.piece_hash(i) == Some(Hash::of(&buf));
-        if !ok {
-            damaged.push(i as u32);
-        }
-    }
-    Ok(if damaged.is_empty() {
-        BlobCheck::Inconsistent
-    } else {
-        BlobCheck::Damaged(damaged)
-    })
 }

@@ -419,15 +419,6 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         }
     }
 
-    /// `pieces`, once held, turned out damaged: wanted again.
-    pub fn lost(&mut self, pieces: &[u32]) {
-        for &n in pieces {
-            self.have.unset(n);
-            self.asked[n as usize] = 0;
-            self.verifying[n as usize] = false;
-        }
-    }
-
     /// The answer carrying `pieces` was no good: they may be asked again.
     pub fn failed(&mut self, pieces: &[u32]) {
         for &n in pieces {
