@@ -4,12 +4,14 @@
 mod cli;
 mod cmd;
 mod device;
+mod memory;
 mod node;
 mod output;
 
 use clap::Parser;
 
 fn main() {
+    memory::limit_malloc_arenas();
     let cli = cli::Cli::parse();
     init_logging();
     if let Err(e) = cmd::run(cli) {

@@ -2,8 +2,10 @@
 //! fresh buffer for each costs the kernel's page faults and zeroing on
 //! every answer (glibc hands large freed blocks back to the system), which
 //! at hundreds of megabytes a second was a tenth of a fetcher's CPU time.
-//! So a buffer goes back here once its bytes are used (written to disk on
-//! a fetcher, to the stream on a seeder) and the next answer reuses it.
+//! So a fetcher reads each answer into a buffer from here, and gives it
+//! back once its pieces are written; the next answer reuses it. (A seeder
+//! reads answers into buffers of their own size: with many peers it has
+//! many answers in flight, most of them small.)
 //!
 //! At most [`KEPT`] idle buffers are kept; a buffer is only kept when its
 //! capacity is that of an answer (a manifest's larger buffer is freed).
@@ -22,13 +24,6 @@ static IDLE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 fn idle() -> std::sync::MutexGuard<'static, Vec<Vec<u8>>> {
     IDLE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// An empty buffer with room for [`CAPACITY`] bytes.
-pub fn empty() -> Vec<u8> {
-    let mut buf = idle().pop().unwrap_or_else(|| Vec::with_capacity(CAPACITY));
-    buf.clear();
-    buf
 }
 
 /// A buffer of `len` bytes (at most [`CAPACITY`]) to be overwritten: its
@@ -73,7 +68,6 @@ mod tests {
             taken.iter().any(|b| b.as_ptr() == at && b[..] == [7; 4]),
             "the buffer given back is taken again, without zeroing"
         );
-        assert!(empty().is_empty());
         for b in taken.drain(..) {
             give(b);
         }

@@ -191,10 +191,6 @@ impl libp2p::request_response::Codec for WireCodec {
                 io.write_all(body).await?;
             }
         }
-        io.flush().await?;
-        if let Response::Pieces(p) | Response::Manifest(p) = res {
-            buffers::give(p.data);
-        }
-        Ok(())
+        io.flush().await
     }
 }

@@ -62,7 +62,7 @@ use tokio::sync::mpsc;
 
 use self::codec::WireCodec;
 use self::control::Command;
-use self::fetch::{Fault, Fetch, FetchError, Stage, Written};
+use self::fetch::{Fault, Fetch, FetchError, Job, Opened, Stage, Written};
 use self::status::{PeerStatus, Status, TransferStatus, UploadStatus};
 use crate::output::ReleaseView;
 
@@ -174,6 +174,8 @@ enum Done {
         PeerId,
         Response,
     ),
+    /// A fetch opened (or not).
+    Opened(Opened),
     /// Pieces verified and written (or not).
     Written(Written),
     /// A release committed (or not).
@@ -591,7 +593,7 @@ impl Node {
                             Stage::Committing => "committing",
                             _ if f.providers() == 0 => "stalled",
                             Stage::Pieces(_) => "files",
-                            Stage::Manifest(_) => "manifest",
+                            Stage::Opening | Stage::Manifest(_) => "manifest",
                         }
                         .to_owned(),
                         bytes_done: f.bytes_done,
@@ -878,6 +880,18 @@ impl Node {
                     self.uploads.done(&peer, Instant::now());
                 }
             }
+            Done::Opened(o) => {
+                let (bundle, peer) = (o.bundle, o.peer);
+                let Some(f) = self.fetches.get_mut(&bundle) else {
+                    return;
+                };
+                match (f.on_opened(o), peer) {
+                    (Ok(()), _) => self.report_progress(bundle),
+                    (Err(e), Some(peer)) => self.on_fetch_error(bundle, peer, e),
+                    (Err(e), None) => tracing::warn!(bundle = %bundle, "cannot resume: {e}"),
+                }
+                self.drive(bundle);
+            }
             Done::Written(w) => {
                 let (bundle, peer) = (w.bundle, w.peer);
                 let Some(f) = self.fetches.get_mut(&bundle) else {
@@ -1078,7 +1092,7 @@ impl Node {
             return;
         }
         tracing::info!(%peer, app = %r.app, channel = %r.channel, version = %r.version, seq = r.seq, bundle = %bundle, whole = bits.is_none(), "fetching release");
-        let mut f = Fetch::new(&self.cfg.store, verified);
+        let (mut f, open) = Fetch::new(&self.cfg.store, verified);
         match bits {
             None => f.add_whole(peer),
             Some(bits) => f.add_partial(peer, bits),
@@ -1091,7 +1105,7 @@ impl Node {
             }
         }
         self.fetches.insert(bundle, f);
-        self.drive(bundle);
+        self.spawn(move || Done::Opened(open.run()));
     }
 
     fn on_fetch_answer(
@@ -1106,8 +1120,9 @@ impl Node {
             return;
         };
         match f.on_answer(&store, key, peer, answer, Instant::now()) {
-            Ok(Some(job)) => self.spawn(move || Done::Written(job.run())),
-            Ok(None) => self.report_progress(bundle),
+            Ok(Some(Job::Write(job))) => self.spawn(move || Done::Written(job.run())),
+            Ok(Some(Job::Open(job))) => self.spawn(move || Done::Opened(job.run())),
+            Ok(None) => {}
             Err(e) => self.on_fetch_error(bundle, peer, e),
         }
         self.drive(bundle);

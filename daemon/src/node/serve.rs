@@ -26,7 +26,6 @@ use lanseed_protocol::pieces::piece_offset;
 use lanseed_protocol::wire::{Packed, Response};
 use libp2p::PeerId;
 
-use super::buffers;
 use super::fetch::partial::read_piece;
 
 /// How long a peer keeps its slot after its last answer.
@@ -125,7 +124,9 @@ impl Incompressible {
 
 /// Reads and packs the pieces asked for; `NotFound` when any is missing.
 pub fn pieces(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> Response {
-    let mut out = buffers::empty();
+    // A buffer of the answer's size, not a recycled megabyte: a seeder
+    // with many peers has many answers in flight, most of them small.
+    let mut out = Vec::new();
     for (_, source) in &sources {
         let ok = match source {
             Source::Store(path, index) => read_store_piece(path, *index, &mut out),
@@ -134,7 +135,6 @@ pub fn pieces(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> 
                 .is_ok(),
         };
         if !ok || out.len() as u64 > lanseed_protocol::wire::MAX_BATCH_BYTES {
-            buffers::give(out);
             return Response::NotFound;
         }
     }
@@ -146,10 +146,7 @@ pub fn pieces(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> 
         return Response::Pieces(Packed::raw(out));
     }
     let packed = match Packed::try_compress(&out) {
-        Some(packed) => {
-            buffers::give(out);
-            packed
-        }
+        Some(packed) => packed,
         None => {
             if let Some(h) = single
                 && out.len() as u64 == PIECE_SIZE

@@ -39,6 +39,8 @@ struct Args {
     dir: Option<PathBuf>,
     peers: usize,
     releases: usize,
+    /// Only this part (`throughput` or `memory`), or both.
+    only: Option<String>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -49,6 +51,7 @@ fn parse_args() -> anyhow::Result<Args> {
         dir: None,
         peers: 50,
         releases: 100,
+        only: None,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -58,9 +61,13 @@ fn parse_args() -> anyhow::Result<Args> {
             "--dir" => a.dir = Some(value()?.into()),
             "--peers" => a.peers = value()?.parse()?,
             "--releases" => a.releases = value()?.parse()?,
+            "--only" => match value()?.as_str() {
+                part @ ("throughput" | "memory") => a.only = Some(part.to_owned()),
+                other => bail!("--only takes throughput or memory, not {other}"),
+            },
             "-h" | "--help" => {
                 println!(
-                    "usage: lanseed-swarmbench [--mb 200] [--runs 3] [--dir DIR] [--peers 50] [--releases 100]"
+                    "usage: lanseed-swarmbench [--mb 200] [--runs 3] [--dir DIR] [--peers 50] [--releases 100] [--only throughput|memory]"
                 );
                 std::process::exit(0);
             }
@@ -314,6 +321,19 @@ fn main() -> anyhow::Result<()> {
     run(Command::new(lanseed_bin()).args(["keygen", "--out", path(&key)]))?;
     let trust = root.join("publisher.key.pub");
 
+    let only = a.only.as_deref();
+    if only != Some("memory") {
+        throughput(&a, root, &key, &trust)?;
+    }
+    if only != Some("throughput") {
+        many_peers(&a, root, &key, &trust)?;
+    }
+    Ok(())
+}
+
+/// Parts 1 to 3: raw stream vs lanseed fetch, side by side, and the
+/// fetcher's memory against bundle size.
+fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result<()> {
     // 1 + 2: raw stream vs lanseed fetch, same size, side by side.
     let bytes_target = a.mb << 20;
     let build = root.join("build");
@@ -322,7 +342,7 @@ fn main() -> anyhow::Result<()> {
         .map(|e| e.map(|e| e.metadata().map(|m| m.len()).unwrap_or(0)))
         .sum::<Result<u64, _>>()?;
     let seeder_store = root.join("seeder");
-    pack(&build, &seeder_store, &key, "1.0.0")?;
+    pack(&build, &seeder_store, key, "1.0.0")?;
     let seeder = Node::start(&seeder_store, &[])?;
     let seeder_addr = seeder.addr()?;
     println!(
@@ -334,7 +354,7 @@ fn main() -> anyhow::Result<()> {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..a.runs {
         let r = raw_stream(bytes)?;
-        let f = lanseed_fetch(root, &seeder_addr, &trust, bytes)?;
+        let f = lanseed_fetch(root, &seeder_addr, trust, bytes)?;
         let pieces_mb_s = bytes as f64 / 1e6 / (f.secs - f.commit_secs);
         println!(
             "run {run}: raw stream {r:.0} MB/s | lanseed fetch {:.0} MB/s ({:.2} s, {:.0} %), of which commit {:.2} s; without the commit {pieces_mb_s:.0} MB/s ({:.0} %) | fetcher peak RSS {:.1} MiB",
@@ -366,9 +386,9 @@ fn main() -> anyhow::Result<()> {
     let small_build = root.join("build-small");
     media_build(&small_build, bytes_target / 4, 2)?;
     let small_store = root.join("seeder-small");
-    pack(&small_build, &small_store, &key, "1.0.0")?;
+    pack(&small_build, &small_store, key, "1.0.0")?;
     let small_seeder = Node::start(&small_store, &[])?;
-    let rss_small = lanseed_fetch(root, &small_seeder.addr()?, &trust, bytes / 4)?.rss;
+    let rss_small = lanseed_fetch(root, &small_seeder.addr()?, trust, bytes / 4)?.rss;
     drop(small_seeder);
     println!(
         "fetcher peak RSS: {rss_small:.1} MiB for {:.0} MB, {:.1} MiB for {:.0} MB (flat in bundle size if equal)",
@@ -377,6 +397,11 @@ fn main() -> anyhow::Result<()> {
         bytes as f64 / 1e6
     );
 
+    Ok(())
+}
+
+/// Part 4: a seeder's memory with many releases and many peers.
+fn many_peers(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result<()> {
     // 4: a seeder with many releases and many peers.
     let many = root.join("seeder-many");
     let tiny = root.join("build-tiny");
@@ -384,7 +409,7 @@ fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     for i in 0..a.releases {
         std::fs::write(tiny.join("version.txt"), format!("{i}"))?;
-        pack(&tiny, &many, &key, &format!("1.0.{i}"))?;
+        pack(&tiny, &many, key, &format!("1.0.{i}"))?;
     }
     println!(
         "packed {} releases in {:.1} s",
@@ -397,7 +422,7 @@ fn main() -> anyhow::Result<()> {
     for i in 0..a.peers {
         followers.push(Node::start(
             &root.join(format!("peer-{i}")),
-            &["--peer", &addr, "--follow", APP, "--trust", path(&trust)],
+            &["--peer", &addr, "--follow", APP, "--trust", path(trust)],
         )?);
     }
     for f in &followers {
@@ -414,10 +439,13 @@ fn main() -> anyhow::Result<()> {
         .as_array()
         .map_or(0, |p| p.iter().filter(|p| p["connected"] == true).count());
     let held = st["releases"].as_array().map_or(0, Vec::len);
+    let kib = |key| proc_status_kib(seeder.child.id(), key) as f64 / 1024.0;
     println!(
-        "seeder with {held} releases and {connected} connected peers (each fetched the newest): peak RSS {:.1} MiB, now {:.1} MiB (target <= 40 MB)",
+        "seeder with {held} releases and {connected} connected peers (each fetched the newest): peak RSS {:.1} MiB, now {:.1} MiB: {:.1} MiB heap and stacks, {:.1} MiB mapped files (target <= 40 MB)",
         seeder.peak_rss_mib(),
-        proc_status_kib(seeder.child.id(), "VmRSS:") as f64 / 1024.0
+        kib("VmRSS:"),
+        kib("RssAnon:"),
+        kib("RssFile:"),
     );
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! One fetch: a verified release whose bundle the node does not hold yet.
 //!
 //! The manifest comes first (from the partial folder of an earlier run,
-//! or from a peer) and is checked against the signed bundle id. Then the
+//! or from a peer) and is checked against the signed bundle id; that, and
+//! finding the pieces already held, runs off the node's event loop
+//! ([`OpenJob`]: resuming a large fetch reads back all it had). Then the
 //! pieces the store lacks are asked of every peer that has them, as
 //! [`sched`] decides; each answer is verified piece by piece against the
 //! signed manifest and written at its offset in [`partial`], off the node's
@@ -80,6 +82,8 @@ pub type Heard = (Vec<u8>, Vec<u8>);
 
 /// Where a fetch is.
 pub enum Stage {
+    /// An [`OpenJob`] is running.
+    Opening,
     /// Waiting for the manifest; the request in flight, if any.
     Manifest(Option<ReqId>),
     /// Fetching pieces.
@@ -142,9 +146,9 @@ pub struct Fetch {
     pub wire_bytes: u64,
     /// Whether "stalled" was logged since it last had a peer.
     pub stall_warned: bool,
-    /// `gc.lock` held shared: a collection waits for running fetches
-    /// (it would delete their pieces, or blobs they count on).
-    _gc_guard: Option<std::fs::File>,
+    /// `gc.lock` held shared once open: a collection waits for running
+    /// fetches (it would delete their pieces, or blobs they count on).
+    gc_guard: Option<std::fs::File>,
 }
 
 /// Pieces to verify and write, off the event loop.
@@ -228,6 +232,95 @@ fn verify_and_write(
     Ok(written?)
 }
 
+/// Where an [`OpenJob`] finds the manifest.
+enum Source {
+    /// In the partial folder of an earlier run, if any.
+    Saved,
+    /// In this answer from this peer.
+    Sent(PeerId, Packed),
+}
+
+/// Opening a fetch, off the event loop: the manifest unpacked, checked
+/// against the bundle id, decoded and saved for a later resume; its pieces
+/// numbered; and those already held found (blobs in the store, and pieces
+/// in the partial folder, read back and hashed).
+pub struct OpenJob {
+    /// The fetch.
+    pub bundle: BundleId,
+    store: Store,
+    partial: Partial,
+    source: Source,
+}
+
+/// What an [`OpenJob`] found.
+pub struct Opened {
+    /// The fetch.
+    pub bundle: BundleId,
+    /// Who sent the manifest (`None`: read back from disk).
+    pub peer: Option<PeerId>,
+    /// The fetch's pieces; `Ok(None)` when no earlier run left a manifest.
+    pub result: Result<Option<Box<Open>>, FetchError>,
+}
+
+/// An opened fetch's manifest and the pieces it holds.
+pub struct Open {
+    manifest: Manifest,
+    bytes: Vec<u8>,
+    map: PieceMap,
+    have: Bitfield,
+    reused: u64,
+    in_store: Vec<bool>,
+    gc_guard: Option<std::fs::File>,
+}
+
+impl OpenJob {
+    /// Finds, checks and scans.
+    pub fn run(self) -> Opened {
+        let peer = match &self.source {
+            Source::Saved => None,
+            Source::Sent(peer, _) => Some(*peer),
+        };
+        Opened {
+            bundle: self.bundle,
+            peer,
+            result: self.open(),
+        }
+    }
+
+    fn open(self) -> Result<Option<Box<Open>>, FetchError> {
+        // Waits while a collection runs (it may remove the partial folder).
+        let gc_guard = self.store.read_guard().ok();
+        let bytes = match self.source {
+            Source::Saved => match self.partial.saved_manifest(&self.bundle) {
+                Some(bytes) => bytes,
+                None => return Ok(None),
+            },
+            Source::Sent(_, packed) => {
+                let bytes = packed
+                    .unpack(MAX_MANIFEST_BYTES)
+                    .map_err(|_| Fault::BadData)?;
+                if Hash::of(&bytes) != self.bundle.0 {
+                    return Err(Fault::BadData.into());
+                }
+                self.partial.save_manifest(&bytes)?;
+                bytes
+            }
+        };
+        let manifest = Manifest::from_bytes(&bytes).map_err(|_| Fault::BadData)?;
+        let map = PieceMap::of(&manifest);
+        let (have, reused, in_store) = self.partial.scan(&self.store, &map);
+        Ok(Some(Box::new(Open {
+            manifest,
+            bytes,
+            map,
+            have,
+            reused,
+            in_store,
+            gc_guard,
+        })))
+    }
+}
+
 /// The commit, off the event loop.
 pub struct CommitJob {
     store: Store,
@@ -253,18 +346,24 @@ impl CommitJob {
 }
 
 impl Fetch {
-    /// Starts fetching `release`; resumes from its partial folder when an
-    /// earlier run left one.
-    pub fn new(store: &Store, release: VerifiedRelease) -> Fetch {
+    /// Starts fetching `release`, opening first what an earlier run left
+    /// in its partial folder (the job to run).
+    pub fn new(store: &Store, release: VerifiedRelease) -> (Fetch, OpenJob) {
         let bundle = release.release().bundle_id;
         let partial = Partial::of(store, &bundle);
         let mut seed = [0u8; 8];
         let _ = getrandom::fill(&mut seed);
-        let mut f = Fetch {
+        let open = OpenJob {
+            bundle,
+            store: store.clone(),
+            partial: partial.clone(),
+            source: Source::Saved,
+        };
+        let f = Fetch {
             release,
             also: Vec::new(),
             partial,
-            stage: Stage::Manifest(None),
+            stage: Stage::Opening,
             whole: HashSet::new(),
             heard: HashMap::new(),
             bad: HashSet::new(),
@@ -279,14 +378,9 @@ impl Fetch {
             told: HashSet::new(),
             wire_bytes: 0,
             stall_warned: false,
-            _gc_guard: store.read_guard().ok(),
+            gc_guard: None,
         };
-        if let Some(bytes) = f.partial.saved_manifest(&bundle)
-            && let Err(e) = f.on_manifest(store, bytes)
-        {
-            tracing::warn!(bundle = %bundle, "cannot resume: {e}");
-        }
-        f
+        (f, open)
     }
 
     /// The bundle being fetched.
@@ -355,7 +449,7 @@ impl Fetch {
 
     /// Whether the manifest is in.
     pub fn has_manifest(&self) -> bool {
-        !matches!(self.stage, Stage::Manifest(_))
+        matches!(self.stage, Stage::Pieces(_) | Stage::Committing)
     }
 
     /// The manifest's canonical bytes, once in.
@@ -411,7 +505,7 @@ impl Fetch {
         self.heard.remove(&peer);
         match &mut self.stage {
             Stage::Pieces(t) => t.sched.remove_peer(&peer),
-            Stage::Manifest(_) | Stage::Committing => {}
+            Stage::Opening | Stage::Manifest(_) | Stage::Committing => {}
         }
     }
 
@@ -426,7 +520,7 @@ impl Fetch {
     /// The next request to send, if any peer has room for one.
     pub fn next_request(&self, now: Instant) -> Option<(PeerId, Request, Want)> {
         match &self.stage {
-            Stage::Manifest(Some(_)) | Stage::Committing => None,
+            Stage::Opening | Stage::Manifest(Some(_)) | Stage::Committing => None,
             Stage::Manifest(None) => {
                 let peer = self
                     .whole
@@ -471,7 +565,8 @@ impl Fetch {
     }
 
     /// Takes the answer to request `key` from `peer` (`Err` when the
-    /// request failed). Pieces come back as a job to run off the loop.
+    /// request failed). Pieces and manifests come back as a job to run off
+    /// the loop.
     pub fn on_answer(
         &mut self,
         store: &Store,
@@ -479,7 +574,7 @@ impl Fetch {
         peer: PeerId,
         answer: Result<Response, String>,
         now: Instant,
-    ) -> Result<Option<WriteJob>, FetchError> {
+    ) -> Result<Option<Job>, FetchError> {
         let wire = match &answer {
             Ok(Response::Pieces(p) | Response::Manifest(p)) => p.data.len() as u64,
             _ => 0,
@@ -494,23 +589,22 @@ impl Fetch {
             Ok(_) => Fault::Unexpected,
         };
         match &mut self.stage {
-            Stage::Committing => Ok(None),
+            Stage::Opening | Stage::Committing => Ok(None),
             Stage::Manifest(asked) => {
                 if *asked != Some(key) {
                     return Ok(None); // not the request in flight
                 }
-                *asked = None;
                 let Ok(Response::Manifest(packed)) = answer else {
+                    *asked = None;
                     return Err(fault(answer).into());
                 };
-                let bytes = packed
-                    .unpack(MAX_MANIFEST_BYTES)
-                    .map_err(|_| Fault::BadData)?;
-                if Hash::of(&bytes) != self.bundle().0 {
-                    return Err(Fault::BadData.into());
-                }
-                self.on_manifest(store, bytes)?;
-                Ok(None)
+                self.stage = Stage::Opening;
+                Ok(Some(Job::Open(OpenJob {
+                    bundle: self.bundle(),
+                    store: store.clone(),
+                    partial: self.partial.clone(),
+                    source: Source::Sent(peer, packed),
+                })))
             }
             Stage::Pieces(t) => {
                 let Some((_, pieces)) = t.sched.answered(&key, wire, now) else {
@@ -535,25 +629,48 @@ impl Fetch {
                         (self.partial.blob_path(blob), r.index)
                     })
                     .collect();
-                Ok(Some(WriteJob {
+                Ok(Some(Job::Write(WriteJob {
                     bundle: self.release.release().bundle_id,
                     peer,
                     pieces,
                     map: t.map.clone(),
                     targets,
                     packed,
-                }))
+                })))
             }
         }
     }
 
-    /// The manifest is in (checked against the bundle id): save it for a
-    /// later resume, number the pieces, and find those already held.
-    fn on_manifest(&mut self, store: &Store, bytes: Vec<u8>) -> Result<(), FetchError> {
-        let manifest = Manifest::from_bytes(&bytes).map_err(|_| Fault::BadData)?;
-        self.partial.save_manifest(&bytes)?;
-        let map = PieceMap::of(&manifest);
-        let (have, reused, in_store) = self.partial.scan(store, &map);
+    /// Takes the result of an [`OpenJob`]: with the manifest in, the
+    /// pieces stage begins (sources heard of meanwhile included).
+    pub fn on_opened(&mut self, o: Opened) -> Result<(), FetchError> {
+        if !matches!(self.stage, Stage::Opening) {
+            return Ok(()); // a stale result
+        }
+        let open = match o.result {
+            Ok(Some(open)) => open,
+            Ok(None) => {
+                self.stage = Stage::Manifest(None);
+                return Ok(());
+            }
+            Err(e) => {
+                self.stage = Stage::Manifest(None);
+                if o.peer.is_none() {
+                    tracing::warn!(bundle = %self.bundle(), "cannot resume: {e}");
+                    return Ok(());
+                }
+                return Err(e);
+            }
+        };
+        let Open {
+            manifest,
+            bytes,
+            map,
+            have,
+            reused,
+            in_store,
+            gc_guard,
+        } = *open;
         let mut sched = Sched::new(have, self.seed);
         for p in &self.whole {
             sched.set_full(*p);
@@ -572,6 +689,7 @@ impl Fetch {
         if reused > 0 {
             tracing::info!(bundle = %self.bundle(), reused, "resumed: verified pieces on disk reused");
         }
+        self.gc_guard = gc_guard;
         self.stage = Stage::Pieces(Box::new(Transfer {
             manifest: Arc::new(manifest),
             manifest_bytes: Arc::new(bytes),
@@ -624,4 +742,12 @@ impl Fetch {
             also: self.also.clone(),
         })
     }
+}
+
+/// Work a fetch hands out to run off the event loop.
+pub enum Job {
+    /// Open the fetch with the manifest a peer sent.
+    Open(OpenJob),
+    /// Verify and write pieces.
+    Write(WriteJob),
 }
