@@ -207,11 +207,25 @@ impl NodeProc {
         let _ = self.child.wait();
     }
 
+    /// Freezes it (SIGSTOP): its connections stay open, nothing is read.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws it (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status();
+    }
+
     /// Stops with SIGTERM (as a service manager would) and waits.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        self.signal("-TERM");
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -451,6 +451,41 @@ fn upload_limit_holds_and_max_uploads_bounds_the_peers_served() {
 }
 
 #[test]
+fn a_peer_that_stops_reading_does_not_hold_up_other_uploads() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const R: u64 = 4 * MIB;
+    let t = setup_random(16 * MIB, 2);
+    let a = t.store("a");
+    t.pack(&a, "1.0.0");
+    let lan = Lan::new(3);
+    let sa = seeder(&lan, 0, &a, &["--upload-limit", &R.to_string()]);
+    let pa = addr_of(&sa, &lan.addrs[0]);
+    let stuck = t.follower(&lan, 1, "stuck", &["--no-mdns", "--peer", &pa]);
+    wait_until("the first megabytes on the peer to freeze", || {
+        bytes_done(&stuck.store) > 2 * MIB
+    });
+    // Frozen mid-transfer: its connection stays open, its answers in
+    // flight stop moving once its windows are full.
+    stuck.pause();
+    let other = t.follower(&lan, 2, "other", &["--no-mdns", "--peer", &pa]);
+    let secs = transfer_secs(&other);
+    let ideal = t.bundle_bytes() as f64 / R as f64;
+    eprintln!(
+        "with a frozen peer holding answers: another peer fetched in {secs:.2} s (alone at the limit: {ideal:.2} s)"
+    );
+    verify_store(&other.store, &t.trust);
+    // Held up until the frozen peer's requests time out (20 s), it would
+    // take far longer.
+    assert!(
+        secs < 2.0 * ideal + 3.0,
+        "{secs:.2} s for {ideal:.2} s at the limit"
+    );
+    stuck.resume();
+    stuck.wait_log("transfer done", T);
+    verify_store(&stuck.store, &t.trust);
+}
+
+#[test]
 fn pieces_damaged_on_a_fetching_node_are_refetched_and_its_peers_drop_it() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let t = setup_random(16 * MIB, 2);

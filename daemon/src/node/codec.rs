@@ -6,6 +6,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use lanseed_protocol::wire::{self, Request, Response};
@@ -119,6 +120,48 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> 
     io.flush().await
 }
 
+/// How long an answer holding the upload turn may wait on its reader
+/// before it gives way to the next in line.
+const GIVE_WAY: Duration = Duration::from_millis(250);
+
+/// Writes `head` then `body` within the upload limit, holding the turn so
+/// that answers go out one after the other. A reader that stops reading
+/// (asleep, stalled, or hostile) must not hold up every other upload: an
+/// answer whose write waits more than [`GIVE_WAY`] gives up the turn and
+/// goes on without it, at its reader's pace (still within the limit).
+async fn write_limited<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    limiter: &Limiter,
+    head: &[u8],
+    body: &[u8],
+) -> io::Result<()> {
+    let mut turn = Some(limiter.turn.lock().await);
+    for chunk in std::iter::once(head).chain(body.chunks(CHUNK)) {
+        limiter.take(chunk.len()).await;
+        let mut at = 0;
+        while at < chunk.len() {
+            let n = if turn.is_some() {
+                // A write that has not completed has written nothing, so
+                // giving up waiting on it loses no bytes.
+                match tokio::time::timeout(GIVE_WAY, io.write(&chunk[at..])).await {
+                    Ok(n) => n?,
+                    Err(_) => {
+                        turn = None;
+                        continue;
+                    }
+                }
+            } else {
+                io.write(&chunk[at..]).await?
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            at += n;
+        }
+    }
+    Ok(())
+}
+
 fn invalid(e: wire::WireError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
@@ -177,15 +220,7 @@ impl libp2p::request_response::Codec for WireCodec {
         let mut first = ((head.len() + body.len()) as u32).to_le_bytes().to_vec();
         first.extend_from_slice(&head);
         match &self.limiter {
-            Some(limiter) => {
-                let _turn = limiter.turn.lock().await;
-                limiter.take(first.len()).await;
-                io.write_all(&first).await?;
-                for chunk in body.chunks(CHUNK) {
-                    limiter.take(chunk.len()).await;
-                    io.write_all(chunk).await?;
-                }
-            }
+            Some(limiter) => write_limited(io, limiter, &first, body).await?,
             None => {
                 io.write_all(&first).await?;
                 io.write_all(body).await?;

@@ -4,7 +4,8 @@
 //! the rate, and a writer waits until the link is free. Answers take turns
 //! (a fair, first-come lock held for a whole answer), so with several
 //! peers asking, each answer goes out at the full rate one after the
-//! other instead of all of them crawling together into their timeouts.
+//! other instead of all of them crawling together into their timeouts; an
+//! answer whose reader stops reading gives up its turn (see the codec).
 //!
 //! Bytes are counted as lanseed writes them to its connections (messages
 //! with their length prefixes). Encryption and stream framing under them
@@ -27,7 +28,7 @@ pub const CHUNK: usize = 16 * 1024;
 pub struct Limiter {
     bytes_per_sec: f64,
     next_free: Mutex<Instant>,
-    /// Held for a whole answer.
+    /// Held for a whole answer, unless its reader stalls.
     pub turn: tokio::sync::Mutex<()>,
 }
 
