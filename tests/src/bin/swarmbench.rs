@@ -4,8 +4,11 @@
 //!
 //! ```text
 //! cargo build --release -p lanseed -p lanseed-tests
-//! ../shared/tools/isolated target/release/lanseed-swarmbench
+//! ../shared/tools/isolated target/release/lanseed-swarmbench [--only throughput|memory]
 //! ```
+//!
+//! `LANSEED_BIN=path/to/lanseed` measures another build of the node (the
+//! code before a change, say) with the same benchmark.
 //!
 //! Side by side in one run, each measured `--runs` times (median):
 //! 1. **raw stream**: `rawstream` sends the bundle's size over one libp2p
@@ -14,8 +17,8 @@
 //! 2. **lanseed fetch**: a `lanseed seed` follower fetches a bundle of that
 //!    size (incompressible files, so compression cannot flatter it) from a
 //!    seeder, from "fetching release" to "transfer done" in its log:
-//!    manifest, piece requests, verification, writes, the whole-file checks
-//!    and the durable commit (two `syncfs`);
+//!    manifest, piece requests, verification, writes and the durable
+//!    commit (two `syncfs`);
 //!    with its store on the disk and, with `--dir /dev/shm`, on tmpfs;
 //! 3. **fetcher peak RSS** (VmHWM) for bundles of `--mb`/4 and `--mb`;
 //! 4. **seeder peak RSS** holding `--releases` releases with `--peers`
