@@ -12,7 +12,7 @@
 //! Layout (all integers little-endian; see `protocol/FORMATS.md`):
 //!
 //! ```text
-//! magic    8 bytes  "LSMANIF1"
+//! magic    8 bytes  "LSMANIF2"
 //! count    u32      number of files
 //! per file, in ascending path order:
 //!   path   u16 length + UTF-8 bytes
@@ -33,7 +33,7 @@ use crate::limits::{MAX_FILE_SIZE, MAX_FILES, MAX_MANIFEST_BYTES, MAX_PATH_LEN, 
 use crate::path::{BundlePath, PathError};
 use crate::piecehash::{self, PieceHasher};
 
-const MAGIC: &[u8; 8] = b"LSMANIF1";
+const MAGIC: &[u8; 8] = b"LSMANIF2";
 
 /// The smallest encoded file entry: an empty path is refused, so 1 byte of
 /// path plus the fixed fields. Used to bound allocation before decoding.
@@ -50,7 +50,8 @@ pub struct FileEntry {
     pub blake3: Hash,
     /// SHA-256 of its bytes.
     pub sha256: [u8; 32],
-    /// BLAKE3 of each piece when the file has more than one piece; empty
+    /// The chaining value of each piece in the file's BLAKE3 tree when the
+    /// file has more than one piece (see [`crate::piecehash`]); empty
     /// otherwise (a single piece is verified by `blake3`).
     pub pieces: Vec<Hash>,
 }
@@ -495,7 +496,7 @@ mod tests {
         let bytes = m.to_bytes();
         assert_eq!(
             hex::encode(&bytes),
-            "4c534d414e4946310300000006006170702e6a7311000000000000008838f20352bbb0892195164edfd6affae08b22000c19c7aa99be34429710c91bd68859168dc1f70dd438505b7f1e894a89a4a64304f7488fb35affa97cef5fb610006173736574732f656d7074792e7478740000000000000000af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8550a00696e6465782e68746d6c2b00000000000000fd3d25a1e3cfcc23f541dca674574caa6d2a61548569f91b2a0e77e060f03dee86055dbc85b848e1bb7e52c752a66317a3e13b7ebb50e7b0cf8b75a0ce183198",
+            "4c534d414e4946320300000006006170702e6a7311000000000000008838f20352bbb0892195164edfd6affae08b22000c19c7aa99be34429710c91bd68859168dc1f70dd438505b7f1e894a89a4a64304f7488fb35affa97cef5fb610006173736574732f656d7074792e7478740000000000000000af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8550a00696e6465782e68746d6c2b00000000000000fd3d25a1e3cfcc23f541dca674574caa6d2a61548569f91b2a0e77e060f03dee86055dbc85b848e1bb7e52c752a66317a3e13b7ebb50e7b0cf8b75a0ce183198",
             "protocol/FORMATS.md, example 1"
         );
         assert_eq!(
@@ -504,11 +505,11 @@ mod tests {
             "the id is the hash of the canonical bytes"
         );
         assert_eq!(bytes.len(), 8 + 4 + 3 * (2 + 8 + 32 + 32) + 6 + 10 + 16);
-        assert_eq!(&bytes[..12], b"LSMANIF1\x03\0\0\0");
+        assert_eq!(&bytes[..12], b"LSMANIF2\x03\0\0\0");
         assert_eq!(&bytes[12..20], b"\x06\0app.js");
         assert_eq!(
             m.id().to_string(),
-            "d6914d915a64acf0f44de82059c956a9a5278e18756d85123b0ed913cb4b9828",
+            "98076a762fa1bc5558b6cd56c1545570fb6f1faf67a387842fc375834aa4620c",
             "a changed bundle id for the same content is a broken network"
         );
     }
@@ -593,7 +594,7 @@ mod tests {
         }
         // A count that promises more entries than bytes remain is refused
         // before anything is allocated.
-        let mut huge = b"LSMANIF1".to_vec();
+        let mut huge = b"LSMANIF2".to_vec();
         huge.extend_from_slice(&(MAX_FILES as u32).to_le_bytes());
         assert!(matches!(
             Manifest::from_bytes(&huge),

@@ -1,4 +1,4 @@
-//! The wire protocol between lanseed nodes: `/lanseed/bundle/2`.
+//! The wire protocol between lanseed nodes: `/lanseed/bundle/3`.
 //!
 //! One request-response protocol carries everything, over libp2p streams
 //! (TCP + noise + yamux). Message flow:
@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use crate::limits::{MAX_MANIFEST_BYTES, MAX_SIGNED_RELEASE_BYTES, PIECE_SIZE};
 
 /// The protocol id.
-pub const PROTOCOL: &str = "/lanseed/bundle/2";
+pub const PROTOCOL: &str = "/lanseed/bundle/3";
 
 /// Most releases one announcement carries (a node with more sends several).
 pub const MAX_ANNOUNCED: usize = 256;
@@ -166,12 +166,23 @@ impl Packed {
     /// The unpacked bytes, refusing more than `max` (checked before any
     /// work) or a body that does not unpack to exactly `raw_len`.
     pub fn unpack(self, max: usize) -> Result<Vec<u8>, WireError> {
+        if self.encoding == Encoding::Raw {
+            self.unpacked(max)?;
+            return Ok(self.data);
+        }
+        self.unpacked(max).map(std::borrow::Cow::into_owned)
+    }
+
+    /// The unpacked bytes, borrowed when they went as they are (the body
+    /// stays with `self`, for its buffer to be reused); same checks as
+    /// [`Packed::unpack`].
+    pub fn unpacked(&self, max: usize) -> Result<std::borrow::Cow<'_, [u8]>, WireError> {
         let len = self.raw_len as usize;
         if len > max {
             return Err(WireError::TooLarge(len, max));
         }
         match self.encoding {
-            Encoding::Raw if self.data.len() == len => Ok(self.data),
+            Encoding::Raw if self.data.len() == len => Ok(self.data.as_slice().into()),
             Encoding::Raw => Err(WireError::Decode("raw body of the wrong length".into())),
             Encoding::Zstd => {
                 let out = zstd::bulk::decompress(&self.data, len)
@@ -181,7 +192,7 @@ impl Packed {
                         "compressed body of the wrong length".into(),
                     ));
                 }
-                Ok(out)
+                Ok(out.into())
             }
         }
     }
@@ -464,6 +475,10 @@ mod tests {
         short.raw_len = 5_000;
         assert!(short.unpack(1 << 20).is_err());
         let mut raw = Packed::raw(vec![1; 10]);
+        assert!(
+            matches!(raw.unpacked(10), Ok(std::borrow::Cow::Borrowed(b)) if b == [1; 10]),
+            "a raw body is lent, not copied"
+        );
         raw.raw_len = 11;
         assert!(raw.unpack(100).is_err());
     }

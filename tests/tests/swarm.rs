@@ -486,7 +486,7 @@ fn a_peer_that_stops_reading_does_not_hold_up_other_uploads() {
 }
 
 #[test]
-fn pieces_damaged_on_a_fetching_node_are_refetched_and_its_peers_drop_it() {
+fn pieces_damaged_on_disk_are_refetched_after_a_restart_and_peers_drop_the_node() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let t = setup_random(16 * MIB, 2);
     let a = t.store("a");

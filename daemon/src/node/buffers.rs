@@ -2,10 +2,10 @@
 //! fresh buffer for each costs the kernel's page faults and zeroing on
 //! every answer (glibc hands large freed blocks back to the system), which
 //! at hundreds of megabytes a second was a tenth of a fetcher's CPU time.
-//! So a fetcher reads each answer into a buffer from here, and gives it
-//! back once its pieces are written; the next answer reuses it. (A seeder
-//! reads answers into buffers of their own size: with many peers it has
-//! many answers in flight, most of them small.)
+//! So the codec reads each answer of pieces into a buffer from here, and
+//! the fetch gives it back once its pieces are written; the next answer
+//! reuses it. (A seeder builds the answers it sends in buffers of their
+//! own size: with many peers it has many in flight, most of them small.)
 //!
 //! At most [`KEPT`] idle buffers are kept; a buffer is only kept when its
 //! capacity is that of an answer (a manifest's larger buffer is freed).

@@ -1,8 +1,11 @@
-//! The libp2p side of `/lanseed/bundle/2`: length-prefixed frames over a
+//! The libp2p side of `/lanseed/bundle/3`: length-prefixed frames over a
 //! stream, decoded by `lanseed_protocol::wire` with its size limits. The
-//! length is checked before anything is read, and the buffer grows with the
-//! bytes that actually arrive. Answers that carry data (pieces, manifests)
-//! are written through the upload [`Limiter`] when the node has one.
+//! length is checked before anything is read. An answer carrying data
+//! (pieces, manifests) is read head first ([`wire::DataHead`]), its body
+//! straight into a buffer of its own: a recycled one ([`buffers`]) for up
+//! to an answer of pieces, else one that grows with the bytes that
+//! actually arrive (a manifest). Such answers are written from where their
+//! body lies, through the upload [`Limiter`] when the node has one.
 
 use std::io;
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use libp2p::StreamProtocol;
 use super::buffers;
 use super::limit::{CHUNK, Limiter};
 
-/// The request-response codec of `/lanseed/bundle/2`. One clone serves
+/// The request-response codec of `/lanseed/bundle/3`. One clone serves
 /// one outbound stream, so it remembers what it asked: the answer to a
 /// piece request is capped at a piece, not at a manifest.
 #[derive(Clone, Default)]
@@ -91,7 +94,7 @@ async fn read_answer<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io:
         read_rest(io, &mut buf, len).await?;
         return wire::decode_response(&buf).map_err(invalid);
     };
-    if used as u64 + head.body_len != len as u64 {
+    if head.body_len.checked_add(used as u64) != Some(len as u64) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "answer body of the wrong length",
@@ -127,8 +130,10 @@ const GIVE_WAY: Duration = Duration::from_millis(250);
 /// Writes `head` then `body` within the upload limit, holding the turn so
 /// that answers go out one after the other. A reader that stops reading
 /// (asleep, stalled, or hostile) must not hold up every other upload: an
-/// answer whose write waits more than [`GIVE_WAY`] gives up the turn and
-/// goes on without it, at its reader's pace (still within the limit).
+/// answer whose write waits more than [`GIVE_WAY`], or that has taken
+/// [`GIVE_WAY`] longer than its size needs at the limit (a reader that
+/// trickles), gives up the turn and goes on without it, at its reader's
+/// pace (still within the limit).
 async fn write_limited<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
     limiter: &Limiter,
@@ -136,7 +141,12 @@ async fn write_limited<T: AsyncWrite + Unpin + Send>(
     body: &[u8],
 ) -> io::Result<()> {
     let mut turn = Some(limiter.turn.lock().await);
+    let started = tokio::time::Instant::now();
+    let due = limiter.time_for(head.len() + body.len()) + GIVE_WAY;
     for chunk in std::iter::once(head).chain(body.chunks(CHUNK)) {
+        if started.elapsed() > due {
+            turn = None;
+        }
         limiter.take(chunk.len()).await;
         let mut at = 0;
         while at < chunk.len() {

@@ -42,6 +42,11 @@ impl Limiter {
         }
     }
 
+    /// How long `n` bytes take at the limit.
+    pub fn time_for(&self, n: usize) -> Duration {
+        Duration::from_secs_f64(n as f64 / self.bytes_per_sec)
+    }
+
     /// Waits until `n` message bytes may leave, and books them.
     pub async fn take(&self, n: usize) {
         let wait = {

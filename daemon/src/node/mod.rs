@@ -176,6 +176,8 @@ enum Done {
     ),
     /// A fetch opened (or not).
     Opened(Opened),
+    /// A job of this fetch panicked.
+    Panicked(BundleId),
     /// Pieces verified and written (or not).
     Written(Written),
     /// A release committed (or not).
@@ -834,7 +836,7 @@ impl Node {
             }
         };
         self.serving.insert(request_id, peer);
-        self.spawn(move || Done::Served(channel, request_id, peer, job()));
+        self.spawn(None, move || Done::Served(channel, request_id, peer, job()));
     }
 
     fn respond(&mut self, channel: ResponseChannel<Response>, response: Response) {
@@ -848,16 +850,25 @@ impl Node {
     /// Runs `work` on the blocking pool, at most [`Node::workers`] jobs
     /// at once (each thread of its own would keep its own malloc arena of
     /// freed megabyte buffers: with 50 peers asking, that was most of a
-    /// seeder's memory); its result comes back as `Done`.
-    fn spawn(&self, work: impl FnOnce() -> Done + Send + 'static) {
+    /// seeder's memory); its result comes back as `Done`. A job of a
+    /// fetch that panics (a bug) ends that fetch rather than leaving it
+    /// waiting for a result forever.
+    fn spawn(&self, fetch: Option<BundleId>, work: impl FnOnce() -> Done + Send + 'static) {
         let tx = self.done_tx.clone();
         let workers = self.workers.clone();
         tokio::spawn(async move {
             let Ok(_permit) = workers.acquire_owned().await else {
                 return;
             };
-            if let Ok(done) = tokio::task::spawn_blocking(work).await {
-                let _ = tx.send(done);
+            match tokio::task::spawn_blocking(work).await {
+                Ok(done) => {
+                    let _ = tx.send(done);
+                }
+                Err(_) => {
+                    if let Some(bundle) = fetch {
+                        let _ = tx.send(Done::Panicked(bundle));
+                    }
+                }
             }
         });
     }
@@ -885,12 +896,17 @@ impl Node {
                 let Some(f) = self.fetches.get_mut(&bundle) else {
                     return;
                 };
+                // Errors come only with a manifest a peer sent (one read
+                // back from disk that is no good is logged and fetched).
                 match (f.on_opened(o), peer) {
-                    (Ok(()), _) => self.report_progress(bundle),
                     (Err(e), Some(peer)) => self.on_fetch_error(bundle, peer, e),
-                    (Err(e), None) => tracing::warn!(bundle = %bundle, "cannot resume: {e}"),
+                    _ => self.report_progress(bundle),
                 }
                 self.drive(bundle);
+            }
+            Done::Panicked(bundle) => {
+                tracing::error!(bundle = %bundle, "a transfer job failed unexpectedly; the transfer stops (its verified pieces stay for the next start)");
+                self.fetches.remove(&bundle);
             }
             Done::Written(w) => {
                 let (bundle, peer) = (w.bundle, w.peer);
@@ -1105,7 +1121,7 @@ impl Node {
             }
         }
         self.fetches.insert(bundle, f);
-        self.spawn(move || Done::Opened(open.run()));
+        self.spawn(Some(bundle), move || Done::Opened(open.run()));
     }
 
     fn on_fetch_answer(
@@ -1120,8 +1136,8 @@ impl Node {
             return;
         };
         match f.on_answer(&store, key, peer, answer, Instant::now()) {
-            Ok(Some(Job::Write(job))) => self.spawn(move || Done::Written(job.run())),
-            Ok(Some(Job::Open(job))) => self.spawn(move || Done::Opened(job.run())),
+            Ok(Some(Job::Write(job))) => self.spawn(Some(bundle), move || Done::Written(job.run())),
+            Ok(Some(Job::Open(job))) => self.spawn(Some(bundle), move || Done::Opened(job.run())),
             Ok(None) => {}
             Err(e) => self.on_fetch_error(bundle, peer, e),
         }
@@ -1179,7 +1195,9 @@ impl Node {
             return;
         };
         if let Some(job) = f.take_commit(&store) {
-            self.spawn(move || Done::Committed(bundle, Box::new(job.run())));
+            self.spawn(Some(bundle), move || {
+                Done::Committed(bundle, Box::new(job.run()))
+            });
         } else if f.providers() == 0 && !f.stall_warned && !matches!(f.stage, Stage::Committing) {
             f.stall_warned = true;
             tracing::warn!(bundle = %bundle, "transfer stalled: no peer left to fetch from; waiting for another to announce it");

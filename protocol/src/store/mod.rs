@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! STORE/
-//!   lanseed-store        format marker: "lanseed store 1"
+//!   lanseed-store        format marker: "lanseed store 2"
 //!   index                every release the store holds (see [`index`]);
 //!                        the commit record: a release exists once it is here
 //!   manifests/<bundle id>            canonical manifest bytes
@@ -42,7 +42,7 @@ use crate::manifest::{Manifest, ManifestError};
 use crate::release::{ReleaseError, SignedRelease};
 
 const MARKER_FILE: &str = "lanseed-store";
-const MARKER: &str = "lanseed store 1\n";
+const MARKER: &str = "lanseed store 2\n";
 
 /// A store directory.
 #[derive(Clone, Debug)]

@@ -208,12 +208,22 @@ fn verify_and_write(
     packed: Packed,
 ) -> Result<(), FetchError> {
     let expected: u64 = pieces.iter().map(|&n| map.piece_len(n)).sum();
-    let data = packed
-        .unpack(expected as usize)
-        .map_err(|_| Fault::BadData)?;
-    if data.len() as u64 != expected {
-        return Err(Fault::BadData.into());
-    }
+    let result = match packed.unpacked(expected as usize) {
+        Ok(data) if data.len() as u64 == expected => write_verified(map, pieces, targets, &data),
+        _ => Err(Fault::BadData.into()),
+    };
+    buffers::give(packed.data);
+    result
+}
+
+/// Verifies every piece of `data` against its signed hash, then writes
+/// them (nothing is written unless all match).
+fn write_verified(
+    map: &PieceMap,
+    pieces: &[u32],
+    targets: &[(PathBuf, u32)],
+    data: &[u8],
+) -> Result<(), FetchError> {
     let mut at = 0usize;
     let mut slices = Vec::with_capacity(targets.len());
     for (&n, (path, index)) in pieces.iter().zip(targets) {
@@ -224,12 +234,11 @@ fn verify_and_write(
         slices.push((path, *index, piece));
         at += piece.len();
     }
-    let written = slices.into_iter().try_for_each(|(path, index, piece)| {
+    for (path, index, piece) in slices {
         partial::write_piece(path, index, piece)
-            .map_err(|e| StoreError::io("cannot write", path)(e))
-    });
-    buffers::give(data);
-    Ok(written?)
+            .map_err(|e| StoreError::io("cannot write", path)(e))?;
+    }
+    Ok(())
 }
 
 /// Where an [`OpenJob`] finds the manifest.
@@ -247,6 +256,9 @@ enum Source {
 pub struct OpenJob {
     /// The fetch.
     pub bundle: BundleId,
+    /// Which `Fetch` of that bundle asked (one may be dropped and another
+    /// started while the job runs).
+    generation: u64,
     store: Store,
     partial: Partial,
     source: Source,
@@ -256,6 +268,7 @@ pub struct OpenJob {
 pub struct Opened {
     /// The fetch.
     pub bundle: BundleId,
+    generation: u64,
     /// Who sent the manifest (`None`: read back from disk).
     pub peer: Option<PeerId>,
     /// The fetch's pieces; `Ok(None)` when no earlier run left a manifest.
@@ -282,6 +295,7 @@ impl OpenJob {
         };
         Opened {
             bundle: self.bundle,
+            generation: self.generation,
             peer,
             result: self.open(),
         }
@@ -290,23 +304,28 @@ impl OpenJob {
     fn open(self) -> Result<Option<Box<Open>>, FetchError> {
         // Waits while a collection runs (it may remove the partial folder).
         let gc_guard = self.store.read_guard().ok();
+        let sent = matches!(self.source, Source::Sent(..));
         let bytes = match self.source {
             Source::Saved => match self.partial.saved_manifest(&self.bundle) {
                 Some(bytes) => bytes,
                 None => return Ok(None),
             },
             Source::Sent(_, packed) => {
-                let bytes = packed
-                    .unpack(MAX_MANIFEST_BYTES)
-                    .map_err(|_| Fault::BadData)?;
+                // A copy of its own: the body's buffer may be a recycled
+                // megabyte, kept by the fetch for its whole life otherwise.
+                let bytes = packed.unpacked(MAX_MANIFEST_BYTES).map(|b| b.into_owned());
+                buffers::give(packed.data);
+                let bytes = bytes.map_err(|_| Fault::BadData)?;
                 if Hash::of(&bytes) != self.bundle.0 {
                     return Err(Fault::BadData.into());
                 }
-                self.partial.save_manifest(&bytes)?;
                 bytes
             }
         };
         let manifest = Manifest::from_bytes(&bytes).map_err(|_| Fault::BadData)?;
+        if sent {
+            self.partial.save_manifest(&bytes)?;
+        }
         let map = PieceMap::of(&manifest);
         let (have, reused, in_store) = self.partial.scan(&self.store, &map);
         Ok(Some(Box::new(Open {
@@ -353,8 +372,10 @@ impl Fetch {
         let partial = Partial::of(store, &bundle);
         let mut seed = [0u8; 8];
         let _ = getrandom::fill(&mut seed);
+        let seed = u64::from_le_bytes(seed);
         let open = OpenJob {
             bundle,
+            generation: seed,
             store: store.clone(),
             partial: partial.clone(),
             source: Source::Saved,
@@ -369,7 +390,7 @@ impl Fetch {
             bad: HashSet::new(),
             resting: HashMap::new(),
             stalled_since: None,
-            seed: u64::from_le_bytes(seed),
+            seed,
             bytes_done: 0,
             bytes_total: 0,
             reused: 0,
@@ -601,6 +622,7 @@ impl Fetch {
                 self.stage = Stage::Opening;
                 Ok(Some(Job::Open(OpenJob {
                     bundle: self.bundle(),
+                    generation: self.seed,
                     store: store.clone(),
                     partial: self.partial.clone(),
                     source: Source::Sent(peer, packed),
@@ -644,8 +666,8 @@ impl Fetch {
     /// Takes the result of an [`OpenJob`]: with the manifest in, the
     /// pieces stage begins (sources heard of meanwhile included).
     pub fn on_opened(&mut self, o: Opened) -> Result<(), FetchError> {
-        if !matches!(self.stage, Stage::Opening) {
-            return Ok(()); // a stale result
+        if !matches!(self.stage, Stage::Opening) || o.generation != self.seed {
+            return Ok(()); // a stale result, maybe of a fetch dropped since
         }
         let open = match o.result {
             Ok(Some(open)) => open,

@@ -15,6 +15,14 @@
 //! into `blobs/`. The kernel is asked to start writing each piece out as
 //! it lands ([`durable::start_writeback`]), so that sync finds little left
 //! to do.
+//!
+//! While a fetch runs, each piece is verified in memory before it is
+//! written and is not read back: bytes changed on disk under a running
+//! fetch (by anything but lanseed) are found when the fetch starts over,
+//! by a peer they are served to (which drops this node), or by
+//! `lanseed store verify` once committed. Reading every piece back would
+//! cost a second pass over the bundle for a fault the disk itself guards
+//! against.
 
 use std::fs::File;
 use std::io::Read;
