@@ -57,6 +57,9 @@ pub struct Batch {
 struct Staged {
     tmp: PathBuf,
     dest: PathBuf,
+    /// Written by the batch (else adopted with [`Batch::stage_file`]: an
+    /// abandoned batch leaves such a file where it found it).
+    owned: bool,
 }
 
 /// A blob being written whose hash is known only at the end.
@@ -235,7 +238,14 @@ impl Batch {
         if self.store.has_blob(hash) || !self.claim(hash) {
             return Ok(());
         }
-        self.push(path, self.store.blob_path(hash));
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Staged {
+                tmp: path,
+                dest: self.store.blob_path(hash),
+                owned: false,
+            });
         Ok(())
     }
 
@@ -265,7 +275,11 @@ impl Batch {
         self.staged
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(Staged { tmp, dest });
+            .push(Staged {
+                tmp,
+                dest,
+                owned: true,
+            });
     }
 
     /// Makes staged files durable, moves them into place, and adds
@@ -352,11 +366,11 @@ fn rename_all(staged: &[Staged]) -> Result<(), StoreError> {
 
 impl Drop for Batch {
     /// An abandoned batch takes back what it wrote: staged files not yet
-    /// published, its staging folder, and the blob folders it created
-    /// that are still empty.
+    /// published (not files it adopted), its staging folder, and the blob
+    /// folders it created that are still empty.
     fn drop(&mut self) {
         let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|e| e.into_inner()));
-        for s in &staged {
+        for s in staged.iter().filter(|s| s.owned) {
             let _ = std::fs::remove_file(&s.tmp);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -366,5 +380,28 @@ impl Drop for Batch {
                     std::fs::remove_dir(self.store.root().join("blobs").join(format!("{i:02x}")));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_abandoned_batch_leaves_adopted_files_where_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("store")).unwrap();
+        // A fetch's partial file, complete, adopted by the batch.
+        let outside = dir.path().join("partial-blob");
+        std::fs::write(&outside, b"fetched bytes").unwrap();
+        let batch = store.begin().unwrap();
+        batch
+            .stage_file(outside.clone(), &Hash::of(b"fetched bytes"))
+            .unwrap();
+        batch.put_blob(&Hash::of(b"written"), b"written").unwrap();
+        drop(batch);
+        assert_eq!(std::fs::read(&outside).unwrap(), b"fetched bytes");
+        assert!(!store.has_blob(&Hash::of(b"written")));
+        assert!(!store.has_blob(&Hash::of(b"fetched bytes")));
     }
 }
