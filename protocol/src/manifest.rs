@@ -233,11 +233,10 @@ impl FileDigester {
     }
 
     fn end_piece(&mut self) {
-        let (cv, root) = self.piece.finish();
-        if root.is_some() {
-            self.first_root = root;
+        if let Some(root) = self.piece.root() {
+            self.first_root = Some(root);
         }
-        self.pieces.extend(cv);
+        self.pieces.extend(self.piece.chaining_value());
     }
 
     /// Bytes fed so far.

@@ -32,15 +32,14 @@ use crate::limits::PIECE_SIZE;
 /// `data` is the piece's bytes (all [`PIECE_SIZE`] of them, or the rest of
 /// the file for its last piece; never empty).
 pub fn piece_hash(index: u64, data: &[u8]) -> Hash {
-    let mut hasher = blake3::Hasher::new();
-    hasher.set_input_offset(index * PIECE_SIZE);
+    let mut hasher = PieceHasher::new(index);
     hasher.update(data);
-    Hash::from_bytes(hasher.finalize_non_root())
+    hasher.chaining_value().expect("a piece is never empty")
 }
 
-/// A piece hasher fed as bytes stream past: [`PieceHasher::finish`] gives
-/// the piece's chaining value and, for piece 0, the root hash it would have
-/// as a whole file of one piece.
+/// A piece hasher fed as bytes stream past: it gives the piece's
+/// chaining value and, for piece 0, the root hash it would have as a whole
+/// file of one piece.
 pub struct PieceHasher {
     hasher: blake3::Hasher,
     index: u64,
@@ -69,12 +68,15 @@ impl PieceHasher {
         self.len() == 0
     }
 
-    /// The chaining value (`None` for an empty piece) and, for piece 0,
-    /// the root hash of its bytes alone.
-    pub fn finish(&self) -> (Option<Hash>, Option<Hash>) {
-        let cv = (!self.is_empty()).then(|| Hash::from_bytes(self.hasher.finalize_non_root()));
-        let root = (self.index == 0).then(|| Hash::from_bytes(*self.hasher.finalize().as_bytes()));
-        (cv, root)
+    /// The piece's chaining value (`None` for an empty piece).
+    pub fn chaining_value(&self) -> Option<Hash> {
+        (!self.is_empty()).then(|| Hash::from_bytes(self.hasher.finalize_non_root()))
+    }
+
+    /// For piece 0, the root hash of its bytes alone: the file's BLAKE3
+    /// when it has no second piece.
+    pub fn root(&self) -> Option<Hash> {
+        (self.index == 0).then(|| Hash::from_bytes(*self.hasher.finalize().as_bytes()))
     }
 }
 
@@ -153,7 +155,7 @@ mod tests {
                 for s in c.chunks(4097) {
                     h.update(s);
                 }
-                let (cv, root) = h.finish();
+                let (cv, root) = (h.chaining_value(), h.root());
                 streamed.push(cv.unwrap());
                 assert_eq!(root.is_some(), i == 0);
                 if i == 0 {

@@ -143,18 +143,13 @@ impl Packed {
 
     /// `raw`, compressed when that saves at least 1/32 of it.
     pub fn compress(raw: Vec<u8>) -> Packed {
-        Packed::try_compress(&raw).unwrap_or_else(|| Packed::raw(raw))
-    }
-
-    /// `raw` compressed, when that saves at least 1/32 of its bytes.
-    pub fn try_compress(raw: &[u8]) -> Option<Packed> {
-        match zstd::bulk::compress(raw, ZSTD_LEVEL) {
-            Ok(z) if z.len() < raw.len() - raw.len() / 32 => Some(Packed {
+        match zstd::bulk::compress(&raw, ZSTD_LEVEL) {
+            Ok(z) if z.len() < raw.len() - raw.len() / 32 => Packed {
                 encoding: Encoding::Zstd,
                 raw_len: raw.len() as u32,
                 data: z,
-            }),
-            _ => None,
+            },
+            _ => Packed::raw(raw),
         }
     }
 

@@ -53,7 +53,7 @@ impl Limiter {
             let mut next = self.next_free.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             let start = (*next).max(now.checked_sub(BURST).unwrap_or(now));
-            *next = start + Duration::from_secs_f64(n as f64 / self.bytes_per_sec);
+            *next = start + self.time_for(n);
             start.saturating_duration_since(now)
         };
         if !wait.is_zero() {

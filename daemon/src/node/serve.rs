@@ -145,17 +145,13 @@ pub fn pieces(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> 
     if single.is_some_and(|h| incompressible.contains(&h)) {
         return Response::Pieces(Packed::raw(out));
     }
-    let packed = match Packed::try_compress(&out) {
-        Some(packed) => packed,
-        None => {
-            if let Some(h) = single
-                && out.len() as u64 == PIECE_SIZE
-            {
-                incompressible.insert(h);
-            }
-            Packed::raw(out)
-        }
-    };
+    let packed = Packed::compress(out);
+    if let Some(h) = single
+        && !packed.is_compressed()
+        && packed.raw_len as u64 == PIECE_SIZE
+    {
+        incompressible.insert(h);
+    }
     Response::Pieces(packed)
 }
 

@@ -203,7 +203,7 @@ impl Batch {
         let tmp = parent.join(format!("{hash}.{}{TEMP_SUFFIX}", self.nonce));
         std::fs::write(&tmp, data).map_err(StoreError::io("cannot write", &tmp))?;
         crashpoint::hit("stage: blob written");
-        self.push(tmp, dest);
+        self.push(tmp, dest, true);
         Ok(())
     }
 
@@ -225,7 +225,7 @@ impl Batch {
             return Ok(());
         }
         crashpoint::hit("stage: blob written");
-        self.push(tmp, self.store.blob_path(hash));
+        self.push(tmp, self.store.blob_path(hash), true);
         Ok(())
     }
 
@@ -238,14 +238,7 @@ impl Batch {
         if self.store.has_blob(hash) || !self.claim(hash) {
             return Ok(());
         }
-        self.staged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Staged {
-                tmp: path,
-                dest: self.store.blob_path(hash),
-                owned: false,
-            });
+        self.push(path, self.store.blob_path(hash), false);
         Ok(())
     }
 
@@ -258,7 +251,7 @@ impl Batch {
             let tmp = self.tmp_path();
             std::fs::write(&tmp, &bytes).map_err(StoreError::io("cannot write", &tmp))?;
             crashpoint::hit("stage: manifest written");
-            self.push(tmp, dest);
+            self.push(tmp, dest, true);
         }
         Ok(id)
     }
@@ -271,15 +264,12 @@ impl Batch {
             .insert(*hash)
     }
 
-    fn push(&self, tmp: PathBuf, dest: PathBuf) {
+    /// Stages `tmp` to become `dest`; `owned` when the batch wrote it.
+    fn push(&self, tmp: PathBuf, dest: PathBuf, owned: bool) {
         self.staged
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(Staged {
-                tmp,
-                dest,
-                owned: true,
-            });
+            .push(Staged { tmp, dest, owned });
     }
 
     /// Makes staged files durable, moves them into place, and adds

@@ -160,8 +160,7 @@ pub struct WriteJob {
     /// Piece numbers.
     pub pieces: Vec<u32>,
     map: Arc<PieceMap>,
-    /// Per piece: the file it goes to and its index there.
-    targets: Vec<(PathBuf, u32)>,
+    partial: Partial,
     packed: Packed,
 }
 
@@ -186,10 +185,10 @@ impl WriteJob {
             peer,
             pieces,
             map,
-            targets,
+            partial,
             packed,
         } = self;
-        let result = verify_and_write(&map, &pieces, &targets, packed);
+        let result = verify_and_write(&map, &partial, &pieces, packed);
         Written {
             bundle,
             peer,
@@ -203,13 +202,13 @@ impl WriteJob {
 /// writes them (nothing is written unless all match).
 fn verify_and_write(
     map: &PieceMap,
+    partial: &Partial,
     pieces: &[u32],
-    targets: &[(PathBuf, u32)],
     packed: Packed,
 ) -> Result<(), FetchError> {
     let expected: u64 = pieces.iter().map(|&n| map.piece_len(n)).sum();
     let result = match packed.unpacked(expected as usize) {
-        Ok(data) if data.len() as u64 == expected => write_verified(map, pieces, targets, &data),
+        Ok(data) if data.len() as u64 == expected => write_verified(map, partial, pieces, &data),
         _ => Err(Fault::BadData.into()),
     };
     buffers::give(packed.data);
@@ -220,23 +219,25 @@ fn verify_and_write(
 /// them (nothing is written unless all match).
 fn write_verified(
     map: &PieceMap,
+    partial: &Partial,
     pieces: &[u32],
-    targets: &[(PathBuf, u32)],
     data: &[u8],
 ) -> Result<(), FetchError> {
     let mut at = 0usize;
-    let mut slices = Vec::with_capacity(targets.len());
-    for (&n, (path, index)) in pieces.iter().zip(targets) {
+    let mut slices = Vec::with_capacity(pieces.len());
+    for &n in pieces {
         let piece = &data[at..at + map.piece_len(n) as usize];
         if !map.is_piece(n, piece) {
             return Err(Fault::BadData.into());
         }
-        slices.push((path, *index, piece));
+        slices.push((n, piece));
         at += piece.len();
     }
-    for (path, index, piece) in slices {
-        partial::write_piece(path, index, piece)
-            .map_err(|e| StoreError::io("cannot write", path)(e))?;
+    for (n, piece) in slices {
+        let r = map.locate(n);
+        let path = partial.blob_path(&map.blobs()[r.blob].entry.blake3);
+        partial::write_piece(&path, r.index, piece)
+            .map_err(|e| StoreError::io("cannot write", &path)(e))?;
     }
     Ok(())
 }
@@ -643,20 +644,12 @@ impl Fetch {
                         return Err(fault(other).into());
                     }
                 };
-                let targets = pieces
-                    .iter()
-                    .map(|&n| {
-                        let r = t.map.locate(n);
-                        let blob = &t.map.blobs()[r.blob].entry.blake3;
-                        (self.partial.blob_path(blob), r.index)
-                    })
-                    .collect();
                 Ok(Some(Job::Write(WriteJob {
                     bundle: self.release.release().bundle_id,
                     peer,
                     pieces,
                     map: t.map.clone(),
-                    targets,
+                    partial: self.partial.clone(),
                     packed,
                 })))
             }
