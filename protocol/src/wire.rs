@@ -49,8 +49,18 @@ use crate::limits::{MAX_MANIFEST_BYTES, MAX_SIGNED_RELEASE_BYTES, PIECE_SIZE};
 /// The protocol id.
 pub const PROTOCOL: &str = "/lanseed/bundle/3";
 
-/// Most releases one announcement carries (a node with more sends several).
+/// Most releases one announcement carries (a node with more sends several,
+/// each within [`MAX_ANNOUNCE_BYTES`]).
 pub const MAX_ANNOUNCED: usize = 256;
+
+/// Most bytes of records one announcement carries: a request is read
+/// whole before it is decoded, so this (not the count) bounds what a
+/// stream may make a node buffer. Releases are a few hundred bytes; one
+/// with the longest notes still fits, alone.
+pub const MAX_ANNOUNCE_BYTES: usize = 4 * MAX_SIGNED_RELEASE_BYTES;
+
+/// Most bytes of one `Have` bitfield (2^20 pieces: a terabyte).
+pub const MAX_BITFIELD_BYTES: usize = 1 << 17;
 
 /// Most bytes (unpacked) one `GetPieces` may ask for: one piece, or many
 /// small ones.
@@ -59,8 +69,10 @@ pub const MAX_BATCH_BYTES: u64 = PIECE_SIZE;
 /// Most pieces one `GetPieces` may name.
 pub const MAX_BATCH_PIECES: usize = 4096;
 
-/// Largest request, in bytes.
-pub const MAX_REQUEST_BYTES: usize = MAX_ANNOUNCED * (MAX_SIGNED_RELEASE_BYTES + 8) + 64;
+/// Largest request, in bytes: a `Have` with the longest record and
+/// bitfields (an announcement is smaller, and so is the largest
+/// `GetPieces`, [`MAX_BATCH_PIECES`] × 37 bytes).
+pub const MAX_REQUEST_BYTES: usize = MAX_SIGNED_RELEASE_BYTES + 2 * MAX_BITFIELD_BYTES + 64;
 
 /// Largest response, in bytes: a manifest.
 pub const MAX_RESPONSE_BYTES: usize = MAX_MANIFEST_BYTES + 64;
@@ -108,6 +120,31 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         fetching: Vec<u8>,
     },
+}
+
+/// `records` as announcements: each within [`MAX_ANNOUNCED`] records and
+/// [`MAX_ANNOUNCE_BYTES`] bytes of them (a record larger than that goes
+/// alone).
+pub fn announcements(records: &[Vec<u8>]) -> Vec<Request> {
+    let mut out = Vec::new();
+    let mut releases: Vec<Vec<u8>> = Vec::new();
+    let mut bytes = 0;
+    for r in records {
+        if !releases.is_empty()
+            && (releases.len() == MAX_ANNOUNCED || bytes + r.len() > MAX_ANNOUNCE_BYTES)
+        {
+            out.push(Request::Announce {
+                releases: std::mem::take(&mut releases),
+            });
+            bytes = 0;
+        }
+        bytes += r.len();
+        releases.push(r.clone());
+    }
+    if !releases.is_empty() {
+        out.push(Request::Announce { releases });
+    }
+    out
 }
 
 /// How a [`Packed`] body is encoded.
@@ -215,6 +252,17 @@ pub enum WireError {
     /// Larger than allowed.
     #[error("message of {0} bytes is larger than the limit of {1}")]
     TooLarge(usize, usize),
+    /// A declared length or count beyond its limit or beyond the bytes
+    /// present.
+    #[error("{what} declares {declared}, more than {max} allowed")]
+    Declared {
+        /// Which field.
+        what: &'static str,
+        /// What the bytes declared.
+        declared: u64,
+        /// The most allowed there (limit or bytes present).
+        max: u64,
+    },
     /// Not a valid encoding.
     #[error("message does not decode: {0}")]
     Decode(String),
@@ -234,39 +282,185 @@ pub fn encode_response(r: &Response) -> Vec<u8> {
     bincode::serde::encode_to_vec(r, config()).expect("responses encode")
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, WireError> {
-    if bytes.len() > max {
-        return Err(WireError::TooLarge(bytes.len(), max));
-    }
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| WireError::Decode(e.to_string()))?;
-    if used != bytes.len() {
-        return Err(WireError::Decode(format!(
-            "{} trailing bytes",
-            bytes.len() - used
-        )));
-    }
-    Ok(value)
+/// Reads the bincode encoding of the messages by hand, so that every
+/// declared length and count is checked against its limit *and* against
+/// the bytes actually left before anything is allocated. Only canonical
+/// (shortest) varints are accepted, so a message decodes from exactly one
+/// byte string: the one [`encode_request`] / [`encode_response`] write.
+struct Reader<'a> {
+    bytes: &'a [u8],
 }
 
-/// Decodes a request, refusing one over [`MAX_REQUEST_BYTES`].
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+        if n > self.bytes.len() {
+            return Err(WireError::Declared {
+                what,
+                declared: n as u64,
+                max: self.bytes.len() as u64,
+            });
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    /// bincode's varint: below 251 one byte; 251, 252, 253 then a u16,
+    /// u32, u64 (little-endian), each only for values the shorter forms
+    /// cannot hold.
+    fn varint(&mut self, what: &'static str) -> Result<u64, WireError> {
+        let first = self.take(1, what)?[0];
+        let (len, min) = match first {
+            0..=250 => return Ok(u64::from(first)),
+            251 => (2, 251),
+            252 => (4, 1 << 16),
+            253 => (8, 1 << 32),
+            _ => {
+                return Err(WireError::Decode(format!(
+                    "{what}: bad varint marker {first}"
+                )));
+            }
+        };
+        let mut le = [0u8; 8];
+        le[..len].copy_from_slice(self.take(len, what)?);
+        let v = u64::from_le_bytes(le);
+        if v < min {
+            return Err(WireError::Decode(format!("{what}: non-canonical varint")));
+        }
+        Ok(v)
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
+        let v = self.varint(what)?;
+        u32::try_from(v).map_err(|_| WireError::Declared {
+            what,
+            declared: v,
+            max: u64::from(u32::MAX),
+        })
+    }
+
+    fn array32(&mut self, what: &'static str) -> Result<[u8; 32], WireError> {
+        Ok(self.take(32, what)?.try_into().expect("32 bytes"))
+    }
+
+    /// A declared count of items at least `unit` bytes each: at most `max`,
+    /// and no more than the bytes left can hold.
+    fn count(&mut self, what: &'static str, max: usize, unit: usize) -> Result<usize, WireError> {
+        let n = self.varint(what)?;
+        let fits = (self.bytes.len() / unit.max(1)).min(max) as u64;
+        if n > fits {
+            return Err(WireError::Declared {
+                what,
+                declared: n,
+                max: fits,
+            });
+        }
+        Ok(n as usize)
+    }
+
+    /// A length-prefixed byte string of at most `max` bytes.
+    fn bytes(&mut self, what: &'static str, max: usize) -> Result<Vec<u8>, WireError> {
+        let n = self.count(what, max, 1)?;
+        Ok(self.take(n, what)?.to_vec())
+    }
+
+    fn variant(&mut self, what: &'static str) -> Result<u32, WireError> {
+        self.u32(what)
+    }
+
+    fn end(self) -> Result<(), WireError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(WireError::Decode(format!(
+                "{} trailing bytes",
+                self.bytes.len()
+            )))
+        }
+    }
+}
+
+/// Smallest encoding of one `(blob, index)` pair of a `GetPieces`.
+const PIECE_REF_MIN: usize = 33;
+
+/// Decodes a request, refusing one over [`MAX_REQUEST_BYTES`], and any
+/// declared length or count over its limit or over the bytes present,
+/// before allocating for it.
 pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
-    let r: Request = decode(bytes, MAX_REQUEST_BYTES)?;
-    match &r {
-        Request::Announce { releases } if releases.len() > MAX_ANNOUNCED => {
-            return Err(WireError::TooLarge(releases.len(), MAX_ANNOUNCED));
-        }
-        Request::GetPieces { pieces } if pieces.len() > MAX_BATCH_PIECES => {
-            return Err(WireError::TooLarge(pieces.len(), MAX_BATCH_PIECES));
-        }
-        _ => {}
+    if bytes.len() > MAX_REQUEST_BYTES {
+        return Err(WireError::TooLarge(bytes.len(), MAX_REQUEST_BYTES));
     }
-    Ok(r)
+    let mut r = Reader { bytes };
+    let request = match r.variant("request kind")? {
+        0 => {
+            let n = r.count("announced releases", MAX_ANNOUNCED, 1)?;
+            let mut releases = Vec::with_capacity(n);
+            for _ in 0..n {
+                releases.push(r.bytes("release record", MAX_SIGNED_RELEASE_BYTES)?);
+            }
+            Request::Announce { releases }
+        }
+        1 => Request::GetManifest {
+            bundle: r.array32("bundle id")?,
+        },
+        2 => {
+            let n = r.count("pieces asked", MAX_BATCH_PIECES, PIECE_REF_MIN)?;
+            let mut pieces = Vec::with_capacity(n);
+            for _ in 0..n {
+                pieces.push((r.array32("blob hash")?, r.u32("piece index")?));
+            }
+            Request::GetPieces { pieces }
+        }
+        3 => Request::Have {
+            bundle: r.array32("bundle id")?,
+            release: r.bytes("release record", MAX_SIGNED_RELEASE_BYTES)?,
+            bits: r.bytes("bitfield", MAX_BITFIELD_BYTES)?,
+            fetching: r.bytes("bitfield", MAX_BITFIELD_BYTES)?,
+        },
+        v => return Err(WireError::Decode(format!("no request kind {v}"))),
+    };
+    r.end()?;
+    Ok(request)
 }
 
-/// Decodes a response, refusing one over [`MAX_RESPONSE_BYTES`].
+fn encoding(r: &mut Reader<'_>) -> Result<Encoding, WireError> {
+    match r.variant("encoding")? {
+        0 => Ok(Encoding::Raw),
+        1 => Ok(Encoding::Zstd),
+        v => Err(WireError::Decode(format!("no encoding {v}"))),
+    }
+}
+
+/// Decodes a response, refusing one over [`MAX_RESPONSE_BYTES`] (and a
+/// body longer than the bytes present, before allocating for it).
 pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
-    checked(decode(bytes, MAX_RESPONSE_BYTES)?)
+    if bytes.len() > MAX_RESPONSE_BYTES {
+        return Err(WireError::TooLarge(bytes.len(), MAX_RESPONSE_BYTES));
+    }
+    let mut r = Reader { bytes };
+    let response = match r.variant("response kind")? {
+        0 => Response::Ack,
+        v @ (MANIFEST_VARIANT | PIECES_VARIANT) => {
+            let encoding = encoding(&mut r)?;
+            let raw_len = r.u32("unpacked length")?;
+            let data = r.bytes("body", MAX_RESPONSE_BYTES)?;
+            let packed = Packed {
+                encoding,
+                raw_len,
+                data,
+            };
+            if v == PIECES_VARIANT {
+                Response::Pieces(packed)
+            } else {
+                Response::Manifest(packed)
+            }
+        }
+        3 => Response::NotFound,
+        4 => Response::Busy,
+        v => return Err(WireError::Decode(format!("no response kind {v}"))),
+    };
+    r.end()?;
+    checked(response)
 }
 
 /// Most bytes of a data answer's head ([`DataHead`]): the variant, the
@@ -312,21 +506,21 @@ pub fn encode_data_head(r: &Response) -> Option<(Vec<u8>, &[u8])> {
 /// many bytes it took, or `None` when the answer carries no data (decode
 /// the whole frame with [`decode_response`] then).
 pub fn decode_data_head(prefix: &[u8]) -> Result<Option<(DataHead, usize)>, WireError> {
-    let bad = |e: bincode::error::DecodeError| WireError::Decode(e.to_string());
-    let (variant, _): (u32, usize) =
-        bincode::serde::decode_from_slice(prefix, config()).map_err(bad)?;
+    let mut r = Reader { bytes: prefix };
+    let variant = r.variant("response kind")?;
     if variant != MANIFEST_VARIANT && variant != PIECES_VARIANT {
         return Ok(None);
     }
-    let ((_, encoding, raw_len, body_len), used): ((u32, Encoding, u32, u64), usize) =
-        bincode::serde::decode_from_slice(prefix, config()).map_err(bad)?;
+    let encoding = encoding(&mut r)?;
+    let raw_len = r.u32("unpacked length")?;
+    let body_len = r.varint("body length")?;
     let head = DataHead {
         pieces: variant == PIECES_VARIANT,
         encoding,
         raw_len,
         body_len,
     };
-    Ok(Some((head, used)))
+    Ok(Some((head, prefix.len() - r.bytes.len())))
 }
 
 impl DataHead {
@@ -397,6 +591,298 @@ mod tests {
         let mut bytes = encode_response(&Response::Ack);
         bytes.push(0);
         assert!(decode_response(&bytes).is_err());
+    }
+
+    fn varint(v: u64) -> Vec<u8> {
+        bincode::serde::encode_to_vec(v, config()).unwrap()
+    }
+
+    /// Frames whose declared lengths or counts lie: for every
+    /// length-prefixed field and count of every message, a huge value
+    /// (2^40, u64::MAX, u32::MAX) and one just over the bytes present.
+    pub(crate) fn lying_frames() -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let bundle = [7u8; 32];
+        for (label, declared) in [
+            ("2^40", 1u64 << 40),
+            ("u64::MAX", u64::MAX),
+            ("u32::MAX", u64::from(u32::MAX)),
+            ("one over", 0),
+        ] {
+            let len = |present: usize| {
+                varint(if declared == 0 {
+                    present as u64 + 1
+                } else {
+                    declared
+                })
+            };
+            // Have: release, bits, fetching.
+            for field in 0..3 {
+                let mut f = vec![3];
+                f.extend_from_slice(&bundle);
+                for i in 0..3 {
+                    if i == field {
+                        f.extend(len(4));
+                        f.extend_from_slice(&[1, 2, 3, 4]);
+                        break;
+                    }
+                    f.extend([2, 0xaa, 0xbb]);
+                }
+                out.push((format!("Have field {field} {label}"), f));
+            }
+            // Announce: the count, then one record's length.
+            let mut f = vec![0];
+            f.extend(len(3));
+            f.extend([0, 0, 0]);
+            out.push((format!("Announce count {label}"), f));
+            let mut f = vec![0, 1];
+            f.extend(len(5));
+            f.extend([9; 5]);
+            out.push((format!("Announce record {label}"), f));
+            // GetPieces: the count.
+            let mut f = vec![2];
+            f.extend(len(1));
+            f.extend_from_slice(&bundle);
+            f.push(0);
+            out.push((format!("GetPieces count {label}"), f));
+            // GetPieces: a piece index beyond u32.
+            let mut f = vec![2, 1];
+            f.extend_from_slice(&bundle);
+            f.extend(varint(if declared == 0 {
+                1 << 32
+            } else {
+                declared.max(1 << 32)
+            }));
+            out.push((format!("GetPieces index {label}"), f));
+        }
+        out
+    }
+
+    fn lying_answers() -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (label, declared) in [
+            ("2^40", 1u64 << 40),
+            ("u64::MAX", u64::MAX),
+            ("one over", 0),
+        ] {
+            for variant in [MANIFEST_VARIANT, PIECES_VARIANT] {
+                let mut f = vec![variant as u8, 0, 4];
+                f.extend(varint(if declared == 0 { 5 } else { declared }));
+                f.extend([1, 2, 3, 4]);
+                out.push((format!("answer {variant} body {label}"), f));
+            }
+            let mut f = vec![PIECES_VARIANT as u8, 0];
+            f.extend(varint(declared.max(1 << 32)));
+            f.push(0);
+            out.push((format!("answer unpacked length {label}"), f));
+        }
+        out
+    }
+
+    #[test]
+    fn every_declared_length_is_checked_against_the_bytes_present() {
+        // The frame that used to abort a node: 42 bytes declaring 2^40.
+        let mut crash = vec![3];
+        crash.extend([0u8; 32]);
+        crash.extend(varint(1 << 40));
+        assert_eq!(crash.len(), 42);
+        assert!(matches!(
+            decode_request(&crash),
+            Err(WireError::Declared { declared, .. }) if declared == 1 << 40
+        ));
+        for (name, frame) in lying_frames() {
+            let e = decode_request(&frame).expect_err(&name);
+            assert!(matches!(e, WireError::Declared { .. }), "{name}: {e}");
+        }
+        for (name, frame) in lying_answers() {
+            assert!(decode_response(&frame).is_err(), "{name}");
+        }
+        // Counts over their limits are refused before any item is read.
+        let mut f = vec![0];
+        f.extend(varint(MAX_ANNOUNCED as u64 + 1));
+        f.extend(vec![0; MAX_ANNOUNCED + 1]);
+        assert!(
+            matches!(decode_request(&f), Err(WireError::Declared { max, .. }) if max == MAX_ANNOUNCED as u64)
+        );
+        // Non-canonical varints and unknown kinds.
+        assert!(decode_request(&[251, 0, 0]).is_err());
+        assert!(decode_request(&[9]).is_err());
+        assert!(decode_response(&[5]).is_err());
+    }
+
+    #[test]
+    fn announcements_are_chunked_by_count_and_bytes() {
+        let small = vec![vec![1u8; 300]; 600];
+        let reqs = announcements(&small);
+        assert_eq!(reqs.len(), 3);
+        let big = vec![vec![2u8; MAX_SIGNED_RELEASE_BYTES]; 9];
+        let reqs = announcements(&big);
+        assert_eq!(reqs.len(), 3, "four of the largest per announcement");
+        for r in reqs.iter().chain(announcements(&small).iter()) {
+            let bytes = encode_request(r);
+            assert!(bytes.len() <= MAX_REQUEST_BYTES);
+            assert_eq!(&decode_request(&bytes).unwrap(), r);
+        }
+        assert!(announcements(&[]).is_empty());
+    }
+
+    fn arb_request() -> impl proptest::strategy::Strategy<Value = Request> {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        prop_oneof![
+            vec(vec(any::<u8>(), 0..300), 0..8).prop_map(|releases| Request::Announce { releases }),
+            any::<[u8; 32]>().prop_map(|bundle| Request::GetManifest { bundle }),
+            vec((any::<[u8; 32]>(), any::<u32>()), 0..20)
+                .prop_map(|pieces| Request::GetPieces { pieces }),
+            (
+                any::<[u8; 32]>(),
+                vec(any::<u8>(), 0..300),
+                vec(any::<u8>(), 0..70_000),
+                vec(any::<u8>(), 0..40)
+            )
+                .prop_map(|(bundle, release, bits, fetching)| Request::Have {
+                    bundle,
+                    release,
+                    bits,
+                    fetching
+                }),
+        ]
+    }
+
+    fn arb_response() -> impl proptest::strategy::Strategy<Value = Response> {
+        use proptest::prelude::*;
+        let packed = (
+            any::<bool>(),
+            0u32..(1 << 20),
+            proptest::collection::vec(any::<u8>(), 0..70_000),
+        )
+            .prop_map(|(z, raw_len, data)| Packed {
+                encoding: if z { Encoding::Zstd } else { Encoding::Raw },
+                raw_len,
+                data,
+            });
+        prop_oneof![
+            Just(Response::Ack),
+            Just(Response::NotFound),
+            Just(Response::Busy),
+            packed.clone().prop_map(Response::Manifest),
+            packed.prop_map(Response::Pieces),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hand_decoders_read_exactly_what_bincode_writes(req in arb_request(), res in arb_response()) {
+            let bytes = encode_request(&req);
+            proptest::prop_assert_eq!(&decode_request(&bytes).unwrap(), &req);
+            let bytes = encode_response(&res);
+            proptest::prop_assert_eq!(&decode_response(&bytes).unwrap(), &res);
+            if let Some((head, body)) = encode_data_head(&res) {
+                let (h, used) = decode_data_head(&bytes[..bytes.len().min(MAX_DATA_HEAD)]).unwrap().unwrap();
+                proptest::prop_assert_eq!(used, head.len());
+                proptest::prop_assert_eq!(h.into_response(body.to_vec()).unwrap(), res);
+            }
+        }
+
+        #[test]
+        fn what_decodes_encodes_back_to_the_same_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            if let Ok(r) = decode_request(&bytes) {
+                proptest::prop_assert_eq!(encode_request(&r), bytes.clone());
+            }
+            if let Ok(r) = decode_response(&bytes) {
+                proptest::prop_assert_eq!(encode_response(&r), bytes);
+            }
+        }
+    }
+
+    /// Runs in a child process (see below): decodes random, mutated and
+    /// lying frames under an address-space limit of 64 MiB above what the
+    /// process had when it started.
+    #[test]
+    fn decoding_under_an_address_space_limit_child() {
+        if std::env::var_os("LANSEED_WIRE_RLIMIT_CHILD").is_none() {
+            return;
+        }
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: u64 = statm.split_whitespace().next().unwrap().parse().unwrap();
+        let limit = pages * 4096 + (64 << 20);
+        rustix::process::setrlimit(
+            rustix::process::Resource::As,
+            rustix::process::Rlimit {
+                current: Some(limit),
+                maximum: Some(limit),
+            },
+        )
+        .unwrap();
+        let mut seeds: Vec<Vec<u8>> = lying_frames().into_iter().map(|(_, f)| f).collect();
+        seeds.extend(lying_answers().into_iter().map(|(_, f)| f));
+        seeds.push(encode_request(&Request::Have {
+            bundle: [1; 32],
+            release: vec![2; 100],
+            bits: vec![3; 100],
+            fetching: vec![4; 10],
+        }));
+        seeds.push(encode_response(&Response::Pieces(Packed::raw(vec![
+            5;
+            1000
+        ]))));
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let huge = [251u8, 252, 253, 254, 255];
+        for i in 0..200_000u64 {
+            let mut f = seeds[(next() % seeds.len() as u64) as usize].clone();
+            match i % 4 {
+                0 => {
+                    let n = (next() % 64) as usize;
+                    f = (0..n).map(|_| next() as u8).collect();
+                }
+                1 if !f.is_empty() => {
+                    let at = (next() % f.len() as u64) as usize;
+                    f[at] = next() as u8;
+                }
+                2 if !f.is_empty() => {
+                    // A huge varint marker and length at a random place.
+                    let at = (next() % f.len() as u64) as usize;
+                    f[at] = huge[(next() % 5) as usize];
+                    f.splice(at + 1..at + 1, (next() | 1 << 62).to_le_bytes());
+                }
+                _ => f.truncate((next() % (f.len() as u64 + 1)) as usize),
+            }
+            let _ = decode_request(&f);
+            let _ = decode_response(&f);
+            if let Ok(Some((head, used))) = decode_data_head(&f[..f.len().min(MAX_DATA_HEAD)])
+                && let Ok(Response::Pieces(p) | Response::Manifest(p)) =
+                    head.into_response(f[used.min(f.len())..].to_vec())
+            {
+                let _ = p.unpack(MAX_BATCH_BYTES as usize);
+            }
+        }
+    }
+
+    #[test]
+    fn random_and_lying_frames_stay_within_an_address_space_limit() {
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "wire::tests::decoding_under_an_address_space_limit_child",
+                "--test-threads=1",
+            ])
+            .env("LANSEED_WIRE_RLIMIT_CHILD", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "child failed ({}): {text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]
