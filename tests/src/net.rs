@@ -201,6 +201,31 @@ impl NodeProc {
         }
     }
 
+    /// Its process id (`ip netns exec` execs, so it is lanseed's own).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Its resident memory now and at its peak (`VmRSS`, `VmHWM`), in
+    /// bytes.
+    pub fn rss(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .map_or(0, |kib| kib * 1024)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     /// Kills it with SIGKILL (no chance to clean up) and waits.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

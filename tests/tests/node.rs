@@ -192,7 +192,7 @@ fn corrupted_seeder_is_dropped_and_a_good_one_serves() {
     let b = NodeProc::start(&ns, &bad, &["--no-mdns"]);
     let f = t.follower(&ns, "f", &["--no-mdns", "--peer", &listen_addr(&b)]);
     let bad_id = peer_id(&b);
-    let dropped = f.wait_log("dropped peer from transfer", T);
+    let dropped = f.wait_log("banned peer", T);
     assert!(dropped.contains(&bad_id), "{dropped}");
     assert!(dropped.contains("does not match its hash"), "{dropped}");
     f.wait_log("transfer stalled", T);

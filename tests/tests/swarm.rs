@@ -521,7 +521,7 @@ fn pieces_damaged_on_disk_are_refetched_after_a_restart_and_peers_drop_the_node(
     // y fetches from x (fast, but now wrong) and the seeder.
     let px = addr_of(&x, &lan.addrs[1]);
     let y = t.follower(&lan, 2, "y", &["--no-mdns", "--peer", &px, "--peer", &pa]);
-    let dropped = y.wait_log("dropped peer from transfer", T);
+    let dropped = y.wait_log("banned peer", T);
     assert!(dropped.contains(&peer_of(&px)), "{dropped}");
     // x restarts (well before it could have finished at the seeder's
     // rate): the pieces it finds on disk are checked again, the damaged

@@ -126,7 +126,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         println!(
             "  {} {} (found by {}, {} releases announced) {}",
             p["peer_id"].as_str().unwrap_or(""),
-            if p["connected"] == true {
+            if p["banned"] == true {
+                "banned"
+            } else if p["connected"] == true {
                 "connected"
             } else {
                 "not connected"
@@ -184,6 +186,31 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         up["max_peers"],
         up["peak_peers"],
         up["refused"]
+    );
+    let refused = status["refused"].as_array().cloned().unwrap_or_default();
+    if !refused.is_empty() {
+        println!("{} peers misbehaved (newest first)", refused.len());
+        for r in &refused {
+            println!(
+                "  {} {} ×{} ({}s ago): {}",
+                r["peer_id"].as_str().unwrap_or(""),
+                r["state"].as_str().unwrap_or(""),
+                r["count"],
+                r["secs_ago"],
+                r["reason"].as_str().unwrap_or("")
+            );
+        }
+    }
+    let d = &status["dropped"];
+    println!(
+        "dropped: {} connections, {} announcements, {} haves, {} malformed frames, {} releases refused, {} peer names refused, {} forgotten",
+        d["connections_refused"],
+        d["announcements"],
+        d["haves"],
+        d["malformed_frames"],
+        d["releases_refused"],
+        d["peers_refused"],
+        d["peers_forgotten"]
     );
     Ok(())
 }

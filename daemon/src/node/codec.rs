@@ -37,10 +37,18 @@ impl WireCodec {
     }
 }
 
-/// Most bytes of a frame allocated (and zeroed) ahead of the bytes that
+/// Most bytes of an answer allocated (and zeroed) ahead of the bytes that
 /// actually arrive: a peer announcing a 64 MiB frame and sending nothing
 /// costs nothing.
 const PREALLOCATE: usize = wire::MAX_PIECE_RESPONSE_BYTES;
+
+/// The same for requests, which any peer may send (a stream announcing
+/// the largest request and sending nothing costs at most this).
+const PREALLOCATE_REQUEST: usize = 16 << 10;
+
+/// How long an answer's write may make no progress (its reader reads
+/// nothing) before the answer is abandoned and its upload slot freed.
+pub const STALLED_READER: Duration = Duration::from_secs(1);
 
 /// Reads a frame's length, checked against `max` before anything else.
 async fn read_len<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<usize> {
@@ -65,19 +73,23 @@ async fn read_rest<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     buf: &mut Vec<u8>,
     total: usize,
+    step: usize,
 ) -> io::Result<()> {
     while buf.len() < total {
         let at = buf.len();
-        buf.resize(at + (total - at).min(PREALLOCATE), 0);
+        buf.resize(at + (total - at).min(step), 0);
         io.read_exact(&mut buf[at..]).await?;
     }
     Ok(())
 }
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+async fn read_request_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    max: usize,
+) -> io::Result<Vec<u8>> {
     let len = read_len(io, max).await?;
-    let mut buf = Vec::with_capacity(len.min(PREALLOCATE));
-    read_rest(io, &mut buf, len).await?;
+    let mut buf = Vec::with_capacity(len.min(PREALLOCATE_REQUEST));
+    read_rest(io, &mut buf, len, PREALLOCATE_REQUEST).await?;
     Ok(buf)
 }
 
@@ -91,7 +103,7 @@ async fn read_answer<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io:
     let Some((head, used)) = wire::decode_data_head(&prefix[..n]).map_err(invalid)? else {
         let mut buf = Vec::with_capacity(len.min(PREALLOCATE));
         buf.extend_from_slice(&prefix[..n]);
-        read_rest(io, &mut buf, len).await?;
+        read_rest(io, &mut buf, len, PREALLOCATE).await?;
         return wire::decode_response(&buf).map_err(invalid);
     };
     if head.body_len.checked_add(used as u64) != Some(len as u64) {
@@ -111,10 +123,36 @@ async fn read_answer<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io:
     } else {
         let mut body = Vec::with_capacity(body_len.min(PREALLOCATE));
         body.extend_from_slice(early);
-        read_rest(io, &mut body, body_len).await?;
+        read_rest(io, &mut body, body_len, PREALLOCATE).await?;
         body
     };
     head.into_response(body).map_err(invalid)
+}
+
+/// One write that must make progress within [`STALLED_READER`].
+async fn write_some<T: AsyncWrite + Unpin + Send>(io: &mut T, buf: &[u8]) -> io::Result<usize> {
+    match tokio::time::timeout(STALLED_READER, io.write(buf)).await {
+        Ok(n) => n,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the peer stopped reading its answer",
+        )),
+    }
+}
+
+/// Writes all of `buf`, each write within [`STALLED_READER`].
+async fn write_all_live<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    mut buf: &[u8],
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = write_some(io, buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+    }
+    Ok(())
 }
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
@@ -133,7 +171,8 @@ const GIVE_WAY: Duration = Duration::from_millis(250);
 /// answer whose write waits more than [`GIVE_WAY`], or that has taken
 /// [`GIVE_WAY`] longer than its size needs at the limit (a reader that
 /// trickles), gives up the turn and goes on without it, at its reader's
-/// pace (still within the limit).
+/// pace (still within the limit), each write within [`STALLED_READER`]
+/// (else the answer is abandoned and the upload slot freed).
 async fn write_limited<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
     limiter: &Limiter,
@@ -161,7 +200,7 @@ async fn write_limited<T: AsyncWrite + Unpin + Send>(
                     }
                 }
             } else {
-                io.write(&chunk[at..]).await?
+                write_some(io, &chunk[at..]).await?
             };
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
@@ -185,7 +224,7 @@ impl libp2p::request_response::Codec for WireCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let bytes = read_frame(io, wire::MAX_REQUEST_BYTES).await?;
+        let bytes = read_request_frame(io, wire::MAX_REQUEST_BYTES).await?;
         wire::decode_request(&bytes).map_err(invalid)
     }
 
@@ -232,8 +271,8 @@ impl libp2p::request_response::Codec for WireCodec {
         match &self.limiter {
             Some(limiter) => write_limited(io, limiter, &first, body).await?,
             None => {
-                io.write_all(&first).await?;
-                io.write_all(body).await?;
+                write_all_live(io, &first).await?;
+                write_all_live(io, body).await?;
             }
         }
         io.flush().await

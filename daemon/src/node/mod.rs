@@ -32,11 +32,14 @@
 //!   report back on a channel; the loop only decides.
 
 mod buffers;
+mod catalog;
 mod codec;
 pub mod control;
 mod discovery;
 pub mod fetch;
+mod guard;
 pub mod limit;
+mod peers;
 mod serve;
 pub mod status;
 
@@ -63,7 +66,9 @@ use tokio::sync::mpsc;
 use self::codec::WireCodec;
 use self::control::Command;
 use self::fetch::{Fault, Fetch, FetchError, Job, Opened, Stage, Written};
-use self::status::{PeerStatus, Status, TransferStatus, UploadStatus};
+use self::status::{
+    DroppedStatus, PeerStatus, RefusedStatus, Status, TransferStatus, UploadStatus,
+};
 use crate::output::ReleaseView;
 
 /// How long a transfer may wait with no peer to fetch from.
@@ -76,6 +81,9 @@ pub const HAVE_EVERY: Duration = Duration::from_millis(100);
 /// How long a peer that lacked a piece, or was busy, is left alone.
 const REST_NOT_FOUND: Duration = Duration::from_secs(2);
 const REST_BUSY: Duration = Duration::from_millis(500);
+/// Times a peer still fetching may lack what its `Have` listed before it
+/// is set aside.
+const MAX_LACKED: u32 = 3;
 
 /// An app (and optionally one channel) the node fetches releases of.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,16 +153,29 @@ pub struct Progress {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
-    rr: request_response::Behaviour<WireCodec>,
+    guard: guard::Guard,
     limits: connection_limits::Behaviour,
+    rr: request_response::Behaviour<WireCodec>,
 }
 
-struct PeerInfo {
-    addrs: Vec<Multiaddr>,
-    found_by: &'static str,
-    connected: bool,
-    announced: HashSet<ReleaseId>,
-}
+/// Most connections at once, all peers together.
+const MAX_CONNECTIONS: u32 = 256;
+/// Most inbound connections in their handshake at once.
+const MAX_PENDING_INBOUND: u32 = 64;
+/// Most dials in progress at once.
+const MAX_PENDING_OUTBOUND: u32 = 32;
+/// Most streams one connection may have open at once (a fetcher keeps at
+/// most 8 requests in flight, plus announcements and `Have`s): with
+/// requests of at most `wire::MAX_REQUEST_BYTES`, this bounds what one
+/// connection can make the node buffer.
+const MAX_STREAMS: usize = 24;
+/// How often peers are dialled again (within the peer book's rate).
+const REDIAL_EVERY: Duration = Duration::from_millis(500);
+/// Malformed frames after which a peer is banned.
+const MAX_MALFORMED: u64 = 8;
+/// Release records remembered as refused, so that a peer repeating one
+/// costs a lookup, not a signature check.
+const MAX_REFUSED_RELEASES: usize = 4096;
 
 /// Why a request was sent, to route its answer.
 enum Pending {
@@ -182,12 +203,29 @@ enum Done {
     Written(Written),
     /// A release committed (or not).
     Committed(BundleId, Box<Committed>),
+    /// An announced release was looked up in the store.
+    Checked(Box<Checked>),
+}
+
+/// An announced, verified release looked up in the store.
+struct Checked {
+    peer: PeerId,
+    release: lanseed_protocol::VerifiedRelease,
+    bits: Option<fetch::Heard>,
+    /// `Some`: the store held its bundle whole, and the release was added
+    /// (or not); `None`: it is to be fetched.
+    added: Option<Result<(), StoreError>>,
 }
 
 struct Node {
     swarm: Swarm<Behaviour>,
     cfg: NodeConfig,
-    peers: HashMap<PeerId, PeerInfo>,
+    book: peers::PeerBook,
+    /// Release records refused (untrusted, forged, older): not checked
+    /// again.
+    refused_releases: HashSet<ReleaseId>,
+    /// Releases being looked up in the store.
+    checking: HashSet<ReleaseId>,
     held: HashMap<ReleaseId, SignedRelease>,
     index_stamp: Option<(u64, u64, std::time::SystemTime)>,
     _store_lock: std::fs::File,
@@ -234,7 +272,7 @@ fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm
     let limiter = cfg.upload_limit.map(|r| Arc::new(limit::Limiter::new(r)));
     let rr_cfg = request_response::Config::default()
         .with_request_timeout(cfg.request_timeout)
-        .with_max_concurrent_streams(256);
+        .with_max_concurrent_streams(MAX_STREAMS);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_other_transport(|key| {
@@ -253,6 +291,7 @@ fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm
                 .boxed())
         })?
         .with_behaviour(|_| Behaviour {
+            guard: guard::Guard::new(false),
             rr: request_response::Behaviour::with_codec(
                 WireCodec::new(limiter),
                 [(
@@ -264,7 +303,9 @@ fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm
             limits: connection_limits::Behaviour::new(
                 connection_limits::ConnectionLimits::default()
                     .with_max_established_per_peer(Some(2))
-                    .with_max_established(Some(512)),
+                    .with_max_established(Some(MAX_CONNECTIONS))
+                    .with_max_pending_incoming(Some(MAX_PENDING_INBOUND))
+                    .with_max_pending_outgoing(Some(MAX_PENDING_OUTBOUND)),
             ),
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
@@ -311,7 +352,9 @@ pub async fn run(
     let mut node = Node {
         swarm,
         cfg,
-        peers: HashMap::new(),
+        book: peers::PeerBook::new(Instant::now()),
+        refused_releases: HashSet::new(),
+        checking: HashSet::new(),
         held: HashMap::new(),
         index_stamp: None,
         _store_lock: store_lock,
@@ -336,7 +379,8 @@ pub async fn run(
     for addr in node.cfg.peers.clone() {
         node.dial_flag_peer(addr);
     }
-    let mut redial = tokio::time::interval(Duration::from_secs(3));
+    let mut redial = tokio::time::interval(REDIAL_EVERY);
+    let mut revive = tokio::time::interval(Duration::from_secs(3));
     let mut nudge = tokio::time::interval(HAVE_EVERY);
     nudge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut watch = tokio::time::interval(Duration::from_millis(20));
@@ -354,8 +398,8 @@ pub async fn run(
                     tracing::warn!("cannot read the store: {e}");
                 }
             }
-            _ = redial.tick() => {
-                node.redial();
+            _ = redial.tick() => node.redial(),
+            _ = revive.tick() => {
                 node.revive_stalled();
                 node.drop_superseded();
             }
@@ -423,11 +467,11 @@ impl Node {
         Ok(())
     }
 
-    /// Sends `records` to `peer`, in messages of at most MAX_ANNOUNCED.
+    /// Sends `records` to `peer`, in announcements within the wire's
+    /// limits.
     fn announce(&mut self, peer: PeerId, records: &[Vec<u8>]) {
-        for chunk in records.chunks(lanseed_protocol::wire::MAX_ANNOUNCED) {
-            let releases = chunk.to_vec();
-            self.send(peer, Request::Announce { releases }, Pending::Announce);
+        for req in lanseed_protocol::wire::announcements(records) {
+            self.send(peer, req, Pending::Announce);
         }
     }
 
@@ -467,9 +511,10 @@ impl Node {
             };
             let id = f.release.id();
             let before = f.providers();
-            for (peer, info) in &self.peers {
+            let now = Instant::now();
+            for (peer, info) in self.book.iter() {
                 if info.connected && info.announced.contains(&id) {
-                    f.add_whole(*peer);
+                    f.add_whole(*peer, now);
                 }
             }
             if before == 0 && f.providers() > 0 {
@@ -481,21 +526,22 @@ impl Node {
         }
     }
 
-    /// Dials known peers that are not connected (after a restart of theirs,
-    /// a network blip, or an idle close).
+    /// Dials known peers that are due (found, or not connected after a
+    /// restart of theirs, a network blip, or an idle close), within the
+    /// peer book's backoff and dial rate; accepts peers whose ban ended.
     fn redial(&mut self) {
-        let targets: Vec<(PeerId, Vec<Multiaddr>)> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| !p.connected && !p.addrs.is_empty())
-            .map(|(id, p)| (*id, p.addrs.clone()))
-            .collect();
-        for (peer, addrs) in targets {
+        let now = Instant::now();
+        for peer in self.book.expired_bans(now) {
+            self.swarm.behaviour_mut().guard.unban(&peer);
+        }
+        for (peer, addrs) in self.book.due(now) {
             let opts = DialOpts::peer_id(peer)
                 .addresses(addrs)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
                 .build();
-            let _ = self.swarm.dial(opts);
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, "dial: {e}");
+            }
         }
     }
 
@@ -511,46 +557,32 @@ impl Node {
             _ => None,
         });
         if let Some(peer) = peer {
-            let info = self.peers.entry(peer).or_insert_with(|| PeerInfo {
-                addrs: Vec::new(),
-                found_by: "peer-flag",
-                connected: false,
-                announced: HashSet::new(),
-            });
-            info.addrs.push(addr.clone());
+            self.book.found(
+                peer,
+                std::slice::from_ref(&addr),
+                "peer-flag",
+                true,
+                Instant::now(),
+            );
         }
         if let Err(e) = self.swarm.dial(addr.clone()) {
             tracing::warn!(%addr, "cannot dial --peer: {e}");
         }
     }
 
+    /// A peer seen over mDNS: noted in the peer book (which bounds what
+    /// spoofed records can make it hold) and dialled within its rate.
     fn on_found(&mut self, found: discovery::Found) {
-        let info = self.peers.entry(found.peer).or_insert_with(|| PeerInfo {
-            addrs: Vec::new(),
-            found_by: "mdns",
-            connected: false,
-            announced: HashSet::new(),
-        });
-        let mut fresh = false;
-        for a in found.addrs {
-            if !info.addrs.contains(&a) {
-                info.addrs.push(a);
-                fresh = true;
-            }
-        }
-        if fresh {
-            tracing::info!(peer = %found.peer, addrs = ?info.addrs, "peer found via mdns");
-        }
-        info.addrs.truncate(16);
-        if info.connected {
+        let now = Instant::now();
+        if self.book.is_banned(&found.peer, now) {
             return;
         }
-        let opts = DialOpts::peer_id(found.peer)
-            .addresses(info.addrs.clone())
-            .condition(PeerCondition::DisconnectedAndNotDialing)
-            .build();
-        if let Err(e) = self.swarm.dial(opts) {
-            tracing::debug!(peer = %found.peer, "dial: {e}");
+        let fresh = self
+            .book
+            .found(found.peer, &found.addrs, "mdns", false, now);
+        if fresh {
+            tracing::debug!(peer = %found.peer, addrs = ?found.addrs, "peer found via mdns");
+            self.redial();
         }
     }
 
@@ -563,22 +595,39 @@ impl Node {
     }
 
     fn status(&self) -> Status {
+        let now = Instant::now();
         let mut releases: Vec<ReleaseView> = self.held.values().map(ReleaseView::new).collect();
         releases.sort_by(|a, b| (&a.app, &a.channel, a.seq).cmp(&(&b.app, &b.channel, b.seq)));
         Status {
             peer_id: self.swarm.local_peer_id().to_string(),
             listen: self.listen.iter().map(ToString::to_string).collect(),
             peers: self
-                .peers
+                .book
                 .iter()
                 .map(|(id, p)| PeerStatus {
                     peer_id: id.to_string(),
-                    addresses: p.addrs.iter().map(ToString::to_string).collect(),
+                    addresses: p.addrs().map(ToString::to_string).collect(),
                     found_by: p.found_by.to_owned(),
                     connected: p.connected,
+                    banned: p.is_banned(now),
                     releases_announced: p.announced.len(),
                 })
                 .collect(),
+            refused: self
+                .book
+                .records()
+                .map(|r| RefusedStatus {
+                    peer_id: r.peer.to_string(),
+                    state: r.mark.name().to_owned(),
+                    reason: r.reason.clone(),
+                    count: r.count,
+                    secs_ago: now.duration_since(r.last).as_secs(),
+                })
+                .collect(),
+            dropped: DroppedStatus {
+                connections_refused: self.swarm.behaviour().guard.refused,
+                counts: self.book.dropped.clone(),
+            },
             releases,
             device: self.cfg.extra_status.as_ref().map(|f| f()),
             transfers: self
@@ -633,15 +682,16 @@ impl Node {
                 num_established,
                 ..
             } => {
-                let info = self.peers.entry(peer_id).or_insert_with(|| PeerInfo {
-                    addrs: Vec::new(),
-                    found_by: "inbound",
-                    connected: false,
-                    announced: HashSet::new(),
-                });
-                info.connected = true;
-                if endpoint.is_dialer() && !info.addrs.contains(endpoint.get_remote_address()) {
-                    info.addrs.push(endpoint.get_remote_address().clone());
+                let dialed = endpoint
+                    .is_dialer()
+                    .then(|| endpoint.get_remote_address().clone());
+                if !self
+                    .book
+                    .connected_to(peer_id, dialed.as_ref(), Instant::now())
+                {
+                    tracing::debug!(peer = %peer_id, "peer book full of connected peers: closing");
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
                 }
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
@@ -656,9 +706,7 @@ impl Node {
                 cause,
                 ..
             } => {
-                if let Some(p) = self.peers.get_mut(&peer_id) {
-                    p.connected = false;
-                }
+                self.book.disconnected(&peer_id, Instant::now());
                 for f in self.fetches.values_mut() {
                     f.told.remove(&peer_id); // it may restart and forget
                 }
@@ -666,13 +714,16 @@ impl Node {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(peer = ?peer_id, "dial failed: {error}");
+                if let Some(peer) = peer_id {
+                    self.book.dial_failed(&peer, Instant::now());
+                }
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
                 error,
                 ..
             } => {
-                tracing::info!(addr = %send_back_addr, "refused incoming connection: {error}");
+                tracing::debug!(addr = %send_back_addr, "incoming connection failed: {error}");
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rr(ev)) => self.on_rr(ev),
             _ => {}
@@ -730,7 +781,17 @@ impl Node {
                 ..
             } => match self.inflight.remove(&request_id) {
                 Some((_, Pending::Fetch(bundle))) => {
-                    self.on_fetch_answer(bundle, request_id, peer, Err(error.to_string()))
+                {
+                    let failed = match &error {
+                        request_response::OutboundFailure::Io(e)
+                            if e.kind() == std::io::ErrorKind::InvalidData =>
+                        {
+                            fetch::Failed::Malformed(e.to_string())
+                        }
+                        _ => fetch::Failed::NoAnswer(error.to_string()),
+                    };
+                    self.on_fetch_answer(bundle, request_id, peer, Err(failed))
+                }
                 }
                 Some((_, Pending::Announce)) => {
                     tracing::debug!(%peer, "announcement not delivered: {error}")
@@ -744,6 +805,22 @@ impl Node {
                 ..
             } => {
                 tracing::debug!(%peer, "inbound request failed: {error}");
+                if let request_response::InboundFailure::Io(e) = &error
+                    && e.kind() == std::io::ErrorKind::InvalidData
+                {
+                    self.mark(
+                        peer,
+                        peers::Mark::Closed,
+                        &format!("sent a malformed frame: {e}"),
+                    );
+                    let malformed = (self.book.records())
+                        .filter(|r| r.peer == peer && r.mark == peers::Mark::Closed)
+                        .map(|r| r.count)
+                        .sum::<u64>();
+                    if malformed >= MAX_MALFORMED {
+                        self.ban(peer, &format!("sent {malformed} malformed frames"));
+                    }
+                }
                 if self.serving.remove(&request_id).is_some() {
                     self.uploads.done(&peer, Instant::now());
                 }
@@ -769,7 +846,15 @@ impl Node {
     ) {
         let job: Box<dyn FnOnce() -> Response + Send> = match request {
             Request::Announce { releases } => {
-                tracing::info!(%peer, releases = releases.len(), "announcement received");
+                if !self.book.allow_announce(&peer, Instant::now()) {
+                    self.mark(
+                        peer,
+                        peers::Mark::RateLimited,
+                        "sent announcements faster than allowed; the rest were dropped",
+                    );
+                    return self.respond(channel, Response::Busy);
+                }
+                tracing::debug!(%peer, releases = releases.len(), "announcement received");
                 for bytes in releases {
                     self.on_announced(peer, &bytes, None);
                 }
@@ -782,7 +867,15 @@ impl Node {
                 fetching,
             } => {
                 let id = BundleId(Hash::from_bytes(bundle));
-                tracing::debug!(%peer, bundle = %id, "have received");
+                if !self.book.allow_have(&peer, Instant::now()) {
+                    self.mark(
+                        peer,
+                        peers::Mark::RateLimited,
+                        "sent Have messages faster than allowed; the rest were dropped",
+                    );
+                    return self.respond(channel, Response::Busy);
+                }
+                tracing::trace!(%peer, bundle = %id, "have received");
                 if release.is_empty() {
                     // An update for a release it told us about before:
                     // useful only while we fetch it too.
@@ -904,6 +997,7 @@ impl Node {
                 }
                 self.drive(bundle);
             }
+            Done::Checked(c) => self.on_checked(*c),
             Done::Panicked(bundle) => {
                 tracing::error!(bundle = %bundle, "a transfer job failed unexpectedly; the transfer stops (its verified pieces stay for the next start)");
                 self.fetches.remove(&bundle);
@@ -962,11 +1056,28 @@ impl Node {
 
     /// Peers with an open connection.
     fn connected_peers(&self) -> Vec<PeerId> {
-        self.peers
-            .iter()
-            .filter(|(_, p)| p.connected)
-            .map(|(id, _)| *id)
-            .collect()
+        self.book.connected()
+    }
+
+    /// Notes what `peer` did wrong (for `status`); warns once per peer,
+    /// mark and reason, so a flood does not flood the log.
+    fn mark(&mut self, peer: PeerId, mark: peers::Mark, reason: &str) {
+        if self.book.record(peer, mark, reason, Instant::now()) {
+            tracing::warn!(%peer, "{}: {reason}", mark.verb());
+        }
+    }
+
+    /// Bans `peer` node-wide for what it did: its connections are closed
+    /// and refused, and nothing it says is taken, until the ban ends.
+    fn ban(&mut self, peer: PeerId, reason: &str) {
+        if self.book.ban(peer, reason, Instant::now()) {
+            tracing::warn!(%peer, "banned peer: it {reason}");
+        }
+        self.swarm.behaviour_mut().guard.ban(peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+        for f in self.fetches.values_mut() {
+            f.ban(peer);
+        }
     }
 
     /// Every [`HAVE_EVERY`]: tells peers about pieces gained, and lets
@@ -1009,6 +1120,24 @@ impl Node {
         for (peer, req) in haves {
             self.send(peer, req, Pending::Announce);
         }
+        // Peers that answered nothing are set aside (their pieces are
+        // asked of others at once).
+        let now = Instant::now();
+        let mut silent = Vec::new();
+        for f in self.fetches.values_mut() {
+            for peer in f.silent_peers(now) {
+                let wait = f.set_aside(peer, now);
+                silent.push((peer, wait));
+            }
+        }
+        for (peer, wait) in silent {
+            let reason = format!(
+                "answered nothing in {}s; set aside from a transfer for {}s",
+                fetch::SILENT_AFTER.as_secs(),
+                wait.as_secs()
+            );
+            self.mark(peer, peers::Mark::SetAside, &reason);
+        }
         let bundles: Vec<BundleId> = self.fetches.keys().copied().collect();
         for b in bundles {
             self.drive(b);
@@ -1033,34 +1162,37 @@ impl Node {
 
     /// A release a peer holds whole (`bits: None`), or is fetching and
     /// holds those pieces of: fetch it if followed, trusted, newer than
-    /// what the store has, and not held yet.
+    /// what the store has, and not held yet. The cheap checks come first
+    /// (held, refused before, followed, key pinned for that app and
+    /// channel, sequence); the signature is checked only for a release the
+    /// node would fetch.
     fn on_announced(&mut self, peer: PeerId, bytes: &[u8], bits: Option<fetch::Heard>) {
+        let now = Instant::now();
         let signed = match SignedRelease::from_bytes(bytes) {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(%peer, "peer announced an invalid release: {e}");
-                return;
+                return self.mark(
+                    peer,
+                    peers::Mark::Refused,
+                    &format!("announced an invalid release record: {e}"),
+                );
             }
         };
-        if bits.is_none()
-            && let Some(p) = self.peers.get_mut(&peer)
-        {
-            // Bounded: a peer cannot grow this without end.
-            if p.announced.len() < 4 * lanseed_protocol::limits::MAX_INDEX_RELEASES / 100 {
-                p.announced.insert(signed.id());
-            }
+        let id = signed.id();
+        if bits.is_none() {
+            self.book.announced(&peer, id);
         }
-        if self.held.contains_key(&signed.id()) {
+        if self.held.contains_key(&id) || self.refused_releases.contains(&id) {
             return;
         }
         let r = signed.release();
         let bundle = r.bundle_id;
         // A fetch of this release already runs: one more source.
         if let Some(f) = self.fetches.get_mut(&bundle)
-            && (f.release.id() == signed.id() || f.also.iter().any(|a| a.id() == signed.id()))
+            && (f.release.id() == id || f.also.iter().any(|a| a.id() == id))
         {
             match bits {
-                None => f.add_whole(peer),
+                None => f.add_whole(peer, now),
                 Some(bits) => f.add_partial(peer, bits),
             }
             self.drive(bundle);
@@ -1069,55 +1201,112 @@ impl Node {
         if !self.cfg.follow.iter().any(|f| f.covers(&r.app, &r.channel)) {
             return;
         }
-        let verified = match signed.verify(&self.cfg.trust) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(%peer, app = %r.app, channel = %r.channel, version = %r.version, "refused announced release: {e}");
-                return;
+        let what = format!("{} {} {} (seq {})", r.app, r.channel, r.version, r.seq);
+        let decision = catalog::judge(
+            &self.cfg.trust,
+            &signed,
+            self.held.values().map(SignedRelease::release),
+        );
+        let verified = match decision {
+            catalog::Judgement::Fetch(v) => *v,
+            catalog::Judgement::Refuse(why) => {
+                self.refuse_release(id);
+                return self.mark(
+                    peer,
+                    peers::Mark::Refused,
+                    &format!("offered {what}: {why}"),
+                );
+            }
+            catalog::Judgement::Forged(why) => {
+                self.refuse_release(id);
+                return self.ban(peer, &format!("offered {what}: {why}"));
             }
         };
-        let highest = self
-            .held
-            .values()
-            .map(SignedRelease::release)
-            .filter(|h| h.app == r.app && h.channel == r.channel)
-            .map(|h| h.seq)
-            .max();
-        if highest.is_some_and(|h| h >= r.seq) {
-            return;
-        }
         if let Some(f) = self.fetches.get_mut(&bundle) {
             f.also.push(verified);
             match bits {
-                None => f.add_whole(peer),
+                None => f.add_whole(peer, now),
                 Some(bits) => f.add_partial(peer, bits),
             }
             self.drive(bundle);
             return;
         }
-        // Another release of a bundle the store already holds whole.
-        if self.cfg.store.check_complete(&bundle).is_ok() {
-            match self.cfg.store.add_release(&verified) {
-                Ok(_) => {
-                    if let Err(e) = self.reload_store(true) {
-                        tracing::warn!("cannot read the store: {e}");
-                    }
+        if !self.checking.insert(id) {
+            return; // being looked up already
+        }
+        // Does the store hold the bundle whole already (another release
+        // of it)? That reads the disk: off the loop.
+        let store = self.cfg.store.clone();
+        self.spawn(None, move || {
+            let added = match store.check_complete(&bundle) {
+                Ok(_) => Some(store.add_release(&verified).map(|_| ())),
+                Err(_) => None,
+            };
+            Done::Checked(Box::new(Checked {
+                peer,
+                release: verified,
+                bits,
+                added,
+            }))
+        });
+    }
+
+    /// Remembers a refused release record (bounded).
+    fn refuse_release(&mut self, id: ReleaseId) {
+        if self.refused_releases.len() >= MAX_REFUSED_RELEASES {
+            self.refused_releases.clear();
+        }
+        self.refused_releases.insert(id);
+    }
+
+    /// A verified release the store did not hold: another release of a
+    /// bundle it holds whole was added, or the fetch starts.
+    fn on_checked(&mut self, c: Checked) {
+        let Checked {
+            peer,
+            release: verified,
+            bits,
+            added,
+        } = c;
+        self.checking.remove(&verified.id());
+        match added {
+            Some(Ok(())) => {
+                if let Err(e) = self.reload_store(true) {
+                    tracing::warn!("cannot read the store: {e}");
                 }
-                Err(e) => tracing::warn!("cannot add release: {e}"),
+                return;
             }
+            Some(Err(e)) => return tracing::warn!("cannot add release: {e}"),
+            None => {}
+        }
+        let r = verified.release();
+        let bundle = r.bundle_id;
+        let now = Instant::now();
+        if self.held.contains_key(&verified.id()) {
+            return;
+        }
+        if let Some(f) = self.fetches.get_mut(&bundle) {
+            if f.release.id() != verified.id() && f.also.iter().all(|a| a.id() != verified.id()) {
+                f.also.push(verified);
+            }
+            match bits {
+                None => f.add_whole(peer, now),
+                Some(bits) => f.add_partial(peer, bits),
+            }
+            self.drive(bundle);
             return;
         }
         tracing::info!(%peer, app = %r.app, channel = %r.channel, version = %r.version, seq = r.seq, bundle = %bundle, whole = bits.is_none(), "fetching release");
         let (mut f, open) = Fetch::new(&self.cfg.store, verified);
         match bits {
-            None => f.add_whole(peer),
+            None => f.add_whole(peer, now),
             Some(bits) => f.add_partial(peer, bits),
         }
         // Peers that announced it earlier are sources too.
         let id = f.release.id();
-        for (p, info) in &self.peers {
+        for (p, info) in self.book.iter() {
             if info.connected && info.announced.contains(&id) {
-                f.add_whole(*p);
+                f.add_whole(*p, now);
             }
         }
         self.fetches.insert(bundle, f);
@@ -1129,7 +1318,7 @@ impl Node {
         bundle: BundleId,
         key: OutboundRequestId,
         peer: PeerId,
-        answer: Result<Response, String>,
+        answer: Result<Response, fetch::Failed>,
     ) {
         let store = self.cfg.store.clone();
         let Some(f) = self.fetches.get_mut(&bundle) else {
@@ -1152,21 +1341,22 @@ impl Node {
         let now = Instant::now();
         match e {
             FetchError::Peer(Fault::Busy) => f.rest(&peer, now + REST_BUSY),
-            FetchError::Peer(Fault::NotFound) if !f.is_whole(&peer) && f.has_manifest() => {
+            FetchError::Peer(Fault::NotFound)
+                if !f.is_whole(&peer) && f.has_manifest() && f.lacked(peer) < MAX_LACKED =>
+            {
                 // A peer still fetching may have just moved its pieces into
-                // its store; ask again shortly.
+                // its store; ask again shortly (a peer whose `Have` keeps
+                // lying is set aside below).
                 f.rest(&peer, now + REST_NOT_FOUND)
             }
             FetchError::Peer(fault @ (Fault::NoAnswer(_) | Fault::NotFound)) => {
-                // Maybe restarting or pruned: asked again when it
-                // announces the release again.
-                tracing::warn!(%peer, bundle = %bundle, "set peer aside for this transfer: it {fault}");
-                f.set_aside(peer);
+                // Maybe restarting, pruned or asleep: asked again after a
+                // backoff, when it announces the release again.
+                let wait = f.set_aside(peer, now);
+                let reason = format!("{fault}; set aside from a transfer for {}s", wait.as_secs());
+                self.mark(peer, peers::Mark::SetAside, &reason);
             }
-            FetchError::Peer(fault) => {
-                tracing::warn!(%peer, bundle = %bundle, "dropped peer from transfer: it {fault}");
-                f.ban(peer);
-            }
+            FetchError::Peer(fault) => self.ban(peer, &fault.to_string()),
             FetchError::Store(e) => {
                 tracing::error!(bundle = %bundle, "transfer failed: {e}");
                 self.fetches.remove(&bundle);

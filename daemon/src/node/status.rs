@@ -1,4 +1,6 @@
-//! What `lanseed status` shows: peers, releases held, transfers.
+//! What `lanseed status` shows: peers, releases held, transfers, and what
+//! the node refused (peers banned, set aside, rate-limited, streams closed,
+//! releases refused) with the reason.
 
 use serde::Serialize;
 
@@ -19,6 +21,10 @@ pub struct Status {
     pub transfers: Vec<TransferStatus>,
     /// What it served to peers.
     pub uploads: UploadStatus,
+    /// Peers that misbehaved, newest first (bounded).
+    pub refused: Vec<RefusedStatus>,
+    /// What the node dropped or refused, counted.
+    pub dropped: DroppedStatus,
     /// The device updater's state, on a `lanseed device` node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<serde_json::Value>,
@@ -35,6 +41,8 @@ pub struct PeerStatus {
     pub found_by: String,
     /// Whether a connection is open.
     pub connected: bool,
+    /// Whether it is banned now.
+    pub banned: bool,
     /// Releases it announced.
     pub releases_announced: usize,
 }
@@ -83,4 +91,32 @@ pub struct UploadStatus {
     pub answers: u64,
     /// Bytes of those answers (as sent, compressed).
     pub bytes: u64,
+}
+
+/// One thing a peer did wrong.
+#[derive(Debug, Serialize)]
+pub struct RefusedStatus {
+    /// Peer id.
+    pub peer_id: String,
+    /// `banned` (bad data: nothing taken from it until the ban ends),
+    /// `set_aside` (silent or too slow: asked again after a backoff),
+    /// `rate_limited` (flooding: the rest dropped), `closed` (a malformed
+    /// frame: the stream closed), `refused` (a release not taken).
+    pub state: String,
+    /// Why, in words.
+    pub reason: String,
+    /// How many times.
+    pub count: u64,
+    /// Seconds since the last time.
+    pub secs_ago: u64,
+}
+
+/// What the node dropped or refused, counted.
+#[derive(Debug, Serialize)]
+pub struct DroppedStatus {
+    /// Connections refused (per-address limits, banned peers).
+    pub connections_refused: u64,
+    /// The rest.
+    #[serde(flatten)]
+    pub counts: super::peers::Dropped,
 }

@@ -13,9 +13,15 @@
 //! The release is committed when every piece is in
 //! ([`partial::Partial::commit`]).
 //!
-//! A peer that sends anything wrong is dropped from this fetch for good; one
-//! that does not answer is set aside until it announces the release again;
-//! one that is busy or lacks a piece rests a moment.
+//! A peer that sends anything wrong is dropped from this fetch for good (and
+//! banned by the node); one that does not answer is set aside, and taken
+//! back when it announces the release again after a backoff that doubles
+//! each time ([`aside_time`]); one that is busy or lacks a piece rests a
+//! moment. The manifest is asked of one peer, and of another too whenever
+//! the newest request has gone [`MANIFEST_FAILOVER`] without an answer (at
+//! most [`MANIFEST_ASKS`] at once), so silent peers cost seconds; a peer
+//! that has answered no piece request within [`SILENT_AFTER`] is set aside
+//! ([`Fetch::silent_peers`]).
 
 pub mod partial;
 pub mod sched;
@@ -23,7 +29,7 @@ pub mod sched;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lanseed_protocol::hash::{BundleId, Hash};
 use lanseed_protocol::limits::MAX_MANIFEST_BYTES;
@@ -60,6 +66,19 @@ pub enum Fault {
     /// The request failed or timed out.
     #[error("did not answer: {0}")]
     NoAnswer(String),
+    /// The answer broke the wire's rules (over its limits, or not a
+    /// message).
+    #[error("sent a malformed answer: {0}")]
+    Malformed(String),
+}
+
+/// Why a request got no answer.
+#[derive(Debug)]
+pub enum Failed {
+    /// The answer broke the wire's rules.
+    Malformed(String),
+    /// None came (timeout, closed connection, ...).
+    NoAnswer(String),
 }
 
 /// Why a fetch cannot go on, or a peer must be dropped.
@@ -73,6 +92,22 @@ pub enum FetchError {
     Store(#[from] StoreError),
 }
 
+/// How long a manifest request may go unanswered before another peer is
+/// asked too.
+pub const MANIFEST_FAILOVER: Duration = Duration::from_secs(2);
+/// Most manifest requests in flight at once.
+pub const MANIFEST_ASKS: usize = 3;
+/// How long a peer may leave its first piece request unanswered.
+pub const SILENT_AFTER: Duration = Duration::from_secs(5);
+
+/// How long a peer set aside `strikes` times stays aside: 3 s, doubling,
+/// at most 5 minutes.
+pub fn aside_time(strikes: u32) -> Duration {
+    Duration::from_secs(3)
+        .saturating_mul(1 << strikes.saturating_sub(1).min(7))
+        .min(Duration::from_secs(300))
+}
+
 /// Most bytes of a bitfield kept from a peer before the manifest is in
 /// (2^19 pieces: half a terabyte).
 const MAX_HEARD_BYTES: usize = 1 << 16;
@@ -84,8 +119,9 @@ pub type Heard = (Vec<u8>, Vec<u8>);
 pub enum Stage {
     /// An [`OpenJob`] is running.
     Opening,
-    /// Waiting for the manifest; the request in flight, if any.
-    Manifest(Option<ReqId>),
+    /// Waiting for the manifest; the requests in flight (to whom, since
+    /// when).
+    Manifest(Vec<(ReqId, PeerId, Instant)>),
     /// Fetching pieces.
     Pieces(Box<Transfer>),
     /// Every piece is in; the commit is running.
@@ -127,6 +163,10 @@ pub struct Fetch {
     heard: HashMap<PeerId, Heard>,
     bad: HashSet<PeerId>,
     resting: HashMap<PeerId, Instant>,
+    /// Peers set aside: until when, and how many times so far.
+    aside: HashMap<PeerId, (Instant, u32)>,
+    /// Times each peer lacked what it listed.
+    lacked: HashMap<PeerId, u32>,
     stalled_since: Option<Instant>,
     seed: u64,
     /// Bytes held of what the store lacked (verified pieces).
@@ -390,6 +430,8 @@ impl Fetch {
             heard: HashMap::new(),
             bad: HashSet::new(),
             resting: HashMap::new(),
+            aside: HashMap::new(),
+            lacked: HashMap::new(),
             stalled_since: None,
             seed,
             bytes_done: 0,
@@ -410,9 +452,10 @@ impl Fetch {
         self.release.release().bundle_id
     }
 
-    /// A peer that announced the release whole.
-    pub fn add_whole(&mut self, peer: PeerId) {
-        if self.bad.contains(&peer) {
+    /// A peer that announced the release whole (ignored while it is set
+    /// aside).
+    pub fn add_whole(&mut self, peer: PeerId, now: Instant) {
+        if self.bad.contains(&peer) || self.aside.get(&peer).is_some_and(|(t, _)| *t > now) {
             return;
         }
         self.heard.remove(&peer);
@@ -516,13 +559,40 @@ impl Fetch {
 
     /// Drops `peer` from this fetch for good (it sent bad data).
     pub fn ban(&mut self, peer: PeerId) {
-        self.set_aside(peer);
+        self.forget(peer);
         self.bad.insert(peer);
     }
 
-    /// Sets `peer` aside (it did not answer, or left); a new announcement
-    /// from it brings it back.
-    pub fn set_aside(&mut self, peer: PeerId) {
+    /// Sets `peer` aside (it did not answer, or left): an announcement
+    /// from it brings it back once the returned time is over.
+    pub fn set_aside(&mut self, peer: PeerId, now: Instant) -> Duration {
+        self.forget(peer);
+        let strikes = self.aside.get(&peer).map_or(0, |(_, n)| *n) + 1;
+        let wait = aside_time(strikes);
+        self.aside.insert(peer, (now + wait, strikes));
+        wait
+    }
+
+    /// Counts one more time `peer` lacked what it listed; returns how many
+    /// times so far.
+    pub fn lacked(&mut self, peer: PeerId) -> u32 {
+        let n = self.lacked.entry(peer).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// Peers that have answered no piece request within [`SILENT_AFTER`].
+    pub fn silent_peers(&self, now: Instant) -> Vec<PeerId> {
+        match &self.stage {
+            Stage::Pieces(t) => t.sched.silent(now, SILENT_AFTER),
+            _ => Vec::new(),
+        }
+    }
+
+    fn forget(&mut self, peer: PeerId) {
+        if let Stage::Manifest(asked) = &mut self.stage {
+            asked.retain(|(_, p, _)| *p != peer);
+        }
         self.whole.remove(&peer);
         self.heard.remove(&peer);
         match &mut self.stage {
@@ -542,12 +612,19 @@ impl Fetch {
     /// The next request to send, if any peer has room for one.
     pub fn next_request(&self, now: Instant) -> Option<(PeerId, Request, Want)> {
         match &self.stage {
-            Stage::Opening | Stage::Manifest(Some(_)) | Stage::Committing => None,
-            Stage::Manifest(None) => {
+            Stage::Opening | Stage::Committing => None,
+            Stage::Manifest(asked) => {
+                let waited = asked.iter().map(|(_, _, t)| *t).max();
+                if asked.len() >= MANIFEST_ASKS
+                    || waited.is_some_and(|t| now.duration_since(t) < MANIFEST_FAILOVER)
+                {
+                    return None;
+                }
                 let peer = self
                     .whole
                     .iter()
                     .chain(self.heard.keys())
+                    .filter(|p| asked.iter().all(|(_, q, _)| q != *p))
                     .find(|p| self.resting.get(p).is_none_or(|t| *t <= now))
                     .copied()?;
                 let bundle = *self.bundle().0.as_bytes();
@@ -578,7 +655,7 @@ impl Fetch {
     /// Records a request sent.
     pub fn sent(&mut self, key: ReqId, peer: PeerId, want: Want, now: Instant) {
         match (&mut self.stage, want) {
-            (Stage::Manifest(asked), Want::Manifest) => *asked = Some(key),
+            (Stage::Manifest(asked), Want::Manifest) => asked.push((key, peer, now)),
             (Stage::Pieces(t), Want::Pieces(pieces, bytes)) => {
                 t.sched.sent(key, peer, pieces, bytes, now)
             }
@@ -594,7 +671,7 @@ impl Fetch {
         store: &Store,
         key: ReqId,
         peer: PeerId,
-        answer: Result<Response, String>,
+        answer: Result<Response, Failed>,
         now: Instant,
     ) -> Result<Option<Job>, FetchError> {
         let wire = match &answer {
@@ -604,20 +681,21 @@ impl Fetch {
         self.wire_bytes += wire;
         // Routed by what was asked: an answer of another kind is a fault,
         // and the request it answers is freed either way.
-        let fault = |answer: Result<Response, String>| match answer {
+        let fault = |answer: Result<Response, Failed>| match answer {
             Ok(Response::NotFound) => Fault::NotFound,
             Ok(Response::Busy) => Fault::Busy,
-            Err(e) => Fault::NoAnswer(e),
+            Err(Failed::NoAnswer(e)) => Fault::NoAnswer(e),
+            Err(Failed::Malformed(e)) => Fault::Malformed(e),
             Ok(_) => Fault::Unexpected,
         };
         match &mut self.stage {
             Stage::Opening | Stage::Committing => Ok(None),
             Stage::Manifest(asked) => {
-                if *asked != Some(key) {
-                    return Ok(None); // not the request in flight
-                }
+                let Some(i) = asked.iter().position(|(k, _, _)| *k == key) else {
+                    return Ok(None); // not a request in flight
+                };
+                asked.swap_remove(i);
                 let Ok(Response::Manifest(packed)) = answer else {
-                    *asked = None;
                     return Err(fault(answer).into());
                 };
                 self.stage = Stage::Opening;
@@ -665,11 +743,11 @@ impl Fetch {
         let open = match o.result {
             Ok(Some(open)) => open,
             Ok(None) => {
-                self.stage = Stage::Manifest(None);
+                self.stage = Stage::Manifest(Vec::new());
                 return Ok(());
             }
             Err(e) => {
-                self.stage = Stage::Manifest(None);
+                self.stage = Stage::Manifest(Vec::new());
                 if o.peer.is_none() {
                     tracing::warn!(bundle = %self.bundle(), "cannot resume: {e}");
                     return Ok(());

@@ -309,6 +309,19 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         Some(pieces)
     }
 
+    /// Peers that have never answered, whose oldest request in flight
+    /// has waited longer than `after`.
+    pub fn silent(&self, now: Instant, after: std::time::Duration) -> Vec<PeerId> {
+        let mut out: Vec<PeerId> = (self.requests.values())
+            .filter(|a| now.duration_since(a.sent) > after)
+            .filter(|a| (self.peers.get(&a.peer)).is_some_and(|p| p.last_answer.is_none()))
+            .map(|a| a.peer)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Pieces whose request is late: older than four times what its
     /// peer's measured rate says it should take (a quarter second at
     /// least; a second for a peer not measured yet). Only those are asked
