@@ -18,6 +18,7 @@
 //! from [`Updater::drain_events`].
 
 pub mod install;
+pub mod serve;
 pub mod state;
 pub mod updater;
 

@@ -9,10 +9,13 @@
 //! On import the checksum is checked first, then the zip is read with
 //! [`SafeZip`], the signature is checked against the trust list and every
 //! blob against its hash before anything is committed: an unsigned,
-//! tampered, truncated or untrusted file changes nothing.
+//! tampered, truncated or untrusted file changes nothing. Every check up to
+//! the blobs also runs on bytes in memory ([`ReleaseFile::from_bytes`]),
+//! with no file or store involved.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufReader, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use crate::hash::{BundleId, Hash};
@@ -136,8 +139,7 @@ pub fn export(
 
 /// Replaces the placeholder checksum at the end of a written release file
 /// with the BLAKE3 of every byte before the comment.
-fn seal(file: &mut std::fs::File) -> std::io::Result<()> {
-    use std::io::{Seek, SeekFrom};
+fn seal(file: &mut File) -> std::io::Result<()> {
     let len = file.metadata()?.len();
     let covered = len - COMMENT_LEN as u64;
     file.seek(SeekFrom::Start(0))?;
@@ -147,26 +149,24 @@ fn seal(file: &mut std::fs::File) -> std::io::Result<()> {
 }
 
 /// BLAKE3 of the first `n` bytes read from `r`.
-fn hash_prefix<R: std::io::Read>(r: &mut R, n: u64) -> std::io::Result<Hash> {
+fn hash_prefix<R: Read>(r: &mut R, n: u64) -> std::io::Result<Hash> {
     let mut hasher = blake3::Hasher::new();
-    let copied = std::io::copy(&mut std::io::Read::take(r, n), &mut hasher)?;
+    let copied = std::io::copy(&mut r.take(n), &mut hasher)?;
     if copied != n {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
     Ok(hasher.finalize().into())
 }
 
-/// Checks the whole-file checksum of a release file.
-fn check_seal(path: &Path) -> Result<(), ReleaseFileError> {
-    use std::io::{Read, Seek, SeekFrom};
-    let shown = path.display().to_string();
+/// Checks the whole-file checksum of the release file read from `file`
+/// (named `shown` in errors).
+fn check_seal<R: Read + Seek>(file: &mut R, shown: &str) -> Result<(), ReleaseFileError> {
     let io = |source| ReleaseFileError::Io {
-        path: shown.clone(),
+        path: shown.to_owned(),
         source,
     };
-    let malformed = |why: &str| ReleaseFileError::Malformed(shown.clone(), why.to_owned());
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
+    let malformed = |why: &str| ReleaseFileError::Malformed(shown.to_owned(), why.to_owned());
+    let len = file.seek(SeekFrom::End(0)).map_err(io)?;
     let Some(covered) = len.checked_sub(COMMENT_LEN as u64) else {
         return Err(malformed("it is too short (truncated?)"));
     };
@@ -179,7 +179,7 @@ fn check_seal(path: &Path) -> Result<(), ReleaseFileError> {
         .and_then(|hex| hex.parse::<Hash>().ok())
         .ok_or_else(|| malformed("it does not end with a release file's checksum (truncated?)"))?;
     file.seek(SeekFrom::Start(0)).map_err(io)?;
-    if hash_prefix(&mut file, covered).map_err(io)? != claimed {
+    if hash_prefix(file, covered).map_err(io)? != claimed {
         return Err(ReleaseFileError::Tampered);
     }
     Ok(())
@@ -189,7 +189,7 @@ fn check_seal(path: &Path) -> Result<(), ReleaseFileError> {
 /// `out`.
 pub(crate) fn write_atomically(
     out: &Path,
-    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
 ) -> Result<(), ReleaseFileError> {
     write_renamed(out, true, write)
 }
@@ -199,7 +199,7 @@ pub(crate) fn write_atomically(
 pub(crate) fn write_renamed(
     out: &Path,
     sync: bool,
-    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
 ) -> Result<(), ReleaseFileError> {
     let err = |source| ReleaseFileError::Write {
         path: out.display().to_string(),
@@ -249,9 +249,10 @@ pub struct Imported {
 }
 
 /// A release file whose release verified and whose manifest matches it;
-/// its blobs are checked by [`ReleaseFile::import`].
-pub struct ReleaseFile {
-    zip: SafeZip,
+/// its blobs are checked by [`ReleaseFile::import`]. Read from `R`: a
+/// buffered file, or bytes in memory ([`ReleaseFile::from_bytes`]).
+pub struct ReleaseFile<R: Read + Seek = BufReader<File>> {
+    zip: SafeZip<R>,
     names: Vec<String>,
     release: VerifiedRelease,
     manifest: Manifest,
@@ -266,9 +267,38 @@ impl ReleaseFile {
         limits: ZipLimits,
     ) -> Result<Self, ReleaseFileError> {
         let shown = path.display().to_string();
-        let malformed = |why: &str| ReleaseFileError::Malformed(shown.clone(), why.to_owned());
-        check_seal(path)?;
-        let mut zip = SafeZip::open(path, limits, Layout::Raw)?;
+        let file = File::open(path).map_err(|source| ReleaseFileError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        ReleaseFile::from_reader(BufReader::new(file), &shown, trust, limits)
+    }
+}
+
+impl<'a> ReleaseFile<Cursor<&'a [u8]>> {
+    /// [`ReleaseFile::open`] for a release file held in memory: the same
+    /// checks, no file and no store touched.
+    pub fn from_bytes(
+        bytes: &'a [u8],
+        trust: &TrustList,
+        limits: ZipLimits,
+    ) -> Result<Self, ReleaseFileError> {
+        ReleaseFile::from_reader(Cursor::new(bytes), "the release file", trust, limits)
+    }
+}
+
+impl<R: Read + Seek> ReleaseFile<R> {
+    /// [`ReleaseFile::open`] over any seekable reader; `shown` names the
+    /// file in errors.
+    pub fn from_reader(
+        mut reader: R,
+        shown: &str,
+        trust: &TrustList,
+        limits: ZipLimits,
+    ) -> Result<Self, ReleaseFileError> {
+        let malformed = |why: &str| ReleaseFileError::Malformed(shown.to_owned(), why.to_owned());
+        check_seal(&mut reader, shown)?;
+        let mut zip = SafeZip::from_reader(reader, shown, limits, Layout::Raw)?;
         let names: Vec<String> = zip.entries().iter().map(|e| e.name.clone()).collect();
         if names.first().map(String::as_str) != Some("release")
             || names.get(1).map(String::as_str) != Some("manifest")
@@ -391,4 +421,111 @@ pub fn export_bundle_zip(
         source,
     })?;
     Ok(Sha256::digest(&bytes).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SecretKey;
+    use crate::manifest::FileDigest;
+    use crate::path::BundlePath;
+    use crate::release::{Release, Rollout};
+
+    const PAGE: &[u8] = b"<!doctype html><p>hi";
+
+    fn key() -> SecretKey {
+        SecretKey::from_seed(&[7; 32])
+    }
+
+    fn trust(key: &SecretKey) -> TrustList {
+        TrustList::parse(&key.public().to_string()).unwrap()
+    }
+
+    /// A release file of a one-page bundle, sealed, built in memory.
+    fn release_file(key: &SecretKey) -> (Vec<u8>, SignedRelease) {
+        let manifest = Manifest::new(vec![
+            FileDigest::of_bytes(PAGE).into_entry(BundlePath::new("index.html").unwrap()),
+        ])
+        .unwrap();
+        let release = Release {
+            app: "com.example.app".into(),
+            channel: "production".into(),
+            version: "1.0.0".into(),
+            bundle_id: manifest.id(),
+            seq: 1,
+            created: 1,
+            min_native_version: None,
+            rollout: Rollout::FULL,
+            expires: None,
+            notes: None,
+        }
+        .sign(key)
+        .unwrap();
+        let entries = vec![
+            ("release".to_owned(), Source::Bytes(release.to_bytes())),
+            ("manifest".to_owned(), Source::Bytes(manifest.to_bytes())),
+            (
+                format!("blobs/{}", Hash::of(PAGE)),
+                Source::Bytes(PAGE.to_vec()),
+            ),
+        ];
+        let placeholder = format!("{COMMENT_PREFIX}{}", "0".repeat(64));
+        let mut bytes = write_zip(
+            Cursor::new(Vec::new()),
+            entries,
+            RELEASE_FILE_LEVEL,
+            Some(&placeholder),
+        )
+        .unwrap()
+        .into_inner();
+        let covered = bytes.len() - COMMENT_LEN;
+        let sum = Hash::of(&bytes[..covered]).to_hex();
+        bytes[covered + COMMENT_PREFIX.len()..].copy_from_slice(sum.as_bytes());
+        (bytes, release)
+    }
+
+    #[test]
+    fn a_release_file_in_memory_opens_like_one_on_disk() {
+        let (bytes, release) = release_file(&key());
+        let opened = ReleaseFile::from_bytes(&bytes, &trust(&key()), ZipLimits::default()).unwrap();
+        assert_eq!(opened.release().signed(), &release);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.lanseed");
+        std::fs::write(&path, &bytes).unwrap();
+        let from_disk = ReleaseFile::open(&path, &trust(&key()), ZipLimits::default()).unwrap();
+        assert_eq!(from_disk.release(), opened.release());
+    }
+
+    #[test]
+    fn in_memory_release_files_are_refused_like_files() {
+        let (bytes, _) = release_file(&key());
+        let open =
+            |b: &[u8], t: &TrustList| ReleaseFile::from_bytes(b, t, ZipLimits::default()).map(drop);
+        for at in [0, 40, bytes.len() / 2, bytes.len() - COMMENT_LEN - 1] {
+            let mut tampered = bytes.clone();
+            tampered[at] ^= 1;
+            assert!(
+                matches!(
+                    open(&tampered, &trust(&key())),
+                    Err(ReleaseFileError::Tampered)
+                ),
+                "byte {at}"
+            );
+        }
+        for cut in [0, COMMENT_LEN - 1, bytes.len() - 1] {
+            assert!(
+                matches!(
+                    open(&bytes[..cut], &trust(&key())),
+                    Err(ReleaseFileError::Malformed(..))
+                ),
+                "cut at {cut}"
+            );
+        }
+        let stranger = SecretKey::from_seed(&[8; 32]);
+        assert!(matches!(
+            open(&bytes, &trust(&stranger)),
+            Err(ReleaseFileError::Verify(VerifyError::Untrusted(_)))
+        ));
+    }
 }

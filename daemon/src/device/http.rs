@@ -1,7 +1,9 @@
 //! The kiosk server: the active bundle over HTTP, plus `/__lanseed/…`.
 //!
 //! - `/` and extension-less paths that match no file get `index.html`
-//!   (client-side routing); other missing paths are 404.
+//!   (client-side routing); other missing paths are 404. Which file
+//!   answers is decided by [`lanseed_client::serve`]; this module only
+//!   asks the file system what exists.
 //! - A page stays on the bundle it was served from: every HTML response
 //!   sets a cookie naming its bundle, and the page's other requests are
 //!   answered from that bundle while it exists, so a swap never mixes two
@@ -25,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::Stream;
 use lanseed_client::install::bundle_dir;
+use lanseed_client::serve::{self, Kind};
 
 use super::Shared;
 
@@ -123,43 +126,20 @@ async fn events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-/// Percent-decodes a URL path; `None` for invalid UTF-8.
-fn decode_path(raw: &str) -> Option<String> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// The file for `path` under `root`: the path itself, or `index.html` for
-/// `/` and for extension-less paths that match no file.
+/// The file under the bundle folder `root` that answers the decoded
+/// request `path` (see [`serve::resolve`]).
 fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
-    let mut target = root.to_owned();
-    for c in path.split('/').filter(|c| !c.is_empty()) {
-        if c == ".." || c == "." || c.contains('\\') {
-            return None;
+    let answer = serve::resolve(path, |rel| {
+        let p = root.join(rel);
+        if p.is_file() {
+            Kind::File
+        } else if p.is_dir() {
+            Kind::Dir
+        } else {
+            Kind::Missing
         }
-        target.push(c);
-    }
-    if target.is_file() {
-        return Some(target);
-    }
-    let last = path.rsplit('/').next().unwrap_or("");
-    if target.is_dir() || !last.contains('.') {
-        let index = root.join("index.html");
-        return index.is_file().then_some(index);
-    }
-    None
+    });
+    answer.file().map(|rel| root.join(rel))
 }
 
 fn cookie_bundle(headers: &HeaderMap) -> Option<String> {
@@ -176,7 +156,7 @@ fn cookie_bundle(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn file(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> Response {
-    let Some(path) = decode_path(uri.path()) else {
+    let Some(path) = serve::decode_path(uri.path()) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
     let (current_id, serve_dir, store_root) =
@@ -238,7 +218,7 @@ mod tests {
         assert_eq!(r("/assets/app.js"), Some("assets/app.js".into()));
         assert_eq!(r("/settings/profile"), Some("index.html".into()));
         assert_eq!(r("/assets/missing.js"), None);
+        assert_eq!(r("/assets"), Some("index.html".into()));
         assert_eq!(r("/../etc/passwd"), None);
-        assert_eq!(decode_path("/a%20b").as_deref(), Some("/a b"));
     }
 }

@@ -215,17 +215,39 @@ fn invalid(e: wire::WireError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
+/// A request as read from a stream: a message, or why the frame was
+/// refused. A malformed frame is handed to the node rather than failing
+/// the stream, because request-response reports no failure for a request
+/// that never decoded: the node could not see who sends junk. The node
+/// answers nothing to it, which closes the stream.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A valid request.
+    Request(Request),
+    /// A frame over its limits or that does not decode.
+    Malformed(String),
+}
+
 impl libp2p::request_response::Codec for WireCodec {
     type Protocol = StreamProtocol;
-    type Request = Request;
+    type Request = Incoming;
     type Response = Response;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Incoming>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let bytes = read_request_frame(io, wire::MAX_REQUEST_BYTES).await?;
-        wire::decode_request(&bytes).map_err(invalid)
+        let bytes = match read_request_frame(io, wire::MAX_REQUEST_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Ok(Incoming::Malformed(e.to_string()));
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(match wire::decode_request(&bytes) {
+            Ok(r) => Incoming::Request(r),
+            Err(e) => Incoming::Malformed(e.to_string()),
+        })
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
@@ -244,11 +266,14 @@ impl libp2p::request_response::Codec for WireCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        req: Request,
+        req: Incoming,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
+        let Incoming::Request(req) = req else {
+            return Err(io::Error::other("a malformed request is never sent"));
+        };
         self.asked_piece = matches!(req, Request::GetPieces { .. });
         write_frame(io, &wire::encode_request(&req)).await
     }

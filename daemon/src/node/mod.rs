@@ -546,7 +546,7 @@ impl Node {
     }
 
     fn send(&mut self, peer: PeerId, req: Request, why: Pending) -> OutboundRequestId {
-        let id = self.swarm.behaviour_mut().rr.send_request(&peer, req);
+        let id = (self.swarm.behaviour_mut().rr).send_request(&peer, codec::Incoming::Request(req));
         self.inflight.insert(id, (peer, why));
         id
     }
@@ -644,7 +644,7 @@ impl Node {
                             Stage::Committing => "committing",
                             _ if f.providers() == 0 => "stalled",
                             Stage::Pieces(_) => "files",
-                            Stage::Opening | Stage::Manifest(_) => "manifest",
+                            Stage::Opening | Stage::Manifest(..) => "manifest",
                         }
                         .to_owned(),
                         bytes_done: f.bytes_done,
@@ -756,14 +756,18 @@ impl Node {
         }
     }
 
-    fn on_rr(&mut self, ev: request_response::Event<Request, Response>) {
+    fn on_rr(&mut self, ev: request_response::Event<codec::Incoming, Response>) {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
-                    request,
+                    request: codec::Incoming::Request(request),
                     channel,
                     request_id,
                 } => self.on_request(peer, request_id, request, channel),
+                request_response::Message::Request {
+                    request: codec::Incoming::Malformed(why),
+                    ..
+                } => self.on_malformed(peer, &why),
                 request_response::Message::Response {
                     request_id,
                     response,
@@ -781,7 +785,6 @@ impl Node {
                 ..
             } => match self.inflight.remove(&request_id) {
                 Some((_, Pending::Fetch(bundle))) => {
-                {
                     let failed = match &error {
                         request_response::OutboundFailure::Io(e)
                             if e.kind() == std::io::ErrorKind::InvalidData =>
@@ -791,7 +794,6 @@ impl Node {
                         _ => fetch::Failed::NoAnswer(error.to_string()),
                     };
                     self.on_fetch_answer(bundle, request_id, peer, Err(failed))
-                }
                 }
                 Some((_, Pending::Announce)) => {
                     tracing::debug!(%peer, "announcement not delivered: {error}")
@@ -805,22 +807,6 @@ impl Node {
                 ..
             } => {
                 tracing::debug!(%peer, "inbound request failed: {error}");
-                if let request_response::InboundFailure::Io(e) = &error
-                    && e.kind() == std::io::ErrorKind::InvalidData
-                {
-                    self.mark(
-                        peer,
-                        peers::Mark::Closed,
-                        &format!("sent a malformed frame: {e}"),
-                    );
-                    let malformed = (self.book.records())
-                        .filter(|r| r.peer == peer && r.mark == peers::Mark::Closed)
-                        .map(|r| r.count)
-                        .sum::<u64>();
-                    if malformed >= MAX_MALFORMED {
-                        self.ban(peer, &format!("sent {malformed} malformed frames"));
-                    }
-                }
                 if self.serving.remove(&request_id).is_some() {
                     self.uploads.done(&peer, Instant::now());
                 }
@@ -832,6 +818,24 @@ impl Node {
                     self.uploads.done(&peer, Instant::now());
                 }
             }
+        }
+    }
+
+    /// A peer sent a frame over its limits or that does not decode: its
+    /// stream is closed unanswered, and a peer that keeps doing it is
+    /// banned.
+    fn on_malformed(&mut self, peer: PeerId, why: &str) {
+        self.mark(
+            peer,
+            peers::Mark::Closed,
+            &format!("sent a malformed frame: {why}"),
+        );
+        let malformed = (self.book.records())
+            .filter(|r| r.peer == peer && r.mark == peers::Mark::Closed)
+            .map(|r| r.count)
+            .sum::<u64>();
+        if malformed >= MAX_MALFORMED {
+            self.ban(peer, &format!("sent {malformed} malformed frames"));
         }
     }
 
@@ -1127,13 +1131,17 @@ impl Node {
         for f in self.fetches.values_mut() {
             for peer in f.silent_peers(now) {
                 let wait = f.set_aside(peer, now);
-                silent.push((peer, wait));
+                silent.push((peer, fetch::SILENT_AFTER, wait));
+            }
+            for peer in f.overdue_manifest_peers(now) {
+                let wait = f.set_aside(peer, now);
+                silent.push((peer, fetch::MANIFEST_GIVE_UP, wait));
             }
         }
-        for (peer, wait) in silent {
+        for (peer, after, wait) in silent {
             let reason = format!(
                 "answered nothing in {}s; set aside from a transfer for {}s",
-                fetch::SILENT_AFTER.as_secs(),
+                after.as_secs(),
                 wait.as_secs()
             );
             self.mark(peer, peers::Mark::SetAside, &reason);

@@ -4,7 +4,8 @@
 //! headers, and refuses the archive with an error naming the first bad
 //! entry before anything is inflated or written. [`SafeZip::read`] then
 //! streams one entry at a time through a fixed buffer, counting the bytes
-//! actually inflated against the limits.
+//! actually inflated against the limits. [`SafeZip::from_reader`] does the
+//! same over any seekable reader, such as a zip held in memory.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -43,9 +44,10 @@ pub struct ZipEntry {
     index: usize,
 }
 
-/// A zip whose central directory passed every check.
-pub struct SafeZip {
-    archive: ZipArchive<BufReader<File>>,
+/// A zip whose central directory passed every check, read from `R` (a
+/// buffered file unless made with [`SafeZip::from_reader`]).
+pub struct SafeZip<R: Read + Seek = BufReader<File>> {
+    archive: ZipArchive<R>,
     entries: Vec<ZipEntry>,
     limits: ZipLimits,
     inflated: u64,
@@ -108,7 +110,22 @@ impl SafeZip {
             path: shown.clone(),
             source,
         })?;
-        let mut archive = ZipArchive::new(BufReader::new(file)).map_err(|e| ZipError::NotAZip {
+        SafeZip::from_reader(BufReader::new(file), &shown, limits, layout)
+    }
+}
+
+impl<R: Read + Seek> SafeZip<R> {
+    /// Checks the zip read from `reader` (a file, or bytes in a
+    /// `std::io::Cursor`); nothing is inflated. `shown` names the zip in
+    /// errors.
+    pub fn from_reader(
+        reader: R,
+        shown: &str,
+        limits: ZipLimits,
+        layout: Layout,
+    ) -> Result<SafeZip<R>, ZipError> {
+        let shown = shown.to_owned();
+        let mut archive = ZipArchive::new(reader).map_err(|e| ZipError::NotAZip {
             path: shown.clone(),
             reason: e.to_string(),
         })?;
@@ -116,7 +133,7 @@ impl SafeZip {
             return Err(ZipError::TooManyEntries(archive.len(), limits.max_entries));
         }
         if archive.has_duplicate_names() {
-            let name = find_duplicate(path, &mut archive).unwrap_or_else(|| "?".into());
+            let name = find_duplicate(archive).unwrap_or_else(|| "?".into());
             return Err(refuse(&name, EntryProblem::Duplicate));
         }
         let mut raws = Vec::with_capacity(archive.len());
@@ -365,7 +382,7 @@ fn bundle_prefix(files: &[&Raw]) -> Result<String, ZipError> {
 
 /// Names the first name that appears twice, by walking the central
 /// directory records themselves (the zip crate keeps one entry per name).
-fn find_duplicate(path: &Path, archive: &mut ZipArchive<BufReader<File>>) -> Option<String> {
+fn find_duplicate<R: Read + Seek>(mut archive: ZipArchive<R>) -> Option<String> {
     let start = (0..archive.len())
         .filter_map(|i| {
             archive
@@ -374,7 +391,7 @@ fn find_duplicate(path: &Path, archive: &mut ZipArchive<BufReader<File>>) -> Opt
                 .map(|f| f.central_header_start())
         })
         .min()?;
-    let mut r = BufReader::new(File::open(path).ok()?);
+    let mut r = archive.into_inner();
     r.seek(SeekFrom::Start(start)).ok()?;
     let mut seen = HashSet::new();
     loop {
@@ -390,6 +407,93 @@ fn find_duplicate(path: &Path, archive: &mut ZipArchive<BufReader<File>>) -> Opt
         let name = String::from_utf8_lossy(&name).into_owned();
         if !seen.insert(name.clone()) {
             return Some(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+    use crate::zip::write::{BUNDLE_LEVEL, Source, write_zip};
+
+    fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let entries = entries
+            .iter()
+            .map(|(name, data)| (name.to_string(), Source::Bytes(data.to_vec())));
+        write_zip(Cursor::new(Vec::new()), entries, BUNDLE_LEVEL, None)
+            .unwrap()
+            .into_inner()
+    }
+
+    fn in_memory(bytes: &[u8], limits: ZipLimits) -> Result<SafeZip<Cursor<&[u8]>>, ZipError> {
+        SafeZip::from_reader(Cursor::new(bytes), "test.zip", limits, Layout::Bundle)
+    }
+
+    #[test]
+    fn reads_a_zip_held_in_memory() {
+        let bytes = zip_of(&[
+            ("dist/index.html", b"<!doctype html>"),
+            ("dist/app.js", &[b'x'; 10_000]),
+        ]);
+        let mut z = in_memory(&bytes, ZipLimits::default()).unwrap();
+        let paths: Vec<&str> = z.entries().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["index.html", "app.js"],
+            "the top folder is flattened"
+        );
+        assert_eq!(z.read_to_vec(0, 100).unwrap(), b"<!doctype html>");
+        assert_eq!(z.read_to_vec(1, 10_000).unwrap(), [b'x'; 10_000]);
+    }
+
+    #[test]
+    fn in_memory_zips_get_the_same_checks() {
+        let bytes = zip_of(&[("index.html", b"i"), ("app.js", &[b'x'; 10_000])]);
+        let mut z = in_memory(&bytes, ZipLimits::default()).unwrap();
+        assert!(matches!(
+            z.read_to_vec(1, 9_999),
+            Err(ZipError::Entry {
+                problem: EntryProblem::TooLarge(9_999),
+                ..
+            })
+        ));
+        let small_total = ZipLimits {
+            max_total: 5_000,
+            ..ZipLimits::default()
+        };
+        assert!(matches!(
+            in_memory(&bytes, small_total),
+            Err(ZipError::TotalTooLarge(5_000))
+        ));
+        for cut in [0, 1, 22, bytes.len() / 2, bytes.len() - 1] {
+            assert!(
+                matches!(
+                    in_memory(&bytes[..cut], ZipLimits::default()),
+                    Err(ZipError::NotAZip { .. })
+                ),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicates_are_named_from_the_in_memory_directory() {
+        // Two names of one length, then the second renamed to the first in
+        // its local and central headers.
+        let mut bytes = zip_of(&[("index.html", b"i"), ("a.js", b"1"), ("b.js", b"2")]);
+        let mut at = 0;
+        while let Some(pos) = bytes[at..].windows(4).position(|w| w == b"b.js") {
+            bytes[at + pos] = b'a';
+            at += pos + 4;
+        }
+        match in_memory(&bytes, ZipLimits::default()) {
+            Err(ZipError::Entry {
+                name,
+                problem: EntryProblem::Duplicate,
+            }) => assert_eq!(name, "a.js"),
+            other => panic!("expected a duplicate, got {:?}", other.err()),
         }
     }
 }

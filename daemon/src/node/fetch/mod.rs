@@ -17,11 +17,13 @@
 //! banned by the node); one that does not answer is set aside, and taken
 //! back when it announces the release again after a backoff that doubles
 //! each time ([`aside_time`]); one that is busy or lacks a piece rests a
-//! moment. The manifest is asked of one peer, and of another too whenever
-//! the newest request has gone [`MANIFEST_FAILOVER`] without an answer (at
-//! most [`MANIFEST_ASKS`] at once), so silent peers cost seconds; a peer
-//! that has answered no piece request within [`SILENT_AFTER`] is set aside
-//! ([`Fetch::silent_peers`]).
+//! moment. The manifest is asked of one peer, then of more the longer no
+//! answer comes (two more after [`MANIFEST_FAILOVER`], four more after
+//! twice that, ...; at most [`MANIFEST_ASKS`] at once), and a peer that
+//! has not answered within [`MANIFEST_GIVE_UP`] is set aside
+//! ([`Fetch::overdue_manifest_peers`]): silent peers cost seconds, however
+//! many announce the release. A peer that has answered no piece request
+//! within [`SILENT_AFTER`] is set aside too ([`Fetch::silent_peers`]).
 
 pub mod partial;
 pub mod sched;
@@ -94,9 +96,12 @@ pub enum FetchError {
 
 /// How long a manifest request may go unanswered before another peer is
 /// asked too.
-pub const MANIFEST_FAILOVER: Duration = Duration::from_secs(2);
+pub const MANIFEST_FAILOVER: Duration = Duration::from_secs(1);
+/// How long a peer may leave a manifest request unanswered before it is
+/// set aside.
+pub const MANIFEST_GIVE_UP: Duration = Duration::from_secs(3);
 /// Most manifest requests in flight at once.
-pub const MANIFEST_ASKS: usize = 3;
+pub const MANIFEST_ASKS: usize = 16;
 /// How long a peer may leave its first piece request unanswered.
 pub const SILENT_AFTER: Duration = Duration::from_secs(5);
 
@@ -120,8 +125,8 @@ pub enum Stage {
     /// An [`OpenJob`] is running.
     Opening,
     /// Waiting for the manifest; the requests in flight (to whom, since
-    /// when).
-    Manifest(Vec<(ReqId, PeerId, Instant)>),
+    /// when), and when and how often it was first asked.
+    Manifest(Vec<(ReqId, PeerId, Instant)>, Option<(Instant, u32)>),
     /// Fetching pieces.
     Pieces(Box<Transfer>),
     /// Every piece is in; the commit is running.
@@ -581,6 +586,18 @@ impl Fetch {
         *n
     }
 
+    /// Peers that have left a manifest request unanswered for
+    /// [`MANIFEST_GIVE_UP`].
+    pub fn overdue_manifest_peers(&self, now: Instant) -> Vec<PeerId> {
+        match &self.stage {
+            Stage::Manifest(asked, _) => (asked.iter())
+                .filter(|(_, _, t)| now.duration_since(*t) > MANIFEST_GIVE_UP)
+                .map(|(_, p, _)| *p)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Peers that have answered no piece request within [`SILENT_AFTER`].
     pub fn silent_peers(&self, now: Instant) -> Vec<PeerId> {
         match &self.stage {
@@ -590,14 +607,14 @@ impl Fetch {
     }
 
     fn forget(&mut self, peer: PeerId) {
-        if let Stage::Manifest(asked) = &mut self.stage {
+        if let Stage::Manifest(asked, _) = &mut self.stage {
             asked.retain(|(_, p, _)| *p != peer);
         }
         self.whole.remove(&peer);
         self.heard.remove(&peer);
         match &mut self.stage {
             Stage::Pieces(t) => t.sched.remove_peer(&peer),
-            Stage::Opening | Stage::Manifest(_) | Stage::Committing => {}
+            Stage::Opening | Stage::Manifest(..) | Stage::Committing => {}
         }
     }
 
@@ -613,11 +630,16 @@ impl Fetch {
     pub fn next_request(&self, now: Instant) -> Option<(PeerId, Request, Want)> {
         match &self.stage {
             Stage::Opening | Stage::Committing => None,
-            Stage::Manifest(asked) => {
-                let waited = asked.iter().map(|(_, _, t)| *t).max();
-                if asked.len() >= MANIFEST_ASKS
-                    || waited.is_some_and(|t| now.duration_since(t) < MANIFEST_FAILOVER)
-                {
+            Stage::Manifest(asked, first) => {
+                // 1 ask, then up to 3, 7, 15, ... in all, one more round
+                // every MANIFEST_FAILOVER without an answer.
+                let allowed = first.map_or(1, |(t, _)| {
+                    let rounds = (now.duration_since(t).as_secs_f64()
+                        / MANIFEST_FAILOVER.as_secs_f64()) as u32;
+                    (1u32 << (rounds + 1).min(16)) - 1
+                });
+                let made = first.map_or(0, |(_, n)| n);
+                if asked.len() >= MANIFEST_ASKS || made >= allowed {
                     return None;
                 }
                 let peer = self
@@ -655,7 +677,11 @@ impl Fetch {
     /// Records a request sent.
     pub fn sent(&mut self, key: ReqId, peer: PeerId, want: Want, now: Instant) {
         match (&mut self.stage, want) {
-            (Stage::Manifest(asked), Want::Manifest) => asked.push((key, peer, now)),
+            (Stage::Manifest(asked, first), Want::Manifest) => {
+                asked.push((key, peer, now));
+                let (_, made) = first.get_or_insert((now, 0));
+                *made += 1;
+            }
             (Stage::Pieces(t), Want::Pieces(pieces, bytes)) => {
                 t.sched.sent(key, peer, pieces, bytes, now)
             }
@@ -690,7 +716,7 @@ impl Fetch {
         };
         match &mut self.stage {
             Stage::Opening | Stage::Committing => Ok(None),
-            Stage::Manifest(asked) => {
+            Stage::Manifest(asked, _) => {
                 let Some(i) = asked.iter().position(|(k, _, _)| *k == key) else {
                     return Ok(None); // not a request in flight
                 };
@@ -743,11 +769,11 @@ impl Fetch {
         let open = match o.result {
             Ok(Some(open)) => open,
             Ok(None) => {
-                self.stage = Stage::Manifest(Vec::new());
+                self.stage = Stage::Manifest(Vec::new(), None);
                 return Ok(());
             }
             Err(e) => {
-                self.stage = Stage::Manifest(Vec::new());
+                self.stage = Stage::Manifest(Vec::new(), None);
                 if o.peer.is_none() {
                     tracing::warn!(bundle = %self.bundle(), "cannot resume: {e}");
                     return Ok(());
