@@ -1392,10 +1392,24 @@ impl Node {
         let Some(f) = self.fetches.get_mut(&bundle) else {
             return;
         };
+        // Peers that never answered while others delivered the whole
+        // bundle: their silence is recorded as they leave the transfer.
+        let unanswered = if f.is_complete() {
+            f.unanswered_peers(Instant::now())
+        } else {
+            Vec::new()
+        };
         if let Some(job) = f.take_commit(&store) {
             self.spawn(Some(bundle), move || {
                 Done::Committed(bundle, Box::new(job.run()))
             });
+            for peer in unanswered {
+                self.mark(
+                    peer,
+                    peers::Mark::SetAside,
+                    "answered nothing while others delivered the whole transfer",
+                );
+            }
         } else if f.providers() == 0 && !f.stall_warned && !matches!(f.stage, Stage::Committing) {
             f.stall_warned = true;
             tracing::warn!(bundle = %bundle, "transfer stalled: no peer left to fetch from; waiting for another to announce it");

@@ -11,6 +11,30 @@
 //! line on stdout for everything it does ([`emit`]) and exits 0 after
 //! `--for` seconds or when its mode is done.
 //!
+//! Events (every one also has `t`, seconds since start):
+//! - `start` {peer_id, mode, releases, fleet_key}; `listening` {addr (with
+//!   /p2p), peer_id}; `connected` {peer, addr, dir: inbound|outbound};
+//!   `disconnected` {peer}; `dial_failed` {addr, error}; `new_identity`
+//!   {peer_id} (`frames --fresh-id`); `done` {reason: time|mode_done|signal}.
+//! - `asked` {what: announce|have|manifest|pieces, peer, …}: a request the
+//!   node sent; `answered` {what, how: honest, not-found or the lie, answer, bytes,
+//!   result}: what the liar answered.
+//! - `sent` {kind: announce|have, count, outcome, answer | answers}: its own
+//!   honest-format requests (`flood`: the totals, with answered, failed,
+//!   throttled, inflight, secs); `progress` each second in `flood` and `ids`.
+//! - `frame` {dir: request|response, name, bytes, outcome, answer}: one
+//!   crafted frame; a request's outcome is answered (with the answer's
+//!   kind), closed (the node ended the stream cleanly without answering),
+//!   reset, timeout (nothing within `--wait-ms`; the stream is held open),
+//!   conn_lost or failed; an answer's is sent, reset, timeout or
+//!   conn_lost (a node reading an answer says nothing on the stream).
+//!   `frames_done` {sent, answered, closed, reset, timeout, conn_lost,
+//!   failed, unsent}; `no_connection` {after, error}: the node is gone or
+//!   closes every new connection at once (banned?).
+//! - `ids_done` {count, ok, failed, closed_early, upgrade_secs, secs,
+//!   errors}; `registered` {count, addr, peers: [{peer, port}]} and
+//!   `unregistered` {count} (`mdns`); `nothing_to_send` {kind, why}.
+//!
 //! Layout: [`craft`] builds the lying bytes, [`conn`] is the transport and
 //! one actor per connection (no `Swarm`, so nothing sits between a crafted
 //! frame and the node), [`serve`] answers what nodes ask, [`modes`] drives

@@ -477,22 +477,35 @@ struct Registered {
     fullnames: Vec<String>,
 }
 
+/// `f`, again while mdns-sd's command queue is full (it holds 100).
+fn again<T>(mut f: impl FnMut() -> mdns_sd::Result<T>) -> mdns_sd::Result<T> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        match f() {
+            Err(mdns_sd::Error::Again) if Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Drop for Registered {
     fn drop(&mut self) {
-        let receivers: Vec<_> = self
-            .fullnames
-            .iter()
-            .filter_map(|n| self.daemon.unregister(n).ok())
-            .collect();
-        let until = Instant::now() + Duration::from_secs(3);
+        // One at a time: each waits for its goodbye to be sent, which
+        // also keeps the daemon's queue from filling up.
+        let until = Instant::now() + Duration::from_secs(10);
         let mut done = 0;
-        for rx in receivers {
+        for name in &self.fullnames {
+            let Ok(rx) = again(|| self.daemon.unregister(name)) else {
+                continue;
+            };
             let left = until.saturating_duration_since(Instant::now());
-            if rx.recv_timeout(left).is_ok() {
+            if rx.recv_timeout(left.min(Duration::from_secs(1))).is_ok() {
                 done += 1;
             }
         }
-        if let Ok(rx) = self.daemon.shutdown() {
+        if let Ok(rx) = again(|| self.daemon.shutdown()) {
             let _ = rx.recv_timeout(Duration::from_secs(1));
         }
         emit(json!({"event": "unregistered", "count": done}));
@@ -522,7 +535,7 @@ pub async fn mdns(ctx: &Ctx, args: &MdnsArgs) -> anyhow::Result<()> {
         let info =
             mdns_sd::ServiceInfo::new(SERVICE_TYPE, &id, &host, args.addr, port, &props[..])?;
         reg.fullnames.push(info.get_fullname().to_owned());
-        reg.daemon.register(info)?;
+        again(|| reg.daemon.register(info.clone()))?;
         peers.push(json!({"peer": id, "port": port}));
     }
     emit(

@@ -96,7 +96,7 @@ pub enum FetchError {
 
 /// How long a manifest request may go unanswered before another peer is
 /// asked too.
-pub const MANIFEST_FAILOVER: Duration = Duration::from_secs(1);
+pub const MANIFEST_FAILOVER: Duration = Duration::from_millis(500);
 /// How long a peer may leave a manifest request unanswered before it is
 /// set aside.
 pub const MANIFEST_GIVE_UP: Duration = Duration::from_secs(3);
@@ -594,6 +594,21 @@ impl Fetch {
                 .filter(|(_, _, t)| now.duration_since(*t) > MANIFEST_GIVE_UP)
                 .map(|(_, p, _)| *p)
                 .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether every piece is in (the commit is next).
+    pub fn is_complete(&self) -> bool {
+        matches!(&self.stage, Stage::Pieces(t) if t.sched.complete())
+    }
+
+    /// Peers that have answered no piece request, with one waiting for a
+    /// second or more (asked at the end of a transfer: those that stayed
+    /// silent while others delivered it).
+    pub fn unanswered_peers(&self, now: Instant) -> Vec<PeerId> {
+        match &self.stage {
+            Stage::Pieces(t) => t.sched.silent(now, Duration::from_secs(1)),
             _ => Vec::new(),
         }
     }

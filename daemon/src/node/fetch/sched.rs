@@ -14,8 +14,9 @@
 //!   next wanted ones until [`MAX_BATCH_BYTES`], so a build of many small
 //!   files moves in few requests, compressed together;
 //! - **endgame**: once every missing piece has been asked for, those whose
-//!   request is late are also asked of a second peer, and the first good
-//!   answer wins.
+//!   every request is late are asked again of a peer with no late request
+//!   of its own (a silent peer must not take them from one that answers),
+//!   and the first good answer wins.
 //!
 //! A piece asked for stays asked until its answer is verified (then held)
 //! or fails (then it may be asked again). Pure logic: no I/O, no clock
@@ -73,7 +74,7 @@ struct Asked {
 /// The piece picker of one fetch; `K` names a request.
 pub struct Sched<K> {
     have: Bitfield,
-    /// Requests outstanding per piece (2 at most, in endgame).
+    /// Requests outstanding per piece (more than one only in the endgame).
     asked: Vec<u8>,
     /// Pieces whose answer arrived and is being verified: never asked
     /// again meanwhile.
@@ -260,18 +261,12 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
                 && Self::peer_has(&p.bits, n)
                 && match endgame {
                     None => self.asked[n as usize] == 0,
-                    Some(late) => self.asked[n as usize] <= 1 && late.contains(&n),
+                    Some(late) => late.contains(&n),
                 }
         };
         let mut best = self.rarest(|n| wanted(n, &endgame));
         if best.is_none() && self.endgame() {
-            let mut late = self.late_pieces(now);
-            for a in self.requests.values().filter(|a| a.peer == *peer) {
-                for n in &a.pieces {
-                    late.remove(n);
-                }
-            }
-            endgame = Some(late);
+            endgame = Some(self.late_pieces(peer, now));
             best = self.rarest(|n| wanted(n, &endgame));
         }
         let first = best?;
@@ -322,25 +317,43 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         out
     }
 
-    /// Pieces whose request is late: older than four times what its
-    /// peer's measured rate says it should take (a quarter second at
-    /// least; a second for a peer not measured yet). Only those are asked
-    /// of a second peer in the endgame: a capped seeder's queue is not
-    /// late, and duplicating it would only waste its upload.
-    fn late_pieces(&self, now: Instant) -> HashSet<u32> {
-        self.requests
-            .values()
-            .filter(|a| {
-                let rate = self.peers.get(&a.peer).map_or(0.0, |p| p.rate);
-                let due = if rate > 0.0 {
-                    (4.0 * a.bytes as f64 / rate).max(0.25)
-                } else {
-                    1.0
-                };
-                now.duration_since(a.sent).as_secs_f64() > due
-            })
-            .flat_map(|a| a.pieces.iter().copied())
-            .collect()
+    /// Whether a request is late: older than four times what its peer's
+    /// measured rate says it should take (a quarter second at least; a
+    /// second for a peer not measured yet).
+    fn is_late(&self, a: &Asked, now: Instant) -> bool {
+        let rate = self.peers.get(&a.peer).map_or(0.0, |p| p.rate);
+        let due = if rate > 0.0 {
+            (4.0 * a.bytes as f64 / rate).max(0.25)
+        } else {
+            1.0
+        };
+        now.duration_since(a.sent).as_secs_f64() > due
+    }
+
+    /// The pieces `peer` may ask again in the endgame: those whose every
+    /// request is late (a capped seeder's queue is not late, and
+    /// duplicating it would only waste its upload), not asked of `peer`
+    /// already; none when `peer` has a late request of its own (a peer
+    /// that is slow, or silent, must not take them away from one that
+    /// answers).
+    fn late_pieces(&self, peer: &PeerId, now: Instant) -> HashSet<u32> {
+        let mut late = HashSet::new();
+        let mut on_time = HashSet::new();
+        for a in self.requests.values() {
+            let is_late = self.is_late(a, now);
+            if a.peer == *peer {
+                if is_late {
+                    return HashSet::new();
+                }
+                on_time.extend(a.pieces.iter().copied());
+            } else if is_late {
+                late.extend(a.pieces.iter().copied());
+            } else {
+                on_time.extend(a.pieces.iter().copied());
+            }
+        }
+        late.retain(|n| !on_time.contains(n));
+        late
     }
 
     /// The wanted piece with the fewest holders; among those, one fewest
@@ -546,34 +559,93 @@ mod tests {
 
     #[test]
     fn endgame_asks_a_second_peer_and_failures_free_pieces() {
-        let mut s: Sched<u32> = Sched::new(Bitfield::new(2), 3);
+        let mut s: Sched<u32> = Sched::new(Bitfield::new(3), 3);
         let (a, b) = (peer(), peer());
         s.set_full(a);
         s.set_full(b);
-        let now = Instant::now();
-        let pa = s.pick(&a, now, |_| MIB).unwrap();
-        s.sent(1, a, pa.clone(), MIB, now);
-        let pb = s.pick(&b, now, |_| MIB).unwrap();
-        s.sent(2, b, pb.clone(), MIB, now);
-        assert_ne!(pa, pb);
-        // Both asked, neither late: nothing is duplicated yet.
-        assert!(s.pick(&a, now, |_| MIB).is_none());
-        // b's request is late: endgame asks a for it too.
-        let now = now + Duration::from_secs(2);
-        let pa2 = s.pick(&a, now, |_| MIB).unwrap();
-        assert_eq!(pa2, pb);
-        s.sent(3, a, pa2, MIB, now);
-        // Nothing more: each piece is asked twice or of this peer.
-        assert!(s.pick(&a, now, |_| MIB).is_none() || s.pick(&a, now, |_| MIB) == Some(pa.clone()));
-        // b's answer is bad: its piece is still asked of a (request 3).
-        let (_, p) = s.answered(&2, 0, now).unwrap();
-        s.failed(&p);
-        assert_eq!(s.asked[pb[0] as usize], 1);
-        let (_, p) = s.answered(&3, MIB, now).unwrap();
-        s.verified(&p);
+        let t = Instant::now();
+        let pa = s.pick(&a, t, |_| MIB).unwrap();
+        s.sent(1, a, pa.clone(), MIB, t);
+        let pb = s.pick(&b, t, |_| MIB).unwrap();
+        s.sent(2, b, pb.clone(), MIB, t);
+        let pc = s.pick(&b, t, |_| MIB).unwrap();
+        s.sent(3, b, pc.clone(), MIB, t);
+        // Every piece asked, none late: nothing is duplicated yet.
+        assert!(s.pick(&a, t, |_| MIB).is_none());
+        // a answers; b's requests are late: endgame asks a for them too.
+        let now = t + Duration::from_millis(500);
         let (_, p) = s.answered(&1, MIB, now).unwrap();
         s.verified(&p);
+        let now = t + Duration::from_secs(2);
+        let pa2 = s.pick(&a, now, |_| MIB).unwrap();
+        assert!(pa2 == pb || pa2 == pc, "{pa2:?}");
+        s.sent(4, a, pa2.clone(), MIB, now);
+        // b, whose own requests are late, takes nothing of a's.
+        assert!(s.pick(&b, now, |_| MIB).is_none());
+        // b's answer is bad: its piece is still asked of a (request 4).
+        let bad = if pa2 == pb { 2 } else { 3 };
+        let (_, p) = s.answered(&bad, 0, now).unwrap();
+        s.failed(&p);
+        assert_eq!(s.asked[pa2[0] as usize], 1);
+        let (_, p) = s.answered(&4, MIB, now).unwrap();
+        s.verified(&p);
+        let other = if bad == 2 { 3 } else { 2 };
+        let (_, p) = s.answered(&other, MIB, now).unwrap();
+        s.verified(&p);
         assert!(s.complete());
+    }
+
+    #[test]
+    fn an_honest_peer_gets_the_pieces_of_twenty_silent_ones() {
+        let n = 16;
+        let mut s: Sched<u32> = Sched::new(Bitfield::new(n), 9);
+        let silent: Vec<PeerId> = (0..20).map(|_| peer()).collect();
+        let honest = peer();
+        for p in &silent {
+            s.set_full(*p);
+        }
+        s.set_full(honest);
+        let t0 = Instant::now();
+        let mut key = 0;
+        // Every peer's pipeline is filled, silent ones first.
+        for p in silent.iter().chain([&honest]) {
+            while let Some(pieces) = s.pick(p, t0, |_| MIB) {
+                key += 1;
+                s.sent(key, *p, pieces, MIB, t0);
+            }
+        }
+        // The honest peer answers all it has; a second later, the silent
+        // peers' pieces are late, and all of them go to the honest peer.
+        let mut now = t0;
+        for _ in 0..200 {
+            now += Duration::from_millis(100);
+            let mine: Vec<u32> = (s.requests.iter())
+                .filter(|(_, a)| a.peer == honest)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in mine {
+                let (_, p) = s.answered(&k, MIB, now).unwrap();
+                s.verified(&p);
+            }
+            // Every peer is offered requests each round, in any order:
+            // silent ones, with room in their pipeline, must not take the
+            // endgame's second asks away from the one that answers.
+            for p in silent.iter().chain([&honest]) {
+                while let Some(pieces) = s.pick(p, now, |_| MIB) {
+                    key += 1;
+                    s.sent(key, *p, pieces, MIB, now);
+                }
+            }
+            if s.complete() {
+                break;
+            }
+        }
+        assert!(s.complete(), "have {:?}", s.have);
+        assert!(
+            now.duration_since(t0) < Duration::from_secs(4),
+            "{:?}",
+            now.duration_since(t0)
+        );
     }
 
     #[test]
