@@ -395,8 +395,18 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
         0 => {
             let n = r.count("announced releases", MAX_ANNOUNCED, 1)?;
             let mut releases = Vec::with_capacity(n);
+            let mut total = 0;
             for _ in 0..n {
-                releases.push(r.bytes("release record", MAX_SIGNED_RELEASE_BYTES)?);
+                let record = r.bytes("release record", MAX_SIGNED_RELEASE_BYTES)?;
+                total += record.len();
+                if total > MAX_ANNOUNCE_BYTES {
+                    return Err(WireError::Declared {
+                        what: "announced records",
+                        declared: total as u64,
+                        max: MAX_ANNOUNCE_BYTES as u64,
+                    });
+                }
+                releases.push(record);
             }
             Request::Announce { releases }
         }
@@ -704,6 +714,14 @@ mod tests {
         assert!(
             matches!(decode_request(&f), Err(WireError::Declared { max, .. }) if max == MAX_ANNOUNCED as u64)
         );
+        // Records over the announcement's byte limit, each within its own.
+        let over = Request::Announce {
+            releases: vec![vec![1; MAX_SIGNED_RELEASE_BYTES]; 5],
+        };
+        assert!(matches!(
+            decode_request(&encode_request(&over)),
+            Err(WireError::Declared { what: "announced records", .. })
+        ));
         // Non-canonical varints and unknown kinds.
         assert!(decode_request(&[251, 0, 0]).is_err());
         assert!(decode_request(&[9]).is_err());

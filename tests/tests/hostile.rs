@@ -366,10 +366,58 @@ fn attack_scenario(name: &str, mode: &[&str], with_store: bool) -> (Run, String,
 #[test]
 fn malformed_and_lying_frames_close_their_streams_and_the_node_serves_on() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (run, _, _w) = attack_scenario("frames", &["frames", "--wait-ms", "300"], false);
+    // Every frame of the liar's catalogue (the 42-byte Have declaring
+    // 2^40 bytes, and the same trick on every length-prefixed field and
+    // count of every message), each on its own stream, under a fresh
+    // identity whenever the node bans the last one, while an honest
+    // follower fetches from the same node.
+    let (run, _, _w) = attack_scenario(
+        "frames",
+        &["frames", "--wait-ms", "300", "--fresh-id"],
+        false,
+    );
+    let done = run.liars[0].wait_named("frames_done", T);
+    let frames: Vec<serde_json::Value> = (run.liars[0].events_named("frame").into_iter())
+        .filter(|f| f["dir"] == "request")
+        .collect();
+    let lying = [
+        "2^40",
+        "u64max",
+        "u32max",
+        "over_by_1",
+        "over_limit",
+        "variant.",
+    ];
+    let mut checked = 0;
+    for f in &frames {
+        let name = f["name"].as_str().unwrap();
+        if name.starts_with("ok.") {
+            assert_eq!(f["outcome"], "answered", "{f}");
+        } else if lying.iter().any(|l| name.contains(l)) && !name.contains(".hold") {
+            // Closed unanswered, or the connection closed with it (the
+            // frame that got its sender banned).
+            let outcome = f["outcome"].as_str().unwrap();
+            assert!(
+                ["closed", "conn_lost", "reset"].contains(&outcome),
+                "the node refused {name} unanswered: {f}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 40, "{checked} lying frames checked; {done}");
+    assert!(
+        run.liars[0]
+            .events_named("frame")
+            .iter()
+            .any(|f| f["name"] == "have.release_len.2^40"),
+        "the 42-byte Have was sent"
+    );
     let st = node_status(&run.seeder.store);
     let closed = st["dropped"]["malformed_frames"].as_u64().unwrap();
-    assert!(closed >= 8, "malformed frames counted: {st}");
+    assert!(
+        closed >= checked,
+        "malformed frames counted: {closed} for {checked}"
+    );
     let states: Vec<&str> = (st["refused"].as_array().unwrap().iter())
         .filter_map(|r| r["state"].as_str())
         .collect();
@@ -378,6 +426,12 @@ fn malformed_and_lying_frames_close_their_streams_and_the_node_serves_on() {
         states.contains(&"banned"),
         "a peer sending many is banned: {st}"
     );
+    let log = run.seeder.log_text();
+    assert!(
+        log.contains("closed a malformed stream"),
+        "the node logs them"
+    );
+    eprintln!("frames: {done}; {checked} lying frames closed, {closed} counted");
 }
 
 #[test]
@@ -619,4 +673,112 @@ fn twenty_silent_peers_next_to_one_honest_seeder_cost_seconds() {
         &w,
         &[("seeder".into(), idle_s), ("follower".into(), idle_f)],
     );
+}
+
+#[test]
+fn a_release_signed_by_an_untrusted_key_is_refused_without_fetching() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let w = World::new(3, 2 * MIB);
+    let stranger_dir = w.dir.path().join("stranger");
+    std::fs::create_dir(&stranger_dir).unwrap();
+    let stranger = keygen(&stranger_dir);
+    let liar_store = w.store("liar");
+    std::fs::write(w.build.join("index.html"), "<h1>not yours</h1>").unwrap();
+    run_ok(&pack_args(
+        &w.build,
+        APP,
+        "6.6.6",
+        &stranger,
+        &liar_store,
+        &[],
+    ));
+    let seeder = w.seeder();
+    let f = w.follower("f", &[&w.addr(&seeder, 0)]);
+    f.wait_log("transfer done", T);
+    let liar = Liar::start(
+        &w.lan.hosts[2],
+        &[
+            "--dial",
+            &w.addr(&f, 1),
+            "--store",
+            s(&liar_store),
+            "--for",
+            "20",
+            "announce",
+        ],
+    );
+    let liar_id = liar.wait_event("any", T, |e| e["peer_id"].is_string())["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_fate(&f, &liar_id, "refused");
+    let st = node_status(&f.store);
+    assert!(
+        st["dropped"]["releases_refused"].as_u64().unwrap() >= 1,
+        "{st}"
+    );
+    assert!(!f.log_text().contains("version=6.6.6 seq"), "never fetched");
+    assert!(w.holds_release(&f.store));
+    assert_eq!(store_releases(&f.store).len(), 1);
+    verify_store(&f.store, &w.trust);
+}
+
+#[test]
+fn an_upload_slot_held_by_a_peer_that_stops_reading_is_freed_within_seconds() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let w = World::new(3, 32 * MIB);
+    let alone = w.baseline();
+    // One upload slot: a follower that freezes mid-transfer holds it.
+    let seeder = NodeProc::start(
+        &w.lan.hosts[0],
+        &w.seed_store,
+        &[
+            "--no-mdns",
+            "--listen",
+            "/ip4/0.0.0.0/tcp/0",
+            "--upload-limit",
+            LIMIT,
+            "--max-uploads",
+            "1",
+        ],
+    );
+    let s_addr = w.addr(&seeder, 0);
+    let frozen = w.follower("frozen", &[&s_addr]);
+    let start = Instant::now();
+    loop {
+        let st = node_status(&frozen.store);
+        let done = st["transfers"][0]["bytes_done"].as_u64().unwrap_or(0);
+        if done > 8 * MIB {
+            break;
+        }
+        assert!(start.elapsed() < T, "{st}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    frozen.pause();
+    // Another follower, on the same host, still gets the whole release.
+    let start = Instant::now();
+    let other = NodeProc::start(
+        &w.lan.hosts[2],
+        &w.store("other"),
+        &[
+            "--no-mdns",
+            "--listen",
+            "/ip4/0.0.0.0/tcp/0",
+            "--follow",
+            APP,
+            "--trust",
+            w.trust.as_str(),
+            "--peer",
+            &s_addr,
+        ],
+    );
+    let bound = alone * 2 + Duration::from_secs(5);
+    let took = wait_release(&w, &other, start, bound);
+    eprintln!(
+        "a frozen reader holding the only slot: another follower took {took:?} ({alone:?} alone, bound {bound:?})"
+    );
+    frozen.resume();
+    let mut seeder = seeder;
+    assert!(seeder.is_running());
+    verify_store(&other.store, &w.trust);
 }
