@@ -720,7 +720,10 @@ mod tests {
         };
         assert!(matches!(
             decode_request(&encode_request(&over)),
-            Err(WireError::Declared { what: "announced records", .. })
+            Err(WireError::Declared {
+                what: "announced records",
+                ..
+            })
         ));
         // Non-canonical varints and unknown kinds.
         assert!(decode_request(&[251, 0, 0]).is_err());

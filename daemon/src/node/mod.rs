@@ -17,7 +17,7 @@
 //!   for an hour, so an announcement reaches connected peers at once.
 //! - Announcements: on connecting, a node sends every release it holds;
 //!   when its store gains one (packed or imported by another process,
-//!   noticed by a 20 ms watch of the index, or fetched), it sends that one
+//!   noticed by the store [`watch`], or fetched), it sends that one
 //!   to every connected peer.
 //! - Fetching: for apps and channels it follows, a node verifies an
 //!   announced release against its trust list before asking for anything,
@@ -28,8 +28,14 @@
 //!   partial folder; answers are read and packed off the event loop
 //!   ([`serve`]), within `--max-uploads` and `--upload-limit` ([`limit`]).
 //! - Off the loop: reading and compressing answers, verifying and writing
-//!   pieces and commits run on tokio's blocking pool and
-//!   report back on a channel; the loop only decides.
+//!   pieces, commits, looking an announced release up in the store,
+//!   watching the store's index, removing abandoned partial folders: all
+//!   run on tokio's blocking pool and report back on a channel; the loop
+//!   only decides, and does no blocking file I/O once it runs.
+//! - The security boundary has rooms of its own: who may connect
+//!   ([`guard`]), who we know and how each behaved ([`peers`]), which
+//!   releases to take ([`catalog`]); every table a peer can grow is
+//!   bounded there.
 
 mod buffers;
 mod catalog;
@@ -42,6 +48,7 @@ pub mod limit;
 mod peers;
 mod serve;
 pub mod status;
+mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -66,9 +73,7 @@ use tokio::sync::mpsc;
 use self::codec::WireCodec;
 use self::control::Command;
 use self::fetch::{Fault, Fetch, FetchError, Job, Opened, Stage, Written};
-use self::status::{
-    DroppedStatus, PeerStatus, RefusedStatus, Status, TransferStatus, UploadStatus,
-};
+use self::status::{DroppedStatus, PeerStatus, RefusedStatus, Status, TransferStatus};
 use crate::output::ReleaseView;
 
 /// How long a transfer may wait with no peer to fetch from.
@@ -189,12 +194,7 @@ type Committed = Result<(lanseed_protocol::VerifiedRelease, CommitOutcome), Stor
 /// Work finished off the event loop.
 enum Done {
     /// An answer is ready to send.
-    Served(
-        ResponseChannel<Response>,
-        InboundRequestId,
-        PeerId,
-        Response,
-    ),
+    Served(ResponseChannel<Response>, InboundRequestId, Response),
     /// A fetch opened (or not).
     Opened(Opened),
     /// A job of this fetch panicked.
@@ -227,7 +227,7 @@ struct Node {
     /// Releases being looked up in the store.
     checking: HashSet<ReleaseId>,
     held: HashMap<ReleaseId, SignedRelease>,
-    index_stamp: Option<(u64, u64, std::time::SystemTime)>,
+    watch: Option<watch::Watch>,
     _store_lock: std::fs::File,
     fetches: HashMap<BundleId, Fetch>,
     inflight: HashMap<OutboundRequestId, (PeerId, Pending)>,
@@ -235,12 +235,7 @@ struct Node {
     discovery: Option<discovery::Discovery>,
     found_tx: mpsc::UnboundedSender<discovery::Found>,
     done_tx: mpsc::UnboundedSender<Done>,
-    uploads: serve::Uploads,
-    /// Answers being prepared or sent, by request.
-    serving: HashMap<InboundRequestId, PeerId>,
-    incompressible: serve::Incompressible,
-    answers_sent: u64,
-    bytes_sent: u64,
+    server: serve::Server,
     /// Permits for work off the loop.
     workers: Arc<tokio::sync::Semaphore>,
 }
@@ -345,7 +340,7 @@ pub async fn run(
     }
     let (found_tx, mut found_rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    let max_uploads = cfg.max_uploads;
+    let (max_uploads, upload_limit) = (cfg.max_uploads, cfg.upload_limit);
     let (cmd_tx, mut cmd_rx) = mpsc::channel(16);
     let socket = control::socket_path(cfg.store.root());
     let control = tokio::spawn(control::serve(socket.clone(), cmd_tx));
@@ -356,7 +351,7 @@ pub async fn run(
         refused_releases: HashSet::new(),
         checking: HashSet::new(),
         held: HashMap::new(),
-        index_stamp: None,
+        watch: None,
         _store_lock: store_lock,
         fetches: HashMap::new(),
         inflight: HashMap::new(),
@@ -364,16 +359,15 @@ pub async fn run(
         discovery: None,
         found_tx,
         done_tx,
-        uploads: serve::Uploads::new(max_uploads),
-        serving: HashMap::new(),
-        incompressible: serve::Incompressible::default(),
-        answers_sent: 0,
-        bytes_sent: 0,
+        server: serve::Server::new(max_uploads, upload_limit),
         workers: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
         )),
     };
-    node.reload_store(false)?;
+    let seen = watch::stamp(&node.cfg.store);
+    node.set_releases(node.cfg.store.releases()?, false);
+    let (store_tx, mut store_rx) = mpsc::channel(1);
+    node.watch = Some(watch::Watch::start(node.cfg.store.clone(), seen, store_tx));
     node.clean_partials();
     tracing::info!(%peer_id, releases = node.held.len(), store = %node.cfg.store.root().display(), "node started");
     for addr in node.cfg.peers.clone() {
@@ -383,8 +377,6 @@ pub async fn run(
     let mut revive = tokio::time::interval(Duration::from_secs(3));
     let mut nudge = tokio::time::interval(HAVE_EVERY);
     nudge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut watch = tokio::time::interval(Duration::from_millis(20));
-    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
     let result = loop {
         tokio::select! {
@@ -393,11 +385,10 @@ pub async fn run(
             Some(cmd) = cmd_rx.recv() => node.on_command(cmd),
             Some(done) = done_rx.recv() => node.on_done(done),
             _ = nudge.tick() => node.nudge(),
-            _ = watch.tick() => {
-                if let Err(e) = node.reload_store(true) {
-                    tracing::warn!("cannot read the store: {e}");
-                }
-            }
+            Some(found) = store_rx.recv() => match found {
+                Ok(releases) => node.set_releases(releases, true),
+                Err(e) => tracing::warn!("cannot read the store: {e}"),
+            },
             _ = redial.tick() => node.redial(),
             _ = revive.tick() => {
                 node.revive_stalled();
@@ -423,23 +414,10 @@ pub async fn run(
 }
 
 impl Node {
-    /// Re-reads the store's index when it changed; with `announce`, tells
-    /// connected peers about releases that appeared.
-    fn reload_store(&mut self, announce: bool) -> anyhow::Result<()> {
-        let index = self
-            .cfg
-            .store
-            .root()
-            .join(lanseed_protocol::store::index::FILE);
-        let stamp = std::fs::metadata(&index).ok().and_then(|m| {
-            use std::os::unix::fs::MetadataExt;
-            Some((m.len(), m.ino(), m.modified().ok()?))
-        });
-        if stamp == self.index_stamp {
-            return Ok(());
-        }
-        let releases = self.cfg.store.releases()?;
-        self.index_stamp = stamp;
+    /// Takes the releases the store holds now (read at start, then by
+    /// the store [`watch`]); with `announce`, tells connected peers about
+    /// those that appeared.
+    fn set_releases(&mut self, releases: Vec<SignedRelease>, announce: bool) {
         let mut new = Vec::new();
         // Releases gc dropped are no longer held, nor announced.
         let present: HashSet<ReleaseId> = releases.iter().map(SignedRelease::id).collect();
@@ -464,7 +442,13 @@ impl Node {
             );
         }
         self.drop_superseded();
-        Ok(())
+    }
+
+    /// Has the store watch look at the index at once.
+    fn store_changed(&self) {
+        if let Some(w) = &self.watch {
+            w.kick();
+        }
     }
 
     /// Sends `records` to `peer`, in announcements within the wire's
@@ -479,6 +463,7 @@ impl Node {
     /// fetches stalled for too long (their staging holds the gc lock).
     fn drop_superseded(&mut self) {
         let held = &self.held;
+        let mut unwanted = Vec::new();
         self.fetches.retain(|bundle, f| {
             if matches!(f.stage, Stage::Committing) {
                 return true; // its own commit may be what the store gained
@@ -493,10 +478,13 @@ impl Node {
                 tracing::info!(bundle = %bundle, newer, stale, "transfer abandoned");
             }
             if newer {
-                f.partial.remove(); // never wanted again
+                unwanted.push(f.partial.clone()); // never wanted again
             }
             !(newer || stale)
         });
+        if !unwanted.is_empty() {
+            tokio::task::spawn_blocking(move || unwanted.iter().for_each(|p| p.remove()));
+        }
     }
 
     /// Every few seconds, gives each transfer another go with the connected
@@ -657,15 +645,7 @@ impl Node {
                     }
                 })
                 .collect(),
-            uploads: UploadStatus {
-                limit_bytes_per_sec: self.cfg.upload_limit,
-                max_peers: self.cfg.max_uploads,
-                active_peers: self.uploads.active(),
-                peak_peers: self.uploads.peak,
-                refused: self.uploads.refused,
-                answers: self.answers_sent,
-                bytes: self.bytes_sent,
-            },
+            uploads: self.server.status(),
         }
     }
 
@@ -807,16 +787,10 @@ impl Node {
                 ..
             } => {
                 tracing::debug!(%peer, "inbound request failed: {error}");
-                if self.serving.remove(&request_id).is_some() {
-                    self.uploads.done(&peer, Instant::now());
-                }
+                self.server.finished(&request_id, Instant::now());
             }
-            request_response::Event::ResponseSent {
-                peer, request_id, ..
-            } => {
-                if self.serving.remove(&request_id).is_some() {
-                    self.uploads.done(&peer, Instant::now());
-                }
+            request_response::Event::ResponseSent { request_id, .. } => {
+                self.server.finished(&request_id, Instant::now());
             }
         }
     }
@@ -898,7 +872,7 @@ impl Node {
                 let id = BundleId(Hash::from_bytes(bundle));
                 let from_fetch = self.fetches.get(&id).and_then(Fetch::manifest_bytes);
                 let path = self.cfg.store.manifest_path(&id);
-                if !self.uploads.admit(peer, Instant::now()) {
+                if !self.server.admit(peer, request_id, Instant::now()) {
                     return self.respond(channel, Response::Busy);
                 }
                 Box::new(move || match from_fetch {
@@ -925,15 +899,13 @@ impl Node {
                         (hash, source)
                     })
                     .collect();
-                if !self.uploads.admit(peer, Instant::now()) {
+                if !self.server.admit(peer, request_id, Instant::now()) {
                     return self.respond(channel, Response::Busy);
                 }
-                let incompressible = self.incompressible.clone();
-                Box::new(move || serve::pieces(sources, &incompressible))
+                Box::new(self.server.pieces_job(sources))
             }
         };
-        self.serving.insert(request_id, peer);
-        self.spawn(None, move || Done::Served(channel, request_id, peer, job()));
+        self.spawn(None, move || Done::Served(channel, request_id, job()));
     }
 
     fn respond(&mut self, channel: ResponseChannel<Response>, response: Response) {
@@ -972,20 +944,11 @@ impl Node {
 
     fn on_done(&mut self, done: Done) {
         match done {
-            Done::Served(channel, request_id, peer, response) => {
-                if let Response::Pieces(p) | Response::Manifest(p) = &response {
-                    self.answers_sent += 1;
-                    self.bytes_sent += p.data.len() as u64;
-                }
-                if self
-                    .swarm
-                    .behaviour_mut()
-                    .rr
-                    .send_response(channel, response)
-                    .is_err()
-                    && self.serving.remove(&request_id).is_some()
-                {
-                    self.uploads.done(&peer, Instant::now());
+            Done::Served(channel, request_id, response) => {
+                self.server.sending(&response);
+                let rr = &mut self.swarm.behaviour_mut().rr;
+                if rr.send_response(channel, response).is_err() {
+                    self.server.finished(&request_id, Instant::now());
                 }
             }
             Done::Opened(o) => {
@@ -1034,9 +997,7 @@ impl Node {
                             already = outcome == CommitOutcome::AlreadyPresent,
                             "transfer done"
                         );
-                        if let Err(e) = self.reload_store(true) {
-                            tracing::warn!("cannot read the store: {e}");
-                        }
+                        self.store_changed();
                     }
                     Err(e) => {
                         tracing::error!(bundle = %bundle, "cannot commit the fetched release: {e}")
@@ -1279,9 +1240,7 @@ impl Node {
         self.checking.remove(&verified.id());
         match added {
             Some(Ok(())) => {
-                if let Err(e) = self.reload_store(true) {
-                    tracing::warn!("cannot read the store: {e}");
-                }
+                self.store_changed();
                 return;
             }
             Some(Err(e)) => return tracing::warn!("cannot add release: {e}"),

@@ -1,5 +1,7 @@
-//! Answering peers: who may be served now (`--max-uploads`), and reading
-//! and packing what they asked for, off the node's event loop.
+//! The server: answering peers. Who may be served now (`--max-uploads`),
+//! which answers are being prepared or sent, what was served (counters for
+//! `status`), and reading and packing what peers asked for, off the node's
+//! event loop ([`Server`] owns that state; the node routes to it).
 //!
 //! A peer holds an upload slot while an answer to it is being sent, and
 //! for [`LINGER`] after, so that a downloader keeps its slot between two
@@ -25,6 +27,9 @@ use lanseed_protocol::limits::PIECE_SIZE;
 use lanseed_protocol::pieces::piece_offset;
 use lanseed_protocol::wire::{Packed, Response};
 use libp2p::PeerId;
+use libp2p::request_response::InboundRequestId;
+
+use super::status::UploadStatus;
 
 use super::fetch::partial::read_piece;
 
@@ -93,6 +98,82 @@ impl Uploads {
     /// Peers holding a slot now.
     pub fn active(&self) -> usize {
         self.slots.len()
+    }
+}
+
+/// The server's state.
+pub struct Server {
+    uploads: Uploads,
+    /// Answers being prepared or sent, by request.
+    serving: HashMap<InboundRequestId, PeerId>,
+    incompressible: Incompressible,
+    answers: u64,
+    bytes: u64,
+    limit: Option<u64>,
+    max: usize,
+}
+
+impl Server {
+    /// A server of at most `max_uploads` peers at once, within `limit`
+    /// bytes a second (for `status`; the codec applies it).
+    pub fn new(max_uploads: usize, limit: Option<u64>) -> Server {
+        Server {
+            uploads: Uploads::new(max_uploads),
+            serving: HashMap::new(),
+            incompressible: Incompressible::default(),
+            answers: 0,
+            bytes: 0,
+            limit,
+            max: max_uploads,
+        }
+    }
+
+    /// Whether request `id` of `peer` may be served now (else the peer is
+    /// told Busy); if so, it holds an upload slot until [`Server::finished`].
+    pub fn admit(&mut self, peer: PeerId, id: InboundRequestId, now: Instant) -> bool {
+        if !self.uploads.admit(peer, now) {
+            return false;
+        }
+        self.serving.insert(id, peer);
+        true
+    }
+
+    /// The work of answering a `GetPieces` from `sources`, to run off the
+    /// loop.
+    pub fn pieces_job(
+        &self,
+        sources: Vec<(Hash, Source)>,
+    ) -> impl FnOnce() -> Response + Send + use<> {
+        let incompressible = self.incompressible.clone();
+        move || pieces(sources, &incompressible)
+    }
+
+    /// An answer is about to be sent (counted).
+    pub fn sending(&mut self, response: &Response) {
+        if let Response::Pieces(p) | Response::Manifest(p) = response {
+            self.answers += 1;
+            self.bytes += p.data.len() as u64;
+        }
+    }
+
+    /// Request `id` was answered, or failed: its slot is released.
+    pub fn finished(&mut self, id: &InboundRequestId, now: Instant) {
+        if let Some(peer) = self.serving.remove(id) {
+            self.uploads.done(&peer, now);
+        }
+    }
+
+    /// What `status` shows.
+    pub fn status(&self) -> UploadStatus {
+        UploadStatus {
+            limit_bytes_per_sec: self.limit,
+            max_peers: self.max,
+            active_peers: self.uploads.active(),
+            peak_peers: self.uploads.peak,
+            refused: self.uploads.refused,
+            answers: self.answers,
+            bytes: self.bytes,
+        }
     }
 }
 

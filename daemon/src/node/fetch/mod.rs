@@ -13,10 +13,12 @@
 //! The release is committed when every piece is in
 //! ([`partial::Partial::commit`]).
 //!
-//! A peer that sends anything wrong is dropped from this fetch for good (and
+//! Who may be asked, and what each holds, is the scheduler's to know
+//! ([`Sched`], from the fetch's start). A peer that sends anything wrong
+//! is dropped from this fetch for good (and
 //! banned by the node); one that does not answer is set aside, and taken
 //! back when it announces the release again after a backoff that doubles
-//! each time ([`aside_time`]); one that is busy or lacks a piece rests a
+//! each time ([`sched::aside_time`]); one that is busy or lacks a piece rests a
 //! moment. The manifest is asked of one peer, then of more the longer no
 //! answer comes (two more after [`MANIFEST_FAILOVER`], four more after
 //! twice that, ...; at most [`MANIFEST_ASKS`] at once), and a peer that
@@ -28,7 +30,7 @@
 pub mod partial;
 pub mod sched;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,18 +107,6 @@ pub const MANIFEST_ASKS: usize = 16;
 /// How long a peer may leave its first piece request unanswered.
 pub const SILENT_AFTER: Duration = Duration::from_secs(5);
 
-/// How long a peer set aside `strikes` times stays aside: 3 s, doubling,
-/// at most 5 minutes.
-pub fn aside_time(strikes: u32) -> Duration {
-    Duration::from_secs(3)
-        .saturating_mul(1 << strikes.saturating_sub(1).min(7))
-        .min(Duration::from_secs(300))
-}
-
-/// Most bytes of a bitfield kept from a peer before the manifest is in
-/// (2^19 pieces: half a terabyte).
-const MAX_HEARD_BYTES: usize = 1 << 16;
-
 /// What a peer still fetching said it holds and is fetching (raw bitfields).
 pub type Heard = (Vec<u8>, Vec<u8>);
 
@@ -138,7 +128,6 @@ pub struct Transfer {
     manifest: Arc<Manifest>,
     manifest_bytes: Arc<Vec<u8>>,
     map: Arc<PieceMap>,
-    sched: Sched<ReqId>,
     /// Per blob: whether the store held it when the fetch began (its
     /// pieces are served from the store, never from the partial folder).
     in_store: Vec<bool>,
@@ -162,16 +151,8 @@ pub struct Fetch {
     pub partial: Partial,
     /// Where it is.
     pub stage: Stage,
-    /// Peers that announced the release whole.
-    whole: HashSet<PeerId>,
-    /// Peers still fetching it, with their last `Have` (held, fetching).
-    heard: HashMap<PeerId, Heard>,
-    bad: HashSet<PeerId>,
-    resting: HashMap<PeerId, Instant>,
-    /// Peers set aside: until when, and how many times so far.
-    aside: HashMap<PeerId, (Instant, u32)>,
-    /// Times each peer lacked what it listed.
-    lacked: HashMap<PeerId, u32>,
+    /// Its sources and, once the manifest is in, its pieces.
+    sched: Sched<ReqId>,
     stalled_since: Option<Instant>,
     seed: u64,
     /// Bytes held of what the store lacked (verified pieces).
@@ -431,12 +412,7 @@ impl Fetch {
             also: Vec::new(),
             partial,
             stage: Stage::Opening,
-            whole: HashSet::new(),
-            heard: HashMap::new(),
-            bad: HashSet::new(),
-            resting: HashMap::new(),
-            aside: HashMap::new(),
-            lacked: HashMap::new(),
+            sched: Sched::new(seed),
             stalled_since: None,
             seed,
             bytes_done: 0,
@@ -458,51 +434,29 @@ impl Fetch {
     }
 
     /// A peer that announced the release whole (ignored while it is set
-    /// aside).
+    /// aside, or after bad data).
     pub fn add_whole(&mut self, peer: PeerId, now: Instant) {
-        if self.bad.contains(&peer) || self.aside.get(&peer).is_some_and(|(t, _)| *t > now) {
-            return;
-        }
-        self.heard.remove(&peer);
-        self.whole.insert(peer);
-        self.stall_warned = false;
-        if let Stage::Pieces(t) = &mut self.stage {
-            t.sched.set_full(peer);
+        if self.sched.add_whole(peer, now) {
+            self.stall_warned = false;
         }
     }
 
     /// A peer still fetching the release, holding the pieces in
     /// `heard.0` and fetching those in `heard.1`.
     pub fn add_partial(&mut self, peer: PeerId, heard: Heard) {
-        if self.bad.contains(&peer) || self.whole.contains(&peer) {
-            return;
+        if self.sched.add_partial(peer, heard.0, heard.1) {
+            self.stall_warned = false;
         }
-        // Bitfields longer than any manifest's pieces are noise, not kept.
-        let max = match &self.stage {
-            Stage::Pieces(t) => (t.map.len() as usize).div_ceil(8),
-            _ => MAX_HEARD_BYTES,
-        };
-        if heard.0.len() > max || heard.1.len() > max {
-            return;
-        }
-        if let Stage::Pieces(t) = &mut self.stage
-            && let Some(b) = Bitfield::from_bytes(&heard.0, t.map.len())
-        {
-            let fetching = Bitfield::from_bytes(&heard.1, t.map.len());
-            t.sched.set_bits(peer, b, fetching);
-        }
-        self.heard.insert(peer, heard);
-        self.stall_warned = false;
     }
 
     /// Whether `peer` announced the release whole.
     pub fn is_whole(&self, peer: &PeerId) -> bool {
-        self.whole.contains(peer)
+        self.sched.is_whole(peer)
     }
 
     /// Peers it may ask.
     pub fn providers(&self) -> usize {
-        self.whole.len() + self.heard.len()
+        self.sched.providers()
     }
 
     /// How long it has had no peer to ask (zero while it has one).
@@ -533,9 +487,9 @@ impl Fetch {
     /// The pieces held and those being fetched, as `Have` bitfields.
     pub fn have_bits(&self) -> Option<Heard> {
         match &self.stage {
-            Stage::Pieces(t) => Some((
-                t.sched.have().as_bytes().to_vec(),
-                t.sched.fetching().as_bytes().to_vec(),
+            Stage::Pieces(_) => Some((
+                self.sched.have().as_bytes().to_vec(),
+                self.sched.fetching().as_bytes().to_vec(),
             )),
             _ => None,
         }
@@ -556,7 +510,7 @@ impl Fetch {
             .start
             .checked_add(index)
             .filter(|n| range.contains(n))?;
-        t.sched
+        self.sched
             .have()
             .get(n)
             .then(|| (self.partial.blob_path(blob), t.map.piece_len(n)))
@@ -564,26 +518,36 @@ impl Fetch {
 
     /// Drops `peer` from this fetch for good (it sent bad data).
     pub fn ban(&mut self, peer: PeerId) {
-        self.forget(peer);
-        self.bad.insert(peer);
+        self.forget_asks(peer);
+        self.sched.ban(peer);
     }
 
     /// Sets `peer` aside (it did not answer, or left): an announcement
     /// from it brings it back once the returned time is over.
     pub fn set_aside(&mut self, peer: PeerId, now: Instant) -> Duration {
-        self.forget(peer);
-        let strikes = self.aside.get(&peer).map_or(0, |(_, n)| *n) + 1;
-        let wait = aside_time(strikes);
-        self.aside.insert(peer, (now + wait, strikes));
-        wait
+        self.forget_asks(peer);
+        self.sched.set_aside(peer, now)
     }
 
     /// Counts one more time `peer` lacked what it listed; returns how many
     /// times so far.
     pub fn lacked(&mut self, peer: PeerId) -> u32 {
-        let n = self.lacked.entry(peer).or_default();
-        *n += 1;
-        *n
+        self.sched.lacked(peer)
+    }
+
+    /// Whether every piece is in (the commit is next).
+    pub fn is_complete(&self) -> bool {
+        matches!(self.stage, Stage::Pieces(_)) && self.sched.complete()
+    }
+
+    /// Peers that have answered no piece request, with one waiting for a
+    /// second or more (asked at the end of a transfer: those that stayed
+    /// silent while others delivered it).
+    pub fn unanswered_peers(&self, now: Instant) -> Vec<PeerId> {
+        match &self.stage {
+            Stage::Pieces(_) => self.sched.silent(now, Duration::from_secs(1)),
+            _ => Vec::new(),
+        }
     }
 
     /// Peers that have left a manifest request unanswered for
@@ -598,47 +562,24 @@ impl Fetch {
         }
     }
 
-    /// Whether every piece is in (the commit is next).
-    pub fn is_complete(&self) -> bool {
-        matches!(&self.stage, Stage::Pieces(t) if t.sched.complete())
-    }
-
-    /// Peers that have answered no piece request, with one waiting for a
-    /// second or more (asked at the end of a transfer: those that stayed
-    /// silent while others delivered it).
-    pub fn unanswered_peers(&self, now: Instant) -> Vec<PeerId> {
-        match &self.stage {
-            Stage::Pieces(t) => t.sched.silent(now, Duration::from_secs(1)),
-            _ => Vec::new(),
-        }
-    }
-
     /// Peers that have answered no piece request within [`SILENT_AFTER`].
     pub fn silent_peers(&self, now: Instant) -> Vec<PeerId> {
         match &self.stage {
-            Stage::Pieces(t) => t.sched.silent(now, SILENT_AFTER),
+            Stage::Pieces(_) => self.sched.silent(now, SILENT_AFTER),
             _ => Vec::new(),
         }
     }
 
-    fn forget(&mut self, peer: PeerId) {
+    /// Forgets the manifest requests in flight to `peer`.
+    fn forget_asks(&mut self, peer: PeerId) {
         if let Stage::Manifest(asked, _) = &mut self.stage {
             asked.retain(|(_, p, _)| *p != peer);
-        }
-        self.whole.remove(&peer);
-        self.heard.remove(&peer);
-        match &mut self.stage {
-            Stage::Pieces(t) => t.sched.remove_peer(&peer),
-            Stage::Opening | Stage::Manifest(..) | Stage::Committing => {}
         }
     }
 
     /// Lets `peer` rest until `until` (busy, or lacking a piece).
     pub fn rest(&mut self, peer: &PeerId, until: Instant) {
-        self.resting.insert(*peer, until);
-        if let Stage::Pieces(t) = &mut self.stage {
-            t.sched.rest(peer, until);
-        }
+        self.sched.rest(peer, until);
     }
 
     /// The next request to send, if any peer has room for one.
@@ -657,20 +598,15 @@ impl Fetch {
                 if asked.len() >= MANIFEST_ASKS || made >= allowed {
                     return None;
                 }
-                let peer = self
-                    .whole
-                    .iter()
-                    .chain(self.heard.keys())
-                    .filter(|p| asked.iter().all(|(_, q, _)| q != *p))
-                    .find(|p| self.resting.get(p).is_none_or(|t| *t <= now))
-                    .copied()?;
+                let peer =
+                    (self.sched.askable(now)).find(|p| asked.iter().all(|(_, q, _)| q != p))?;
                 let bundle = *self.bundle().0.as_bytes();
                 Some((peer, Request::GetManifest { bundle }, Want::Manifest))
             }
             Stage::Pieces(t) => {
                 let len = |n: u32| t.map.piece_len(n);
-                t.sched.peers().find_map(|peer| {
-                    let pieces = t.sched.pick(&peer, now, len)?;
+                self.sched.peers().find_map(|peer| {
+                    let pieces = self.sched.pick(&peer, now, len)?;
                     let bytes = pieces.iter().map(|&n| len(n)).sum();
                     let ids = pieces
                         .iter()
@@ -697,8 +633,8 @@ impl Fetch {
                 let (_, made) = first.get_or_insert((now, 0));
                 *made += 1;
             }
-            (Stage::Pieces(t), Want::Pieces(pieces, bytes)) => {
-                t.sched.sent(key, peer, pieces, bytes, now)
+            (Stage::Pieces(_), Want::Pieces(pieces, bytes)) => {
+                self.sched.sent(key, peer, pieces, bytes, now)
             }
             _ => {}
         }
@@ -749,17 +685,17 @@ impl Fetch {
                 })))
             }
             Stage::Pieces(t) => {
-                let Some((_, pieces)) = t.sched.answered(&key, wire, now) else {
+                let Some((_, pieces)) = self.sched.answered(&key, wire, now) else {
                     return Ok(None); // its peer was dropped meanwhile
                 };
                 let packed = match answer {
                     Ok(Response::Pieces(p)) if u64::from(p.raw_len) <= MAX_BATCH_BYTES => p,
                     Ok(Response::Pieces(_)) => {
-                        t.sched.failed(&pieces);
+                        self.sched.failed(&pieces);
                         return Err(Fault::BadData.into());
                     }
                     other => {
-                        t.sched.failed(&pieces);
+                        self.sched.failed(&pieces);
                         return Err(fault(other).into());
                     }
                 };
@@ -805,15 +741,7 @@ impl Fetch {
             in_store,
             gc_guard,
         } = *open;
-        let mut sched = Sched::new(have, self.seed);
-        for p in &self.whole {
-            sched.set_full(*p);
-        }
-        for (p, (bits, fetching)) in &self.heard {
-            if let Some(b) = Bitfield::from_bytes(bits, map.len()) {
-                sched.set_bits(*p, b, Bitfield::from_bytes(fetching, map.len()));
-            }
-        }
+        self.sched.open(have);
         self.bytes_total = (map.blobs().iter().zip(&in_store))
             .filter(|(_, stored)| !**stored)
             .map(|(blob, _)| blob.entry.size)
@@ -828,7 +756,6 @@ impl Fetch {
             manifest: Arc::new(manifest),
             manifest_bytes: Arc::new(bytes),
             map: Arc::new(map),
-            sched,
             in_store,
         }));
         self.have_changed = true;
@@ -841,14 +768,14 @@ impl Fetch {
             return Ok(());
         };
         if let Err(e) = w.result {
-            t.sched.failed(&w.pieces);
+            self.sched.failed(&w.pieces);
             return Err(e);
         }
         for &n in &w.pieces {
-            if t.sched.have().get(n) {
+            if self.sched.have().get(n) {
                 continue; // an endgame duplicate
             }
-            t.sched.verified(&[n]);
+            self.sched.verified(&[n]);
             self.bytes_done += t.map.piece_len(n);
             self.have_changed = true;
         }
@@ -858,10 +785,7 @@ impl Fetch {
     /// When every piece is in: the commit to run (the fetch is
     /// `Committing` from then on).
     pub fn take_commit(&mut self, store: &Store) -> Option<CommitJob> {
-        let Stage::Pieces(t) = &self.stage else {
-            return None;
-        };
-        if !t.sched.complete() {
+        if !self.is_complete() {
             return None;
         }
         let Stage::Pieces(t) = std::mem::replace(&mut self.stage, Stage::Committing) else {

@@ -1,4 +1,6 @@
-//! Which pieces to ask which peer for: the piece picker of one fetch.
+//! Which pieces to ask which peer for: the piece picker of one fetch, and
+//! the one place that knows its sources (whole or partial, resting, set
+//! aside with a backoff that doubles, or never again after bad data).
 //!
 //! Modelled on BitTorrent's and Kraken's schedulers:
 //! - **every peer that has a piece** is a source; peers that hold the
@@ -39,9 +41,15 @@ const PIPELINE_TIME: f64 = 0.1;
 /// How far past the picked piece a request looks for more small ones.
 const BATCH_SCAN: u32 = 8192;
 
+/// A `Have`'s bitfields as they came: held, fetching.
+type Said = (Vec<u8>, Vec<u8>);
+
 struct PeerState {
     /// `None`: holds every piece.
     bits: Option<Bitfield>,
+    /// Its last `Have` as it came, kept until the pieces are numbered
+    /// ([`Sched::open`]).
+    said: Option<Said>,
     /// What it said it is fetching now (a peer still fetching).
     fetching: Option<Bitfield>,
     inflight: usize,
@@ -55,6 +63,7 @@ impl PeerState {
     fn new(bits: Option<Bitfield>) -> Self {
         PeerState {
             bits,
+            said: None,
             fetching: None,
             inflight: 0,
             rate: 0.0,
@@ -71,8 +80,18 @@ struct Asked {
     sent: Instant,
 }
 
-/// The piece picker of one fetch; `K` names a request.
+/// Most bytes of a `Have` bitfield kept from a peer before the pieces are
+/// numbered (2^19 pieces: half a terabyte).
+const MAX_SAID_BYTES: usize = 1 << 16;
+
+/// The piece picker of one fetch, and the one place that knows its
+/// sources: who may be asked (whole, or holding which pieces), who rests,
+/// who was set aside and until when, who sent bad data. It exists from
+/// the fetch's start; the per-piece state comes with the manifest
+/// ([`Sched::open`]). `K` names a request.
 pub struct Sched<K> {
+    /// Whether the pieces are numbered (the manifest is in).
+    opened: bool,
     have: Bitfield,
     /// Requests outstanding per piece (more than one only in the endgame).
     asked: Vec<u8>,
@@ -84,8 +103,22 @@ pub struct Sched<K> {
     /// Per piece: peers that said they are fetching it now.
     elsewhere: Vec<u16>,
     peers: HashMap<PeerId, PeerState>,
+    /// Peers that sent bad data: never asked again.
+    bad: HashSet<PeerId>,
+    /// Peers set aside (silent, or lying): until when, and how often.
+    aside: HashMap<PeerId, (Instant, u32)>,
+    /// Times each peer lacked what its `Have` listed.
+    lacked: HashMap<PeerId, u32>,
     requests: HashMap<K, Asked>,
     seed: u64,
+}
+
+/// How long a peer set aside `strikes` times stays aside: 3 s, doubling,
+/// at most 5 minutes.
+pub fn aside_time(strikes: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(3)
+        .saturating_mul(1 << strikes.saturating_sub(1).min(7))
+        .min(std::time::Duration::from_secs(300))
 }
 
 /// Requests a peer may have in flight, from its measured rate.
@@ -118,20 +151,130 @@ fn mix(mut x: u64) -> u64 {
 }
 
 impl<K: Copy + Eq + StdHash> Sched<K> {
-    /// A picker for a bundle of `have.len()` pieces, `have` already held;
-    /// `seed` orders ties (random per fetch).
-    pub fn new(have: Bitfield, seed: u64) -> Self {
-        let n = have.len() as usize;
+    /// A picker whose pieces are not numbered yet; `seed` orders ties
+    /// (random per fetch).
+    pub fn new(seed: u64) -> Self {
         Sched {
-            have,
-            asked: vec![0; n],
-            verifying: vec![false; n],
-            avail: vec![0; n],
-            elsewhere: vec![0; n],
+            opened: false,
+            have: Bitfield::new(0),
+            asked: Vec::new(),
+            verifying: Vec::new(),
+            avail: Vec::new(),
+            elsewhere: Vec::new(),
             peers: HashMap::new(),
+            bad: HashSet::new(),
+            aside: HashMap::new(),
+            lacked: HashMap::new(),
             requests: HashMap::new(),
             seed,
         }
+    }
+
+    /// The pieces are numbered: `have.len()` of them, `have` already
+    /// held. What peers said in their `Have`s so far is read against them.
+    pub fn open(&mut self, have: Bitfield) {
+        let n = have.len() as usize;
+        self.have = have;
+        self.asked = vec![0; n];
+        self.verifying = vec![false; n];
+        self.avail = vec![0; n];
+        self.elsewhere = vec![0; n];
+        self.opened = true;
+        let said: Vec<(PeerId, Said)> = (self.peers.iter_mut())
+            .filter_map(|(id, p)| Some((*id, p.said.take()?)))
+            .collect();
+        for (peer, (bits, fetching)) in said {
+            let len = self.have.len();
+            match Bitfield::from_bytes(&bits, len) {
+                Some(b) => self.set_bits(peer, b, Bitfield::from_bytes(&fetching, len)),
+                None => {
+                    self.peers.remove(&peer);
+                }
+            }
+        }
+    }
+
+    /// A peer that announced the release whole; ignored when it sent bad
+    /// data, or is set aside at `now`.
+    pub fn add_whole(&mut self, peer: PeerId, now: Instant) -> bool {
+        if self.bad.contains(&peer) || self.aside.get(&peer).is_some_and(|(t, _)| *t > now) {
+            return false;
+        }
+        self.set_full(peer);
+        true
+    }
+
+    /// A peer still fetching, holding the pieces in `bits` and fetching
+    /// those in `fetching` (raw `Have` bitfields); ignored when it sent
+    /// bad data or is whole, and for bitfields longer than any the bundle
+    /// can have.
+    pub fn add_partial(&mut self, peer: PeerId, bits: Vec<u8>, fetching: Vec<u8>) -> bool {
+        if self.bad.contains(&peer) || self.is_whole(&peer) {
+            return false;
+        }
+        let max = if self.opened {
+            (self.have.len() as usize).div_ceil(8)
+        } else {
+            MAX_SAID_BYTES
+        };
+        if bits.len() > max || fetching.len() > max {
+            return false;
+        }
+        if self.opened {
+            let len = self.have.len();
+            let Some(b) = Bitfield::from_bytes(&bits, len) else {
+                return false;
+            };
+            self.set_bits(peer, b, Bitfield::from_bytes(&fetching, len));
+        } else {
+            let p =
+                (self.peers.entry(peer)).or_insert_with(|| PeerState::new(Some(Bitfield::new(0))));
+            p.said = Some((bits, fetching));
+        }
+        true
+    }
+
+    /// Whether `peer` holds every piece.
+    pub fn is_whole(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.bits.is_none())
+    }
+
+    /// How many peers may be asked (now or later).
+    pub fn providers(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Never asks `peer` again (it sent bad data).
+    pub fn ban(&mut self, peer: PeerId) {
+        self.remove_peer(&peer);
+        self.bad.insert(peer);
+    }
+
+    /// Sets `peer` aside (it did not answer, or left): an announcement
+    /// from it brings it back once the returned time is over.
+    pub fn set_aside(&mut self, peer: PeerId, now: Instant) -> std::time::Duration {
+        self.remove_peer(&peer);
+        let strikes = self.aside.get(&peer).map_or(0, |(_, n)| *n) + 1;
+        let wait = aside_time(strikes);
+        self.aside.insert(peer, (now + wait, strikes));
+        wait
+    }
+
+    /// Counts one more time `peer` lacked what it listed; returns how many
+    /// times so far.
+    pub fn lacked(&mut self, peer: PeerId) -> u32 {
+        let n = self.lacked.entry(peer).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// Peers that may be asked for the manifest at `now`: not resting,
+    /// those holding the release whole first.
+    pub fn askable(&self, now: Instant) -> impl Iterator<Item = PeerId> + '_ {
+        let ready = move |p: &PeerState| p.resting_until.is_none_or(|t| t <= now);
+        let whole = (self.peers.iter()).filter(move |(_, p)| p.bits.is_none() && ready(p));
+        let partial = (self.peers.iter()).filter(move |(_, p)| p.bits.is_some() && ready(p));
+        whole.chain(partial).map(|(id, _)| *id)
     }
 
     /// The pieces held.
@@ -249,7 +392,14 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
     /// [`MAX_BATCH_BYTES`] in all. `len` gives a piece's length.
     pub fn pick(&self, peer: &PeerId, now: Instant, len: impl Fn(u32) -> u64) -> Option<Vec<u32>> {
         let p = self.peers.get(peer)?;
-        if p.resting_until.is_some_and(|t| t > now) || p.inflight >= depth(p.rate) {
+        // A peer yet to answer anything gets one request: a silent one
+        // then holds up one request's pieces, not a pipeline's.
+        let room = if p.last_answer.is_some() {
+            depth(p.rate)
+        } else {
+            1
+        };
+        if p.resting_until.is_some_and(|t| t > now) || p.inflight >= room {
             return None;
         }
         // In the endgame, pieces asked once may be asked again, of another
@@ -318,14 +468,14 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
     }
 
     /// Whether a request is late: older than four times what its peer's
-    /// measured rate says it should take (a quarter second at least; a
-    /// second for a peer not measured yet).
+    /// measured rate says it should take (a quarter second at least; half
+    /// a second for a peer not measured yet).
     fn is_late(&self, a: &Asked, now: Instant) -> bool {
         let rate = self.peers.get(&a.peer).map_or(0.0, |p| p.rate);
         let due = if rate > 0.0 {
             (4.0 * a.bytes as f64 / rate).max(0.25)
         } else {
-            1.0
+            0.5
         };
         now.duration_since(a.sent).as_secs_f64() > due
     }
@@ -466,6 +616,14 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
+    impl<K: Copy + Eq + StdHash> Sched<K> {
+        fn opened(have: Bitfield, seed: u64) -> Self {
+            let mut s = Sched::new(seed);
+            s.open(have);
+            s
+        }
+    }
+
     fn peer() -> PeerId {
         PeerId::random()
     }
@@ -474,7 +632,7 @@ mod tests {
     fn small_pieces_are_asked_together_big_ones_alone() {
         // 4 big pieces, then 600 small ones of 4 KiB.
         let len = |n: u32| if n < 4 { MIB } else { 4096 };
-        let mut s: Sched<u32> = Sched::new(Bitfield::new(604), 1);
+        let mut s: Sched<u32> = Sched::opened(Bitfield::new(604), 1);
         let a = peer();
         s.set_full(a);
         let now = Instant::now();
@@ -487,7 +645,7 @@ mod tests {
             s.sent(key, a, pieces, bytes, now);
             key += 1;
         }
-        assert_eq!(key as usize, START_DEPTH, "pipeline bounded by depth");
+        assert_eq!(key, 1, "one request to a peer yet to answer");
         for k in 0..key {
             let (_, p) = s.answered(&k, 1, now).unwrap();
             s.verified(&p);
@@ -510,7 +668,7 @@ mod tests {
 
     #[test]
     fn rarest_pieces_first_and_only_from_peers_that_have_them() {
-        let mut s: Sched<u32> = Sched::new(Bitfield::new(10), 7);
+        let mut s: Sched<u32> = Sched::opened(Bitfield::new(10), 7);
         let (full, part1, part2) = (peer(), peer(), peer());
         s.set_full(full);
         let mut b = Bitfield::new(10);
@@ -546,7 +704,7 @@ mod tests {
         let firsts: Vec<Vec<u32>> = [11u64, 12, 13, 14]
             .iter()
             .map(|&seed| {
-                let mut s: Sched<u32> = Sched::new(Bitfield::new(64), seed);
+                let mut s: Sched<u32> = Sched::opened(Bitfield::new(64), seed);
                 s.set_full(seeder);
                 s.pick(&seeder, Instant::now(), |_| MIB).unwrap()
             })
@@ -559,7 +717,7 @@ mod tests {
 
     #[test]
     fn endgame_asks_a_second_peer_and_failures_free_pieces() {
-        let mut s: Sched<u32> = Sched::new(Bitfield::new(3), 3);
+        let mut s: Sched<u32> = Sched::opened(Bitfield::new(2), 3);
         let (a, b) = (peer(), peer());
         s.set_full(a);
         s.set_full(b);
@@ -568,29 +726,23 @@ mod tests {
         s.sent(1, a, pa.clone(), MIB, t);
         let pb = s.pick(&b, t, |_| MIB).unwrap();
         s.sent(2, b, pb.clone(), MIB, t);
-        let pc = s.pick(&b, t, |_| MIB).unwrap();
-        s.sent(3, b, pc.clone(), MIB, t);
-        // Every piece asked, none late: nothing is duplicated yet.
-        assert!(s.pick(&a, t, |_| MIB).is_none());
-        // a answers; b's requests are late: endgame asks a for them too.
-        let now = t + Duration::from_millis(500);
+        assert_ne!(pa, pb);
+        // a answers; b's request is late: endgame asks a for it too.
+        let now = t + Duration::from_millis(300);
         let (_, p) = s.answered(&1, MIB, now).unwrap();
         s.verified(&p);
+        assert!(s.pick(&a, now, |_| MIB).is_none(), "b is not late yet");
         let now = t + Duration::from_secs(2);
         let pa2 = s.pick(&a, now, |_| MIB).unwrap();
-        assert!(pa2 == pb || pa2 == pc, "{pa2:?}");
-        s.sent(4, a, pa2.clone(), MIB, now);
-        // b, whose own requests are late, takes nothing of a's.
+        assert_eq!(pa2, pb);
+        s.sent(3, a, pa2, MIB, now);
+        // b, whose own request is late, takes nothing.
         assert!(s.pick(&b, now, |_| MIB).is_none());
-        // b's answer is bad: its piece is still asked of a (request 4).
-        let bad = if pa2 == pb { 2 } else { 3 };
-        let (_, p) = s.answered(&bad, 0, now).unwrap();
+        // b's answer is bad: its piece is still asked of a (request 3).
+        let (_, p) = s.answered(&2, 0, now).unwrap();
         s.failed(&p);
-        assert_eq!(s.asked[pa2[0] as usize], 1);
-        let (_, p) = s.answered(&4, MIB, now).unwrap();
-        s.verified(&p);
-        let other = if bad == 2 { 3 } else { 2 };
-        let (_, p) = s.answered(&other, MIB, now).unwrap();
+        assert_eq!(s.asked[pb[0] as usize], 1);
+        let (_, p) = s.answered(&3, MIB, now).unwrap();
         s.verified(&p);
         assert!(s.complete());
     }
@@ -598,7 +750,7 @@ mod tests {
     #[test]
     fn an_honest_peer_gets_the_pieces_of_twenty_silent_ones() {
         let n = 16;
-        let mut s: Sched<u32> = Sched::new(Bitfield::new(n), 9);
+        let mut s: Sched<u32> = Sched::opened(Bitfield::new(n), 9);
         let silent: Vec<PeerId> = (0..20).map(|_| peer()).collect();
         let honest = peer();
         for p in &silent {
@@ -649,8 +801,46 @@ mod tests {
     }
 
     #[test]
+    fn sources_are_known_before_the_pieces_and_read_against_them_after() {
+        let t = Instant::now();
+        let mut s: Sched<u32> = Sched::new(5);
+        let (whole, partial, liar, silent) = (peer(), peer(), peer(), peer());
+        assert!(s.add_whole(whole, t));
+        // A Have before the manifest: kept as it came.
+        assert!(s.add_partial(partial, vec![0b0000_0101], vec![0b0000_0010]));
+        assert!(!s.add_partial(partial, vec![0; MAX_SAID_BYTES + 1], vec![]));
+        assert!(s.add_whole(liar, t));
+        assert!(s.add_whole(silent, t));
+        assert_eq!(s.providers(), 4);
+        // The manifest asks go to whole peers first, never to resting ones.
+        s.rest(&whole, t + Duration::from_secs(1));
+        let askable: Vec<PeerId> = s.askable(t).collect();
+        assert_eq!(askable.len(), 3);
+        assert_eq!(askable.last(), Some(&partial));
+        // Bad data: never again; silence: back after a doubling backoff.
+        s.ban(liar);
+        assert!(!s.add_whole(liar, t + Duration::from_secs(3600)));
+        assert_eq!(s.set_aside(silent, t), aside_time(1));
+        assert!(!s.add_whole(silent, t + Duration::from_secs(1)));
+        assert!(s.add_whole(silent, t + aside_time(1)));
+        assert_eq!(s.set_aside(silent, t), aside_time(2));
+        assert_eq!(aside_time(2), aside_time(1) * 2);
+        assert_eq!(aside_time(30), Duration::from_secs(300));
+        // The pieces are numbered: the partial peer holds 0 and 2.
+        s.open(Bitfield::new(4));
+        assert!(s.is_whole(&whole) && !s.is_whole(&partial));
+        let picked = s.pick(&partial, t, |_| MIB).unwrap();
+        assert!(picked.iter().all(|n| [0, 2].contains(n)), "{picked:?}");
+        assert_eq!(s.providers(), 2);
+        // A Have longer than the bundle's bitfield is not kept.
+        assert!(!s.add_partial(partial, vec![0xff; 2], vec![]));
+        assert_eq!(s.lacked(partial), 1);
+        assert_eq!(s.lacked(partial), 2);
+    }
+
+    #[test]
     fn a_piece_being_verified_is_not_asked_again() {
-        let mut s: Sched<u32> = Sched::new(Bitfield::new(1), 3);
+        let mut s: Sched<u32> = Sched::opened(Bitfield::new(1), 3);
         let (a, b) = (peer(), peer());
         s.set_full(a);
         s.set_full(b);
@@ -669,7 +859,7 @@ mod tests {
 
     #[test]
     fn a_resting_or_removed_peer_is_not_asked() {
-        let mut s: Sched<u32> = Sched::new(Bitfield::new(4), 3);
+        let mut s: Sched<u32> = Sched::opened(Bitfield::new(4), 3);
         let a = peer();
         s.set_full(a);
         let now = Instant::now();
