@@ -1,6 +1,7 @@
-//! The catalog's decisions: whether a release a peer offers is one to
-//! fetch. Pure functions over the trust list and the releases held, no
-//! I/O, tested below; the node applies them.
+//! The catalog: which releases the node holds, which apps and channels it
+//! follows, which offered releases it refused, and whether a release a peer
+//! offers is one to fetch. No I/O (the store watch hands it the store's
+//! releases), tested below; the node applies its decisions.
 //!
 //! The order is the point: what costs nothing comes first, so that a peer
 //! repeating junk costs lookups, not Ed25519 checks. Whether the node
@@ -15,8 +16,122 @@
 //! channel but whose signature does not verify can only be a forgery: its
 //! sender is banned.
 
+use std::collections::{HashMap, HashSet};
+
 use lanseed_protocol::release::{Release, VerifyError};
-use lanseed_protocol::{SignedRelease, TrustList, VerifiedRelease};
+use lanseed_protocol::{ReleaseId, SignedRelease, TrustList, VerifiedRelease};
+
+/// Release records remembered as refused, so that a peer repeating one
+/// costs a lookup, not a signature check.
+pub const MAX_REFUSED: usize = 4096;
+
+/// An app (and optionally one channel) the node fetches releases of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Follow {
+    /// App id.
+    pub app: String,
+    /// Channel; `None` follows every channel.
+    pub channel: Option<String>,
+}
+
+impl Follow {
+    fn covers(&self, app: &str, channel: &str) -> bool {
+        self.app == app && self.channel.as_deref().is_none_or(|c| c == channel)
+    }
+}
+
+/// What the node holds, follows and refused.
+pub struct Catalog {
+    follow: Vec<Follow>,
+    trust: TrustList,
+    held: HashMap<ReleaseId, SignedRelease>,
+    refused: HashSet<ReleaseId>,
+    checking: HashSet<ReleaseId>,
+}
+
+impl Catalog {
+    /// A catalog holding nothing yet.
+    pub fn new(follow: Vec<Follow>, trust: TrustList) -> Catalog {
+        Catalog {
+            follow,
+            trust,
+            held: HashMap::new(),
+            refused: HashSet::new(),
+            checking: HashSet::new(),
+        }
+    }
+
+    /// Takes the releases the store holds now (those a collection dropped
+    /// are no longer held); returns the ones that are new.
+    pub fn set(&mut self, releases: Vec<SignedRelease>) -> Vec<SignedRelease> {
+        let present: HashSet<ReleaseId> = releases.iter().map(SignedRelease::id).collect();
+        self.held.retain(|id, _| present.contains(id));
+        let mut new = Vec::new();
+        for r in releases {
+            if let std::collections::hash_map::Entry::Vacant(v) = self.held.entry(r.id()) {
+                new.push(r.clone());
+                v.insert(r);
+            }
+        }
+        new
+    }
+
+    /// The releases held.
+    pub fn held(&self) -> impl Iterator<Item = &SignedRelease> {
+        self.held.values()
+    }
+
+    /// Whether release `id` is held.
+    pub fn holds(&self, id: &ReleaseId) -> bool {
+        self.held.contains_key(id)
+    }
+
+    /// Whether release `id` is held or was refused: nothing to do.
+    pub fn settled(&self, id: &ReleaseId) -> bool {
+        self.held.contains_key(id) || self.refused.contains(id)
+    }
+
+    /// Whether the node fetches releases of `app` on `channel`.
+    pub fn follows(&self, app: &str, channel: &str) -> bool {
+        self.follow.iter().any(|f| f.covers(app, channel))
+    }
+
+    /// Judges an offered release against the trust list and what is held.
+    pub fn judge(&self, signed: &SignedRelease) -> Judgement {
+        judge(
+            &self.trust,
+            signed,
+            self.held.values().map(SignedRelease::release),
+        )
+    }
+
+    /// Remembers a refused release record (bounded: forgotten all at once
+    /// when full, which costs at most one more check each).
+    pub fn refuse(&mut self, id: ReleaseId) {
+        if self.refused.len() >= MAX_REFUSED {
+            self.refused.clear();
+        }
+        self.refused.insert(id);
+    }
+
+    /// Whether a release of `r`'s app and channel at least as new is held.
+    pub fn superseded(&self, r: &Release) -> bool {
+        (self.held.values())
+            .map(SignedRelease::release)
+            .any(|h| h.app == r.app && h.channel == r.channel && h.seq >= r.seq)
+    }
+
+    /// Starts looking release `id` up in the store; false when a look-up
+    /// of it runs already.
+    pub fn start_checking(&mut self, id: ReleaseId) -> bool {
+        self.checking.insert(id)
+    }
+
+    /// The look-up of release `id` ended.
+    pub fn done_checking(&mut self, id: &ReleaseId) {
+        self.checking.remove(id);
+    }
+}
 
 /// What to do with an offered release.
 #[derive(Debug)]
@@ -85,6 +200,49 @@ mod tests {
             channels: channels.iter().map(|c| c.to_string()).collect(),
         });
         t
+    }
+
+    #[test]
+    fn the_catalog_tracks_what_is_held_followed_and_refused() {
+        let key = SecretKey::from_seed(&[1; 32]);
+        let follow = vec![Follow {
+            app: "com.example.kiosk".into(),
+            channel: Some("production".into()),
+        }];
+        let mut c = Catalog::new(follow, trust(&key, &["production"]));
+        assert!(c.follows("com.example.kiosk", "production"));
+        assert!(!c.follows("com.example.kiosk", "beta"));
+        assert!(!c.follows("com.example.other", "production"));
+        let v1 = release("com.example.kiosk", "production", 10)
+            .sign(&key)
+            .unwrap();
+        let v2 = release("com.example.kiosk", "production", 11)
+            .sign(&key)
+            .unwrap();
+        assert_eq!(c.set(vec![v1.clone()]).len(), 1);
+        assert!(c.set(vec![v1.clone()]).is_empty(), "nothing new");
+        assert!(c.holds(&v1.id()) && c.settled(&v1.id()));
+        assert!(c.superseded(v1.release()));
+        assert!(!c.superseded(v2.release()));
+        assert!(matches!(c.judge(&v2), Judgement::Fetch(_)));
+        assert!(matches!(c.judge(&v1), Judgement::Refuse(_)));
+        // A collection dropped v1: no longer held.
+        assert_eq!(c.set(vec![v2.clone()]).len(), 1);
+        assert!(!c.holds(&v1.id()));
+        // Refused records are remembered, within a bound.
+        c.refuse(v1.id());
+        assert!(c.settled(&v1.id()));
+        for i in 0..MAX_REFUSED as u64 {
+            let r = release("com.example.kiosk", "production", 100 + i)
+                .sign(&key)
+                .unwrap();
+            c.refuse(r.id());
+            assert!(c.refused.len() <= MAX_REFUSED);
+        }
+        assert!(c.start_checking(v2.id()));
+        assert!(!c.start_checking(v2.id()));
+        c.done_checking(&v2.id());
+        assert!(c.start_checking(v2.id()));
     }
 
     #[test]

@@ -50,14 +50,14 @@ mod serve;
 pub mod status;
 mod watch;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lanseed_protocol::store::{CommitOutcome, StoreError};
 use lanseed_protocol::wire::{Request, Response};
-use lanseed_protocol::{BundleId, Hash, ReleaseId, SignedRelease, Store, TrustList};
+use lanseed_protocol::{BundleId, Hash, SignedRelease, Store, TrustList};
 use libp2p::core::upgrade::Version;
 use libp2p::request_response::{
     self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel,
@@ -90,20 +90,7 @@ const REST_BUSY: Duration = Duration::from_millis(500);
 /// is set aside.
 const MAX_LACKED: u32 = 3;
 
-/// An app (and optionally one channel) the node fetches releases of.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Follow {
-    /// App id.
-    pub app: String,
-    /// Channel; `None` follows every channel.
-    pub channel: Option<String>,
-}
-
-impl Follow {
-    fn covers(&self, app: &str, channel: &str) -> bool {
-        self.app == app && self.channel.as_deref().is_none_or(|c| c == channel)
-    }
-}
+pub use self::catalog::Follow;
 
 /// How the node finds peers on the LAN.
 #[derive(Clone, Debug)]
@@ -178,9 +165,6 @@ const MAX_STREAMS: usize = 24;
 const REDIAL_EVERY: Duration = Duration::from_millis(500);
 /// Malformed frames after which a peer is banned.
 const MAX_MALFORMED: u64 = 8;
-/// Release records remembered as refused, so that a peer repeating one
-/// costs a lookup, not a signature check.
-const MAX_REFUSED_RELEASES: usize = 4096;
 
 /// Why a request was sent, to route its answer.
 enum Pending {
@@ -221,12 +205,8 @@ struct Node {
     swarm: Swarm<Behaviour>,
     cfg: NodeConfig,
     book: peers::PeerBook,
-    /// Release records refused (untrusted, forged, older): not checked
-    /// again.
-    refused_releases: HashSet<ReleaseId>,
-    /// Releases being looked up in the store.
-    checking: HashSet<ReleaseId>,
-    held: HashMap<ReleaseId, SignedRelease>,
+    /// What it holds, follows and refused.
+    catalog: catalog::Catalog,
     watch: Option<watch::Watch>,
     _store_lock: std::fs::File,
     fetches: HashMap<BundleId, Fetch>,
@@ -341,6 +321,7 @@ pub async fn run(
     let (found_tx, mut found_rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let (max_uploads, upload_limit) = (cfg.max_uploads, cfg.upload_limit);
+    let catalog = catalog::Catalog::new(cfg.follow.clone(), cfg.trust.clone());
     let (cmd_tx, mut cmd_rx) = mpsc::channel(16);
     let socket = control::socket_path(cfg.store.root());
     let control = tokio::spawn(control::serve(socket.clone(), cmd_tx));
@@ -348,9 +329,7 @@ pub async fn run(
         swarm,
         cfg,
         book: peers::PeerBook::new(Instant::now()),
-        refused_releases: HashSet::new(),
-        checking: HashSet::new(),
-        held: HashMap::new(),
+        catalog,
         watch: None,
         _store_lock: store_lock,
         fetches: HashMap::new(),
@@ -369,7 +348,7 @@ pub async fn run(
     let (store_tx, mut store_rx) = mpsc::channel(1);
     node.watch = Some(watch::Watch::start(node.cfg.store.clone(), seen, store_tx));
     node.clean_partials();
-    tracing::info!(%peer_id, releases = node.held.len(), store = %node.cfg.store.root().display(), "node started");
+    tracing::info!(%peer_id, releases = node.catalog.held().count(), store = %node.cfg.store.root().display(), "node started");
     for addr in node.cfg.peers.clone() {
         node.dial_flag_peer(addr);
     }
@@ -419,16 +398,10 @@ impl Node {
     /// those that appeared.
     fn set_releases(&mut self, releases: Vec<SignedRelease>, announce: bool) {
         let mut new = Vec::new();
-        // Releases gc dropped are no longer held, nor announced.
-        let present: HashSet<ReleaseId> = releases.iter().map(SignedRelease::id).collect();
-        self.held.retain(|id, _| present.contains(id));
-        for r in releases {
-            if let std::collections::hash_map::Entry::Vacant(v) = self.held.entry(r.id()) {
-                new.push(r.to_bytes());
-                let rel = r.release();
-                tracing::info!(app = %rel.app, channel = %rel.channel, version = %rel.version, seq = rel.seq, release = %r.id(), "release in store");
-                v.insert(r);
-            }
+        for r in self.catalog.set(releases) {
+            let rel = r.release();
+            tracing::info!(app = %rel.app, channel = %rel.channel, version = %rel.version, seq = rel.seq, release = %r.id(), "release in store");
+            new.push(r.to_bytes());
         }
         if announce && !new.is_empty() {
             let peers = self.connected_peers();
@@ -462,17 +435,13 @@ impl Node {
     /// Ends fetches of releases older than one the store now holds, and
     /// fetches stalled for too long (their staging holds the gc lock).
     fn drop_superseded(&mut self) {
-        let held = &self.held;
+        let catalog = &self.catalog;
         let mut unwanted = Vec::new();
         self.fetches.retain(|bundle, f| {
             if matches!(f.stage, Stage::Committing) {
                 return true; // its own commit may be what the store gained
             }
-            let r = f.release.release();
-            let newer = held
-                .values()
-                .map(SignedRelease::release)
-                .any(|h| h.app == r.app && h.channel == r.channel && h.seq >= r.seq);
+            let newer = catalog.superseded(f.release.release());
             let stale = f.stalled_for() > STALL_LIMIT;
             if newer || stale {
                 tracing::info!(bundle = %bundle, newer, stale, "transfer abandoned");
@@ -584,7 +553,7 @@ impl Node {
 
     fn status(&self) -> Status {
         let now = Instant::now();
-        let mut releases: Vec<ReleaseView> = self.held.values().map(ReleaseView::new).collect();
+        let mut releases: Vec<ReleaseView> = self.catalog.held().map(ReleaseView::new).collect();
         releases.sort_by(|a, b| (&a.app, &a.channel, a.seq).cmp(&(&b.app, &b.channel, b.seq)));
         Status {
             peer_id: self.swarm.local_peer_id().to_string(),
@@ -676,7 +645,7 @@ impl Node {
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
                     let releases: Vec<Vec<u8>> =
-                        self.held.values().map(SignedRelease::to_bytes).collect();
+                        self.catalog.held().map(SignedRelease::to_bytes).collect();
                     self.announce(peer_id, &releases);
                 }
             }
@@ -1151,7 +1120,7 @@ impl Node {
         if bits.is_none() {
             self.book.announced(&peer, id);
         }
-        if self.held.contains_key(&id) || self.refused_releases.contains(&id) {
+        if self.catalog.settled(&id) {
             return;
         }
         let r = signed.release();
@@ -1167,19 +1136,14 @@ impl Node {
             self.drive(bundle);
             return;
         }
-        if !self.cfg.follow.iter().any(|f| f.covers(&r.app, &r.channel)) {
+        if !self.catalog.follows(&r.app, &r.channel) {
             return;
         }
         let what = format!("{} {} {} (seq {})", r.app, r.channel, r.version, r.seq);
-        let decision = catalog::judge(
-            &self.cfg.trust,
-            &signed,
-            self.held.values().map(SignedRelease::release),
-        );
-        let verified = match decision {
+        let verified = match self.catalog.judge(&signed) {
             catalog::Judgement::Fetch(v) => *v,
             catalog::Judgement::Refuse(why) => {
-                self.refuse_release(id);
+                self.catalog.refuse(id);
                 return self.mark(
                     peer,
                     peers::Mark::Refused,
@@ -1187,7 +1151,7 @@ impl Node {
                 );
             }
             catalog::Judgement::Forged(why) => {
-                self.refuse_release(id);
+                self.catalog.refuse(id);
                 return self.ban(peer, &format!("offered {what}: {why}"));
             }
         };
@@ -1200,7 +1164,7 @@ impl Node {
             self.drive(bundle);
             return;
         }
-        if !self.checking.insert(id) {
+        if !self.catalog.start_checking(id) {
             return; // being looked up already
         }
         // Does the store hold the bundle whole already (another release
@@ -1220,14 +1184,6 @@ impl Node {
         });
     }
 
-    /// Remembers a refused release record (bounded).
-    fn refuse_release(&mut self, id: ReleaseId) {
-        if self.refused_releases.len() >= MAX_REFUSED_RELEASES {
-            self.refused_releases.clear();
-        }
-        self.refused_releases.insert(id);
-    }
-
     /// A verified release the store did not hold: another release of a
     /// bundle it holds whole was added, or the fetch starts.
     fn on_checked(&mut self, c: Checked) {
@@ -1237,7 +1193,7 @@ impl Node {
             bits,
             added,
         } = c;
-        self.checking.remove(&verified.id());
+        self.catalog.done_checking(&verified.id());
         match added {
             Some(Ok(())) => {
                 self.store_changed();
@@ -1249,7 +1205,7 @@ impl Node {
         let r = verified.release();
         let bundle = r.bundle_id;
         let now = Instant::now();
-        if self.held.contains_key(&verified.id()) {
+        if self.catalog.holds(&verified.id()) {
             return;
         }
         if let Some(f) = self.fetches.get_mut(&bundle) {
