@@ -151,6 +151,11 @@ pub struct NodeArgs {
     /// come back shortly.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub max_uploads: u32,
+    /// Apply the per-address connection limits (8 connecting, 8 open per
+    /// IP address) to loopback too. By default loopback is exempt, so that
+    /// several nodes on one machine connect freely.
+    #[arg(long)]
+    pub limit_loopback: bool,
 }
 
 /// `lanseed device`.

@@ -782,3 +782,39 @@ fn an_upload_slot_held_by_a_peer_that_stops_reading_is_freed_within_seconds() {
     assert!(seeder.is_running());
     verify_store(&other.store, &w.trust);
 }
+
+#[test]
+fn loopback_is_exempt_from_the_per_address_limits_unless_told_otherwise() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = lanseed_tests::net::Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut refused = Vec::new();
+    for (name, extra) in [("exempt", None), ("limited", Some("--limit-loopback"))] {
+        let mut args = vec!["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"];
+        args.extend(extra);
+        let node = NodeProc::start(&ns, &dir.path().join(name), &args);
+        let addr = node_addr(&node);
+        let mut liar = Liar::start(
+            &ns,
+            &[
+                "--dial",
+                &addr,
+                "--for",
+                "20",
+                "ids",
+                "--count",
+                "40",
+                "--concurrency",
+                "20",
+                "--hold-ms",
+                "1000",
+            ],
+        );
+        liar.wait_named("ids_done", T);
+        liar.stop();
+        let st = node_status(&node.store);
+        refused.push(st["dropped"]["connections_refused"].as_u64().unwrap());
+    }
+    assert_eq!(refused[0], 0, "loopback is exempt by default");
+    assert!(refused[1] > 0, "--limit-loopback limits it: {refused:?}");
+}

@@ -85,6 +85,7 @@ pub(crate) fn node_config(
         request_timeout: args.request_timeout,
         upload_limit: args.upload_limit,
         max_uploads: args.max_uploads as usize,
+        limit_loopback: args.limit_loopback,
         extra_status: None,
         progress: None,
     })

@@ -125,6 +125,8 @@ pub struct NodeConfig {
     pub upload_limit: Option<u64>,
     /// Most peers served at once.
     pub max_uploads: usize,
+    /// Whether loopback connections obey the per-address limits too.
+    pub limit_loopback: bool,
     /// Extra status to show under `device` (the device agent's bundles).
     pub extra_status: Option<std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     /// Where to report fetch progress (the device agent turns it into
@@ -266,7 +268,7 @@ fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm
                 .boxed())
         })?
         .with_behaviour(|_| Behaviour {
-            guard: guard::Guard::new(false),
+            guard: guard::Guard::new(cfg.limit_loopback),
             rr: request_response::Behaviour::with_codec(
                 WireCodec::new(limiter),
                 [(
