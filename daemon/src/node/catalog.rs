@@ -140,6 +140,9 @@ pub enum Judgement {
     Fetch(Box<VerifiedRelease>),
     /// Not for this node; why.
     Refuse(String),
+    /// Not newer than a release held: what a peer that is behind
+    /// announces, all the time (refused, quietly); why.
+    Older(String),
     /// A forgery; why.
     Forged(String),
 }
@@ -159,7 +162,7 @@ pub fn judge<'a>(
         .map(|h| h.seq)
         .max();
     if let Some(h) = highest.filter(|h| *h >= r.seq) {
-        return Judgement::Refuse(format!("not newer than the release held (seq {h})"));
+        return Judgement::Older(format!("not newer than the release held (seq {h})"));
     }
     match signed.verify(trust) {
         Ok(v) => Judgement::Fetch(Box::new(v)),
@@ -225,7 +228,7 @@ mod tests {
         assert!(c.superseded(v1.release()));
         assert!(!c.superseded(v2.release()));
         assert!(matches!(c.judge(&v2), Judgement::Fetch(_)));
-        assert!(matches!(c.judge(&v1), Judgement::Refuse(_)));
+        assert!(matches!(c.judge(&v1), Judgement::Older(_)));
         // A collection dropped v1: no longer held.
         assert_eq!(c.set(vec![v2.clone()]).len(), 1);
         assert!(!c.holds(&v1.id()));
@@ -258,7 +261,7 @@ mod tests {
         // Not newer than held: refused, whatever its signature.
         let held = [release("com.example.kiosk", "production", 10)];
         assert!(
-            matches!(judge(&t, &good, held.iter()), Judgement::Refuse(w) if w.contains("not newer"))
+            matches!(judge(&t, &good, held.iter()), Judgement::Older(w) if w.contains("not newer"))
         );
         let other_channel = [release("com.example.kiosk", "beta", 99)];
         assert!(matches!(

@@ -1152,6 +1152,16 @@ impl Node {
                     &format!("offered {what}: {why}"),
                 );
             }
+            catalog::Judgement::Older(why) => {
+                // Honest peers that are behind do this all the time: noted
+                // for status, not warned about.
+                self.catalog.refuse(id);
+                let reason = format!("offered {what}: {why}");
+                tracing::debug!(%peer, "refused announced release: {reason}");
+                self.book
+                    .record(peer, peers::Mark::Refused, &reason, Instant::now());
+                return;
+            }
             catalog::Judgement::Forged(why) => {
                 self.catalog.refuse(id);
                 return self.ban(peer, &format!("offered {what}: {why}"));
