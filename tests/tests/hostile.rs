@@ -575,7 +575,8 @@ fn a_replayed_older_release_is_refused_and_the_follower_stays_on_its_newer_one()
         &["--json"],
     )));
     let seeder = w.seeder();
-    let f = w.follower("f", &[&w.addr(&seeder, 0)]);
+    let mut f = w.follower("f", &[&w.addr(&seeder, 0)]);
+    let idle = f.rss().0;
     f.wait_log("version=2.0.0 bundle", T);
     f.wait_log("transfer done", T);
     let liar = Liar::start(
@@ -605,6 +606,8 @@ fn a_replayed_older_release_is_refused_and_the_follower_stays_on_its_newer_one()
         "the older release is never fetched"
     );
     assert_eq!(newer["version"], "2.0.0");
+    assert!(f.is_running());
+    assert!(f.rss().1 <= idle + 64 * MIB, "peak RSS within idle + 64 MiB");
     verify_store(&f.store, &w.trust);
 }
 
@@ -693,7 +696,8 @@ fn a_release_signed_by_an_untrusted_key_is_refused_without_fetching() {
         &[],
     ));
     let seeder = w.seeder();
-    let f = w.follower("f", &[&w.addr(&seeder, 0)]);
+    let mut f = w.follower("f", &[&w.addr(&seeder, 0)]);
+    let idle = f.rss().0;
     f.wait_log("transfer done", T);
     let liar = Liar::start(
         &w.lan.hosts[2],
@@ -720,6 +724,8 @@ fn a_release_signed_by_an_untrusted_key_is_refused_without_fetching() {
     assert!(!f.log_text().contains("version=6.6.6 seq"), "never fetched");
     assert!(w.holds_release(&f.store));
     assert_eq!(store_releases(&f.store).len(), 1);
+    assert!(f.is_running());
+    assert!(f.rss().1 <= idle + 64 * MIB, "peak RSS within idle + 64 MiB");
     verify_store(&f.store, &w.trust);
 }
 
