@@ -266,6 +266,10 @@ pub enum WireError {
     /// Not a valid encoding.
     #[error("message does not decode: {0}")]
     Decode(String),
+    /// A message kind this version does not know (kinds are only ever
+    /// added: maybe a newer node's).
+    #[error("message kind {0} is unknown to this version")]
+    UnknownKind(u32),
 }
 
 fn config() -> bincode::config::Configuration {
@@ -427,7 +431,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
             bits: r.bytes("bitfield", MAX_BITFIELD_BYTES)?,
             fetching: r.bytes("bitfield", MAX_BITFIELD_BYTES)?,
         },
-        v => return Err(WireError::Decode(format!("no request kind {v}"))),
+        v => return Err(WireError::UnknownKind(v)),
     };
     r.end()?;
     Ok(request)
@@ -467,7 +471,7 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
         }
         3 => Response::NotFound,
         4 => Response::Busy,
-        v => return Err(WireError::Decode(format!("no response kind {v}"))),
+        v => return Err(WireError::UnknownKind(v)),
     };
     r.end()?;
     checked(response)

@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 
 use lanseed_protocol::release::{Release, VerifyError};
-use lanseed_protocol::{ReleaseId, SignedRelease, TrustList, VerifiedRelease};
+use lanseed_protocol::{Hash, ReleaseId, SignedRelease, TrustList, VerifiedRelease};
 
 /// Release records remembered as refused, so that a peer repeating one
 /// costs a lookup, not a signature check.
@@ -45,7 +45,10 @@ pub struct Catalog {
     follow: Vec<Follow>,
     trust: TrustList,
     held: HashMap<ReleaseId, SignedRelease>,
-    refused: HashSet<ReleaseId>,
+    /// Refused records, by the hash of the whole signed record (key and
+    /// signature included): a copy of a genuine statement under another
+    /// key must not get the genuine record refused too.
+    refused: HashSet<Hash>,
     checking: HashSet<ReleaseId>,
 }
 
@@ -86,9 +89,10 @@ impl Catalog {
         self.held.contains_key(id)
     }
 
-    /// Whether release `id` is held or was refused: nothing to do.
-    pub fn settled(&self, id: &ReleaseId) -> bool {
-        self.held.contains_key(id) || self.refused.contains(id)
+    /// Whether release `id` is held, or this very record (`record`: the
+    /// hash of its signed bytes) was refused: nothing to do.
+    pub fn settled(&self, id: &ReleaseId, record: &Hash) -> bool {
+        self.held.contains_key(id) || self.refused.contains(record)
     }
 
     /// Whether the node fetches releases of `app` on `channel`.
@@ -107,11 +111,11 @@ impl Catalog {
 
     /// Remembers a refused release record (bounded: forgotten all at once
     /// when full, which costs at most one more check each).
-    pub fn refuse(&mut self, id: ReleaseId) {
+    pub fn refuse(&mut self, record: Hash) {
         if self.refused.len() >= MAX_REFUSED {
             self.refused.clear();
         }
-        self.refused.insert(id);
+        self.refused.insert(record);
     }
 
     /// Whether a release of `r`'s app and channel at least as new is held.
@@ -224,7 +228,7 @@ mod tests {
             .unwrap();
         assert_eq!(c.set(vec![v1.clone()]).len(), 1);
         assert!(c.set(vec![v1.clone()]).is_empty(), "nothing new");
-        assert!(c.holds(&v1.id()) && c.settled(&v1.id()));
+        assert!(c.holds(&v1.id()) && c.settled(&v1.id(), &Hash::of(b"any")));
         assert!(c.superseded(v1.release()));
         assert!(!c.superseded(v2.release()));
         assert!(matches!(c.judge(&v2), Judgement::Fetch(_)));
@@ -232,14 +236,25 @@ mod tests {
         // A collection dropped v1: no longer held.
         assert_eq!(c.set(vec![v2.clone()]).len(), 1);
         assert!(!c.holds(&v1.id()));
-        // Refused records are remembered, within a bound.
-        c.refuse(v1.id());
-        assert!(c.settled(&v1.id()));
+        // Refused records are remembered, within a bound, by their whole
+        // signed bytes: the same statement under another key is another
+        // record.
+        let stranger = SecretKey::from_seed(&[9; 32]);
+        let copy = v2.release().clone().sign(&stranger).unwrap();
+        assert_eq!(copy.id(), v2.id(), "the id covers the statement only");
+        c.refuse(Hash::of(&copy.to_bytes()));
+        assert!(c.settled(&copy.id(), &Hash::of(&copy.to_bytes())));
+        let v3 = release("com.example.kiosk", "production", 12)
+            .sign(&key)
+            .unwrap();
+        let copy3 = v3.release().clone().sign(&stranger).unwrap();
+        c.refuse(Hash::of(&copy3.to_bytes()));
+        assert!(
+            !c.settled(&v3.id(), &Hash::of(&v3.to_bytes())),
+            "the genuine record is not refused"
+        );
         for i in 0..MAX_REFUSED as u64 {
-            let r = release("com.example.kiosk", "production", 100 + i)
-                .sign(&key)
-                .unwrap();
-            c.refuse(r.id());
+            c.refuse(Hash::of(&i.to_le_bytes()));
             assert!(c.refused.len() <= MAX_REFUSED);
         }
         assert!(c.start_checking(v2.id()));

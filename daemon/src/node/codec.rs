@@ -21,10 +21,12 @@ use super::limit::{CHUNK, Limiter};
 /// The request-response codec of `/lanseed/bundle/3`. One clone serves
 /// one outbound stream, so it remembers what it asked: the answer to a
 /// piece request is capped at a piece, not at a manifest.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct WireCodec {
     asked_piece: bool,
     limiter: Option<Arc<Limiter>>,
+    requests: Budget,
+    manifests: Budget,
 }
 
 impl WireCodec {
@@ -33,7 +35,67 @@ impl WireCodec {
         WireCodec {
             asked_piece: false,
             limiter,
+            requests: Budget::new(REQUEST_BUDGET),
+            manifests: Budget::new(MANIFEST_BUDGET),
         }
+    }
+}
+
+/// Requests up to this size are read without asking the budget (their
+/// number is bounded by streams per connection and connections).
+const SMALL_REQUEST: usize = 4 << 10;
+/// Most bytes of larger requests being read at once, all streams of all
+/// peers together: what streams that each declare a large request and
+/// send it slowly can make the node hold.
+pub const REQUEST_BUDGET: usize = 16 << 20;
+/// Answers other than pieces (manifests) up to this size are read without
+/// asking the budget.
+const SMALL_ANSWER: usize = 64 << 10;
+/// Most bytes of larger manifests being read at once, all peers
+/// together: enough for the largest manifest, not for many liars' junk.
+pub const MANIFEST_BUDGET: usize = 96 << 20;
+
+/// Bytes the node holds at once for one kind of frame, shared by every
+/// clone of the codec.
+#[derive(Clone)]
+struct Budget {
+    used: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+}
+
+/// Bytes taken from a [`Budget`], given back on drop.
+struct Held {
+    used: Arc<std::sync::atomic::AtomicUsize>,
+    n: usize,
+}
+
+impl Budget {
+    fn new(max: usize) -> Budget {
+        Budget {
+            used: Arc::default(),
+            max,
+        }
+    }
+
+    /// Takes `n` bytes, if that many are left.
+    fn take(&self, n: usize) -> Option<Held> {
+        use std::sync::atomic::Ordering;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|t| *t <= self.max)
+            })
+            .ok()?;
+        Some(Held {
+            used: self.used.clone(),
+            n,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.used
+            .fetch_sub(self.n, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -47,8 +109,50 @@ const PREALLOCATE: usize = wire::MAX_PIECE_RESPONSE_BYTES;
 const PREALLOCATE_REQUEST: usize = 16 << 10;
 
 /// How long an answer's write may make no progress (its reader reads
-/// nothing) before the answer is abandoned and its upload slot freed.
+/// nothing) before its upload slot is given back: the answer goes on at
+/// its reader's pace (until the request timeout), but no longer keeps
+/// another peer from being served.
 pub const STALLED_READER: Duration = Duration::from_secs(1);
+
+/// Gives an answer's upload slot back to the node early (its reader
+/// stopped reading).
+#[derive(Debug)]
+pub struct SlotRelease {
+    tx: tokio::sync::mpsc::UnboundedSender<libp2p::request_response::InboundRequestId>,
+    id: libp2p::request_response::InboundRequestId,
+}
+
+impl SlotRelease {
+    /// A release of request `id`'s slot, through `tx`.
+    pub fn new(
+        tx: tokio::sync::mpsc::UnboundedSender<libp2p::request_response::InboundRequestId>,
+        id: libp2p::request_response::InboundRequestId,
+    ) -> SlotRelease {
+        SlotRelease { tx, id }
+    }
+
+    fn release(self) {
+        let _ = self.tx.send(self.id);
+    }
+}
+
+/// An answer, as the codec writes it (with its slot's release) or reads it.
+#[derive(Debug)]
+pub struct Answer {
+    /// The message.
+    pub response: Response,
+    /// Where to give the upload slot back early.
+    pub slot: Option<SlotRelease>,
+}
+
+impl From<Response> for Answer {
+    fn from(response: Response) -> Answer {
+        Answer {
+            response,
+            slot: None,
+        }
+    }
+}
 
 /// Reads a frame's length, checked against `max` before anything else.
 async fn read_len<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<usize> {
@@ -83,19 +187,34 @@ async fn read_rest<T: AsyncRead + Unpin + Send>(
     Ok(())
 }
 
+/// Reads a request frame; `None` when it is large and the budget for
+/// large requests is spent (the frame is not read).
 async fn read_request_frame<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     max: usize,
-) -> io::Result<Vec<u8>> {
+    budget: &Budget,
+) -> io::Result<Option<Vec<u8>>> {
     let len = read_len(io, max).await?;
+    let _held = if len > SMALL_REQUEST {
+        match budget.take(len) {
+            Some(h) => Some(h),
+            None => return Ok(None),
+        }
+    } else {
+        None
+    };
     let mut buf = Vec::with_capacity(len.min(PREALLOCATE_REQUEST));
     read_rest(io, &mut buf, len, PREALLOCATE_REQUEST).await?;
-    Ok(buf)
+    Ok(Some(buf))
 }
 
 /// Reads an answer. The body of one carrying data is read straight into
 /// its own buffer, after its head ([`wire::DataHead`]).
-async fn read_answer<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Response> {
+async fn read_answer<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    max: usize,
+    manifests: &Budget,
+) -> io::Result<Response> {
     let len = read_len(io, max).await?;
     let mut prefix = [0u8; wire::MAX_DATA_HEAD];
     let n = len.min(prefix.len());
@@ -113,6 +232,17 @@ async fn read_answer<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io:
         ));
     }
     let body_len = head.body_len as usize;
+    // A large answer that is not pieces (a manifest) takes from the
+    // budget: many peers sending junk manifests at once cannot make the
+    // node hold more than it. Not the sender's fault: no strike.
+    let _held =
+        if !head.pieces && body_len > SMALL_ANSWER {
+            Some(manifests.take(body_len).ok_or_else(|| {
+                io::Error::other("too many large manifests are being read at once")
+            })?)
+        } else {
+            None
+        };
     let early = &prefix[used..n];
     let body = if body_len <= buffers::CAPACITY {
         // The common case: a recycled buffer, overwritten.
@@ -129,24 +259,36 @@ async fn read_answer<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io:
     head.into_response(body).map_err(invalid)
 }
 
-/// One write that must make progress within [`STALLED_READER`].
-async fn write_some<T: AsyncWrite + Unpin + Send>(io: &mut T, buf: &[u8]) -> io::Result<usize> {
+/// One write; once one has made no progress for [`STALLED_READER`], the
+/// answer's slot is given back, and the write goes on.
+async fn write_some<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    buf: &[u8],
+    slot: &mut Option<SlotRelease>,
+) -> io::Result<usize> {
+    if slot.is_none() {
+        return io.write(buf).await;
+    }
     match tokio::time::timeout(STALLED_READER, io.write(buf)).await {
         Ok(n) => n,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the peer stopped reading its answer",
-        )),
+        Err(_) => {
+            // A write that has not completed has written nothing.
+            if let Some(s) = slot.take() {
+                s.release();
+            }
+            io.write(buf).await
+        }
     }
 }
 
-/// Writes all of `buf`, each write within [`STALLED_READER`].
+/// Writes all of `buf` (see [`write_some`]).
 async fn write_all_live<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
     mut buf: &[u8],
+    slot: &mut Option<SlotRelease>,
 ) -> io::Result<()> {
     while !buf.is_empty() {
-        let n = write_some(io, buf).await?;
+        let n = write_some(io, buf, slot).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -171,13 +313,14 @@ const GIVE_WAY: Duration = Duration::from_millis(250);
 /// answer whose write waits more than [`GIVE_WAY`], or that has taken
 /// [`GIVE_WAY`] longer than its size needs at the limit (a reader that
 /// trickles), gives up the turn and goes on without it, at its reader's
-/// pace (still within the limit), each write within [`STALLED_READER`]
-/// (else the answer is abandoned and the upload slot freed).
+/// pace (still within the limit), giving its upload slot back once a
+/// write made no progress for [`STALLED_READER`].
 async fn write_limited<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
     limiter: &Limiter,
     head: &[u8],
     body: &[u8],
+    slot: &mut Option<SlotRelease>,
 ) -> io::Result<()> {
     let mut turn = Some(limiter.turn.lock().await);
     let started = tokio::time::Instant::now();
@@ -200,7 +343,7 @@ async fn write_limited<T: AsyncWrite + Unpin + Send>(
                     }
                 }
             } else {
-                write_some(io, &chunk[at..]).await?
+                write_some(io, &chunk[at..], slot).await?
             };
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
@@ -216,41 +359,58 @@ fn invalid(e: wire::WireError) -> io::Error {
 }
 
 /// A request as read from a stream: a message, or why the frame was
-/// refused. A malformed frame is handed to the node rather than failing
-/// the stream, because request-response reports no failure for a request
-/// that never decoded: the node could not see who sends junk. The node
-/// answers nothing to it, which closes the stream.
+/// refused. A refused frame is handed to the node rather than failing the
+/// stream, because request-response reports no failure for a request that
+/// never decoded: the node could not see who sends junk. The node answers
+/// nothing to it, which closes the stream.
 #[derive(Debug)]
 pub enum Incoming {
     /// A valid request.
     Request(Request),
-    /// A frame over its limits or that does not decode.
-    Malformed(String),
+    /// A frame that does not decode: lengths or counts that lie, bad
+    /// encodings (`strike`: counts towards a ban), or one that an honest
+    /// node of another version may send: a kind this version does not
+    /// know, a frame over this version's size limit (no strike: the
+    /// stream is closed before anything is allocated for it).
+    Malformed {
+        /// Why.
+        why: String,
+        /// Whether it counts against the sender.
+        strike: bool,
+    },
 }
 
 impl libp2p::request_response::Codec for WireCodec {
     type Protocol = StreamProtocol;
     type Request = Incoming;
-    type Response = Response;
+    type Response = Answer;
 
     async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Incoming>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let bytes = match read_request_frame(io, wire::MAX_REQUEST_BYTES).await {
-            Ok(bytes) => bytes,
+        let bytes = match read_request_frame(io, wire::MAX_REQUEST_BYTES, &self.requests).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                let why = "too many large requests are being read at once".to_owned();
+                return Ok(Incoming::Malformed { why, strike: false });
+            }
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                return Ok(Incoming::Malformed(e.to_string()));
+                let why = e.to_string();
+                return Ok(Incoming::Malformed { why, strike: false });
             }
             Err(e) => return Err(e),
         };
         Ok(match wire::decode_request(&bytes) {
             Ok(r) => Incoming::Request(r),
-            Err(e) => Incoming::Malformed(e.to_string()),
+            Err(e) => Incoming::Malformed {
+                strike: !matches!(e, wire::WireError::UnknownKind(_)),
+                why: e.to_string(),
+            },
         })
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Answer>
     where
         T: AsyncRead + Unpin + Send,
     {
@@ -259,7 +419,9 @@ impl libp2p::request_response::Codec for WireCodec {
         } else {
             wire::MAX_RESPONSE_BYTES
         };
-        read_answer(io, max).await
+        read_answer(io, max, &self.manifests)
+            .await
+            .map(Answer::from)
     }
 
     async fn write_request<T>(
@@ -282,11 +444,15 @@ impl libp2p::request_response::Codec for WireCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        res: Response,
+        answer: Answer,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
+        let Answer {
+            response: res,
+            mut slot,
+        } = answer;
         // An answer carrying data is written from where its body lies.
         let Some((head, body)) = wire::encode_data_head(&res) else {
             return write_frame(io, &wire::encode_response(&res)).await;
@@ -294,10 +460,10 @@ impl libp2p::request_response::Codec for WireCodec {
         let mut first = ((head.len() + body.len()) as u32).to_le_bytes().to_vec();
         first.extend_from_slice(&head);
         match &self.limiter {
-            Some(limiter) => write_limited(io, limiter, &first, body).await?,
+            Some(limiter) => write_limited(io, limiter, &first, body, &mut slot).await?,
             None => {
-                write_all_live(io, &first).await?;
-                write_all_live(io, body).await?;
+                write_all_live(io, &first, &mut slot).await?;
+                write_all_live(io, body, &mut slot).await?;
             }
         }
         io.flush().await

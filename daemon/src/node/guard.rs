@@ -112,11 +112,16 @@ fn dec(map: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
     }
 }
 
-/// The IP address of a multiaddr, if it has one.
+/// The address a connection counts against: its IPv4 address, or the /64
+/// network of its IPv6 address (one host may use any address of its /64).
 pub fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     addr.iter().find_map(|p| match p {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        Protocol::Ip6(ip) if ip.is_loopback() => Some(IpAddr::V6(ip)),
+        Protocol::Ip6(ip) => {
+            let net = u128::from(ip) & !((1u128 << 64) - 1);
+            Some(IpAddr::V6(net.into()))
+        }
         _ => None,
     })
 }
@@ -281,5 +286,18 @@ mod tests {
         }
         c.limit_loopback = true;
         assert!(c.check_established("127.0.0.1".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64() {
+        let a: Multiaddr = "/ip6/2001:db8:1:2:aaaa::1/tcp/1".parse().unwrap();
+        let b: Multiaddr = "/ip6/2001:db8:1:2:bbbb::9/tcp/1".parse().unwrap();
+        let c: Multiaddr = "/ip6/2001:db8:1:3::1/tcp/1".parse().unwrap();
+        assert_eq!(ip_of(&a), ip_of(&b));
+        assert_ne!(ip_of(&a), ip_of(&c));
+        let v4: Multiaddr = "/ip4/10.0.0.7/tcp/1".parse().unwrap();
+        assert_eq!(ip_of(&v4), Some("10.0.0.7".parse().unwrap()));
+        let lo: Multiaddr = "/ip6/::1/tcp/1".parse().unwrap();
+        assert!(ip_of(&lo).unwrap().is_loopback(), "loopback stays loopback");
     }
 }

@@ -158,11 +158,12 @@ const MAX_CONNECTIONS: u32 = 256;
 const MAX_PENDING_INBOUND: u32 = 64;
 /// Most dials in progress at once.
 const MAX_PENDING_OUTBOUND: u32 = 32;
-/// Most streams one connection may have open at once (a fetcher keeps at
-/// most 8 requests in flight, plus announcements and `Have`s): with
-/// requests of at most `wire::MAX_REQUEST_BYTES`, this bounds what one
-/// connection can make the node buffer.
-const MAX_STREAMS: usize = 24;
+/// Most streams one connection may have open at once, both ways (two
+/// nodes feeding each other several fetches): requests over 4 KiB are
+/// read within a budget shared by all ([`codec::REQUEST_BUDGET`]), so
+/// this bounds what one connection can make the node buffer to 512 KiB
+/// more.
+const MAX_STREAMS: usize = 128;
 /// How often peers are dialled again (within the peer book's rate).
 const REDIAL_EVERY: Duration = Duration::from_millis(500);
 /// Malformed frames after which a peer is banned.
@@ -171,6 +172,8 @@ const MAX_MALFORMED: u64 = 8;
 /// Why a request was sent, to route its answer.
 enum Pending {
     Announce,
+    /// A `Have` about this fetch.
+    Have(BundleId),
     Fetch(BundleId),
 }
 
@@ -180,7 +183,7 @@ type Committed = Result<(lanseed_protocol::VerifiedRelease, CommitOutcome), Stor
 /// Work finished off the event loop.
 enum Done {
     /// An answer is ready to send.
-    Served(ResponseChannel<Response>, InboundRequestId, Response),
+    Served(ResponseChannel<codec::Answer>, InboundRequestId, Response),
     /// A fetch opened (or not).
     Opened(Opened),
     /// A job of this fetch panicked.
@@ -218,6 +221,8 @@ struct Node {
     found_tx: mpsc::UnboundedSender<discovery::Found>,
     done_tx: mpsc::UnboundedSender<Done>,
     server: serve::Server,
+    /// Where the codec gives upload slots back early (a reader stopped).
+    slot_tx: mpsc::UnboundedSender<InboundRequestId>,
     /// Permits for work off the loop.
     workers: Arc<tokio::sync::Semaphore>,
 }
@@ -322,6 +327,7 @@ pub async fn run(
     }
     let (found_tx, mut found_rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let (slot_tx, mut slot_rx) = mpsc::unbounded_channel();
     let (max_uploads, upload_limit) = (cfg.max_uploads, cfg.upload_limit);
     let catalog = catalog::Catalog::new(cfg.follow.clone(), cfg.trust.clone());
     let (cmd_tx, mut cmd_rx) = mpsc::channel(16);
@@ -341,6 +347,7 @@ pub async fn run(
         found_tx,
         done_tx,
         server: serve::Server::new(max_uploads, upload_limit),
+        slot_tx,
         workers: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
         )),
@@ -365,6 +372,7 @@ pub async fn run(
             Some(found) = found_rx.recv() => node.on_found(found),
             Some(cmd) = cmd_rx.recv() => node.on_command(cmd),
             Some(done) = done_rx.recv() => node.on_done(done),
+            Some(id) = slot_rx.recv() => node.server.finished(&id, Instant::now()),
             _ = nudge.tick() => node.nudge(),
             Some(found) = store_rx.recv() => match found {
                 Ok(releases) => node.set_releases(releases, true),
@@ -568,7 +576,7 @@ impl Node {
                     addresses: p.addrs().map(ToString::to_string).collect(),
                     found_by: p.found_by.to_owned(),
                     connected: p.connected,
-                    banned: p.is_banned(now),
+                    banned: self.book.is_banned(id, now),
                     releases_announced: p.announced.len(),
                 })
                 .collect(),
@@ -603,7 +611,7 @@ impl Node {
                             Stage::Committing => "committing",
                             _ if f.providers() == 0 => "stalled",
                             Stage::Pieces(_) => "files",
-                            Stage::Opening | Stage::Manifest(..) => "manifest",
+                            Stage::Opening(_) | Stage::Manifest(_) => "manifest",
                         }
                         .to_owned(),
                         bytes_done: f.bytes_done,
@@ -646,8 +654,11 @@ impl Node {
                 }
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
-                    let releases: Vec<Vec<u8>> =
-                        self.catalog.held().map(SignedRelease::to_bytes).collect();
+                    // Newest first: if the peer takes fewer than all (its
+                    // rate limit), it takes those that matter.
+                    let mut held: Vec<&SignedRelease> = self.catalog.held().collect();
+                    held.sort_by_key(|r| std::cmp::Reverse(r.release().seq));
+                    let releases: Vec<Vec<u8>> = held.iter().map(|r| r.to_bytes()).collect();
                     self.announce(peer_id, &releases);
                 }
             }
@@ -707,7 +718,7 @@ impl Node {
         }
     }
 
-    fn on_rr(&mut self, ev: request_response::Event<codec::Incoming, Response>) {
+    fn on_rr(&mut self, ev: request_response::Event<codec::Incoming, codec::Answer>) {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
@@ -716,18 +727,21 @@ impl Node {
                     request_id,
                 } => self.on_request(peer, request_id, request, channel),
                 request_response::Message::Request {
-                    request: codec::Incoming::Malformed(why),
+                    request: codec::Incoming::Malformed { why, strike },
                     ..
-                } => self.on_malformed(peer, &why),
+                } => self.on_malformed(peer, &why, strike),
                 request_response::Message::Response {
                     request_id,
                     response,
-                } => {
-                    if let Some((peer, Pending::Fetch(bundle))) = self.inflight.remove(&request_id)
-                    {
-                        self.on_fetch_answer(bundle, request_id, peer, Ok(response));
+                } => match self.inflight.remove(&request_id) {
+                    Some((peer, Pending::Fetch(bundle))) => {
+                        self.on_fetch_answer(bundle, request_id, peer, Ok(response.response))
                     }
-                }
+                    Some((peer, Pending::Have(bundle))) if response.response != Response::Ack => {
+                        self.have_not_taken(peer, bundle)
+                    }
+                    _ => {}
+                },
             },
             request_response::Event::OutboundFailure {
                 request_id,
@@ -749,6 +763,7 @@ impl Node {
                 Some((_, Pending::Announce)) => {
                     tracing::debug!(%peer, "announcement not delivered: {error}")
                 }
+                Some((_, Pending::Have(bundle))) => self.have_not_taken(peer, bundle),
                 None => {}
             },
             request_response::Event::InboundFailure {
@@ -769,16 +784,17 @@ impl Node {
     /// A peer sent a frame over its limits or that does not decode: its
     /// stream is closed unanswered, and a peer that keeps doing it is
     /// banned.
-    fn on_malformed(&mut self, peer: PeerId, why: &str) {
-        self.mark(
-            peer,
-            peers::Mark::Closed,
-            &format!("sent a malformed frame: {why}"),
-        );
-        let malformed = (self.book.records())
-            .filter(|r| r.peer == peer && r.mark == peers::Mark::Closed)
-            .map(|r| r.count)
-            .sum::<u64>();
+    fn on_malformed(&mut self, peer: PeerId, why: &str, strike: bool) {
+        let reason = if strike {
+            format!("sent a malformed frame: {why}")
+        } else {
+            format!("sent a frame that was refused unread: {why}")
+        };
+        self.mark(peer, peers::Mark::Closed, &reason);
+        if !strike {
+            return; // maybe an honest node of another version
+        }
+        let malformed = self.book.strike(&peer);
         if malformed >= MAX_MALFORMED {
             self.ban(peer, &format!("sent {malformed} malformed frames"));
         }
@@ -791,7 +807,7 @@ impl Node {
         peer: PeerId,
         request_id: InboundRequestId,
         request: Request,
-        channel: ResponseChannel<Response>,
+        channel: ResponseChannel<codec::Answer>,
     ) {
         let job: Box<dyn FnOnce() -> Response + Send> = match request {
             Request::Announce { releases } => {
@@ -879,12 +895,12 @@ impl Node {
         self.spawn(None, move || Done::Served(channel, request_id, job()));
     }
 
-    fn respond(&mut self, channel: ResponseChannel<Response>, response: Response) {
+    fn respond(&mut self, channel: ResponseChannel<codec::Answer>, response: Response) {
         let _ = self
             .swarm
             .behaviour_mut()
             .rr
-            .send_response(channel, response);
+            .send_response(channel, response.into());
     }
 
     /// Runs `work` on the blocking pool, at most [`Node::workers`] jobs
@@ -918,7 +934,12 @@ impl Node {
             Done::Served(channel, request_id, response) => {
                 self.server.sending(&response);
                 let rr = &mut self.swarm.behaviour_mut().rr;
-                if rr.send_response(channel, response).is_err() {
+                let slot = codec::SlotRelease::new(self.slot_tx.clone(), request_id);
+                let answer = codec::Answer {
+                    response,
+                    slot: Some(slot),
+                };
+                if rr.send_response(channel, answer).is_err() {
                     self.server.finished(&request_id, Instant::now());
                 }
             }
@@ -1006,10 +1027,15 @@ impl Node {
     /// Bans `peer` node-wide for what it did: its connections are closed
     /// and refused, and nothing it says is taken, until the ban ends.
     fn ban(&mut self, peer: PeerId, reason: &str) {
-        if self.book.ban(peer, reason, Instant::now()) {
+        let (new, evicted) = self.book.ban(peer, reason, Instant::now());
+        if new {
             tracing::warn!(%peer, "banned peer: it {reason}");
         }
-        self.swarm.behaviour_mut().guard.ban(peer);
+        let guard = &mut self.swarm.behaviour_mut().guard;
+        if let Some(e) = evicted {
+            guard.unban(&e);
+        }
+        guard.ban(peer);
         let _ = self.swarm.disconnect_peer_id(peer);
         for f in self.fetches.values_mut() {
             f.ban(peer);
@@ -1044,6 +1070,7 @@ impl Node {
                 };
                 haves.push((
                     *peer,
+                    *bundle,
                     Request::Have {
                         bundle: *bundle.0.as_bytes(),
                         release,
@@ -1053,8 +1080,8 @@ impl Node {
                 ));
             }
         }
-        for (peer, req) in haves {
-            self.send(peer, req, Pending::Announce);
+        for (peer, bundle, req) in haves {
+            self.send(peer, req, Pending::Have(bundle));
         }
         // Peers that answered nothing are set aside (their pieces are
         // asked of others at once).
@@ -1067,7 +1094,7 @@ impl Node {
             }
             for peer in f.overdue_manifest_peers(now) {
                 let wait = f.set_aside(peer, now);
-                silent.push((peer, fetch::MANIFEST_GIVE_UP, wait));
+                silent.push((peer, fetch::asks::GIVE_UP, wait));
             }
         }
         for (peer, after, wait) in silent {
@@ -1081,6 +1108,14 @@ impl Node {
         let bundles: Vec<BundleId> = self.fetches.keys().copied().collect();
         for b in bundles {
             self.drive(b);
+        }
+    }
+
+    /// A `Have` was not taken (the peer was busy, or it failed): the next
+    /// one to that peer carries the signed record again.
+    fn have_not_taken(&mut self, peer: PeerId, bundle: BundleId) {
+        if let Some(f) = self.fetches.get_mut(&bundle) {
+            f.told.remove(&peer);
         }
     }
 
@@ -1122,7 +1157,8 @@ impl Node {
         if bits.is_none() {
             self.book.announced(&peer, id);
         }
-        if self.catalog.settled(&id) {
+        let record = Hash::of(bytes);
+        if self.catalog.settled(&id, &record) {
             return;
         }
         let r = signed.release();
@@ -1145,7 +1181,7 @@ impl Node {
         let verified = match self.catalog.judge(&signed) {
             catalog::Judgement::Fetch(v) => *v,
             catalog::Judgement::Refuse(why) => {
-                self.catalog.refuse(id);
+                self.catalog.refuse(record);
                 return self.mark(
                     peer,
                     peers::Mark::Refused,
@@ -1155,7 +1191,7 @@ impl Node {
             catalog::Judgement::Older(why) => {
                 // Honest peers that are behind do this all the time: noted
                 // for status, not warned about.
-                self.catalog.refuse(id);
+                self.catalog.refuse(record);
                 let reason = format!("offered {what}: {why}");
                 tracing::debug!(%peer, "refused announced release: {reason}");
                 self.book
@@ -1163,7 +1199,7 @@ impl Node {
                 return;
             }
             catalog::Judgement::Forged(why) => {
-                self.catalog.refuse(id);
+                self.catalog.refuse(record);
                 return self.ban(peer, &format!("offered {what}: {why}"));
             }
         };

@@ -39,6 +39,8 @@ pub const FORGET_AFTER: u32 = 6;
 pub const DIALS_PER_SEC: f64 = 10.0;
 /// How long a ban lasts.
 pub const BAN_TIME: Duration = Duration::from_secs(900);
+/// Most peers banned at once (those whose ban ends soonest make room).
+pub const MAX_BANS: usize = 1024;
 /// Releases remembered per peer as announced by it.
 pub const MAX_ANNOUNCED_PER_PEER: usize = 4096;
 /// Misbehaving peers remembered for `status` (newest kept).
@@ -158,7 +160,8 @@ pub struct Peer {
     pub announced: HashSet<ReleaseId>,
     failures: u32,
     next_dial: Instant,
-    banned_until: Option<Instant>,
+    /// Malformed frames it sent.
+    strikes: u64,
     announces: Bucket,
     haves: Bucket,
 }
@@ -172,7 +175,7 @@ impl Peer {
             announced: HashSet::new(),
             failures: 0,
             next_dial: now,
-            banned_until: None,
+            strikes: 0,
             announces: announce_bucket(now),
             haves: have_bucket(now),
         }
@@ -183,9 +186,9 @@ impl Peer {
         self.addrs.iter().map(|(a, _)| a)
     }
 
-    /// Whether it is banned at `now`.
-    pub fn is_banned(&self, now: Instant) -> bool {
-        self.banned_until.is_some_and(|t| t > now)
+    /// Whether it was given with `--peer` (kept for good).
+    fn permanent(&self) -> bool {
+        self.addrs.iter().any(|(_, seen)| seen.is_none())
     }
 }
 
@@ -211,6 +214,9 @@ pub struct Dropped {
 /// The book.
 pub struct PeerBook {
     peers: HashMap<PeerId, Peer>,
+    /// Banned peers, until when: kept apart from the book, so that banned
+    /// strangers take no room from honest peers.
+    bans: HashMap<PeerId, Instant>,
     records: VecDeque<Record>,
     dial_tokens: Bucket,
     /// What was dropped.
@@ -222,6 +228,7 @@ impl PeerBook {
     pub fn new(now: Instant) -> PeerBook {
         PeerBook {
             peers: HashMap::new(),
+            bans: HashMap::new(),
             records: VecDeque::new(),
             dial_tokens: Bucket::new(DIALS_PER_SEC, DIALS_PER_SEC, now),
             dropped: Dropped::default(),
@@ -259,7 +266,7 @@ impl PeerBook {
         if !self.peers.contains_key(&peer) {
             if self.peers.len() >= MAX_PEERS {
                 let victim = (self.peers.iter())
-                    .filter(|(_, p)| !p.connected && !p.is_banned(now))
+                    .filter(|(_, p)| !p.connected && !p.permanent())
                     .max_by_key(|(_, p)| (p.failures, std::cmp::Reverse(p.newest_seen())))
                     .map(|(id, _)| *id);
                 match victim {
@@ -303,6 +310,9 @@ impl PeerBook {
             p.addrs.push_front((a.clone(), seen));
         }
         p.addrs.truncate(MAX_ADDRS);
+        if fresh {
+            p.next_dial = now; // a new address is worth a dial at once
+        }
         fresh
     }
 
@@ -324,11 +334,17 @@ impl PeerBook {
         true
     }
 
-    /// The last connection to `peer` closed.
+    /// The last connection to `peer` closed: its addresses count as seen
+    /// now (they were not expired while it was connected).
     pub fn disconnected(&mut self, peer: &PeerId, now: Instant) {
         if let Some(p) = self.peers.get_mut(peer) {
             p.connected = false;
             p.next_dial = now + DIAL_BASE;
+            for (_, seen) in &mut p.addrs {
+                if seen.is_some() {
+                    *seen = Some(now);
+                }
+            }
         }
     }
 
@@ -344,8 +360,7 @@ impl PeerBook {
         }
         p.failures += 1;
         p.next_dial = now + backoff(p.failures);
-        let permanent = p.addrs.iter().any(|(_, seen)| seen.is_none());
-        if p.failures >= FORGET_AFTER && !permanent {
+        if p.failures >= FORGET_AFTER && !p.permanent() {
             self.peers.remove(peer);
             self.dropped.peers_forgotten += 1;
         }
@@ -360,10 +375,13 @@ impl PeerBook {
         let mut order: Vec<(&PeerId, &mut Peer)> = self.peers.iter_mut().collect();
         order.sort_by_key(|(_, p)| p.next_dial);
         for (id, p) in order {
+            if p.connected {
+                continue; // its addresses do not expire while connected
+            }
             p.addrs.retain(|(_, seen)| {
                 seen.is_none_or(|t| now.saturating_duration_since(t) < ADDR_TTL)
             });
-            if p.connected || p.is_banned(now) {
+            if self.bans.get(id).is_some_and(|t| *t > now) {
                 continue;
             }
             if p.addrs.is_empty() {
@@ -394,7 +412,7 @@ impl PeerBook {
         let ok = self
             .peers
             .get_mut(peer)
-            .is_some_and(|p| !p.is_banned(now) && p.announces.take(now));
+            .is_some_and(|p| p.announces.take(now));
         if !ok {
             self.dropped.announcements += 1;
         }
@@ -403,10 +421,7 @@ impl PeerBook {
 
     /// Whether `peer` may send a `Have` now (counts those dropped).
     pub fn allow_have(&mut self, peer: &PeerId, now: Instant) -> bool {
-        let ok = self
-            .peers
-            .get_mut(peer)
-            .is_some_and(|p| !p.is_banned(now) && p.haves.take(now));
+        let ok = self.peers.get_mut(peer).is_some_and(|p| p.haves.take(now));
         if !ok {
             self.dropped.haves += 1;
         }
@@ -422,32 +437,54 @@ impl PeerBook {
         }
     }
 
-    /// Bans `peer` for [`BAN_TIME`]; returns whether it was not banned yet.
-    pub fn ban(&mut self, peer: PeerId, reason: &str, now: Instant) -> bool {
+    /// Counts one more malformed frame from `peer`; returns how many so far
+    /// (0 for a peer not in the book).
+    pub fn strike(&mut self, peer: &PeerId) -> u64 {
+        self.peers.get_mut(peer).map_or(0, |p| {
+            p.strikes += 1;
+            p.strikes
+        })
+    }
+
+    /// Bans `peer` for [`BAN_TIME`]: its book entry goes (unless given
+    /// with `--peer`). Returns whether it was not banned yet, and the peer
+    /// whose ban made room for it, if the list was full (to accept again).
+    pub fn ban(&mut self, peer: PeerId, reason: &str, now: Instant) -> (bool, Option<PeerId>) {
         let was = self.is_banned(&peer, now);
-        if let Some(p) = self.entry(peer, "inbound", now) {
-            p.banned_until = Some(now + BAN_TIME);
+        if self.peers.get(&peer).is_some_and(|p| !p.permanent()) {
+            self.peers.remove(&peer);
+        } else if let Some(p) = self.peers.get_mut(&peer) {
             p.announced.clear();
         }
+        let mut evicted = None;
+        if !self.bans.contains_key(&peer) && self.bans.len() >= MAX_BANS {
+            evicted = (self.bans.iter())
+                .min_by_key(|(_, t)| **t)
+                .map(|(id, _)| *id);
+            if let Some(e) = evicted {
+                self.bans.remove(&e);
+            }
+        }
+        self.bans.insert(peer, now + BAN_TIME);
         self.record(peer, Mark::Banned, reason, now);
-        !was
+        (!was, evicted)
     }
 
     /// Bans whose time is up: the peers to accept again.
     pub fn expired_bans(&mut self, now: Instant) -> Vec<PeerId> {
-        let mut out = Vec::new();
-        for (id, p) in &mut self.peers {
-            if p.banned_until.is_some_and(|t| t <= now) {
-                p.banned_until = None;
-                out.push(*id);
-            }
+        let out: Vec<PeerId> = (self.bans.iter())
+            .filter(|(_, t)| **t <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &out {
+            self.bans.remove(id);
         }
         out
     }
 
     /// Whether `peer` is banned.
     pub fn is_banned(&self, peer: &PeerId, now: Instant) -> bool {
-        self.peers.get(peer).is_some_and(|p| p.is_banned(now))
+        self.bans.get(peer).is_some_and(|t| *t > now)
     }
 
     /// Keeps what `peer` did for `status`: the same mark and reason again
@@ -517,7 +554,9 @@ mod tests {
             assert!(b.found(*p, &[addr(i as u32)], "mdns", false, t));
         }
         assert_eq!(b.len(), MAX_PEERS);
-        // A dead one is evicted for a newcomer.
+        // A --peer entry is never evicted; a dead one is.
+        let flag = connected[1];
+        b.found(flag, &[addr(1)], "peer-flag", true, t);
         b.dial_failed(&connected[0], t);
         let newcomer = PeerId::random();
         assert!(b.found(newcomer, &[addr(999)], "mdns", false, t));
@@ -604,14 +643,37 @@ mod tests {
         let t = Instant::now();
         let mut b = PeerBook::new(t);
         let p = PeerId::random();
-        assert!(b.ban(p, "sent data that does not match its hash", t));
-        assert!(!b.ban(p, "sent data that does not match its hash", t));
+        assert!(b.found(p, &[addr(1)], "mdns", false, t));
+        assert!(b.ban(p, "sent data that does not match its hash", t).0);
+        assert!(!b.ban(p, "sent data that does not match its hash", t).0);
         assert!(b.is_banned(&p, t));
+        assert!(b.iter().next().is_none(), "a banned peer leaves the book");
         assert!(!b.allow_announce(&p, t));
         assert_eq!(b.records().next().unwrap().count, 2);
         assert!(b.expired_bans(t + BAN_TIME / 2).is_empty());
         assert_eq!(b.expired_bans(t + BAN_TIME), vec![p]);
         assert!(!b.is_banned(&p, t + BAN_TIME));
+        // Banned strangers take no room in the book, and the ban list is
+        // bounded: the ban ending soonest makes room.
+        let honest: Vec<PeerId> = (0..MAX_PEERS).map(|_| PeerId::random()).collect();
+        for (i, h) in honest.iter().enumerate() {
+            b.found(*h, &[addr(i as u32)], "mdns", false, t);
+        }
+        let first = PeerId::random();
+        b.ban(first, "malformed", t);
+        for i in 0..MAX_BANS {
+            let (_, evicted) = b.ban(
+                PeerId::random(),
+                "malformed",
+                t + Duration::from_millis(1 + i as u64),
+            );
+            if i + 1 == MAX_BANS {
+                assert_eq!(evicted, Some(first));
+            } else {
+                assert_eq!(evicted, None);
+            }
+        }
+        assert_eq!(b.len(), MAX_PEERS, "honest peers all kept");
         for i in 0..MAX_RECORDS + 10 {
             b.record(PeerId::random(), Mark::Closed, &format!("frame {i}"), t);
         }

@@ -58,9 +58,9 @@ impl Watch {
                 let Ok(Some((now, releases))) = look.await else {
                     continue;
                 };
-                if releases.is_ok() {
-                    seen = now;
-                }
+                // An index that cannot be read is read again when it
+                // changes, not every tick (one warning per version).
+                seen = now;
                 if found.send(releases).await.is_err() {
                     return;
                 }

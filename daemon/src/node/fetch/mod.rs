@@ -20,13 +20,15 @@
 //! back when it announces the release again after a backoff that doubles
 //! each time ([`sched::aside_time`]); one that is busy or lacks a piece rests a
 //! moment. The manifest is asked of one peer, then of more the longer no
-//! answer comes (two more after [`MANIFEST_FAILOVER`], four more after
-//! twice that, ...; at most [`MANIFEST_ASKS`] at once), and a peer that
-//! has not answered within [`MANIFEST_GIVE_UP`] is set aside
-//! ([`Fetch::overdue_manifest_peers`]): silent peers cost seconds, however
+//! answer comes ([`asks`]), and a peer that has not answered within
+//! [`asks::GIVE_UP`] is set aside ([`Fetch::overdue_manifest_peers`]; its
+//! answer is still taken if it comes): silent peers cost seconds, however
 //! many announce the release. A peer that has answered no piece request
-//! within [`SILENT_AFTER`] is set aside too ([`Fetch::silent_peers`]).
+//! within [`SILENT_AFTER`] is set aside too ([`Fetch::silent_peers`]); a
+//! silent peer's pieces are asked of others long before that, once late
+//! ([`sched`]).
 
+pub mod asks;
 pub mod partial;
 pub mod sched;
 
@@ -45,6 +47,7 @@ use lanseed_protocol::{Store, VerifiedRelease};
 use libp2p::PeerId;
 use libp2p::request_response::OutboundRequestId;
 
+use self::asks::Asks;
 use self::partial::Partial;
 use self::sched::Sched;
 use super::buffers;
@@ -96,27 +99,21 @@ pub enum FetchError {
     Store(#[from] StoreError),
 }
 
-/// How long a manifest request may go unanswered before another peer is
-/// asked too.
-pub const MANIFEST_FAILOVER: Duration = Duration::from_millis(500);
-/// How long a peer may leave a manifest request unanswered before it is
-/// set aside.
-pub const MANIFEST_GIVE_UP: Duration = Duration::from_secs(3);
-/// Most manifest requests in flight at once.
-pub const MANIFEST_ASKS: usize = 16;
-/// How long a peer may leave its first piece request unanswered.
-pub const SILENT_AFTER: Duration = Duration::from_secs(5);
+/// How long a peer may leave its first piece request unanswered before it
+/// is set aside (long enough for the queue of a seeder capped by
+/// `--upload-limit`: its pieces are asked of others once late anyway).
+pub const SILENT_AFTER: Duration = Duration::from_secs(10);
 
 /// What a peer still fetching said it holds and is fetching (raw bitfields).
 pub type Heard = (Vec<u8>, Vec<u8>);
 
 /// Where a fetch is.
 pub enum Stage {
-    /// An [`OpenJob`] is running.
-    Opening,
-    /// Waiting for the manifest; the requests in flight (to whom, since
-    /// when), and when and how often it was first asked.
-    Manifest(Vec<(ReqId, PeerId, Instant)>, Option<(Instant, u32)>),
+    /// An [`OpenJob`] is running (the manifest requests still waiting are
+    /// kept, for when the manifest it opens is no good).
+    Opening(Asks<ReqId>),
+    /// Waiting for the manifest.
+    Manifest(Asks<ReqId>),
     /// Fetching pieces.
     Pieces(Box<Transfer>),
     /// Every piece is in; the commit is running.
@@ -411,7 +408,7 @@ impl Fetch {
             release,
             also: Vec::new(),
             partial,
-            stage: Stage::Opening,
+            stage: Stage::Opening(Asks::default()),
             sched: Sched::new(seed),
             stalled_since: None,
             seed,
@@ -518,14 +515,18 @@ impl Fetch {
 
     /// Drops `peer` from this fetch for good (it sent bad data).
     pub fn ban(&mut self, peer: PeerId) {
-        self.forget_asks(peer);
+        if let Stage::Manifest(asks) | Stage::Opening(asks) = &mut self.stage {
+            asks.drop_peer(&peer);
+        }
         self.sched.ban(peer);
     }
 
     /// Sets `peer` aside (it did not answer, or left): an announcement
     /// from it brings it back once the returned time is over.
     pub fn set_aside(&mut self, peer: PeerId, now: Instant) -> Duration {
-        self.forget_asks(peer);
+        if let Stage::Manifest(asks) | Stage::Opening(asks) = &mut self.stage {
+            asks.give_up(&peer);
+        }
         self.sched.set_aside(peer, now)
     }
 
@@ -551,13 +552,10 @@ impl Fetch {
     }
 
     /// Peers that have left a manifest request unanswered for
-    /// [`MANIFEST_GIVE_UP`].
-    pub fn overdue_manifest_peers(&self, now: Instant) -> Vec<PeerId> {
-        match &self.stage {
-            Stage::Manifest(asked, _) => (asked.iter())
-                .filter(|(_, _, t)| now.duration_since(*t) > MANIFEST_GIVE_UP)
-                .map(|(_, p, _)| *p)
-                .collect(),
+    /// [`asks::GIVE_UP`] (reported once each).
+    pub fn overdue_manifest_peers(&mut self, now: Instant) -> Vec<PeerId> {
+        match &mut self.stage {
+            Stage::Manifest(asks) => asks.overdue(now),
             _ => Vec::new(),
         }
     }
@@ -570,13 +568,6 @@ impl Fetch {
         }
     }
 
-    /// Forgets the manifest requests in flight to `peer`.
-    fn forget_asks(&mut self, peer: PeerId) {
-        if let Stage::Manifest(asked, _) = &mut self.stage {
-            asked.retain(|(_, p, _)| *p != peer);
-        }
-    }
-
     /// Lets `peer` rest until `until` (busy, or lacking a piece).
     pub fn rest(&mut self, peer: &PeerId, until: Instant) {
         self.sched.rest(peer, until);
@@ -585,21 +576,12 @@ impl Fetch {
     /// The next request to send, if any peer has room for one.
     pub fn next_request(&self, now: Instant) -> Option<(PeerId, Request, Want)> {
         match &self.stage {
-            Stage::Opening | Stage::Committing => None,
-            Stage::Manifest(asked, first) => {
-                // 1 ask, then up to 3, 7, 15, ... in all, one more round
-                // every MANIFEST_FAILOVER without an answer.
-                let allowed = first.map_or(1, |(t, _)| {
-                    let rounds = (now.duration_since(t).as_secs_f64()
-                        / MANIFEST_FAILOVER.as_secs_f64()) as u32;
-                    (1u32 << (rounds + 1).min(16)) - 1
-                });
-                let made = first.map_or(0, |(_, n)| n);
-                if asked.len() >= MANIFEST_ASKS || made >= allowed {
+            Stage::Opening(_) | Stage::Committing => None,
+            Stage::Manifest(asks) => {
+                if !asks.room(now) {
                     return None;
                 }
-                let peer =
-                    (self.sched.askable(now)).find(|p| asked.iter().all(|(_, q, _)| q != p))?;
+                let peer = (self.sched.askable(now)).find(|p| !asks.asked(p))?;
                 let bundle = *self.bundle().0.as_bytes();
                 Some((peer, Request::GetManifest { bundle }, Want::Manifest))
             }
@@ -628,11 +610,7 @@ impl Fetch {
     /// Records a request sent.
     pub fn sent(&mut self, key: ReqId, peer: PeerId, want: Want, now: Instant) {
         match (&mut self.stage, want) {
-            (Stage::Manifest(asked, first), Want::Manifest) => {
-                asked.push((key, peer, now));
-                let (_, made) = first.get_or_insert((now, 0));
-                *made += 1;
-            }
+            (Stage::Manifest(asks), Want::Manifest) => asks.sent(key, peer, now),
             (Stage::Pieces(_), Want::Pieces(pieces, bytes)) => {
                 self.sched.sent(key, peer, pieces, bytes, now)
             }
@@ -666,16 +644,21 @@ impl Fetch {
             Ok(_) => Fault::Unexpected,
         };
         match &mut self.stage {
-            Stage::Opening | Stage::Committing => Ok(None),
-            Stage::Manifest(asked, _) => {
-                let Some(i) = asked.iter().position(|(k, _, _)| *k == key) else {
-                    return Ok(None); // not a request in flight
-                };
-                asked.swap_remove(i);
+            Stage::Opening(asks) => {
+                // One manifest is being opened; another answer is let go.
+                asks.answered(&key);
+                Ok(None)
+            }
+            Stage::Committing => Ok(None),
+            Stage::Manifest(asks) => {
+                if asks.answered(&key).is_none() {
+                    return Ok(None); // not a request of this fetch
+                }
                 let Ok(Response::Manifest(packed)) = answer else {
                     return Err(fault(answer).into());
                 };
-                self.stage = Stage::Opening;
+                let asks = std::mem::take(asks);
+                self.stage = Stage::Opening(asks);
                 Ok(Some(Job::Open(OpenJob {
                     bundle: self.bundle(),
                     generation: self.seed,
@@ -714,17 +697,22 @@ impl Fetch {
     /// Takes the result of an [`OpenJob`]: with the manifest in, the
     /// pieces stage begins (sources heard of meanwhile included).
     pub fn on_opened(&mut self, o: Opened) -> Result<(), FetchError> {
-        if !matches!(self.stage, Stage::Opening) || o.generation != self.seed {
+        let Stage::Opening(asks) = &mut self.stage else {
             return Ok(()); // a stale result, maybe of a fetch dropped since
+        };
+        if o.generation != self.seed {
+            return Ok(());
         }
+        let asks = std::mem::take(asks);
         let open = match o.result {
             Ok(Some(open)) => open,
             Ok(None) => {
-                self.stage = Stage::Manifest(Vec::new(), None);
+                self.stage = Stage::Manifest(asks);
                 return Ok(());
             }
             Err(e) => {
-                self.stage = Stage::Manifest(Vec::new(), None);
+                // The requests still waiting may bring a good one.
+                self.stage = Stage::Manifest(asks);
                 if o.peer.is_none() {
                     tracing::warn!(bundle = %self.bundle(), "cannot resume: {e}");
                     return Ok(());
