@@ -1,5 +1,7 @@
 //! The connection guard: a libp2p behaviour that bounds connections per
-//! remote IP address (pending and established, inbound and outbound) and
+//! remote IP address, or IPv6 /64 (inbound ones in their handshake, and
+//! established ones both ways; the node's own dials are bounded in number
+//! by `connection_limits` and in rate by the peer book) and
 //! refuses peers the node has banned, before a connection costs more than
 //! its handshake.
 //!
