@@ -90,8 +90,17 @@ pub fn decode_path(raw: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Two hex digits, nothing else (`from_str_radix` alone would
+            // take a sign: `%+1`).
+            let hex = &bytes[i + 1..i + 3];
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            let hex = std::str::from_utf8(hex).ok()?;
+            match u8::from_str_radix(hex, 16).ok()? {
+                0 => return None, // no NUL in a path
+                b => out.push(b),
+            }
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -104,6 +113,16 @@ pub fn decode_path(raw: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_escapes_are_two_hex_digits_and_never_nul() {
+        assert_eq!(decode_path("/a%20b").as_deref(), Some("/a b"));
+        assert_eq!(decode_path("/%41%62").as_deref(), Some("/Ab"));
+        assert_eq!(decode_path("/a%+1b"), None, "a sign is not a hex digit");
+        assert_eq!(decode_path("/a%zzb"), None);
+        assert_eq!(decode_path("/a%00b"), None, "no NUL");
+        assert_eq!(decode_path("/%ff"), None, "not UTF-8");
+    }
 
     /// A bundle of `index.html`, `assets/app.js`, `v1.2/` (a folder with a
     /// dot) and `v1.2/notes.txt`.

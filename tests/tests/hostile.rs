@@ -607,7 +607,10 @@ fn a_replayed_older_release_is_refused_and_the_follower_stays_on_its_newer_one()
     );
     assert_eq!(newer["version"], "2.0.0");
     assert!(f.is_running());
-    assert!(f.rss().1 <= idle + 64 * MIB, "peak RSS within idle + 64 MiB");
+    assert!(
+        f.rss().1 <= idle + 64 * MIB,
+        "peak RSS within idle + 64 MiB"
+    );
     verify_store(&f.store, &w.trust);
 }
 
@@ -725,7 +728,10 @@ fn a_release_signed_by_an_untrusted_key_is_refused_without_fetching() {
     assert!(w.holds_release(&f.store));
     assert_eq!(store_releases(&f.store).len(), 1);
     assert!(f.is_running());
-    assert!(f.rss().1 <= idle + 64 * MIB, "peak RSS within idle + 64 MiB");
+    assert!(
+        f.rss().1 <= idle + 64 * MIB,
+        "peak RSS within idle + 64 MiB"
+    );
     verify_store(&f.store, &w.trust);
 }
 
