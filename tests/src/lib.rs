@@ -291,3 +291,25 @@ pub fn listing(dir: &Path) -> Vec<(String, u64)> {
     out.sort();
     out
 }
+
+/// CPU time process `pid` has used so far (user and system, all threads),
+/// in seconds, from `/proc/PID/schedstat` (nanoseconds on a CPU); `None`
+/// when the process is gone.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 / 1e9)
+}
+
+/// The CPU model, as `/proc/cpuinfo` names it.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}

@@ -20,7 +20,8 @@
 //!
 //! - `listen` prints `ADDR <multiaddr>/p2p/<peer id>`, accepts one connection
 //!   and one inbound substream, discards everything until EOF, then prints
-//!   `RECEIVED <bytes> <seconds>` (first byte read to EOF).
+//!   `RECEIVED <bytes> <seconds>` (first byte read to EOF), then
+//!   `CPU <seconds>`, its own CPU time.
 //! - `send <multiaddr> <bytes>` writes `<bytes>` pseudo-random bytes on one
 //!   outbound substream, closes it and prints `SENT <bytes> <seconds> <MB/s>`
 //!   (MB = 10^6 bytes). The time runs from the first write until the
@@ -49,6 +50,13 @@ const BUF_SIZE: usize = 64 * 1024;
 /// How long the sender waits for the listener's acknowledgement, and the
 /// listener for its connection, before giving up.
 const WAIT: Duration = Duration::from_secs(600);
+
+/// Prints `CPU <seconds>`: this process's CPU time so far (the whole
+/// process: setup is milliseconds, the transfer the rest).
+fn print_cpu() {
+    let secs = lanseed_tests::cpu_secs(std::process::id()).unwrap_or(f64::NAN);
+    println!("CPU {secs:.6}");
+}
 
 fn main() {
     if let Err(e) = run() {
@@ -164,6 +172,7 @@ async fn listen() -> anyhow::Result<()> {
     .await?;
 
     println!("RECEIVED {total} {:.6}", elapsed.as_secs_f64());
+    print_cpu();
     // A graceful close flushes the queued stream close before the socket goes.
     poll_fn(|cx| muxer.poll_close_unpin(cx))
         .await
@@ -228,6 +237,7 @@ async fn send(addr: Multiaddr, bytes: u64) -> anyhow::Result<()> {
         "SENT {bytes} {secs:.6} {:.1}",
         bytes as f64 / 1e6 / secs.max(f64::MIN_POSITIVE)
     );
+    print_cpu();
     // The listener closes the connection; ours may already be gone.
     let _ = tokio::time::timeout(
         Duration::from_secs(5),

@@ -24,6 +24,11 @@
 //! 4. **seeder peak RSS** holding `--releases` releases with `--peers`
 //!    followers connected, each fetching the newest.
 //!
+//! With the throughput, each process's CPU time per GB moved (user and
+//! system, all threads, from `/proc/PID/schedstat`): the raw stream's two
+//! ends, the fetcher (from its start to "transfer done") and the seeder
+//! (over that fetch). The CPU model is printed first.
+//!
 //! Traffic stays on 127.0.0.1; mDNS is off.
 #![allow(unsafe_code)] // only in the shared bench helpers; none here.
 
@@ -34,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use lanseed_tests::net::log_time_us;
-use lanseed_tests::{Rng, lanseed_bin};
+use lanseed_tests::{Rng, cpu_model, cpu_secs, lanseed_bin};
 
 struct Args {
     mb: u64,
@@ -228,8 +233,25 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Raw libp2p stream throughput of `bytes`, MB/s.
-fn raw_stream(bytes: u64) -> anyhow::Result<f64> {
+/// One raw stream run.
+struct Raw {
+    /// MB/s.
+    mb_s: f64,
+    /// CPU seconds of the receiving and the sending process.
+    recv_cpu: f64,
+    send_cpu: f64,
+}
+
+/// The `CPU <seconds>` line of a rawstream's output.
+fn cpu_line<'a>(mut lines: impl Iterator<Item = &'a str>) -> anyhow::Result<f64> {
+    let line = lines
+        .find_map(|l| l.strip_prefix("CPU "))
+        .context("rawstream printed no CPU line")?;
+    Ok(line.trim().parse()?)
+}
+
+/// Raw libp2p stream throughput of `bytes`, and its CPU.
+fn raw_stream(bytes: u64) -> anyhow::Result<Raw> {
     let exe = std::env::current_exe()?;
     let rawstream = exe.with_file_name("rawstream");
     let mut listener = Command::new(&rawstream)
@@ -246,13 +268,17 @@ fn raw_stream(bytes: u64) -> anyhow::Result<f64> {
     };
     let sent = run(Command::new(&rawstream).args(["send", &addr, &bytes.to_string()]))?;
     let mut received = String::new();
+    let mut rest = Vec::new();
     for line in lines {
         let line = line?;
         if line.starts_with("RECEIVED") {
-            received = line;
+            received = line.clone();
         }
+        rest.push(line);
     }
     listener.wait()?;
+    let recv_cpu = cpu_line(rest.iter().map(String::as_str))?;
+    let send_cpu = cpu_line(sent.lines())?;
     // RECEIVED <bytes> <seconds>: first byte to end of stream, receiver side.
     let f: Vec<&str> = received.split_whitespace().collect();
     let (got, secs): (u64, f64) = match f.as_slice() {
@@ -262,7 +288,11 @@ fn raw_stream(bytes: u64) -> anyhow::Result<f64> {
     if got != bytes {
         bail!("rawstream received {got} of {bytes}");
     }
-    Ok(bytes as f64 / 1e6 / secs)
+    Ok(Raw {
+        mb_s: bytes as f64 / 1e6 / secs,
+        recv_cpu,
+        send_cpu,
+    })
 }
 
 /// One lanseed fetch, timed.
@@ -276,12 +306,20 @@ struct Fetched {
     commit_secs: f64,
     /// Fetcher peak RSS, MiB.
     rss: f64,
+    /// CPU seconds of the fetcher (start to "transfer done") and of the
+    /// seeder over the same time.
+    fetcher_cpu: f64,
+    seeder_cpu: f64,
 }
 
 /// One lanseed fetch of the seeder's release into a fresh store under
 /// `dir`.
-fn lanseed_fetch(dir: &Path, seeder: &str, trust: &Path, bytes: u64) -> anyhow::Result<Fetched> {
+fn lanseed_fetch(dir: &Path, seeder: &Node, trust: &Path, bytes: u64) -> anyhow::Result<Fetched> {
     let store = tempfile::tempdir_in(dir)?;
+    let seeder_pid = seeder.child.id();
+    let seeder_cpu0 = cpu_secs(seeder_pid).unwrap_or(0.0);
+    let seeder = seeder.addr()?;
+    let seeder = seeder.as_str();
     let f = Node::start_logging(
         &store.path().join("f"),
         &["--peer", seeder, "--follow", APP, "--trust", path(trust)],
@@ -289,6 +327,7 @@ fn lanseed_fetch(dir: &Path, seeder: &str, trust: &Path, bytes: u64) -> anyhow::
     )?;
     let start = f.wait_line("fetching release", Duration::from_secs(30))?;
     let done = f.wait_line("transfer done", Duration::from_secs(600))?;
+    let fetcher_cpu = cpu_secs(f.child.id()).unwrap_or(f64::NAN);
     let last_piece = std::fs::read_to_string(&f.log)?
         .lines()
         .rfind(|l| l.contains("pieces written"))
@@ -300,6 +339,8 @@ fn lanseed_fetch(dir: &Path, seeder: &str, trust: &Path, bytes: u64) -> anyhow::
         secs,
         commit_secs: (log_time_us(&done) - last_piece) as f64 / 1e6,
         rss: f.peak_rss_mib(),
+        fetcher_cpu,
+        seeder_cpu: cpu_secs(seeder_pid).unwrap_or(f64::NAN) - seeder_cpu0,
     };
     // Deleting 200 MB makes the file system free (and, mounted with
     // `discard`, trim) its blocks at its next journal commit: let that
@@ -347,7 +388,7 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
     let seeder_store = root.join("seeder");
     pack(&build, &seeder_store, key, "1.0.0")?;
     let seeder = Node::start(&seeder_store, &[])?;
-    let seeder_addr = seeder.addr()?;
+    println!("CPU: {}", cpu_model());
     println!(
         "bundle: {:.1} MB of incompressible files; stores in {}",
         bytes as f64 / 1e6,
@@ -355,9 +396,26 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
     );
     let (mut raw, mut fetch, mut rss_big, mut no_commit) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // CPU seconds per GB: raw receiver, raw sender, fetcher, seeder.
+    let mut cpu: [Vec<f64>; 4] = Default::default();
+    let gb = bytes as f64 / 1e9;
     for run in 0..a.runs {
-        let r = raw_stream(bytes)?;
-        let f = lanseed_fetch(root, &seeder_addr, trust, bytes)?;
+        let raw_run = raw_stream(bytes)?;
+        let r = raw_run.mb_s;
+        let f = lanseed_fetch(root, &seeder, trust, bytes)?;
+        let per_gb = [
+            raw_run.recv_cpu / gb,
+            raw_run.send_cpu / gb,
+            f.fetcher_cpu / gb,
+            f.seeder_cpu / gb,
+        ];
+        println!(
+            "run {run}: CPU s/GB: raw receiver {:.2}, raw sender {:.2} | fetcher {:.2}, seeder {:.2}",
+            per_gb[0], per_gb[1], per_gb[2], per_gb[3]
+        );
+        for (v, x) in cpu.iter_mut().zip(per_gb) {
+            v.push(x);
+        }
         let pieces_mb_s = bytes as f64 / 1e6 / (f.secs - f.commit_secs);
         println!(
             "run {run}: raw stream {r:.0} MB/s | lanseed fetch {:.0} MB/s ({:.2} s, {:.0} %), of which commit {:.2} s; without the commit {pieces_mb_s:.0} MB/s ({:.0} %) | fetcher peak RSS {:.1} MiB",
@@ -379,6 +437,12 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
         100.0 * fetch_m / raw_m,
         100.0 * pieces_m / raw_m
     );
+    let [recv, send, fetcher, seeder_c] = cpu.map(median);
+    println!(
+        "median CPU s/GB: raw receiver {recv:.2}, raw sender {send:.2}; fetcher {fetcher:.2} = {:.2} x the receiver (target <= 1.3), seeder {seeder_c:.2} = {:.2} x the sender (target <= 1.3)",
+        fetcher / recv,
+        seeder_c / send
+    );
     println!(
         "seeder peak RSS while serving: {:.1} MiB",
         seeder.peak_rss_mib()
@@ -391,7 +455,7 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
     let small_store = root.join("seeder-small");
     pack(&small_build, &small_store, key, "1.0.0")?;
     let small_seeder = Node::start(&small_store, &[])?;
-    let rss_small = lanseed_fetch(root, &small_seeder.addr()?, trust, bytes / 4)?.rss;
+    let rss_small = lanseed_fetch(root, &small_seeder, trust, bytes / 4)?.rss;
     drop(small_seeder);
     println!(
         "fetcher peak RSS: {rss_small:.1} MiB for {:.0} MB, {:.1} MiB for {:.0} MB (flat in bundle size if equal)",
