@@ -292,13 +292,27 @@ pub fn listing(dir: &Path) -> Vec<(String, u64)> {
     out
 }
 
-/// CPU time process `pid` has used so far (user and system, all threads),
-/// in seconds, from `/proc/PID/schedstat` (nanoseconds on a CPU); `None`
-/// when the process is gone.
+/// CPU time process `pid` has used so far (user and system, all its
+/// threads, those that ended included), in seconds, from `/proc/PID/stat`
+/// (clock ticks, usually 10 ms); `None` when the process is gone.
 pub fn cpu_secs(pid: u32) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
-    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(ns as f64 / 1e9)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is
+    // field 3, utime 14, stime 15.
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / ticks)
 }
 
 /// The CPU model, as `/proc/cpuinfo` names it.

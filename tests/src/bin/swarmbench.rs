@@ -25,7 +25,7 @@
 //!    followers connected, each fetching the newest.
 //!
 //! With the throughput, each process's CPU time per GB moved (user and
-//! system, all threads, from `/proc/PID/schedstat`): the raw stream's two
+//! system, all threads, from `/proc/PID/stat`): the raw stream's two
 //! ends, the fetcher (from its start to "transfer done") and the seeder
 //! (over that fetch). The CPU model is printed first.
 //!
