@@ -671,6 +671,7 @@ impl Node {
                 self.book.disconnected(&peer_id, Instant::now());
                 for f in self.fetches.values_mut() {
                     f.told.remove(&peer_id); // it may restart and forget
+                    f.forget_peer(&peer_id); // back when it announces again
                 }
                 tracing::info!(peer = %peer_id, cause = ?cause, "peer disconnected");
             }
@@ -785,15 +786,21 @@ impl Node {
     /// stream is closed unanswered, and a peer that keeps doing it is
     /// banned.
     fn on_malformed(&mut self, peer: PeerId, why: &str, strike: bool) {
-        let reason = if strike {
-            format!("sent a malformed frame: {why}")
-        } else {
-            format!("sent a frame that was refused unread: {why}")
-        };
-        self.mark(peer, peers::Mark::Closed, &reason);
         if !strike {
-            return; // maybe an honest node of another version
+            // Maybe an honest node of another version: recorded under one
+            // reason (however many kinds it tries), logged at debug.
+            tracing::debug!(%peer, "frame refused unread: {why}");
+            let reason =
+                "sent frames this version does not read (unknown kinds, or over its limits)";
+            self.book
+                .record(peer, peers::Mark::Closed, reason, Instant::now());
+            return;
         }
+        self.mark(
+            peer,
+            peers::Mark::Closed,
+            &format!("sent a malformed frame: {why}"),
+        );
         let malformed = self.book.strike(&peer);
         if malformed >= MAX_MALFORMED {
             self.ban(peer, &format!("sent {malformed} malformed frames"));
@@ -871,6 +878,10 @@ impl Node {
                 })
             }
             Request::GetPieces { pieces } => {
+                // Admitted first: a peer told Busy costs no look-ups.
+                if !self.server.admit(peer, request_id, Instant::now()) {
+                    return self.respond(channel, Response::Busy);
+                }
                 let sources: Vec<(Hash, serve::Source)> = pieces
                     .into_iter()
                     .map(|(blob, index)| {
@@ -886,9 +897,6 @@ impl Node {
                         (hash, source)
                     })
                     .collect();
-                if !self.server.admit(peer, request_id, Instant::now()) {
-                    return self.respond(channel, Response::Busy);
-                }
                 Box::new(self.server.pieces_job(sources))
             }
         };

@@ -568,6 +568,12 @@ impl Fetch {
         }
     }
 
+    /// `peer` disconnected: it is no source until it announces again (its
+    /// requests in flight are asked of others).
+    pub fn forget_peer(&mut self, peer: &PeerId) {
+        self.sched.remove_peer(peer);
+    }
+
     /// Lets `peer` rest until `until` (busy, or lacking a piece).
     pub fn rest(&mut self, peer: &PeerId, until: Instant) {
         self.sched.rest(peer, until);

@@ -80,6 +80,9 @@ struct Asked {
     sent: Instant,
 }
 
+/// Most peers remembered as set aside, banned or lacking, per fetch.
+const MAX_REMEMBERED: usize = 4096;
+
 /// Most bytes of a `Have` bitfield kept from a peer before the pieces are
 /// numbered (2^19 pieces: half a terabyte).
 const MAX_SAID_BYTES: usize = 1 << 16;
@@ -247,6 +250,9 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
     /// Never asks `peer` again (it sent bad data).
     pub fn ban(&mut self, peer: PeerId) {
         self.remove_peer(&peer);
+        if self.bad.len() >= MAX_REMEMBERED {
+            self.bad.clear(); // the node's own bans still hold them
+        }
         self.bad.insert(peer);
     }
 
@@ -254,6 +260,16 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
     /// from it brings it back once the returned time is over.
     pub fn set_aside(&mut self, peer: PeerId, now: Instant) -> std::time::Duration {
         self.remove_peer(&peer);
+        // Peers that come and go under fresh ids must not grow these
+        // without end: past the bound, those whose time is over go, and
+        // if that is not enough, all (a forgotten strike costs one more
+        // silent request).
+        if self.aside.len() >= MAX_REMEMBERED {
+            self.aside.retain(|_, (t, _)| *t > now);
+            if self.aside.len() >= MAX_REMEMBERED {
+                self.aside.clear();
+            }
+        }
         let strikes = self.aside.get(&peer).map_or(0, |(_, n)| *n) + 1;
         let wait = aside_time(strikes);
         self.aside.insert(peer, (now + wait, strikes));
@@ -263,6 +279,9 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
     /// Counts one more time `peer` lacked what it listed; returns how many
     /// times so far.
     pub fn lacked(&mut self, peer: PeerId) -> u32 {
+        if self.lacked.len() >= MAX_REMEMBERED && !self.lacked.contains_key(&peer) {
+            self.lacked.clear();
+        }
         let n = self.lacked.entry(peer).or_default();
         *n += 1;
         *n
@@ -836,6 +855,16 @@ mod tests {
         assert!(!s.add_partial(partial, vec![0xff; 2], vec![]));
         assert_eq!(s.lacked(partial), 1);
         assert_eq!(s.lacked(partial), 2);
+        // Fresh ids coming and going do not grow what is remembered.
+        for _ in 0..MAX_REMEMBERED + 100 {
+            let p = peer();
+            s.set_aside(p, t);
+            s.ban(peer());
+            s.lacked(p);
+        }
+        assert!(s.aside.len() <= MAX_REMEMBERED);
+        assert!(s.bad.len() <= MAX_REMEMBERED);
+        assert!(s.lacked.len() <= MAX_REMEMBERED);
     }
 
     #[test]
