@@ -12,7 +12,13 @@ use std::process::{Command, Output};
 /// The `lanseed` binary built next to the running test or benchmark
 /// (`$LANSEED_BIN` overrides).
 pub fn lanseed_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("LANSEED_BIN") {
+    bin_named("lanseed", "LANSEED_BIN")
+}
+
+/// The binary `name` built next to the running test or benchmark (in the
+/// same profile); the environment variable `env` overrides it.
+pub fn bin_named(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current exe");
@@ -21,10 +27,10 @@ pub fn lanseed_bin() -> PathBuf {
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let bin = dir.join(format!("lanseed{}", std::env::consts::EXE_SUFFIX));
+    let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),
-        "{} is missing: build it first with `cargo build -p lanseed` in the same profile",
+        "{} is missing: build it first, in the same profile (`cargo build --workspace --all-targets`)",
         bin.display()
     );
     bin

@@ -88,20 +88,29 @@ impl World {
     }
 
     fn seeder(&self) -> NodeProc {
-        NodeProc::start(
-            &self.lan.hosts[0],
-            &self.seed_store,
-            &[
-                "--no-mdns",
-                "--listen",
-                "/ip4/0.0.0.0/tcp/0",
-                "--upload-limit",
-                LIMIT,
-            ],
-        )
+        self.seeder_with(&[])
     }
 
+    /// The seeder on host 0, capped at [`LIMIT`], with `extra` flags.
+    fn seeder_with(&self, extra: &[&str]) -> NodeProc {
+        let mut args = vec![
+            "--no-mdns",
+            "--listen",
+            "/ip4/0.0.0.0/tcp/0",
+            "--upload-limit",
+            LIMIT,
+        ];
+        args.extend_from_slice(extra);
+        NodeProc::start(&self.lan.hosts[0], &self.seed_store, &args)
+    }
+
+    /// A follower on host 1 that dials `peers`.
     fn follower(&self, name: &str, peers: &[&str]) -> NodeProc {
+        self.follower_on(1, name, peers)
+    }
+
+    /// A follower on `host` that dials `peers`.
+    fn follower_on(&self, host: usize, name: &str, peers: &[&str]) -> NodeProc {
         let mut args = vec![
             "--no-mdns",
             "--listen",
@@ -114,7 +123,33 @@ impl World {
         for p in peers {
             args.extend(["--peer", p]);
         }
-        NodeProc::start(&self.lan.hosts[1], &self.store(name), &args)
+        NodeProc::start(&self.lan.hosts[host], &self.store(name), &args)
+    }
+
+    /// A liar on `host` that listens, serving `store`, doing `mode`; with
+    /// its address (`/ip4/…/tcp/…/p2p/…`) and peer id.
+    fn listening_liar(&self, host: usize, store: &Path, mode: &[&str]) -> (Liar, String, String) {
+        let mut args = vec![
+            "--listen",
+            "/ip4/0.0.0.0/tcp/0",
+            "--store",
+            s(store),
+            "--for",
+            "120",
+        ];
+        args.extend_from_slice(mode);
+        let liar = Liar::start(&self.lan.hosts[host], &args);
+        let listening = liar.wait_named("listening", T);
+        let id = listening["peer_id"].as_str().unwrap().to_owned();
+        let port = listening["addr"]
+            .as_str()
+            .unwrap()
+            .split("/tcp/")
+            .nth(1)
+            .unwrap();
+        let port = port.split('/').next().unwrap();
+        let addr = format!("/ip4/{}/tcp/{port}/p2p/{id}", self.lan.addrs[host]);
+        (liar, addr, id)
     }
 
     /// `/ip4/<host's address>/tcp/<port>/p2p/<id>` of a node on `host`.
@@ -223,49 +258,12 @@ fn lie_scenario(name: &str, liar_mode: &[&str], state: &str) {
     let w = World::new(3, 16 * MIB);
     let liar_store = w.copy_of_seed("liar");
     let alone = w.baseline();
-    let mut args = vec![
-        "--listen",
-        "/ip4/0.0.0.0/tcp/0",
-        "--store",
-        s(&liar_store),
-        "--for",
-        "120",
-    ];
-    args.extend_from_slice(liar_mode);
-    let liar = Liar::start(&w.lan.hosts[2], &args);
-    let listening = liar.wait_named("listening", T);
-    let liar_id = listening["peer_id"].as_str().unwrap().to_owned();
-    let port = listening["addr"]
-        .as_str()
-        .unwrap()
-        .split("/tcp/")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    let liar_addr = format!("/ip4/{}/tcp/{port}/p2p/{liar_id}", w.lan.addrs[2]);
+    let (liar, liar_addr, liar_id) = w.listening_liar(2, &liar_store, liar_mode);
     let start = Instant::now();
     let follower = w.follower("f", &[&liar_addr]);
     let idle_f = follower.rss().0;
     std::thread::sleep(Duration::from_millis(500));
-    let seeder = {
-        let f_addr = w.addr(&follower, 1);
-        NodeProc::start(
-            &w.lan.hosts[0],
-            &w.seed_store,
-            &[
-                "--no-mdns",
-                "--listen",
-                "/ip4/0.0.0.0/tcp/0",
-                "--upload-limit",
-                LIMIT,
-                "--peer",
-                &f_addr,
-            ],
-        )
-    };
+    let seeder = w.seeder_with(&["--peer", &w.addr(&follower, 1)]);
     let idle_s = seeder.rss().0;
     let bound = alone * 2 + Duration::from_secs(5) + Duration::from_millis(500);
     let took = wait_release(&w, &follower, start, bound);
@@ -623,28 +621,8 @@ fn twenty_silent_peers_next_to_one_honest_seeder_cost_seconds() {
     let mut addrs = Vec::new();
     let mut liars = Vec::new();
     for host in 2..22 {
-        let liar = Liar::start(
-            &w.lan.hosts[host],
-            &[
-                "--listen",
-                "/ip4/0.0.0.0/tcp/0",
-                "--store",
-                s(&liar_store),
-                "--for",
-                "120",
-                "lie",
-                "--how",
-                "silent",
-            ],
-        );
-        let l = liar.wait_named("listening", T);
-        let port = l["addr"].as_str().unwrap().split("/tcp/").nth(1).unwrap();
-        let port = port.split('/').next().unwrap();
-        addrs.push(format!(
-            "/ip4/{}/tcp/{port}/p2p/{}",
-            w.lan.addrs[host],
-            l["peer_id"].as_str().unwrap()
-        ));
+        let (liar, addr, _) = w.listening_liar(host, &liar_store, &["lie", "--how", "silent"]);
+        addrs.push(addr);
         liars.push(liar);
     }
     let peers: Vec<&str> = addrs.iter().map(String::as_str).collect();
@@ -652,20 +630,7 @@ fn twenty_silent_peers_next_to_one_honest_seeder_cost_seconds() {
     let follower = w.follower("f", &peers);
     let idle_f = follower.rss().0;
     std::thread::sleep(Duration::from_millis(500));
-    let f_addr = w.addr(&follower, 1);
-    let seeder = NodeProc::start(
-        &w.lan.hosts[0],
-        &w.seed_store,
-        &[
-            "--no-mdns",
-            "--listen",
-            "/ip4/0.0.0.0/tcp/0",
-            "--upload-limit",
-            LIMIT,
-            "--peer",
-            &f_addr,
-        ],
-    );
+    let seeder = w.seeder_with(&["--peer", &w.addr(&follower, 1)]);
     let idle_s = seeder.rss().0;
     let bound = alone * 2 + Duration::from_secs(5) + Duration::from_millis(500);
     let took = wait_release(&w, &follower, start, bound);
@@ -741,19 +706,7 @@ fn an_upload_slot_held_by_a_peer_that_stops_reading_is_freed_within_seconds() {
     let w = World::new(3, 32 * MIB);
     let alone = w.baseline();
     // One upload slot: a follower that freezes mid-transfer holds it.
-    let seeder = NodeProc::start(
-        &w.lan.hosts[0],
-        &w.seed_store,
-        &[
-            "--no-mdns",
-            "--listen",
-            "/ip4/0.0.0.0/tcp/0",
-            "--upload-limit",
-            LIMIT,
-            "--max-uploads",
-            "1",
-        ],
-    );
+    let seeder = w.seeder_with(&["--max-uploads", "1"]);
     let s_addr = w.addr(&seeder, 0);
     let frozen = w.follower("frozen", &[&s_addr]);
     let start = Instant::now();
@@ -767,23 +720,9 @@ fn an_upload_slot_held_by_a_peer_that_stops_reading_is_freed_within_seconds() {
         std::thread::sleep(Duration::from_millis(50));
     }
     frozen.pause();
-    // Another follower, on the same host, still gets the whole release.
+    // Another follower, on another host, still gets the whole release.
     let start = Instant::now();
-    let other = NodeProc::start(
-        &w.lan.hosts[2],
-        &w.store("other"),
-        &[
-            "--no-mdns",
-            "--listen",
-            "/ip4/0.0.0.0/tcp/0",
-            "--follow",
-            APP,
-            "--trust",
-            w.trust.as_str(),
-            "--peer",
-            &s_addr,
-        ],
-    );
+    let other = w.follower_on(2, "other", &[&s_addr]);
     let bound = alone * 2 + Duration::from_secs(5);
     let took = wait_release(&w, &other, start, bound);
     eprintln!(

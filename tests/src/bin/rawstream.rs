@@ -37,12 +37,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+use lanseed_tests::liar::conn::{dial, transport};
+use libp2p::core::Transport as _;
 use libp2p::core::muxing::{StreamMuxerBox, StreamMuxerExt as _};
-use libp2p::core::transport::{Boxed, DialOpts, ListenerId, PortUse, TransportEvent};
-use libp2p::core::upgrade::Version;
-use libp2p::core::{Endpoint, Transport as _};
+use libp2p::core::transport::{ListenerId, TransportEvent};
 use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId, identity, noise, tcp, yamux};
+use libp2p::{Multiaddr, identity};
 
 /// One buffer, reused for every read and every write.
 const BUF_SIZE: usize = 64 * 1024;
@@ -100,22 +100,11 @@ fn run() -> anyhow::Result<()> {
     }
 }
 
-/// The lanseed node's transport (daemon `node::build_swarm`), without pnet.
-fn build_transport(key: &identity::Keypair) -> anyhow::Result<Boxed<(PeerId, StreamMuxerBox)>> {
-    Ok(
-        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-            .upgrade(Version::V1Lazy)
-            .authenticate(noise::Config::new(key).context("building the noise config")?)
-            .multiplex(yamux::Config::default())
-            .timeout(Duration::from_secs(20))
-            .boxed(),
-    )
-}
-
 async fn listen() -> anyhow::Result<()> {
     let key = identity::Keypair::generate_ed25519();
     let local = key.public().to_peer_id();
-    let mut transport = build_transport(&key)?;
+    // The lanseed node's transport (daemon `node::build_swarm`), no pnet.
+    let mut transport = transport(&key, None)?;
     transport
         .listen_on(ListenerId::next(), "/ip4/127.0.0.1/tcp/0".parse()?)
         .context("listening on 127.0.0.1")?;
@@ -181,27 +170,14 @@ async fn listen() -> anyhow::Result<()> {
 }
 
 async fn send(addr: Multiaddr, bytes: u64) -> anyhow::Result<()> {
-    let Some(Protocol::P2p(expected)) = addr.iter().last() else {
+    // `dial` checks the peer that answers against this id.
+    if !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
         bail!("{addr} does not end in /p2p/<peer id>");
-    };
+    }
     let key = identity::Keypair::generate_ed25519();
-    let mut transport = build_transport(&key)?;
-    let dial = transport
-        .dial(
-            addr.clone(),
-            DialOpts {
-                role: Endpoint::Dialer,
-                port_use: PortUse::New,
-            },
-        )
-        .with_context(|| format!("dialing {addr}"))?;
-    let (peer, mut muxer) = dial
+    let (_, mut muxer) = dial(&addr, &key, None)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
-    if peer != expected {
-        bail!("{addr} answered as {peer}, not {expected}");
-    }
-
     let mut stream = poll_fn(|cx| muxer.poll_outbound_unpin(cx))
         .await
         .context("opening the outbound substream")?;

@@ -15,21 +15,7 @@ use crate::net::{Netns, NodeProc};
 /// The `lanseed-liar` binary built next to the running test
 /// (`$LANSEED_LIAR_BIN` overrides).
 pub fn liar_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("LANSEED_LIAR_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let mut dir = exe.parent().expect("exe dir").to_owned();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir.join(format!("lanseed-liar{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it first with `cargo build -p lanseed-tests --bins`",
-        bin.display()
-    );
-    bin
+    crate::bin_named("lanseed-liar", "LANSEED_LIAR_BIN")
 }
 
 /// A running liar and the events it printed so far.
