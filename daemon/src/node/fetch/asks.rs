@@ -19,8 +19,10 @@ pub const FAILOVER: Duration = Duration::from_millis(500);
 /// How long a peer may leave a manifest request unanswered before it is
 /// given up on.
 pub const GIVE_UP: Duration = Duration::from_secs(3);
-/// Most manifest requests waiting at once (not given up on).
-pub const MAX_IN_FLIGHT: usize = 8;
+/// Most manifest requests waiting at once (not given up on); what their
+/// answers may make the node hold is bounded by the codec's manifest
+/// budget.
+pub const MAX_IN_FLIGHT: usize = 16;
 
 struct Ask<K> {
     key: K,
@@ -135,7 +137,8 @@ mod tests {
         assert_eq!(send_all(&mut a, t + FAILOVER / 2), 0);
         assert_eq!(send_all(&mut a, t + FAILOVER), 2, "3 in all");
         assert_eq!(send_all(&mut a, t + FAILOVER * 2), 4, "7 in all");
-        assert_eq!(send_all(&mut a, t + FAILOVER * 3), 1, "at most 8 waiting");
+        assert_eq!(send_all(&mut a, t + FAILOVER * 3), 8, "15 in all");
+        assert_eq!(send_all(&mut a, t + FAILOVER * 4), 1, "at most 16 waiting");
         // The first are given up on; that makes room, and they are
         // reported once.
         let late = t + GIVE_UP + Duration::from_millis(1);
