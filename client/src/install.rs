@@ -50,6 +50,9 @@ pub fn materialize(store: &Store, id: &BundleId) -> Result<PathBuf, InstallError
     if dest.is_dir() {
         return Ok(dest);
     }
+    // Held until the directory is whole: a collection of the store waits,
+    // so no blob is deleted between the check and its link.
+    let _guard = store.read_guard()?;
     let manifest = store.check_complete(id)?;
     let parent = dest.parent().expect("bundle dirs have a parent").to_owned();
     let io = |path: &Path| {
@@ -92,6 +95,24 @@ pub fn remove(root: &Path, id: &str) -> std::io::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// The bundle ids materialised in the store at `root`.
+pub fn materialized(root: &Path) -> std::io::Result<Vec<String>> {
+    let dir = root.join("device").join("bundles");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut ids = Vec::new();
+    for e in entries {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if name.parse::<BundleId>().is_ok() {
+            ids.push(name);
+        }
+    }
+    Ok(ids)
 }
 
 /// Removes temp directories of installs a crash interrupted.

@@ -159,6 +159,24 @@ impl DeviceState {
         lanseed_protocol::store::durable::write_atomic_labeled(&path, &bytes, phase.labels())
     }
 
+    /// Removes temp files of state writes a crash interrupted
+    /// (`.state.json.<pid>.tmp`).
+    pub fn clean_leftovers(root: &Path) -> std::io::Result<()> {
+        let path = Self::path(root);
+        let dir = path.parent().expect("state has a parent");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        for e in entries {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".state.json.") && name.ends_with(".tmp") {
+                std::fs::remove_file(e.path())?;
+            }
+        }
+        Ok(())
+    }
+
     /// The bundle on trial, if the current one is.
     pub fn trial(&self) -> Option<&str> {
         let id = self.current.as_str();

@@ -79,13 +79,17 @@ pub fn in_window(minute: u16, start: u16, end: u16) -> bool {
     }
 }
 
+/// The channel of a device that was never told one.
+pub const DEFAULT_CHANNEL: &str = "production";
+
 /// How the updater behaves.
 #[derive(Clone, Debug)]
 pub struct UpdaterConfig {
     /// The app id.
     pub app: String,
-    /// The channel followed (a stored choice, set by [`Updater::set_channel`], wins).
-    pub channel: String,
+    /// The channel to follow: `Some` overrides the stored choice (and is
+    /// saved); `None` keeps it (`production` on a first start).
+    pub channel: Option<String>,
     /// Override of the device id (else made on first start and kept).
     pub device_id: Option<String>,
     /// The native app's version.
@@ -250,16 +254,25 @@ impl Updater {
         cfg.app_ready_timeout = cfg.app_ready_timeout.max(Duration::from_secs(1));
         let root = store.root().to_owned();
         install::clean_leftovers(&root)?;
+        DeviceState::clean_leftovers(&root)?;
         let mut state = match DeviceState::load(&root)? {
             Some(s) => s,
             None => DeviceState::new(
                 cfg.device_id.clone().unwrap_or_else(random_id),
                 cfg.native_version.clone(),
-                cfg.channel.clone(),
+                cfg.channel
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CHANNEL.into()),
             ),
         };
         if let Some(id) = &cfg.device_id {
             state.device_id = id.clone();
+        }
+        if let Some(channel) = &cfg.channel
+            && *channel != state.channel
+        {
+            tracing::info!(from = %state.channel, to = %channel, "channel set by --channel");
+            state.channel = channel.clone();
         }
         let mut u = Updater {
             store,
@@ -285,6 +298,15 @@ impl Updater {
             phase = Phase::Switch;
         }
         u.save(phase)?;
+        // Directories whose deletion a crash interrupted (the state that
+        // stopped naming them was saved first).
+        let keep = u.keeps();
+        for id in install::materialized(&root)? {
+            if !keep.contains(&id) && !u.state.bundles.contains_key(&id) {
+                tracing::info!(bundle = %id, "removing a bundle directory no state names");
+                install::remove(&root, &id)?;
+            }
+        }
         Ok(u)
     }
 
@@ -405,27 +427,79 @@ impl Updater {
         }
     }
 
+    /// Of `releases` (verified, in any order), the one to install now:
+    /// the newest of the device's channel that [`Updater::check`] accepts.
+    /// A newer one refused (outside its rollout, needing a newer native
+    /// app, failed here) does not hide an older acceptable one.
+    pub fn pick<'a>(
+        &self,
+        releases: &'a [VerifiedRelease],
+        now_unix: u64,
+    ) -> Option<&'a VerifiedRelease> {
+        releases
+            .iter()
+            .filter(|r| self.check(r, now_unix).is_ok())
+            .max_by_key(|r| r.release().seq)
+    }
+
     /// Installs `release` (checked, materialised, scheduled as next); in
-    /// `immediate` mode it becomes current at once.
+    /// `immediate` mode it becomes current at once. The same as
+    /// [`Updater::begin_install`], [`install::materialize`] and
+    /// [`Updater::finish_install`] in a row; a host that must not wait for
+    /// the disk meanwhile calls the three itself.
     pub fn install(
+        &mut self,
+        release: &VerifiedRelease,
+        now_unix: u64,
+    ) -> Result<(), UpdaterError> {
+        self.begin_install(release, now_unix)?;
+        let done = install::materialize(&self.store, &release.release().bundle_id).map(|_| ());
+        self.finish_install(release, done, now_unix)
+    }
+
+    /// First step of an install: checks `release` and announces it
+    /// (`updateAvailable`). Materialising it comes next, off the updater.
+    pub fn begin_install(
         &mut self,
         release: &VerifiedRelease,
         now_unix: u64,
     ) -> Result<(), UpdaterError> {
         self.check(release, now_unix)?;
         let r = release.release();
-        let id = r.bundle_id.to_string();
         self.events.push(Event::UpdateAvailable {
-            bundle: id.clone(),
+            bundle: r.bundle_id.to_string(),
             version: r.version.clone(),
         });
-        if let Err(e) = install::materialize(&self.store, &r.bundle_id) {
+        Ok(())
+    }
+
+    /// Last step of an install, once materialising `release` ended with
+    /// `done`: the bundle is scheduled as next (in `immediate` mode it
+    /// becomes current at once), unless something changed meanwhile that
+    /// refuses it (another channel chosen, a newer release installed).
+    pub fn finish_install(
+        &mut self,
+        release: &VerifiedRelease,
+        done: Result<(), InstallError>,
+        now_unix: u64,
+    ) -> Result<(), UpdaterError> {
+        let r = release.release();
+        let id = r.bundle_id.to_string();
+        if let Err(e) = done {
             self.events.push(Event::DownloadFailed {
                 bundle: id,
                 version: r.version.clone(),
                 reason: e.to_string(),
             });
             return Err(e.into());
+        }
+        if let Err(refusal) = self.check(release, now_unix) {
+            // Materialised for nothing: the directory goes unless in use.
+            if !self.state.bundles.contains_key(&id) {
+                self.to_delete.push(id);
+            }
+            self.save(Phase::State)?;
+            return Err(refusal.into());
         }
         self.events.push(Event::Download {
             bundle: id.clone(),
@@ -458,6 +532,25 @@ impl Updater {
             return self.save(Phase::Switch);
         }
         self.save(Phase::Download)
+    }
+
+    /// The bundles whose releases a collection of the store keeps: the
+    /// current one, the next, the fallback, and every downloaded bundle
+    /// the deletion rules kept (`autoDeletePrevious` off keeps the earlier
+    /// good ones; `autoDeleteFailed` off keeps failed ones). The builtin
+    /// bundle is not in the store.
+    pub fn keeps(&self) -> std::collections::BTreeSet<String> {
+        let s = &self.state;
+        let mut keep: std::collections::BTreeSet<String> = s
+            .bundles
+            .iter()
+            .filter(|(_, b)| b.status != BundleStatus::Error || !self.cfg.auto_delete_failed)
+            .map(|(id, _)| id.clone())
+            .collect();
+        keep.extend([s.current.clone(), s.fallback.clone()]);
+        keep.extend(s.next.clone());
+        keep.remove(BUILTIN);
+        keep
     }
 
     /// In `Window` mode, switches to the scheduled bundle when `minute`
@@ -620,10 +713,10 @@ impl Updater {
     }
 
     fn drop_all_bundles(&mut self) -> Result<(), UpdaterError> {
+        // The directories go once the state that no longer names them is
+        // saved (by the caller), never before.
         let ids: Vec<String> = self.state.bundles.keys().cloned().collect();
-        for id in ids {
-            install::remove(self.store.root(), &id)?;
-        }
+        self.to_delete.extend(ids);
         self.state.bundles.clear();
         self.state.installed_seq.clear();
         self.state.current = BUILTIN.into();
@@ -654,15 +747,23 @@ impl Updater {
         if self.state.fallback == id {
             self.state.fallback = BUILTIN.into();
         }
-        install::remove(self.store.root(), id)?;
         self.state.bundles.remove(id);
+        self.to_delete.push(id.to_owned());
         self.save(Phase::State)
     }
 
     /// Follows another channel from now on.
     pub fn set_channel(&mut self, channel: &str) -> Result<(), UpdaterError> {
+        if self.state.channel != channel {
+            tracing::info!(from = %self.state.channel, to = %channel, "channel changed");
+        }
         self.state.channel = channel.to_owned();
         self.save(Phase::State)
+    }
+
+    /// The app this updater installs releases of.
+    pub fn app(&self) -> &str {
+        &self.cfg.app
     }
 
     fn save(&mut self, phase: Phase) -> Result<(), UpdaterError> {
@@ -751,7 +852,7 @@ mod tests {
         fn cfg(&self, apply: ApplyMode) -> UpdaterConfig {
             UpdaterConfig {
                 app: APP.into(),
-                channel: "production".into(),
+                channel: Some("production".into()),
                 device_id: Some("device-1".into()),
                 native_version: "1.0.0".into(),
                 builtin: self.builtin.clone(),
@@ -859,7 +960,7 @@ mod tests {
     async fn on_dev_a_republished_bundle_may_retry() {
         let w = world();
         let mut cfg = w.cfg(ApplyMode::Immediate);
-        cfg.channel = "dev".into();
+        cfg.channel = Some("dev".into());
         let mut u = Updater::open(w.store.clone(), cfg).unwrap();
         let bad = w.release("0.1.0", 5, "dev", |_| {});
         u.install(&bad, 0).unwrap();
@@ -1077,5 +1178,102 @@ mod tests {
         assert!(!u.check_timeout(Instant::now()).unwrap());
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(u.check_timeout(Instant::now()).unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pick_takes_the_newest_acceptable_release_of_the_channel() {
+        let w = world();
+        let u = w.open(ApplyMode::NextStart);
+        let v1 = w.release("1.0.0", 10, "production", |_| {});
+        let v2 = w.release("2.0.0", 12, "production", |_| {});
+        let beta = w.release("3.0.0-beta", 20, "beta", |_| {});
+        let nobody = w.release("4.0.0", 30, "production", |o| {
+            o.rollout = "0".parse().unwrap()
+        });
+        let all = [v1.clone(), beta.clone(), nobody, v2.clone()];
+        assert_eq!(u.pick(&all, 0).map(id), Some(id(&v2)));
+        assert_eq!(u.pick(&all[..1], 0).map(id), Some(id(&v1)));
+        assert_eq!(u.pick(&[beta], 0).map(id), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_given_channel_overrides_the_stored_one_and_none_keeps_it() {
+        let w = world();
+        let mut u = w.open(ApplyMode::NextStart);
+        u.set_channel("beta").unwrap();
+        drop(u);
+        let mut cfg = w.cfg(ApplyMode::NextStart);
+        cfg.channel = None;
+        let u = Updater::open(w.store.clone(), cfg.clone()).unwrap();
+        assert_eq!(u.state().channel, "beta", "kept without --channel");
+        drop(u);
+        cfg.channel = Some("dev".into());
+        drop(Updater::open(w.store.clone(), cfg.clone()).unwrap());
+        cfg.channel = None;
+        let u = Updater::open(w.store.clone(), cfg).unwrap();
+        assert_eq!(u.state().channel, "dev", "--channel was saved");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_install_overtaken_by_a_channel_switch_is_not_scheduled() {
+        let w = world();
+        let mut u = w.open(ApplyMode::Immediate);
+        let v1 = w.release("1.0.0", 10, "production", |_| {});
+        u.begin_install(&v1, 0).unwrap();
+        let done = install::materialize(&w.store, &v1.release().bundle_id).map(|_| ());
+        u.set_channel("beta").unwrap();
+        assert!(matches!(
+            u.finish_install(&v1, done, 0),
+            Err(UpdaterError::Refused(Refusal::OtherChannel(_)))
+        ));
+        assert_eq!(u.state().current, "builtin");
+        assert!(!install::bundle_dir(w.store.root(), &id(&v1)).exists());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keeps_names_what_the_deletion_rules_kept() {
+        let w = world();
+        let mut u = w.open(ApplyMode::Immediate);
+        let v1 = w.release("1.0.0", 10, "production", |_| {});
+        let v2 = w.release("2.0.0", 11, "production", |_| {});
+        let v3 = w.release("3.0.0", 12, "production", |_| {});
+        u.install(&v1, 0).unwrap();
+        u.notify_app_ready(&id(&v1)).unwrap();
+        u.install(&v2, 0).unwrap();
+        let on_trial: Vec<String> = u.keeps().into_iter().collect();
+        let mut want = vec![id(&v1), id(&v2)];
+        want.sort();
+        assert_eq!(on_trial, want, "the trial and its fallback");
+        u.notify_app_ready(&id(&v2)).unwrap();
+        assert_eq!(u.keeps().into_iter().collect::<Vec<_>>(), [id(&v2)]);
+        u.install(&v3, 0).unwrap();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(u.check_timeout(Instant::now()).unwrap());
+        assert_eq!(
+            u.keeps().into_iter().collect::<Vec<_>>(),
+            [id(&v2)],
+            "a failed bundle is not kept"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn directories_go_only_after_the_state_and_orphans_at_the_next_start() {
+        let w = world();
+        let mut u = w.open(ApplyMode::Immediate);
+        let v1 = w.release("1.0.0", 10, "production", |_| {});
+        u.install(&v1, 0).unwrap();
+        u.notify_app_ready(&id(&v1)).unwrap();
+        u.reset().unwrap();
+        u.delete(&id(&v1)).unwrap();
+        assert!(!install::bundle_dir(w.store.root(), &id(&v1)).exists());
+        // A crash between the state and the removal leaves an orphan
+        // directory and a state temp file; the next start removes both.
+        install::materialize(&w.store, &v1.release().bundle_id).unwrap();
+        let tmp = w.store.root().join("device/.state.json.999.tmp");
+        std::fs::write(&tmp, "{").unwrap();
+        drop(u);
+        let _u = w.open(ApplyMode::Immediate);
+        assert!(!install::bundle_dir(w.store.root(), &id(&v1)).exists());
+        assert!(!tmp.exists());
     }
 }

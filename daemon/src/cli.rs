@@ -156,6 +156,11 @@ pub struct NodeArgs {
     /// several nodes on one machine connect freely.
     #[arg(long)]
     pub limit_loopback: bool,
+    /// Free space to leave on the store's file system: a size (500M, 2G),
+    /// a share (5%), or `auto` (the smaller of 5% and 500 MB). Below it,
+    /// fetches wait and `lanseed status` says why; 0 turns it off.
+    #[arg(long, value_name = "SIZE|PERCENT", default_value = "auto")]
+    pub min_free: crate::node::space::MinFree,
 }
 
 /// `lanseed device`.
@@ -210,9 +215,13 @@ pub struct DeviceRunArgs {
     /// App id of the app this device runs.
     #[arg(long)]
     pub app: Option<String>,
-    /// Channel to follow (kept in the store once set).
-    #[arg(long, default_value = DEFAULT_CHANNEL)]
-    pub channel: String,
+    /// Channel to follow. Given, it replaces the channel the device
+    /// follows (and is kept in the store); left out, the device keeps the
+    /// one it follows (set by an earlier --channel or `lanseed device
+    /// channel`), `production` on a first start. The device fetches and
+    /// keeps releases of this channel only.
+    #[arg(long)]
+    pub channel: Option<String>,
     /// Trust file: the keys whose releases may be installed.
     #[arg(long, value_name = "FILE")]
     pub trust: Option<PathBuf>,
@@ -244,7 +253,8 @@ pub struct DeviceRunArgs {
     /// Keep bundles that failed.
     #[arg(long)]
     pub keep_failed: bool,
-    /// Keep the bundle before the last good one.
+    /// Keep earlier good bundles (and their releases) instead of deleting
+    /// the one before the last good one (Capgo's autoDeletePrevious off).
     #[arg(long)]
     pub keep_previous: bool,
     #[command(flatten)]
@@ -373,7 +383,7 @@ pub struct PublishStaticArgs {
 }
 
 /// Parses `1073741824`, `512K`, `64M`, `1G` (binary units).
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let (digits, shift) = match t.chars().last() {
         Some('K' | 'k') => (&t[..t.len() - 1], 10),

@@ -159,9 +159,20 @@ impl NodeProc {
 
     /// Starts `lanseed SUBCOMMAND --store STORE ARGS` inside `ns`.
     pub fn start_cmd(ns: &Netns, subcommand: &str, store: &Path, args: &[&str]) -> NodeProc {
+        Self::spawn(ns.command(&lanseed_bin()), subcommand, store, args)
+    }
+
+    /// Starts `lanseed SUBCOMMAND --store STORE ARGS` in the test's own
+    /// network namespace (for nodes that find each other only through
+    /// `--peer` and `--no-mdns`, on loopback ports of their own, so that
+    /// the test can reach them directly).
+    pub fn start_here(subcommand: &str, store: &Path, args: &[&str]) -> NodeProc {
+        Self::spawn(Command::new(lanseed_bin()), subcommand, store, args)
+    }
+
+    fn spawn(mut cmd: Command, subcommand: &str, store: &Path, args: &[&str]) -> NodeProc {
         let log = store.with_extension("log");
         let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = ns.command(&lanseed_bin());
         cmd.args([subcommand, "--store", store.to_str().unwrap()])
             .args(args)
             .env("RUST_LOG", "lanseed=debug")

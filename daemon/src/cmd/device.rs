@@ -37,7 +37,9 @@ fn agent(args: DeviceRunArgs) -> anyhow::Result<()> {
         .app
         .context("lanseed device needs --app: the app id this device runs")?;
     lanseed_protocol::release::check_app_id(&app)?;
-    lanseed_protocol::release::check_channel(&args.channel)?;
+    if let Some(channel) = &args.channel {
+        lanseed_protocol::release::check_channel(channel)?;
+    }
     let trust_path = args
         .trust
         .context("lanseed device needs --trust FILE: the keys whose releases it installs")?;

@@ -86,6 +86,8 @@ pub(crate) fn node_config(
         upload_limit: args.upload_limit,
         max_uploads: args.max_uploads as usize,
         limit_loopback: args.limit_loopback,
+        min_free: args.min_free,
+        follow_updates: None,
         extra_status: None,
         progress: None,
     })

@@ -3,13 +3,12 @@
 //! delete ID | reload`. One JSON request per line, one JSON answer.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::Shared;
+use super::agent::Handle;
 
 /// A request on the device socket.
 #[derive(Debug, Serialize, Deserialize)]
@@ -39,7 +38,7 @@ pub fn socket_path(root: &Path) -> PathBuf {
 }
 
 /// Serves the device socket.
-pub async fn serve(root: PathBuf, shared: Arc<Shared>) -> anyhow::Result<()> {
+pub async fn serve(root: PathBuf, agent: Handle) -> anyhow::Result<()> {
     let path = socket_path(&root);
     if path.exists() && UnixStream::connect(&path).await.is_err() {
         let _ = std::fs::remove_file(&path);
@@ -52,42 +51,26 @@ pub async fn serve(root: PathBuf, shared: Arc<Shared>) -> anyhow::Result<()> {
     })?;
     loop {
         let (stream, _) = listener.accept().await?;
-        let shared = shared.clone();
+        let agent = agent.clone();
         tokio::spawn(async move {
-            let _ = answer(stream, shared).await;
+            let _ = answer(stream, agent).await;
         });
     }
 }
 
-async fn answer(stream: UnixStream, shared: Arc<Shared>) -> anyhow::Result<()> {
+async fn answer(stream: UnixStream, agent: Handle) -> anyhow::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read.take(64 << 10))
         .read_line(&mut line)
         .await?;
     let reply = match serde_json::from_str::<DeviceRequest>(&line) {
-        Ok(req) => tokio::task::spawn_blocking(move || handle(&shared, req)).await?,
+        Ok(req) => agent.control(req).await,
         Err(e) => serde_json::json!({ "error": e.to_string() }),
     };
     write.write_all(reply.to_string().as_bytes()).await?;
     write.write_all(b"\n").await?;
     Ok(())
-}
-
-fn handle(shared: &Shared, req: DeviceRequest) -> serde_json::Value {
-    let result = shared.with(|u| match &req {
-        DeviceRequest::Reset => u.reset(),
-        DeviceRequest::Channel { name } => lanseed_protocol::release::check_channel(name)
-            .map_err(|e| lanseed_client::updater::UpdaterError::Unknown(e.to_string()))
-            .and_then(|()| u.set_channel(name)),
-        DeviceRequest::Delete { id } => u.delete(id),
-        DeviceRequest::Reload => u.reload(),
-        DeviceRequest::List => Ok(()),
-    });
-    match result {
-        Ok(()) => shared.status(),
-        Err(e) => serde_json::json!({ "error": e.to_string() }),
-    }
 }
 
 /// Sends `req` to the device agent on the store at `root`.

@@ -16,7 +16,6 @@
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
@@ -29,7 +28,7 @@ use futures::Stream;
 use lanseed_client::install::bundle_dir;
 use lanseed_client::serve::{self, Kind};
 
-use super::Shared;
+use super::agent::{AgentError, Handle};
 
 const CLIENT_JS: &str = include_str!("client.js");
 const COOKIE: &str = "lanseed_bundle";
@@ -37,7 +36,7 @@ const COOKIE: &str = "lanseed_bundle";
 /// Serves until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
+    agent: Handle,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = Router::new()
@@ -47,7 +46,7 @@ pub async fn serve(
         .route("/__lanseed/events", get(events))
         .route("/__lanseed/status", get(status))
         .fallback(get(file))
-        .with_state(shared);
+        .with_state(agent);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
@@ -60,9 +59,8 @@ fn no_store(mut r: Response) -> Response {
     r
 }
 
-async fn client_js(State(shared): State<Arc<Shared>>) -> Response {
-    let (id, _, _) = shared.with(|u| u.current());
-    let body = CLIENT_JS.replace("__LANSEED_BUNDLE__", &id);
+async fn client_js(State(agent): State<Handle>) -> Response {
+    let body = CLIENT_JS.replace("__LANSEED_BUNDLE__", &agent.view().current);
     no_store(
         (
             [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
@@ -77,9 +75,8 @@ struct Ready {
     bundle: String,
 }
 
-async fn ready(State(shared): State<Arc<Shared>>, axum::Json(req): axum::Json<Ready>) -> Response {
-    let result = shared.with(|u| u.notify_app_ready(&req.bundle));
-    match result {
+async fn ready(State(agent): State<Handle>, axum::Json(req): axum::Json<Ready>) -> Response {
+    match agent.ready(req.bundle.clone()).await {
         Ok(confirmed) => {
             tracing::info!(bundle = %req.bundle, confirmed, "notifyAppReady");
             no_store(
@@ -87,28 +84,31 @@ async fn ready(State(shared): State<Arc<Shared>>, axum::Json(req): axum::Json<Re
                     .into_response(),
             )
         }
+        Err(e @ AgentError::Busy) => {
+            (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
-async fn current(State(shared): State<Arc<Shared>>) -> Response {
-    let (bundle_id, version, status) = shared.with(|u| u.current());
+async fn current(State(agent): State<Handle>) -> Response {
+    let v = agent.view();
     no_store(
         axum::Json(
-            serde_json::json!({ "bundle_id": bundle_id, "version": version, "status": status }),
+            serde_json::json!({ "bundle_id": v.current, "version": v.version, "status": v.status }),
         )
         .into_response(),
     )
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> Response {
-    no_store(axum::Json(shared.status()).into_response())
+async fn status(State(agent): State<Handle>) -> Response {
+    no_store(axum::Json(agent.view().status_json.clone()).into_response())
 }
 
 async fn events(
-    State(shared): State<Arc<Shared>>,
+    State(agent): State<Handle>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let rx = shared.subscribe();
+    let rx = agent.subscribe();
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {
@@ -155,12 +155,16 @@ fn cookie_bundle(headers: &HeaderMap) -> Option<String> {
         })
 }
 
-async fn file(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> Response {
+async fn file(State(agent): State<Handle>, uri: Uri, headers: HeaderMap) -> Response {
     let Some(path) = serve::decode_path(uri.path()) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let (current_id, serve_dir, store_root) =
-        shared.with(|u| (u.current().0, u.serve_dir(), u.store_root().to_owned()));
+    let view = agent.view();
+    let (current_id, serve_dir, store_root) = (
+        view.current.clone(),
+        view.serve_dir.clone(),
+        view.store_root.clone(),
+    );
     // Assets come from the page's bundle while it exists; pages from the current one.
     let pinned = cookie_bundle(&headers)
         .filter(|id| {

@@ -20,10 +20,26 @@ use std::collections::{HashMap, HashSet};
 
 use lanseed_protocol::release::{Release, VerifyError};
 use lanseed_protocol::{Hash, ReleaseId, SignedRelease, TrustList, VerifiedRelease};
+use libp2p::PeerId;
 
 /// Release records remembered as refused, so that a peer repeating one
 /// costs a lookup, not a signature check.
 pub const MAX_REFUSED: usize = 4096;
+
+/// Bytes of announcements of releases not followed, remembered so that a
+/// switch of what the node follows (a device changing channel) finds what
+/// its peers already announced.
+pub const MAX_UNFOLLOWED_BYTES: usize = 1 << 20;
+/// Peers remembered per such announcement.
+const MAX_UNFOLLOWED_PEERS: usize = 8;
+
+/// An announcement of a release the node did not follow.
+struct Unfollowed {
+    app: String,
+    channel: String,
+    bytes: Vec<u8>,
+    peers: Vec<PeerId>,
+}
 
 /// An app (and optionally one channel) the node fetches releases of.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +66,9 @@ pub struct Catalog {
     /// key must not get the genuine record refused too.
     refused: HashSet<Hash>,
     checking: HashSet<ReleaseId>,
+    /// By the hash of the record.
+    unfollowed: HashMap<Hash, Unfollowed>,
+    unfollowed_bytes: usize,
 }
 
 impl Catalog {
@@ -61,7 +80,61 @@ impl Catalog {
             held: HashMap::new(),
             refused: HashSet::new(),
             checking: HashSet::new(),
+            unfollowed: HashMap::new(),
+            unfollowed_bytes: 0,
         }
+    }
+
+    /// Remembers that `peer` announced `bytes`, a release of `app` and
+    /// `channel` the node does not follow (bounded: forgotten all at once
+    /// when full; the peers announce again when they reconnect).
+    pub fn unfollowed(
+        &mut self,
+        record: Hash,
+        app: &str,
+        channel: &str,
+        bytes: &[u8],
+        peer: PeerId,
+    ) {
+        if let Some(u) = self.unfollowed.get_mut(&record) {
+            if !u.peers.contains(&peer) && u.peers.len() < MAX_UNFOLLOWED_PEERS {
+                u.peers.push(peer);
+            }
+            return;
+        }
+        if self.unfollowed_bytes + bytes.len() > MAX_UNFOLLOWED_BYTES {
+            self.unfollowed.clear();
+            self.unfollowed_bytes = 0;
+        }
+        self.unfollowed_bytes += bytes.len();
+        self.unfollowed.insert(
+            record,
+            Unfollowed {
+                app: app.to_owned(),
+                channel: channel.to_owned(),
+                bytes: bytes.to_vec(),
+                peers: vec![peer],
+            },
+        );
+    }
+
+    /// Follows `follow` from now on; returns the remembered announcements
+    /// it now covers (record bytes and the peers that sent them), to be
+    /// judged again.
+    pub fn set_follow(&mut self, follow: Vec<Follow>) -> Vec<(Vec<u8>, Vec<PeerId>)> {
+        self.follow = follow;
+        let covered: Vec<Hash> = (self.unfollowed.iter())
+            .filter(|(_, u)| self.follow.iter().any(|f| f.covers(&u.app, &u.channel)))
+            .map(|(h, _)| *h)
+            .collect();
+        covered
+            .into_iter()
+            .filter_map(|h| self.unfollowed.remove(&h))
+            .map(|u| {
+                self.unfollowed_bytes -= u.bytes.len();
+                (u.bytes, u.peers)
+            })
+            .collect()
     }
 
     /// Takes the releases the store holds now (those a collection dropped
@@ -311,5 +384,37 @@ mod tests {
         bytes[last] ^= 1;
         let junk = SignedRelease::from_bytes(&bytes).unwrap();
         assert!(matches!(judge(&t, &junk, [].iter()), Judgement::Refuse(_)));
+    }
+
+    #[test]
+    fn a_switch_of_follow_replays_what_peers_announced_and_the_memory_is_bounded() {
+        let mut c = Catalog::new(
+            vec![Follow {
+                app: "com.example.kiosk".into(),
+                channel: Some("production".into()),
+            }],
+            TrustList::default(),
+        );
+        let (p1, p2) = (PeerId::random(), PeerId::random());
+        let beta = Hash::of(b"beta record");
+        c.unfollowed(beta, "com.example.kiosk", "beta", b"beta record", p1);
+        c.unfollowed(beta, "com.example.kiosk", "beta", b"beta record", p2);
+        c.unfollowed(beta, "com.example.kiosk", "beta", b"beta record", p1);
+        let dev = Hash::of(b"dev record");
+        c.unfollowed(dev, "com.example.kiosk", "dev", b"dev record", p1);
+        let replay = c.set_follow(vec![Follow {
+            app: "com.example.kiosk".into(),
+            channel: Some("beta".into()),
+        }]);
+        assert_eq!(replay, vec![(b"beta record".to_vec(), vec![p1, p2])]);
+        assert!(c.follows("com.example.kiosk", "beta"));
+        assert!(!c.follows("com.example.kiosk", "production"));
+        assert!(c.set_follow(Vec::new()).is_empty(), "replayed once");
+        // A flood of big records never holds more than the cap.
+        let big = vec![7u8; 100_000];
+        for i in 0..100u32 {
+            c.unfollowed(Hash::of(&i.to_le_bytes()), "a", "b", &big, p1);
+            assert!(c.unfollowed_bytes <= MAX_UNFOLLOWED_BYTES);
+        }
     }
 }

@@ -46,9 +46,11 @@ pub mod fetch;
 mod guard;
 pub mod limit;
 mod peers;
+pub mod retry;
 mod serve;
+pub mod space;
 pub mod status;
-mod watch;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -127,6 +129,10 @@ pub struct NodeConfig {
     pub max_uploads: usize,
     /// Whether loopback connections obey the per-address limits too.
     pub limit_loopback: bool,
+    /// Free space to leave on the store's file system.
+    pub min_free: space::MinFree,
+    /// New follow lists (the device agent's channel switches).
+    pub follow_updates: Option<tokio::sync::watch::Receiver<Vec<Follow>>>,
     /// Extra status to show under `device` (the device agent's bundles).
     pub extra_status: Option<std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     /// Where to report fetch progress (the device agent turns it into
@@ -225,6 +231,10 @@ struct Node {
     slot_tx: mpsc::UnboundedSender<InboundRequestId>,
     /// Permits for work off the loop.
     workers: Arc<tokio::sync::Semaphore>,
+    /// Why fetches wait for free space (`--min-free`), if they do.
+    low_space: Option<String>,
+    /// Fetches that failed on the store (a full disk), tried again later.
+    retries: retry::Retries,
 }
 
 /// The node's libp2p identity, kept in the store (`node.key`, mode 0600).
@@ -351,7 +361,11 @@ pub async fn run(
         workers: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
         )),
+        low_space: None,
+        retries: retry::Retries::default(),
     };
+    let mut follow_rx = node.cfg.follow_updates.take();
+    node.check_space();
     let seen = watch::stamp(&node.cfg.store);
     node.set_releases(node.cfg.store.releases()?, false);
     let (store_tx, mut store_rx) = mpsc::channel(1);
@@ -363,6 +377,7 @@ pub async fn run(
     }
     let mut redial = tokio::time::interval(REDIAL_EVERY);
     let mut revive = tokio::time::interval(Duration::from_secs(3));
+    let mut space_tick = tokio::time::interval(SPACE_EVERY);
     let mut nudge = tokio::time::interval(HAVE_EVERY);
     nudge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
@@ -379,6 +394,14 @@ pub async fn run(
                 Err(e) => tracing::warn!("cannot read the store: {e}"),
             },
             _ = redial.tick() => node.redial(),
+            _ = space_tick.tick() => {
+                node.check_space();
+                node.retry_due();
+            }
+            follow = follow_changed(&mut follow_rx) => match follow {
+                Some(follow) => node.set_follow(follow),
+                None => follow_rx = None,
+            },
             _ = revive.tick() => {
                 node.revive_stalled();
                 node.drop_superseded();
@@ -402,7 +425,87 @@ pub async fn run(
     result
 }
 
+/// How often free space is looked at, and due retries started.
+const SPACE_EVERY: Duration = Duration::from_secs(1);
+
+/// The next follow list, or `None` when its sender is gone; never ready
+/// without a receiver.
+async fn follow_changed(
+    rx: &mut Option<tokio::sync::watch::Receiver<Vec<Follow>>>,
+) -> Option<Vec<Follow>> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow_and_update().clone()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
 impl Node {
+    /// Follows `follow` from now on; announcements peers made of releases
+    /// it now covers are judged again.
+    fn set_follow(&mut self, follow: Vec<Follow>) {
+        tracing::info!(?follow, "following");
+        for (bytes, peers) in self.catalog.set_follow(follow) {
+            for peer in peers {
+                if self.book.is_connected(&peer) {
+                    self.on_announced(peer, &bytes, None);
+                }
+            }
+        }
+    }
+
+    /// Looks at the store's free space against `--min-free`: below it,
+    /// fetches stop asking for pieces until there is room again.
+    fn check_space(&mut self) {
+        let low = match space::Space::of(self.cfg.store.root()) {
+            Ok(s) => s.low(self.cfg.min_free),
+            Err(e) => {
+                tracing::debug!("cannot read the store's free space: {e}");
+                None
+            }
+        };
+        match (&self.low_space, &low) {
+            (None, Some(why)) => tracing::warn!("{why}"),
+            (Some(_), None) => {
+                tracing::info!("free space is above --min-free again; fetches go on");
+                self.retries.all_due_now(Instant::now());
+            }
+            _ => {}
+        }
+        let resumed = self.low_space.is_some() && low.is_none();
+        self.low_space = low;
+        if resumed {
+            let bundles: Vec<BundleId> = self.fetches.keys().copied().collect();
+            for b in bundles {
+                self.drive(b);
+            }
+        }
+    }
+
+    /// Starts again the fetches whose retry is due (while there is room).
+    fn retry_due(&mut self) {
+        if self.low_space.is_some() {
+            return;
+        }
+        for release in self.retries.take_due(Instant::now()) {
+            let bundle = release.release().bundle_id;
+            if self.fetches.contains_key(&bundle) || self.catalog.holds(&release.id()) {
+                continue;
+            }
+            tracing::info!(bundle = %bundle, version = %release.release().version, "trying the transfer again");
+            self.start_fetch(release, None);
+        }
+    }
+
+    /// A fetch failed on the store (a full disk, an I/O error): tried
+    /// again after a backoff, from the peers that announced it.
+    fn retry_later(&mut self, release: lanseed_protocol::VerifiedRelease) {
+        let wait = self.retries.failed(release, Instant::now());
+        tracing::warn!("trying the transfer again in {}s", wait.as_secs().max(1));
+    }
+
     /// Takes the releases the store holds now (read at start, then by
     /// the store [`watch`]); with `announce`, tells connected peers about
     /// those that appeared.
@@ -597,6 +700,16 @@ impl Node {
             },
             releases,
             device: self.cfg.extra_status.as_ref().map(|f| f()),
+            waiting: self.low_space.clone(),
+            retrying: self
+                .retries
+                .waiting(now)
+                .map(|(r, wait)| status::RetryStatus {
+                    bundle_id: r.release().bundle_id.to_string(),
+                    version: r.release().version.clone(),
+                    in_secs: wait.as_secs(),
+                })
+                .collect(),
             transfers: self
                 .fetches
                 .values()
@@ -1000,7 +1113,8 @@ impl Node {
                         self.store_changed();
                     }
                     Err(e) => {
-                        tracing::error!(bundle = %bundle, "cannot commit the fetched release: {e}")
+                        tracing::error!(bundle = %bundle, "cannot commit the fetched release: {e}");
+                        self.retry_later(fetch.release);
                     }
                 }
             }
@@ -1183,6 +1297,10 @@ impl Node {
             return;
         }
         if !self.catalog.follows(&r.app, &r.channel) {
+            if bits.is_none() {
+                self.catalog
+                    .unfollowed(record, &r.app, &r.channel, bytes, peer);
+            }
             return;
         }
         let what = format!("{} {} {} (seq {})", r.app, r.channel, r.version, r.seq);
@@ -1275,11 +1393,26 @@ impl Node {
             self.drive(bundle);
             return;
         }
-        tracing::info!(%peer, app = %r.app, channel = %r.channel, version = %r.version, seq = r.seq, bundle = %bundle, whole = bits.is_none(), "fetching release");
+        self.start_fetch(verified, Some((peer, bits)));
+    }
+
+    /// Starts fetching `verified` from `first` (if any: a peer, and the
+    /// pieces it holds when it is still fetching) and every connected
+    /// peer that announced it.
+    fn start_fetch(
+        &mut self,
+        verified: lanseed_protocol::VerifiedRelease,
+        first: Option<(PeerId, Option<fetch::Heard>)>,
+    ) {
+        let r = verified.release();
+        let bundle = r.bundle_id;
+        let now = Instant::now();
+        tracing::info!(peer = ?first.as_ref().map(|f| f.0), app = %r.app, channel = %r.channel, version = %r.version, seq = r.seq, bundle = %bundle, "fetching release");
         let (mut f, open) = Fetch::new(&self.cfg.store, verified);
-        match bits {
-            None => f.add_whole(peer, now),
-            Some(bits) => f.add_partial(peer, bits),
+        match first {
+            Some((peer, None)) => f.add_whole(peer, now),
+            Some((peer, Some(bits))) => f.add_partial(peer, bits),
+            None => {}
         }
         // Peers that announced it earlier are sources too.
         let id = f.release.id();
@@ -1338,7 +1471,9 @@ impl Node {
             FetchError::Peer(fault) => self.ban(peer, &fault.to_string()),
             FetchError::Store(e) => {
                 tracing::error!(bundle = %bundle, "transfer failed: {e}");
-                self.fetches.remove(&bundle);
+                if let Some(f) = self.fetches.remove(&bundle) {
+                    self.retry_later(f.release);
+                }
             }
         }
     }
@@ -1347,7 +1482,8 @@ impl Node {
     /// complete.
     fn drive(&mut self, bundle: BundleId) {
         let now = Instant::now();
-        loop {
+        // Below the free-space floor, no piece is asked for.
+        while self.low_space.is_none() {
             let Some(f) = self.fetches.get(&bundle) else {
                 return;
             };

@@ -252,6 +252,11 @@ impl PeerBook {
         self.peers.len()
     }
 
+    /// Whether `peer` has an open connection.
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.connected)
+    }
+
     /// Peers with an open connection.
     pub fn connected(&self) -> Vec<PeerId> {
         (self.peers.iter())

@@ -25,9 +25,25 @@ pub struct Status {
     pub refused: Vec<RefusedStatus>,
     /// What the node dropped or refused, counted.
     pub dropped: DroppedStatus,
+    /// Why fetches wait (free space below `--min-free`), if they do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// Transfers that failed on the store, tried again after a backoff.
+    pub retrying: Vec<RetryStatus>,
     /// The device updater's state, on a `lanseed device` node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<serde_json::Value>,
+}
+
+/// A transfer to try again.
+#[derive(Debug, Serialize)]
+pub struct RetryStatus {
+    /// Bundle id.
+    pub bundle_id: String,
+    /// Version.
+    pub version: String,
+    /// Seconds before the next try.
+    pub in_secs: u64,
 }
 
 /// One peer.

@@ -55,6 +55,19 @@ pub struct GcReport {
 impl Store {
     /// Applies the retention rule and deletes what no kept release needs.
     pub fn gc(&self, opts: GcOptions) -> Result<GcReport, StoreError> {
+        let (kept, _) = retain(self.releases()?, opts.keep);
+        let kept: HashSet<crate::ReleaseId> = kept.iter().map(SignedRelease::id).collect();
+        self.gc_by(|r| kept.contains(&r.id()), opts.dry_run)
+    }
+
+    /// Keeps the releases `keep` says, and deletes what no kept release
+    /// needs.
+    pub fn gc_by(
+        &self,
+        keep: impl Fn(&SignedRelease) -> bool,
+        dry_run: bool,
+    ) -> Result<GcReport, StoreError> {
+        let opts = GcOptions { keep: 1, dry_run };
         let gc_lock = self.lock_file("gc.lock")?;
         gc_lock
             .lock()
@@ -65,7 +78,7 @@ impl Store {
             .map_err(StoreError::io("cannot lock", &self.root.join("index.lock")))?;
 
         let all = self.releases()?;
-        let (kept, dropped) = retain(all, opts.keep);
+        let (kept, dropped): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| keep(r));
         let mut report = GcReport {
             kept: kept.len(),
             ..GcReport::default()

@@ -1,0 +1,608 @@
+//! The updater as an actor: one thread owns the [`Updater`]; the HTTP
+//! server, the control socket and the node talk to it through a
+//! [`Handle`], and read what to serve from a `watch` of its [`View`].
+//!
+//! Nothing waits on the disk while holding the updater: materialising a
+//! bundle (hard links plus a file-system sync) and collecting the store
+//! run on threads of their own and report back as messages, so a page
+//! load, a `ready` or a `lanseed device list` is answered while a bundle
+//! of 20,000 files installs. The rules stay in `lanseed-client`; this
+//! module only schedules them:
+//!
+//! - **Offers.** Whenever the store's index changes, the channel changes,
+//!   or a retry falls due, the releases of the app and channel in the
+//!   store are verified (each once) and [`Updater::pick`] chooses the one
+//!   to install. Nothing is marked "seen": a release skipped today is
+//!   offered again when the reason goes away.
+//! - **Retries.** An install that failed on the disk (full, read-only) is
+//!   tried again after a doubling backoff ([`Backoff`]).
+//! - **What the node fetches.** The node follows the app's current channel
+//!   only; a switch switches it.
+//! - **Collection.** After every change of what the device runs, the
+//!   store is collected by the device's own rule ([`keep_rule`]).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant as StdInstant};
+
+use crate::node::retry::Backoff;
+
+use lanseed_client::install::{self, InstallError};
+use lanseed_client::updater::UpdaterError;
+use lanseed_client::{Event, Updater};
+use lanseed_protocol::{BundleId, ReleaseId, SignedRelease, Store, TrustList, VerifiedRelease};
+use tokio::sync::{broadcast, oneshot, watch};
+
+use super::control::DeviceRequest;
+use crate::node::{self, Follow};
+
+/// How often trials, the maintenance window, the store and retries are
+/// looked at.
+const TICK: Duration = Duration::from_millis(100);
+/// Messages waiting for the actor; more are refused (HTTP answers 503).
+const QUEUE: usize = 256;
+/// Events kept for `status`.
+const RECENT: usize = 50;
+/// Verified releases remembered (so each signature is checked once).
+const MAX_VERIFIED: usize = 4096;
+
+/// What the HTTP server needs to answer a request, published after every
+/// change.
+#[derive(Clone, Debug)]
+pub struct View {
+    /// The current bundle's id ([`lanseed_client::state::BUILTIN`] for the builtin one).
+    pub current: String,
+    /// Its version.
+    pub version: String,
+    /// Its status (`success`, `trial`, …).
+    pub status: String,
+    /// The directory to serve.
+    pub serve_dir: PathBuf,
+    /// The store's directory (bundle directories of pinned pages).
+    pub store_root: PathBuf,
+    /// The updater's part of `lanseed status`.
+    pub status_json: serde_json::Value,
+}
+
+/// Why the actor did not take a request.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Too many requests are waiting.
+    #[error("the device agent is busy; try again")]
+    Busy,
+    /// The actor stopped.
+    #[error("the device agent stopped")]
+    Gone,
+    /// The updater refused or failed.
+    #[error("{0}")]
+    Updater(String),
+}
+
+enum Msg {
+    Ready(String, oneshot::Sender<Result<bool, AgentError>>),
+    Control(DeviceRequest, oneshot::Sender<serde_json::Value>),
+    Progress(Box<node::Progress>),
+    Materialized(Box<VerifiedRelease>, Result<(), InstallError>),
+    Collected(Result<lanseed_protocol::store::GcReport, String>),
+}
+
+/// How to talk to the actor; cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    tx: SyncSender<Msg>,
+    view: watch::Receiver<Arc<View>>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Handle {
+    /// What to serve now.
+    pub fn view(&self) -> Arc<View> {
+        self.view.borrow().clone()
+    }
+
+    /// A new receiver of updater events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), AgentError> {
+        self.tx.try_send(msg).map_err(|e| match e {
+            TrySendError::Full(_) => AgentError::Busy,
+            TrySendError::Disconnected(_) => AgentError::Gone,
+        })
+    }
+
+    /// notifyAppReady from a page served from `bundle`; whether it ended a
+    /// trial.
+    pub async fn ready(&self, bundle: String) -> Result<bool, AgentError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Ready(bundle, reply))?;
+        rx.await.map_err(|_| AgentError::Gone)?
+    }
+
+    /// A request of `lanseed device …`; the status, or `{"error": …}`.
+    pub async fn control(&self, req: DeviceRequest) -> serde_json::Value {
+        let (reply, rx) = oneshot::channel();
+        if let Err(e) = self.send(Msg::Control(req, reply)) {
+            return serde_json::json!({ "error": e.to_string() });
+        }
+        rx.await
+            .unwrap_or_else(|_| serde_json::json!({ "error": AgentError::Gone.to_string() }))
+    }
+
+    /// Fetch progress from the node (dropped when the actor is busy).
+    pub fn progress(&self, p: node::Progress) {
+        let _ = self.send(Msg::Progress(Box::new(p)));
+    }
+}
+
+/// The device's collection rule over the releases of a store: a release
+/// stays when it is of another app (not the device's business), when its
+/// bundle is one the updater keeps, or when it is of the device's channel
+/// and at least as new as the newest seen (`floor`: the candidate to
+/// install, or one that arrived meanwhile). Everything else goes: older
+/// releases of the channel, and every release of other channels.
+pub fn keep_rule(
+    app: &str,
+    channel: &str,
+    keep: &BTreeSet<BundleId>,
+    floor: u64,
+    r: &SignedRelease,
+) -> bool {
+    let rel = r.release();
+    rel.app != app || keep.contains(&rel.bundle_id) || (rel.channel == channel && rel.seq >= floor)
+}
+
+/// Starts the actor over `updater`; `follow` gets the node's follow list
+/// whenever the channel changes.
+pub fn start(
+    updater: Updater,
+    store: Store,
+    trust: TrustList,
+    follow: watch::Sender<Vec<Follow>>,
+) -> Handle {
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+    let (events, _) = broadcast::channel(256);
+    let mut actor = Actor {
+        updater,
+        store,
+        trust,
+        follow,
+        tx: tx.clone(),
+        view: None,
+        events: events.clone(),
+        recent: VecDeque::new(),
+        verified: HashMap::new(),
+        told: Default::default(),
+        stamp: None,
+        installing: None,
+        offer_wanted: true,
+        retries: HashMap::new(),
+        collecting: false,
+        collect_wanted: true,
+        progress: HashMap::new(),
+    };
+    actor.set_follow();
+    let (view_tx, view_rx) = watch::channel(Arc::new(actor.make_view()));
+    actor.view = Some(view_tx);
+    std::thread::Builder::new()
+        .name("lanseed-updater".into())
+        .spawn(move || actor.run(rx))
+        .expect("cannot start the updater thread");
+    Handle {
+        tx,
+        view: view_rx,
+        events,
+    }
+}
+
+struct Actor {
+    updater: Updater,
+    store: Store,
+    trust: TrustList,
+    follow: watch::Sender<Vec<Follow>>,
+    tx: SyncSender<Msg>,
+    view: Option<watch::Sender<Arc<View>>>,
+    events: broadcast::Sender<Event>,
+    recent: VecDeque<Event>,
+    /// Releases of the app checked against the trust list, by id.
+    verified: HashMap<ReleaseId, Option<VerifiedRelease>>,
+    /// Releases whose refusal was logged.
+    told: std::collections::HashSet<ReleaseId>,
+    /// The index file's stamp when last read.
+    stamp: crate::node::watch::Stamp,
+    /// The bundle being materialised.
+    installing: Option<BundleId>,
+    offer_wanted: bool,
+    retries: HashMap<BundleId, Backoff>,
+    collecting: bool,
+    collect_wanted: bool,
+    /// Last download percent reported per bundle.
+    progress: HashMap<BundleId, u8>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Actor {
+    fn run(mut self, rx: Receiver<Msg>) {
+        let mut last_tick = StdInstant::now();
+        loop {
+            match rx.recv_timeout(TICK) {
+                Ok(msg) => self.on_msg(msg),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if last_tick.elapsed() >= TICK {
+                last_tick = StdInstant::now();
+                self.tick();
+            }
+            self.publish();
+        }
+    }
+
+    fn on_msg(&mut self, msg: Msg) {
+        match msg {
+            Msg::Ready(bundle, reply) => {
+                let r = self.updater.notify_app_ready(&bundle);
+                if let Ok(true) = r {
+                    tracing::info!(%bundle, "notifyAppReady");
+                    self.collect_wanted = true;
+                }
+                let _ = reply.send(r.map_err(|e| AgentError::Updater(e.to_string())));
+            }
+            Msg::Control(req, reply) => {
+                let _ = reply.send(self.control(req));
+            }
+            Msg::Progress(p) => {
+                let id = p.release.release().bundle_id;
+                let percent = (p.done * 100)
+                    .checked_div(p.total)
+                    .map_or(100, |x| x.min(99) as u8);
+                if self.progress.insert(id, percent) != Some(percent) {
+                    self.updater.download_progress(&p.release, percent);
+                }
+                if self.progress.len() > 64 {
+                    self.progress.clear();
+                }
+            }
+            Msg::Materialized(release, done) => self.on_materialized(*release, done),
+            Msg::Collected(result) => {
+                self.collecting = false;
+                match result {
+                    Ok(r) if !r.dropped.is_empty() || r.blobs_removed > 0 => tracing::info!(
+                        releases_dropped = r.dropped.len(),
+                        releases_kept = r.kept,
+                        blobs_removed = r.blobs_removed,
+                        bytes_freed = r.bytes_freed,
+                        "store collected"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("cannot collect the store: {e}"),
+                }
+            }
+        }
+    }
+
+    fn control(&mut self, req: DeviceRequest) -> serde_json::Value {
+        let result = match &req {
+            DeviceRequest::Reset => self.updater.reset(),
+            DeviceRequest::Channel { name } => lanseed_protocol::release::check_channel(name)
+                .map_err(|e| UpdaterError::Unknown(e.to_string()))
+                .and_then(|()| self.updater.set_channel(name))
+                .map(|()| {
+                    self.set_follow();
+                    self.offer_wanted = true;
+                    // Backoffs of the old channel's bundles no longer matter.
+                    self.retries.clear();
+                }),
+            DeviceRequest::Delete { id } => self.updater.delete(id),
+            DeviceRequest::Reload => self.updater.reload(),
+            DeviceRequest::List => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                if !matches!(req, DeviceRequest::List) {
+                    self.collect_wanted = true;
+                }
+                self.drain_events();
+                self.status_json()
+            }
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        }
+    }
+
+    fn tick(&mut self) {
+        if let Err(e) = self.updater.check_timeout(tokio::time::Instant::now()) {
+            tracing::error!("cannot roll back: {e}");
+        }
+        match self.updater.apply_in_window(local_minute()) {
+            Ok(true) => self.collect_wanted = true,
+            Ok(false) => {}
+            Err(e) => tracing::error!("cannot apply the next bundle: {e}"),
+        }
+        let stamp = crate::node::watch::stamp(&self.store);
+        if stamp != self.stamp {
+            self.stamp = stamp;
+            self.offer_wanted = true;
+        }
+        let now = StdInstant::now();
+        if self.retries.values().any(|b| b.due <= now) {
+            self.offer_wanted = true;
+        }
+        if self.offer_wanted && self.installing.is_none() {
+            self.offer_wanted = false;
+            self.offer(now);
+        }
+        if self.collect_wanted && !self.collecting && self.installing.is_none() {
+            self.collect_wanted = false;
+            self.collect();
+        }
+    }
+
+    /// Offers the store's releases of the app and channel to the updater.
+    fn offer(&mut self, now: StdInstant) {
+        let releases = match self.store.releases() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("cannot read the store: {e}");
+                return;
+            }
+        };
+        let app = self.updater.app().to_owned();
+        let channel = self.updater.state().channel.clone();
+        if self.verified.len() > MAX_VERIFIED {
+            self.verified.clear();
+        }
+        let mut candidates = Vec::new();
+        for r in releases {
+            let rel = r.release();
+            if rel.app != app || rel.channel != channel {
+                continue;
+            }
+            let trust = &self.trust;
+            let v = self.verified.entry(r.id()).or_insert_with(|| {
+                r.verify(trust)
+                    .map_err(|e| {
+                        tracing::warn!(version = %r.release().version, seq = r.release().seq, "release not installed: {e}")
+                    })
+                    .ok()
+            });
+            let Some(v) = v else { continue };
+            if self
+                .retries
+                .get(&v.release().bundle_id)
+                .is_some_and(|b| b.due > now)
+            {
+                continue;
+            }
+            candidates.push(v.clone());
+        }
+        // Why a release newer than the installed one is skipped, once each.
+        for v in &candidates {
+            if let Err(why) = self.updater.check(v, unix_now())
+                && !matches!(why, lanseed_client::Refusal::NotNewer { .. })
+                && self.told.insert(v.id())
+            {
+                tracing::info!(version = %v.release().version, seq = v.release().seq, "not installed: {why}");
+            }
+        }
+        if self.told.len() > MAX_VERIFIED {
+            self.told.clear();
+        }
+        let Some(pick) = self.updater.pick(&candidates, unix_now()).cloned() else {
+            return;
+        };
+        if let Err(e) = self.updater.begin_install(&pick, unix_now()) {
+            tracing::info!(version = %pick.release().version, "not installed: {e}");
+            return;
+        }
+        let bundle = pick.release().bundle_id;
+        tracing::info!(version = %pick.release().version, seq = pick.release().seq, %bundle, "installing");
+        self.installing = Some(bundle);
+        let (store, tx) = (self.store.clone(), self.tx.clone());
+        std::thread::spawn(move || {
+            let done = install::materialize(&store, &bundle).map(|_| ());
+            // The actor is the only receiver; it outlives its threads
+            // unless the agent stops.
+            let _ = tx.send(Msg::Materialized(Box::new(pick), done));
+        });
+    }
+
+    fn on_materialized(&mut self, release: VerifiedRelease, done: Result<(), InstallError>) {
+        self.installing = None;
+        self.offer_wanted = true;
+        let bundle = release.release().bundle_id;
+        let version = release.release().version.clone();
+        match self.updater.finish_install(&release, done, unix_now()) {
+            Ok(()) => {
+                self.retries.remove(&bundle);
+                self.collect_wanted = true;
+            }
+            Err(UpdaterError::Refused(why)) => {
+                tracing::info!(%version, "not installed: {why}");
+            }
+            Err(e) => {
+                let b =
+                    Backoff::after_failure(self.retries.get(&bundle).copied(), StdInstant::now());
+                let wait = b.due.saturating_duration_since(StdInstant::now());
+                tracing::warn!(%version, %bundle, "install failed: {e}; trying again in {}s", wait.as_secs().max(1));
+                self.retries.insert(bundle, b);
+            }
+        }
+    }
+
+    /// Collects the store by [`keep_rule`], on a thread of its own.
+    fn collect(&mut self) {
+        let keep: BTreeSet<BundleId> = self
+            .updater
+            .keeps()
+            .iter()
+            .filter_map(|id| id.parse().ok())
+            .collect();
+        let app = self.updater.app().to_owned();
+        let channel = self.updater.state().channel.clone();
+        let installed = self
+            .updater
+            .state()
+            .installed_seq
+            .get(&channel)
+            .copied()
+            .unwrap_or(0);
+        let (store, tx) = (self.store.clone(), self.tx.clone());
+        self.collecting = true;
+        std::thread::spawn(move || {
+            let result = (|| {
+                let releases = store.releases()?;
+                // The newest release of the channel stays even when this
+                // device would not install it (peers may want it), and so
+                // does anything newer than what is installed.
+                let newest = releases
+                    .iter()
+                    .map(SignedRelease::release)
+                    .filter(|r| r.app == app && r.channel == channel)
+                    .map(|r| r.seq)
+                    .max()
+                    .unwrap_or(0);
+                let floor = newest.min(installed.saturating_add(1)).max(1);
+                store.gc_by(|r| keep_rule(&app, &channel, &keep, floor, r), false)
+            })()
+            .map_err(|e: lanseed_protocol::store::StoreError| e.to_string());
+            let _ = tx.send(Msg::Collected(result));
+        });
+    }
+
+    /// Sets the node's follow list to the app's current channel.
+    fn set_follow(&mut self) {
+        let follow = vec![Follow {
+            app: self.updater.app().to_owned(),
+            channel: Some(self.updater.state().channel.clone()),
+        }];
+        self.follow.send_if_modified(|f| {
+            let changed = *f != follow;
+            *f = follow;
+            changed
+        });
+    }
+
+    fn drain_events(&mut self) {
+        for e in self.updater.drain_events() {
+            let json = serde_json::to_string(&e).unwrap_or_default();
+            tracing::info!(target: "lanseed::events", "{json}");
+            if matches!(e, Event::UpdateFailed { .. }) {
+                self.collect_wanted = true;
+            }
+            if self.recent.len() == RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(e.clone());
+            let _ = self.events.send(e);
+        }
+    }
+
+    fn publish(&mut self) {
+        self.drain_events();
+        let view = self.make_view();
+        if let Some(tx) = &self.view {
+            tx.send_if_modified(|v| {
+                let changed = v.current != view.current
+                    || v.status != view.status
+                    || v.status_json != view.status_json;
+                if changed {
+                    *v = Arc::new(view);
+                }
+                changed
+            });
+        }
+    }
+
+    fn make_view(&self) -> View {
+        let (current, version, status) = self.updater.current();
+        View {
+            current,
+            version,
+            status,
+            serve_dir: self.updater.serve_dir(),
+            store_root: self.updater.store_root().to_owned(),
+            status_json: self.status_json(),
+        }
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let u = &self.updater;
+        let (id, version, status) = u.current();
+        serde_json::json!({
+            "device_id": u.device_id(),
+            "channel": u.state().channel,
+            "current": { "bundle_id": id, "version": version, "status": status },
+            "next": u.state().next,
+            "fallback": u.state().fallback,
+            "installing": self.installing.map(|b| b.to_string()),
+            "retrying": self.retries.iter().map(|(b, r)| serde_json::json!({
+                "bundle_id": b.to_string(),
+                "in_secs": r.due.saturating_duration_since(StdInstant::now()).as_secs(),
+            })).collect::<Vec<_>>(),
+            "bundles": u.list().into_iter().map(|(id, b)| serde_json::json!({
+                "bundle_id": id, "version": b.version, "channel": b.channel, "seq": b.seq, "status": b.status,
+            })).collect::<Vec<_>>(),
+            "recent_events": self.recent,
+        })
+    }
+}
+
+/// The minute of the local day (for the maintenance window).
+fn local_minute() -> u16 {
+    use chrono::Timelike;
+    let now = chrono::Local::now();
+    (now.hour() * 60 + now.minute()) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lanseed_protocol::hash::Hash;
+    use lanseed_protocol::keys::SecretKey;
+    use lanseed_protocol::release::{Release, Rollout};
+
+    fn signed(app: &str, channel: &str, seq: u64, bundle: u8) -> SignedRelease {
+        let r = Release {
+            app: app.into(),
+            channel: channel.into(),
+            version: format!("1.0.{seq}"),
+            bundle_id: BundleId(Hash::of(&[bundle])),
+            seq,
+            created: 1,
+            min_native_version: None,
+            rollout: Rollout::FULL,
+            expires: None,
+            notes: None,
+        };
+        r.sign(&SecretKey::from_seed(&[1; 32])).unwrap()
+    }
+
+    #[test]
+    fn the_rule_keeps_the_devices_bundles_and_the_newest_of_its_channel() {
+        let app = "com.example.kiosk";
+        let current = signed(app, "production", 3, 3);
+        let keep: BTreeSet<BundleId> = [current.release().bundle_id].into();
+        let rule = |r: &SignedRelease| keep_rule(app, "production", &keep, 4, r);
+        assert!(rule(&current));
+        assert!(!rule(&signed(app, "production", 2, 2)), "older: goes");
+        assert!(rule(&signed(app, "production", 4, 4)), "newer: stays");
+        assert!(!rule(&signed(app, "dev", 30, 30)), "another channel: goes");
+        assert!(
+            rule(&signed(app, "dev", 31, 3)),
+            "another channel's release of a kept bundle stays"
+        );
+        assert!(
+            rule(&signed("com.example.other", "dev", 1, 9)),
+            "other apps are not ours"
+        );
+    }
+}
