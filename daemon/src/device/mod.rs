@@ -10,6 +10,9 @@
 //! events), to the log as JSON lines, and to `lanseed status`.
 
 pub mod control;
+pub mod etag;
+pub mod files;
+pub mod host;
 pub mod http;
 
 use std::collections::VecDeque;
@@ -89,6 +92,8 @@ pub struct DeviceConfig {
     pub updater: UpdaterConfig,
     /// Where to serve the active bundle.
     pub serve: SocketAddr,
+    /// Host names the kiosk server answers to besides loopback ones.
+    pub serve_names: Vec<String>,
 }
 
 /// Runs the device agent until `shutdown` resolves.
@@ -134,6 +139,7 @@ pub async fn run(
     let http = tokio::spawn(http::serve(
         listener,
         shared.clone(),
+        cfg.serve_names,
         stopped(stop_rx.clone()),
     ));
     let control = tokio::spawn(control::serve(store.root().to_owned(), shared.clone()));
