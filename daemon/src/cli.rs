@@ -232,6 +232,12 @@ pub struct DeviceRunArgs {
     /// Where to serve the active bundle.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
     pub serve: std::net::SocketAddr,
+    /// Another host name (or address) the kiosk server answers to, besides
+    /// localhost, 127.0.0.0/8, [::1] and the --serve address; repeatable.
+    /// Requests naming any other host get 403 (a guard against DNS
+    /// rebinding).
+    #[arg(long = "serve-name", value_name = "NAME")]
+    pub serve_names: Vec<String>,
     /// How long a new bundle has to call notifyAppReady (at least 1s).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub app_ready_timeout: std::time::Duration,

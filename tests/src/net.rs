@@ -69,6 +69,24 @@ impl Netns {
         )
     }
 
+    /// A TCP connection to `addr` made from inside the namespace (by a
+    /// thread that enters it just for that; the socket stays in it).
+    pub fn connect(&self, addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpStream> {
+        let path = Path::new("/var/run/netns").join(&self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path)?;
+                rustix::thread::move_into_link_name_space(
+                    std::os::fd::AsFd::as_fd(&ns),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )?;
+                std::net::TcpStream::connect(addr)
+            })
+            .join()
+            .expect("the connecting thread does not panic")
+        })
+    }
+
     /// Runs `ip ARGS` inside the namespace.
     pub fn ip(&self, args: &[&str]) {
         let mut all = vec!["-n", self.name.as_str()];

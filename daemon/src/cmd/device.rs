@@ -71,6 +71,7 @@ fn agent(args: DeviceRunArgs) -> anyhow::Result<()> {
             auto_delete_previous: !args.keep_previous,
         },
         serve: args.serve,
+        serve_names: args.serve_names,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async { device::run(cfg, super::seed::shutdown_signal()?).await })

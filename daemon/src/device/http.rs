@@ -1,44 +1,60 @@
 //! The kiosk server: the active bundle over HTTP, plus `/__lanseed/…`.
 //!
+//! - Only requests naming a served host are answered, and state changes
+//!   only from the server's own origin ([`host`]).
 //! - `/` and extension-less paths that match no file get `index.html`
 //!   (client-side routing); other missing paths are 404. Which file
 //!   answers is decided by [`lanseed_client::serve`]; this module only
 //!   asks the file system what exists.
+//! - Files are streamed from disk with byte ranges, `Cache-Control:
+//!   no-cache` and a strong `ETag` (the file's BLAKE3), so the browser
+//!   revalidates every use and a `304` saves the bytes ([`files`],
+//!   [`super::etag`]).
 //! - A page stays on the bundle it was served from: every HTML response
 //!   sets a cookie naming its bundle, and the page's other requests are
 //!   answered from that bundle while it exists, so a swap never mixes two
-//!   bundles in one page; `Cache-Control: no-store` keeps the browser's
-//!   cache out of it. The HTML response also carries the bundle id in a
-//!   `Server-Timing` entry, which `client.js` reads, so notifyAppReady
-//!   confirms exactly the bundle the page came from.
+//!   bundles in one page. A file's `ETag` is its content's hash, so a copy
+//!   the browser revalidates is the same bytes whichever bundle it came
+//!   from; a page's `ETag` also names its bundle, so a page never
+//!   revalidates into another bundle's. The HTML response also carries
+//!   the bundle id in a `Server-Timing` entry, which `client.js` reads, so
+//!   notifyAppReady confirms exactly the bundle the page came from; a
+//!   `304` for a page carries both again.
 //! - `/__lanseed/client.js`, `POST /__lanseed/ready`, `/__lanseed/current`,
-//!   `/__lanseed/events` (server-sent events), `/__lanseed/status`.
+//!   `/__lanseed/events` (server-sent events), `/__lanseed/status`; these
+//!   answers are `Cache-Control: no-store`.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use axum::Router;
-use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router, middleware};
 use futures::Stream;
 use lanseed_client::install::bundle_dir;
 use lanseed_client::serve::{self, Kind};
 
 use super::agent::{AgentError, Handle};
+use super::etag::Hashes;
+use super::files;
+use super::host::{self, Hosts};
 
 const CLIENT_JS: &str = include_str!("client.js");
 const COOKIE: &str = "lanseed_bundle";
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves, answering to loopback names, to
+/// `serve_names` and to the listener's own address (see [`host`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     agent: Handle,
+    serve_names: Vec<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let hosts = Arc::new(Hosts::new(&serve_names, listener.local_addr()?.ip()));
     let app = Router::new()
         .route("/__lanseed/client.js", get(client_js))
         .route("/__lanseed/ready", post(ready))
@@ -46,13 +62,16 @@ pub async fn serve(
         .route("/__lanseed/events", get(events))
         .route("/__lanseed/status", get(status))
         .fallback(get(file))
-        .with_state(agent);
+        .with_state(agent)
+        .layer(Extension(Arc::new(Hashes::default())))
+        .layer(middleware::from_fn_with_state(hosts, host::guard));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
 }
 
+/// Marks a response (a JSON endpoint's, a 404) as never to be cached.
 fn no_store(mut r: Response) -> Response {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -155,7 +174,12 @@ fn cookie_bundle(headers: &HeaderMap) -> Option<String> {
         })
 }
 
-async fn file(State(agent): State<Handle>, uri: Uri, headers: HeaderMap) -> Response {
+async fn file(
+    State(agent): State<Handle>,
+    Extension(hashes): Extension<Arc<Hashes>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let Some(path) = serve::decode_path(uri.path()) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
@@ -183,18 +207,26 @@ async fn file(State(agent): State<Handle>, uri: Uri, headers: HeaderMap) -> Resp
     let Some(target) = resolve(&root, &path) else {
         return no_store((StatusCode::NOT_FOUND, "not found").into_response());
     };
-    let bytes = match tokio::fs::read(&target).await {
-        Ok(b) => b,
-        Err(_) => return no_store((StatusCode::NOT_FOUND, "not found").into_response()),
+    let not_found = || no_store((StatusCode::NOT_FOUND, "not found").into_response());
+    let Ok(opened) = tokio::fs::File::open(&target).await else {
+        return not_found();
+    };
+    let Ok(meta) = opened.metadata().await else {
+        return not_found();
     };
     let mime = mime_guess::from_path(&target).first_or_octet_stream();
     let is_html = mime.essence_str() == "text/html";
-    let mut resp = Response::new(Body::from(bytes));
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
-        h.insert(header::CONTENT_TYPE, v);
-    }
+    let rel = target
+        .strip_prefix(&root)
+        .ok()
+        .and_then(Path::to_str)
+        .unwrap_or("");
+    let hash = hashes.of(&store_root, &bundle, rel, &target, &meta).await;
+    let etag = hash.map(|h| files::etag(&h, is_html.then_some(bundle.as_str())));
+    let mut resp =
+        files::respond(opened, meta.len(), mime.as_ref(), etag.as_deref(), &headers).await;
     if is_html {
+        let h = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&format!("lanseed;desc=\"{bundle}\"")) {
             h.insert("server-timing", v);
         }
@@ -202,9 +234,9 @@ async fn file(State(agent): State<Handle>, uri: Uri, headers: HeaderMap) -> Resp
         {
             h.insert(header::SET_COOKIE, v);
         }
-        tracing::info!(%bundle, path = %path, "page served");
+        tracing::info!(%bundle, path = %path, status = resp.status().as_u16(), "page served");
     }
-    no_store(resp)
+    resp
 }
 
 #[cfg(test)]

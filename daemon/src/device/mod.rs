@@ -11,6 +11,9 @@
 
 pub mod agent;
 pub mod control;
+pub mod etag;
+pub mod files;
+pub mod host;
 pub mod http;
 
 use std::net::SocketAddr;
@@ -29,6 +32,8 @@ pub struct DeviceConfig {
     pub updater: UpdaterConfig,
     /// Where to serve the active bundle.
     pub serve: SocketAddr,
+    /// Host names the kiosk server answers to besides loopback ones.
+    pub serve_names: Vec<String>,
 }
 
 /// Runs the device agent until `shutdown` resolves.
@@ -67,6 +72,7 @@ pub async fn run(
     let http = tokio::spawn(http::serve(
         listener,
         agent.clone(),
+        cfg.serve_names,
         stopped(stop_rx.clone()),
     ));
     let control = tokio::spawn(control::serve(store.root().to_owned(), agent.clone()));
