@@ -440,8 +440,8 @@ pub struct VerifyArgs {
 pub struct GcArgs {
     #[command(flatten)]
     pub store: StoreArg,
-    /// Releases to keep per app and channel.
-    #[arg(long, default_value_t = 3)]
+    /// Releases to keep per app and channel (at least 1).
+    #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub keep: usize,
     /// Show what would be removed, remove nothing.
     #[arg(long)]

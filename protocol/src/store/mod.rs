@@ -122,6 +122,9 @@ pub enum StoreError {
     /// The index holds an invalid release.
     #[error("the store index holds an invalid release: {0}")]
     BadRelease(#[from] ReleaseError),
+    /// A collection was asked to keep no release at all.
+    #[error("keeping 0 releases would drop every release of the store; keep at least 1")]
+    KeepNone,
     /// The index is full.
     #[error("the store holds {0} releases, the most one index may hold; run `lanseed store gc`")]
     IndexFull(usize),
