@@ -44,6 +44,7 @@ pub mod control;
 mod discovery;
 pub mod fetch;
 mod guard;
+mod key;
 pub mod limit;
 mod peers;
 mod serve;
@@ -227,28 +228,6 @@ struct Node {
     workers: Arc<tokio::sync::Semaphore>,
 }
 
-/// The node's libp2p identity, kept in the store (`node.key`, mode 0600).
-fn identity(store: &Store) -> anyhow::Result<identity::Keypair> {
-    let path = store.root().join("node.key");
-    if let Ok(bytes) = std::fs::read(&path) {
-        return identity::Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "{} is not a node key ({e}); delete it to make a new one",
-                path.display()
-            )
-        });
-    }
-    let key = identity::Keypair::generate_ed25519();
-    let bytes = key.to_protobuf_encoding()?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    use std::io::Write;
-    opts.open(&path)?.write_all(&bytes)?;
-    Ok(key)
-}
-
 fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm<Behaviour>> {
     let psk = cfg.fleet_key;
     let limiter = cfg.upload_limit.map(|r| Arc::new(limit::Limiter::new(r)));
@@ -317,7 +296,7 @@ pub async fn run(
             cfg.store.root().display()
         );
     }
-    let key = identity(&cfg.store)?;
+    let key = key::identity(&cfg.store)?;
     let peer_id = key.public().to_peer_id();
     let mut swarm = build_swarm(key, &cfg)?;
     for addr in &cfg.listen {
