@@ -70,6 +70,7 @@ fn agent(args: DeviceRunArgs) -> anyhow::Result<()> {
         },
         serve: args.serve,
     };
+    device::control::set_access(cfg.node.control_access);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async { device::run(cfg, super::seed::shutdown_signal()?).await })
 }

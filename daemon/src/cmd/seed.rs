@@ -5,6 +5,7 @@ use lanseed_protocol::TrustList;
 use lanseed_protocol::release::{check_app_id, check_channel};
 
 use crate::cli::{NodeArgs, SeedArgs, StatusArgs};
+use crate::control_socket::Access;
 use crate::node::{self, Follow, Mdns, NodeConfig};
 
 pub(crate) fn parse_follow(text: &str) -> anyhow::Result<Follow> {
@@ -86,6 +87,7 @@ pub(crate) fn node_config(
         upload_limit: args.upload_limit,
         max_uploads: args.max_uploads as usize,
         limit_loopback: args.limit_loopback,
+        control_access: Access::for_group(args.control_group.as_deref())?,
         extra_status: None,
         progress: None,
     })

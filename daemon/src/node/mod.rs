@@ -128,6 +128,8 @@ pub struct NodeConfig {
     pub max_uploads: usize,
     /// Whether loopback connections obey the per-address limits too.
     pub limit_loopback: bool,
+    /// Who may use the control socket besides the node's user and root.
+    pub control_access: crate::control_socket::Access,
     /// Extra status to show under `device` (the device agent's bundles).
     pub extra_status: Option<std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     /// Where to report fetch progress (the device agent turns it into
@@ -226,6 +228,8 @@ struct Node {
     slot_tx: mpsc::UnboundedSender<InboundRequestId>,
     /// Permits for work off the loop.
     workers: Arc<tokio::sync::Semaphore>,
+    /// Where `lanseed status` reaches it.
+    control_socket: std::path::PathBuf,
 }
 
 fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm<Behaviour>> {
@@ -310,8 +314,9 @@ pub async fn run(
     let (max_uploads, upload_limit) = (cfg.max_uploads, cfg.upload_limit);
     let catalog = catalog::Catalog::new(cfg.follow.clone(), cfg.trust.clone());
     let (cmd_tx, mut cmd_rx) = mpsc::channel(16);
-    let socket = control::socket_path(cfg.store.root());
-    let control = tokio::spawn(control::serve(socket.clone(), cmd_tx));
+    let listener = control::bind(cfg.store.root(), cfg.control_access).await?;
+    let socket = listener.path().to_owned();
+    let control = tokio::spawn(control::serve(listener, cmd_tx));
     let mut node = Node {
         swarm,
         cfg,
@@ -330,13 +335,14 @@ pub async fn run(
         workers: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
         )),
+        control_socket: socket.clone(),
     };
     let seen = watch::stamp(&node.cfg.store);
     node.set_releases(node.cfg.store.releases()?, false);
     let (store_tx, mut store_rx) = mpsc::channel(1);
     node.watch = Some(watch::Watch::start(node.cfg.store.clone(), seen, store_tx));
     node.clean_partials();
-    tracing::info!(%peer_id, releases = node.catalog.held().count(), store = %node.cfg.store.root().display(), "node started");
+    tracing::info!(%peer_id, releases = node.catalog.held().count(), store = %node.cfg.store.root().display(), control_socket = %node.control_socket.display(), "node started");
     for addr in node.cfg.peers.clone() {
         node.dial_flag_peer(addr);
     }
@@ -377,7 +383,8 @@ pub async fn run(
     }
     node.fetches.clear();
     control.abort();
-    let _ = std::fs::remove_file(&socket);
+    // The socket goes with its listener, when the aborted task is dropped.
+    let _ = control.await;
     result
 }
 
@@ -546,6 +553,7 @@ impl Node {
         releases.sort_by(|a, b| (&a.app, &a.channel, a.seq).cmp(&(&b.app, &b.channel, b.seq)));
         Status {
             peer_id: self.swarm.local_peer_id().to_string(),
+            control_socket: self.control_socket.display().to_string(),
             listen: self.listen.iter().map(ToString::to_string).collect(),
             peers: self
                 .book
