@@ -74,11 +74,16 @@ impl Access {
             Some(c) => format!("uid {} (gid {})", c.uid(), c.gid()),
             None => "a peer whose credentials cannot be read".to_owned(),
         };
+        let owner = if me == 0 {
+            "root".to_owned()
+        } else {
+            format!("uid {me} and root")
+        };
         let allowed = match self.group {
-            Some(g) => format!("uid {me}, root and members of group {g}"),
-            None => format!(
-                "uid {me} and root (start the node with --control-group GROUP to let a group in)"
-            ),
+            Some(g) => format!("{owner} and members of group {g}"),
+            None => {
+                format!("{owner} (start the node with --control-group GROUP to let a group in)")
+            }
         };
         format!(
             "permission denied: {who} may not use this lanseed control socket; only {allowed} may"
