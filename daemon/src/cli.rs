@@ -151,6 +151,11 @@ pub struct NodeArgs {
     /// come back shortly.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub max_uploads: u32,
+    /// Let the members of GROUP (a name or a gid) use this node's control
+    /// sockets (`lanseed status`, `lanseed device list`...) too; by
+    /// default only the node's own user and root may.
+    #[arg(long, value_name = "GROUP")]
+    pub control_group: Option<String>,
     /// Apply the per-address connection limits (8 connecting, 8 open per
     /// IP address) to loopback too. By default loopback is exempt, so that
     /// several nodes on one machine connect freely.
@@ -456,8 +461,8 @@ pub struct VerifyArgs {
 pub struct GcArgs {
     #[command(flatten)]
     pub store: StoreArg,
-    /// Releases to keep per app and channel.
-    #[arg(long, default_value_t = 3)]
+    /// Releases to keep per app and channel (at least 1).
+    #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub keep: usize,
     /// Show what would be removed, remove nothing.
     #[arg(long)]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod control_socket;
 mod device;
 mod memory;
 mod node;

@@ -353,6 +353,112 @@ fn verify_finds_damage_and_gc_keeps_the_newest() {
     assert!(err.contains("damaged"), "{err}");
 }
 
+/// Every file and folder under `root`: path, size and modification time.
+fn snapshot(root: &Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_owned()];
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            if meta.is_dir() {
+                todo.push(e.path());
+            }
+            out.push((e.path(), meta.len(), meta.modified().unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A store with five releases of one app (seq 1..=5) in `dir`.
+fn five_releases(dir: &Path) -> std::path::PathBuf {
+    let key = keygen(dir);
+    let build = dir.join("dist");
+    let store = dir.join("store");
+    for v in 1..=5 {
+        small_build(&build, &format!("v{v}"));
+        run_ok(&pack_args(
+            &build,
+            "com.example.app",
+            &format!("1.0.{v}"),
+            &key,
+            &store,
+            &["--seq", &v.to_string()],
+        ));
+    }
+    store
+}
+
+#[test]
+fn gc_dry_run_changes_no_file_of_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = five_releases(dir.path());
+    let partial = store.join("partial").join("ab".repeat(32));
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::write(partial.join("manifest"), b"x").unwrap();
+    std::fs::write(partial.join("blob"), [0u8; 1000]).unwrap();
+    std::fs::write(store.join("tmp").join("staged.tmp"), b"left").unwrap();
+    let before = snapshot(&store);
+
+    let gc = json(&run_ok(&[
+        "store",
+        "gc",
+        "--store",
+        s(&store),
+        "--keep",
+        "1",
+        "--dry-run",
+        "--json",
+    ]));
+
+    assert_eq!(snapshot(&store), before, "a dry run changed the store");
+    assert_eq!(gc["dry_run"], true);
+    assert_eq!(gc["kept"], 1);
+    assert_eq!(gc["dropped"].as_array().unwrap().len(), 4, "{gc}");
+    assert_eq!(
+        gc["leftovers_removed"], 2,
+        "the partial folder and tmp/: {gc}"
+    );
+    assert!(gc["bytes_freed"].as_u64().unwrap() >= 1000, "{gc}");
+    // The same run for real removes what the dry run counted.
+    let real = json(&run_ok(&[
+        "store",
+        "gc",
+        "--store",
+        s(&store),
+        "--keep",
+        "1",
+        "--json",
+    ]));
+    for field in [
+        "kept",
+        "manifests_removed",
+        "blobs_removed",
+        "leftovers_removed",
+    ] {
+        assert_eq!(real[field], gc[field], "{field}");
+    }
+    assert!(!partial.exists());
+}
+
+#[test]
+fn gc_keep_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = five_releases(dir.path());
+    let before = snapshot(&store);
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let mut args = vec!["store", "gc", "--store", s(&store), "--keep", "0"];
+        args.extend_from_slice(extra);
+        let err = run_err(&args);
+        assert!(err.contains("--keep"), "{err}");
+        assert!(err.contains("0"), "{err}");
+    }
+    assert_eq!(snapshot(&store), before);
+    let list = json(&run_ok(&["releases", "--store", s(&store), "--json"]));
+    assert_eq!(list.as_array().unwrap().len(), 5);
+}
+
 #[test]
 fn every_subcommand_has_help() {
     for sub in [

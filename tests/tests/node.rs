@@ -156,9 +156,14 @@ fn release_reaches_followers_over_mdns_and_announcements_are_fast() {
 
     // SIGTERM stops a node cleanly: exit 0, control socket gone.
     for n in followers.iter_mut().chain(std::iter::once(&mut a)) {
+        let socket = node_status(&n.store)["control_socket"]
+            .as_str()
+            .expect("status names its control socket")
+            .to_owned();
+        assert!(Path::new(&socket).exists(), "{socket}");
         let status = n.stop();
         assert!(status.success(), "{status:?}\n{}", n.log_text());
-        assert!(!n.store.join("control.sock").exists());
+        assert!(!Path::new(&socket).exists(), "{socket}");
         assert!(n.log_text().contains("node stopping"));
     }
 }

@@ -5,6 +5,7 @@ use lanseed_protocol::TrustList;
 use lanseed_protocol::release::{check_app_id, check_channel};
 
 use crate::cli::{NodeArgs, SeedArgs, StatusArgs};
+use crate::control_socket::Access;
 use crate::node::{self, Follow, Mdns, NodeConfig};
 
 pub(crate) fn parse_follow(text: &str) -> anyhow::Result<Follow> {
@@ -88,6 +89,7 @@ pub(crate) fn node_config(
         limit_loopback: args.limit_loopback,
         min_free: args.min_free,
         follow_updates: None,
+        control_access: Access::for_group(args.control_group.as_deref())?,
         extra_status: None,
         progress: None,
     })

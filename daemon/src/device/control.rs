@@ -1,14 +1,16 @@
-//! The device's local control endpoint: a Unix socket in the store
-//! (`STORE/device.sock`) for `lanseed device reset | list | channel NAME |
-//! delete ID | reload`. One JSON request per line, one JSON answer.
+//! The device's local control endpoint, for `lanseed device reset | list |
+//! channel NAME | delete ID | reload`: a Unix socket found from the store's
+//! path (where, and who may use it: [`crate::control_socket`]). One JSON
+//! request per line, one JSON answer.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 
 use super::agent::Handle;
+use crate::control_socket::{self, Access, ControlListener};
 
 /// A request on the device socket.
 #[derive(Debug, Serialize, Deserialize)]
@@ -34,23 +36,16 @@ pub enum DeviceRequest {
 
 /// The socket path for the store at `root`.
 pub fn socket_path(root: &Path) -> PathBuf {
-    root.join("device.sock")
+    control_socket::socket_path(root, control_socket::DEVICE)
 }
 
 /// Serves the device socket.
-pub async fn serve(root: PathBuf, agent: Handle) -> anyhow::Result<()> {
-    let path = socket_path(&root);
-    if path.exists() && UnixStream::connect(&path).await.is_err() {
-        let _ = std::fs::remove_file(&path);
-    }
-    let listener = UnixListener::bind(&path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open {}: {e} (is another device agent running on this store?)",
-            path.display()
-        )
-    })?;
+pub async fn serve(root: PathBuf, agent: Handle, access: Access) -> anyhow::Result<()> {
+    let listener = ControlListener::bind(&root, control_socket::DEVICE, "device agent", access)
+        .await
+        .inspect_err(|e| tracing::error!("{e}"))?;
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = listener.accept().await?;
         let agent = agent.clone();
         tokio::spawn(async move {
             let _ = answer(stream, agent).await;
@@ -75,14 +70,8 @@ async fn answer(stream: UnixStream, agent: Handle) -> anyhow::Result<()> {
 
 /// Sends `req` to the device agent on the store at `root`.
 pub async fn request(root: &Path, req: &DeviceRequest) -> anyhow::Result<serde_json::Value> {
-    let path = socket_path(root);
-    let stream = UnixStream::connect(&path).await.map_err(|e| {
-        anyhow::anyhow!(
-            "no lanseed device agent is running on store {} ({e}); start one with `lanseed device --store {} ...`",
-            root.display(),
-            root.display()
-        )
-    })?;
+    let stream =
+        control_socket::connect(root, control_socket::DEVICE, "device agent", "device").await?;
     let (read, mut write) = stream.into_split();
     write
         .write_all(serde_json::to_string(req)?.as_bytes())

@@ -43,6 +43,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = cfg.node.store.clone();
     let trust = cfg.node.trust.clone();
+    let control_access = cfg.node.control_access;
     let updater = Updater::open(store.clone(), cfg.updater)?;
     tracing::info!(device = %updater.device_id(), channel = %updater.state().channel, serving = %updater.serve_dir().display(), "device started");
     let (follow_tx, follow_rx) = watch::channel(Vec::new());
@@ -75,7 +76,11 @@ pub async fn run(
         cfg.serve_names,
         stopped(stop_rx.clone()),
     ));
-    let control = tokio::spawn(control::serve(store.root().to_owned(), agent.clone()));
+    let control = tokio::spawn(control::serve(
+        store.root().to_owned(),
+        agent.clone(),
+        control_access,
+    ));
     let for_progress = agent.clone();
     let progress = tokio::spawn(async move {
         while let Some(p) = progress_rx.recv().await {

@@ -1,19 +1,17 @@
-//! The local control endpoint: a Unix socket in the store
-//! (`STORE/control.sock`), so only users who can reach the store can talk
-//! to the node. One JSON request per line, one JSON answer per line:
-//! `{"cmd":"status"}` answers with the node's status.
+//! The node's local control endpoint, for `lanseed status`: a Unix socket
+//! found from the store's path (where, and who may use it:
+//! [`crate::control_socket`]). One JSON request per line, one JSON answer
+//! per line: `{"cmd":"status"}` answers with the node's status.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::status::Status;
-
-/// Name of the socket in the store directory.
-pub const SOCKET: &str = "control.sock";
+use crate::control_socket::{self, Access, ControlListener};
 
 /// A request on the control socket.
 #[derive(Debug, Serialize, Deserialize)]
@@ -29,25 +27,18 @@ pub enum Command {
     Status(oneshot::Sender<Status>),
 }
 
-/// The socket path of the store at `store`.
-pub fn socket_path(store: &Path) -> PathBuf {
-    store.join(SOCKET)
+/// Binds the control socket of the node on `store`.
+pub async fn bind(store: &Path, access: Access) -> anyhow::Result<ControlListener> {
+    Ok(ControlListener::bind(store, control_socket::NODE, "node", access).await?)
 }
 
 /// Serves the control socket until the node goes away.
-pub async fn serve(path: PathBuf, commands: mpsc::Sender<Command>) -> anyhow::Result<()> {
-    // A socket left by a node that died is stale: nothing answers on it.
-    if path.exists() && UnixStream::connect(&path).await.is_err() {
-        let _ = std::fs::remove_file(&path);
-    }
-    let listener = UnixListener::bind(&path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open the control socket {}: {e} (is another node running on this store?)",
-            path.display()
-        )
-    })?;
+pub async fn serve(
+    listener: ControlListener,
+    commands: mpsc::Sender<Command>,
+) -> anyhow::Result<()> {
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = listener.accept().await?;
         let commands = commands.clone();
         tokio::spawn(async move {
             let _ = answer(stream, commands).await;
@@ -76,17 +67,18 @@ async fn answer(stream: UnixStream, commands: mpsc::Sender<Command>) -> anyhow::
 
 /// Asks the node on `store` for its status.
 pub async fn request_status(store: &Path) -> anyhow::Result<serde_json::Value> {
-    let path = socket_path(store);
-    let stream = UnixStream::connect(&path).await.map_err(|e| {
-        anyhow::anyhow!(
-            "no lanseed node is running on store {} ({e}); start one with `lanseed seed --store {}`",
-            store.display(),
-            store.display()
-        )
-    })?;
+    let stream = control_socket::connect(store, control_socket::NODE, "node", "seed").await?;
     let (read, mut write) = stream.into_split();
-    write.write_all(b"{\"cmd\":\"status\"}\n").await?;
+    // A refused client may find the socket closed before it has written;
+    // the answer explains why.
+    let _ = write.write_all(b"{\"cmd\":\"status\"}\n").await;
     let mut line = String::new();
     BufReader::new(read).read_line(&mut line).await?;
-    Ok(serde_json::from_str(&line)?)
+    let reply: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
+        anyhow::anyhow!("the node on store {} gave no status ({e})", store.display())
+    })?;
+    if let Some(e) = reply["error"].as_str() {
+        anyhow::bail!("{e}");
+    }
+    Ok(reply)
 }

@@ -44,6 +44,7 @@ pub mod control;
 mod discovery;
 pub mod fetch;
 mod guard;
+mod key;
 pub mod limit;
 mod peers;
 pub mod retry;
@@ -133,6 +134,8 @@ pub struct NodeConfig {
     pub min_free: space::MinFree,
     /// New follow lists (the device agent's channel switches).
     pub follow_updates: Option<tokio::sync::watch::Receiver<Vec<Follow>>>,
+    /// Who may use the control socket besides the node's user and root.
+    pub control_access: crate::control_socket::Access,
     /// Extra status to show under `device` (the device agent's bundles).
     pub extra_status: Option<std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     /// Where to report fetch progress (the device agent turns it into
@@ -235,28 +238,8 @@ struct Node {
     low_space: Option<String>,
     /// Fetches that failed on the store (a full disk), tried again later.
     retries: retry::Retries,
-}
-
-/// The node's libp2p identity, kept in the store (`node.key`, mode 0600).
-fn identity(store: &Store) -> anyhow::Result<identity::Keypair> {
-    let path = store.root().join("node.key");
-    if let Ok(bytes) = std::fs::read(&path) {
-        return identity::Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "{} is not a node key ({e}); delete it to make a new one",
-                path.display()
-            )
-        });
-    }
-    let key = identity::Keypair::generate_ed25519();
-    let bytes = key.to_protobuf_encoding()?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    use std::io::Write;
-    opts.open(&path)?.write_all(&bytes)?;
-    Ok(key)
+    /// Where `lanseed status` reaches it.
+    control_socket: std::path::PathBuf,
 }
 
 fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm<Behaviour>> {
@@ -327,7 +310,7 @@ pub async fn run(
             cfg.store.root().display()
         );
     }
-    let key = identity(&cfg.store)?;
+    let key = key::identity(&cfg.store)?;
     let peer_id = key.public().to_peer_id();
     let mut swarm = build_swarm(key, &cfg)?;
     for addr in &cfg.listen {
@@ -341,8 +324,9 @@ pub async fn run(
     let (max_uploads, upload_limit) = (cfg.max_uploads, cfg.upload_limit);
     let catalog = catalog::Catalog::new(cfg.follow.clone(), cfg.trust.clone());
     let (cmd_tx, mut cmd_rx) = mpsc::channel(16);
-    let socket = control::socket_path(cfg.store.root());
-    let control = tokio::spawn(control::serve(socket.clone(), cmd_tx));
+    let listener = control::bind(cfg.store.root(), cfg.control_access).await?;
+    let socket = listener.path().to_owned();
+    let control = tokio::spawn(control::serve(listener, cmd_tx));
     let mut node = Node {
         swarm,
         cfg,
@@ -363,6 +347,7 @@ pub async fn run(
         )),
         low_space: None,
         retries: retry::Retries::default(),
+        control_socket: socket.clone(),
     };
     let mut follow_rx = node.cfg.follow_updates.take();
     node.check_space();
@@ -371,7 +356,7 @@ pub async fn run(
     let (store_tx, mut store_rx) = mpsc::channel(1);
     node.watch = Some(watch::Watch::start(node.cfg.store.clone(), seen, store_tx));
     node.clean_partials();
-    tracing::info!(%peer_id, releases = node.catalog.held().count(), store = %node.cfg.store.root().display(), "node started");
+    tracing::info!(%peer_id, releases = node.catalog.held().count(), store = %node.cfg.store.root().display(), control_socket = %node.control_socket.display(), "node started");
     for addr in node.cfg.peers.clone() {
         node.dial_flag_peer(addr);
     }
@@ -421,7 +406,8 @@ pub async fn run(
     }
     node.fetches.clear();
     control.abort();
-    let _ = std::fs::remove_file(&socket);
+    // The socket goes with its listener, when the aborted task is dropped.
+    let _ = control.await;
     result
 }
 
@@ -670,6 +656,7 @@ impl Node {
         releases.sort_by(|a, b| (&a.app, &a.channel, a.seq).cmp(&(&b.app, &b.channel, b.seq)));
         Status {
             peer_id: self.swarm.local_peer_id().to_string(),
+            control_socket: self.control_socket.display().to_string(),
             listen: self.listen.iter().map(ToString::to_string).collect(),
             peers: self
                 .book

@@ -11,6 +11,8 @@ use crate::output::ReleaseView;
 pub struct Status {
     /// This node's peer id.
     pub peer_id: String,
+    /// The control socket `lanseed status` asked it through.
+    pub control_socket: String,
     /// Addresses it listens on.
     pub listen: Vec<String>,
     /// Peers it knows.

@@ -120,10 +120,45 @@ pub fn write_atomic_labeled(
     bytes: &[u8],
     labels: [&'static str; 4],
 ) -> std::io::Result<()> {
+    write_atomic_mode(path, bytes, 0o666, labels)
+}
+
+/// The temp file [`write_atomic_mode`] writes before renaming it to
+/// `path`: `.NAME.PID.tmp` next to it (a leftover of a crash is
+/// overwritten by a later write of the same process id, and ignored
+/// otherwise).
+pub fn temp_path(path: &Path) -> std::path::PathBuf {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = File::create(&tmp)?;
+    dir.join(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// [`write_atomic_labeled`] with the temp file (and so the result)
+/// created with `mode` (less the umask, on Unix): 0o600 for secrets,
+/// which are then never readable by others, not even for an instant.
+pub fn write_atomic_mode(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    labels: [&'static str; 4],
+) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = temp_path(path);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = opts.open(&tmp)?;
+    // A leftover of the same name may predate this write with a wider mode.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if f.metadata()?.permissions().mode() & 0o777 & !mode != 0 {
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+    }
     f.write_all(bytes)?;
     crashpoint::hit(labels[0]);
     f.sync_all()?;

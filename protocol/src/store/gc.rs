@@ -1,15 +1,24 @@
-//! Garbage collection: drop old releases by a retention rule, then every
-//! manifest and blob that no kept release needs, and leftovers of
-//! interrupted writes (staging left in `tmp/`, and the pieces of fetches
-//! that are not running in `partial/`).
+//! Garbage collection: drop releases by a rule, then every manifest and
+//! blob that no kept release needs, and leftovers of interrupted writes
+//! (staging left in `tmp/`, and the pieces of fetches that are not running
+//! in `partial/`).
+//!
+//! Two rules: [`Store::gc`] keeps the newest releases of each app and
+//! channel (`lanseed store gc --keep N`); [`Store::gc_by`] keeps whatever
+//! its caller's predicate says (the device agent's own rule). Both run the
+//! same collection.
 //!
 //! GC takes `gc.lock` exclusively, so it waits for running batches (which
 //! hold it shared) and none starts while it runs; everything under `tmp/`
 //! is then a leftover of a dead process. The index is rewritten first
 //! (atomically), files are deleted after: a crash in between leaves only
-//! orphans, which the next run removes.
+//! orphans, which the next run removes. A dry run changes no file of the
+//! store, not even a lock file: it only counts what would go.
 
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::ErrorKind;
+use std::path::Path;
 
 use crate::hash::{BundleId, Hash};
 use crate::release::SignedRelease;
@@ -20,7 +29,8 @@ use super::{Store, StoreError, index};
 /// How much to keep.
 #[derive(Clone, Copy, Debug)]
 pub struct GcOptions {
-    /// Releases kept per app and channel, the highest sequence numbers.
+    /// Releases kept per app and channel, the highest sequence numbers; at
+    /// least 1 ([`StoreError::KeepNone`] otherwise).
     pub keep: usize,
     /// Report what would go, change nothing.
     pub dry_run: bool,
@@ -46,44 +56,49 @@ pub struct GcReport {
     pub manifests_removed: usize,
     /// Blobs deleted.
     pub blobs_removed: usize,
-    /// Bytes of blobs deleted.
+    /// Bytes of blobs (and of partial fetches) deleted.
     pub bytes_freed: u64,
     /// Leftovers of interrupted writes deleted.
     pub leftovers_removed: usize,
 }
 
 impl Store {
-    /// Applies the retention rule and deletes what no kept release needs.
+    /// Keeps the `opts.keep` newest releases (by sequence number) of each
+    /// app and channel and deletes what no kept release needs.
     pub fn gc(&self, opts: GcOptions) -> Result<GcReport, StoreError> {
-        let (kept, _) = retain(self.releases()?, opts.keep);
-        let kept: HashSet<crate::ReleaseId> = kept.iter().map(SignedRelease::id).collect();
-        self.gc_by(|r| kept.contains(&r.id()), opts.dry_run)
+        if opts.keep == 0 {
+            return Err(StoreError::KeepNone);
+        }
+        self.collect(|all| retain(all, opts.keep), opts.dry_run)
     }
 
-    /// Keeps the releases `keep` says, and deletes what no kept release
-    /// needs.
+    /// Keeps the releases for which `keep` is true and deletes what no kept
+    /// release needs: the index is rewritten first, then manifests, blobs
+    /// and leftovers go, as in [`Store::gc`]. `keep` sees the index as it
+    /// is under the collection's locks.
     pub fn gc_by(
         &self,
         keep: impl Fn(&SignedRelease) -> bool,
         dry_run: bool,
     ) -> Result<GcReport, StoreError> {
-        let opts = GcOptions { keep: 1, dry_run };
-        let gc_lock = self.lock_file("gc.lock")?;
-        gc_lock
-            .lock()
-            .map_err(StoreError::io("cannot lock", &self.root.join("gc.lock")))?;
-        let index_lock = self.lock_file("index.lock")?;
-        index_lock
-            .lock()
-            .map_err(StoreError::io("cannot lock", &self.root.join("index.lock")))?;
+        self.collect(|all| all.into_iter().partition(|r| keep(r)), dry_run)
+    }
 
-        let all = self.releases()?;
-        let (kept, dropped): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| keep(r));
+    /// The collection: `split` divides the index into kept and dropped.
+    fn collect(
+        &self,
+        split: impl FnOnce(Vec<SignedRelease>) -> (Vec<SignedRelease>, Vec<SignedRelease>),
+        dry_run: bool,
+    ) -> Result<GcReport, StoreError> {
+        let _gc_lock = self.gc_lock("gc.lock", dry_run)?;
+        let _index_lock = self.gc_lock("index.lock", dry_run)?;
+
+        let (kept, dropped) = split(self.releases()?);
         let mut report = GcReport {
             kept: kept.len(),
             ..GcReport::default()
         };
-        if !opts.dry_run && !dropped.is_empty() {
+        if !dry_run && !dropped.is_empty() {
             index::write(&self.root, &kept)?;
         }
         report.dropped = dropped;
@@ -99,8 +114,9 @@ impl Store {
             }
         }
 
-        let remove = |path: &std::path::Path| -> Result<(), StoreError> {
-            if opts.dry_run {
+        // Every deletion goes through here, so a dry run deletes nothing.
+        let remove = |path: &Path| -> Result<(), StoreError> {
+            if dry_run {
                 return Ok(());
             }
             let res = if path.is_dir() {
@@ -147,8 +163,7 @@ impl Store {
             for entry in dir {
                 let entry = entry.map_err(StoreError::io("cannot read", &partial))?;
                 report.bytes_freed += dir_size(&entry.path());
-                std::fs::remove_dir_all(entry.path())
-                    .map_err(StoreError::io("cannot remove", &entry.path()))?;
+                remove(&entry.path())?;
                 report.leftovers_removed += 1;
             }
         }
@@ -164,10 +179,28 @@ impl Store {
         }
         Ok(report)
     }
+
+    /// Takes the lock file `name` exclusively. A dry run does not create a
+    /// missing one: with no lock file, no batch has ever run to wait for,
+    /// and a dry run only counts.
+    fn gc_lock(&self, name: &str, dry_run: bool) -> Result<Option<File>, StoreError> {
+        let path = self.root.join(name);
+        let file = if dry_run {
+            match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(StoreError::io("cannot open lock file", &path)(e)),
+            }
+        } else {
+            self.lock_file(name)?
+        };
+        file.lock().map_err(StoreError::io("cannot lock", &path))?;
+        Ok(Some(file))
+    }
 }
 
 /// Bytes of the files directly in `dir`.
-fn dir_size(dir: &std::path::Path) -> u64 {
+fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|d| {
             d.flatten()
@@ -178,8 +211,8 @@ fn dir_size(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Splits releases into kept and dropped: the `keep` highest sequence
-/// numbers of each app and channel are kept, in their index order.
+/// Splits releases into kept and dropped: the `keep` (at least 1) highest
+/// sequence numbers of each app and channel are kept, in their index order.
 fn retain(all: Vec<SignedRelease>, keep: usize) -> (Vec<SignedRelease>, Vec<SignedRelease>) {
     let mut seqs: HashMap<(&str, &str), Vec<u64>> = HashMap::new();
     for r in &all {
@@ -192,16 +225,212 @@ fn retain(all: Vec<SignedRelease>, keep: usize) -> (Vec<SignedRelease>, Vec<Sign
         .into_iter()
         .map(|((app, channel), mut s)| {
             s.sort_unstable_by(|a, b| b.cmp(a));
-            let min_kept = if keep == 0 {
-                u64::MAX
-            } else {
-                s[(keep - 1).min(s.len() - 1)]
-            };
+            let min_kept = s[keep.saturating_sub(1).min(s.len() - 1)];
             ((app.to_owned(), channel.to_owned()), min_kept)
         })
         .collect();
     all.into_iter().partition(|r| {
         let rel = r.release();
-        keep > 0 && rel.seq >= cutoff[&(rel.app.clone(), rel.channel.clone())]
+        rel.seq >= cutoff[&(rel.app.clone(), rel.channel.clone())]
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::keys::SecretKey;
+    use crate::pack::{PackOptions, pack_dir};
+    use crate::release::Rollout;
+
+    /// A store in `dir` holding, for each `(app, version, seq, page)`, a
+    /// release whose bundle is an index.html of `page` and a shared file.
+    fn store_with(dir: &Path, releases: &[(&str, &str, u64, &str)]) -> Store {
+        let store = Store::create(&dir.join("store")).unwrap();
+        let key = SecretKey::from_seed(&[7; 32]);
+        for (i, (app, version, seq, page)) in releases.iter().enumerate() {
+            let build = dir.join(format!("build{i}"));
+            std::fs::create_dir_all(&build).unwrap();
+            std::fs::write(build.join("index.html"), page).unwrap();
+            std::fs::write(build.join("shared.js"), "shared by every bundle").unwrap();
+            let opts = PackOptions {
+                app: (*app).to_owned(),
+                channel: "production".to_owned(),
+                version: (*version).to_owned(),
+                seq: Some(*seq),
+                created: 1_700_000_000,
+                min_native_version: None,
+                rollout: Rollout::FULL,
+                expires: None,
+                notes: None,
+            };
+            pack_dir(&store, &build, &opts, &key, &|_| {}).unwrap();
+        }
+        store
+    }
+
+    const THREE: [(&str, &str, u64, &str); 3] = [
+        ("com.example.a", "1.0.0", 1, "one"),
+        ("com.example.a", "1.1.0", 2, "two"),
+        ("com.example.b", "2.0.0", 1, "three"),
+    ];
+
+    /// Every file and folder under `root` with its size and mtime.
+    fn snapshot(root: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
+        let mut out = Vec::new();
+        let mut todo = vec![root.to_owned()];
+        while let Some(dir) = todo.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let e = e.unwrap();
+                let meta = e.metadata().unwrap();
+                if meta.is_dir() {
+                    todo.push(e.path());
+                }
+                out.push((e.path(), meta.len(), meta.modified().unwrap()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn versions(store: &Store) -> Vec<String> {
+        let mut v: Vec<String> = store
+            .releases()
+            .unwrap()
+            .iter()
+            .map(|r| r.release().version.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_dry_run_changes_no_file_but_counts_what_would_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), &THREE);
+        let fetch = store.partial_dir().join("a-fetch");
+        std::fs::create_dir_all(&fetch).unwrap();
+        std::fs::write(fetch.join("piece"), [1u8; 100]).unwrap();
+        std::fs::write(store.root().join("tmp").join("staged"), b"left").unwrap();
+        let before = snapshot(store.root());
+
+        let report = store
+            .gc(GcOptions {
+                keep: 1,
+                dry_run: true,
+            })
+            .unwrap();
+
+        assert_eq!(snapshot(store.root()), before);
+        assert_eq!(report.dropped.len(), 1);
+        assert_eq!(report.kept, 2);
+        assert_eq!(report.manifests_removed, 1);
+        assert_eq!(report.leftovers_removed, 2, "{report:?}");
+        assert!(report.bytes_freed >= 100);
+    }
+
+    #[test]
+    fn a_dry_run_creates_no_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), &THREE);
+        for name in ["gc.lock", "index.lock"] {
+            std::fs::remove_file(store.root().join(name)).unwrap();
+        }
+        let before = snapshot(store.root());
+        store
+            .gc_by(|_| false, true)
+            .expect("a dry run without lock files");
+        assert_eq!(snapshot(store.root()), before);
+    }
+
+    #[test]
+    fn a_real_run_removes_partial_folders_and_old_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), &THREE);
+        std::fs::create_dir_all(store.partial_dir().join("a-fetch")).unwrap();
+        let report = store
+            .gc(GcOptions {
+                keep: 1,
+                dry_run: false,
+            })
+            .unwrap();
+        assert_eq!(versions(&store), ["1.1.0", "2.0.0"]);
+        assert_eq!(report.leftovers_removed, 1);
+        assert!(!store.partial_dir().join("a-fetch").exists());
+        assert_eq!(store.verify(None, &|_| {}).unwrap().unreferenced_blobs, 0);
+    }
+
+    #[test]
+    fn keeping_no_release_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), &THREE);
+        let before = snapshot(store.root());
+        for dry_run in [false, true] {
+            let err = store.gc(GcOptions { keep: 0, dry_run }).unwrap_err();
+            assert!(matches!(err, StoreError::KeepNone), "{err}");
+            assert!(err.to_string().contains("keep at least 1"), "{err}");
+        }
+        assert_eq!(snapshot(store.root()), before);
+    }
+
+    #[test]
+    fn gc_by_keeps_what_its_rule_keeps_and_collects_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), &THREE);
+        let report = store
+            .gc_by(|r| r.release().app == "com.example.b", false)
+            .unwrap();
+        assert_eq!(versions(&store), ["2.0.0"]);
+        assert_eq!(report.kept, 1);
+        assert_eq!(report.dropped.len(), 2);
+        assert_eq!(report.manifests_removed, 2);
+        // Each dropped bundle had its own index.html; shared.js stays.
+        assert_eq!(report.blobs_removed, 2);
+        let left = store.verify(None, &|_| {}).unwrap();
+        assert!(left.is_ok(), "{:?}", left.problems);
+        assert_eq!(
+            (left.manifests, left.blobs, left.unreferenced_blobs),
+            (1, 2, 0)
+        );
+    }
+
+    #[test]
+    fn gc_by_keeping_everything_removes_no_release_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), &THREE);
+        let report = store.gc_by(|_| true, false).unwrap();
+        assert_eq!(report.kept, 3);
+        assert!(report.dropped.is_empty());
+        assert_eq!((report.manifests_removed, report.blobs_removed), (0, 0));
+        assert_eq!(versions(&store), ["1.0.0", "1.1.0", "2.0.0"]);
+    }
+
+    #[test]
+    fn retention_keeps_the_highest_sequences_of_each_app_and_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), &THREE);
+        for (keep, left) in [
+            (1, vec!["1.1.0", "2.0.0"]),
+            (2, vec!["1.0.0", "1.1.0", "2.0.0"]),
+            (5, vec!["1.0.0", "1.1.0", "2.0.0"]),
+        ] {
+            let report = store
+                .gc(GcOptions {
+                    keep,
+                    dry_run: true,
+                })
+                .unwrap();
+            let mut kept: Vec<String> = store
+                .releases()
+                .unwrap()
+                .iter()
+                .filter(|r| !report.dropped.contains(r))
+                .map(|r| r.release().version.to_string())
+                .collect();
+            kept.sort();
+            assert_eq!(kept, left, "keep {keep}");
+        }
+    }
 }

@@ -122,6 +122,9 @@ pub enum StoreError {
     /// The index holds an invalid release.
     #[error("the store index holds an invalid release: {0}")]
     BadRelease(#[from] ReleaseError),
+    /// A collection was asked to keep no release at all.
+    #[error("keeping 0 releases would drop every release of the store; keep at least 1")]
+    KeepNone,
     /// The index is full.
     #[error("the store holds {0} releases, the most one index may hold; run `lanseed store gc`")]
     IndexFull(usize),
@@ -144,7 +147,8 @@ impl Store {
     /// directory does not exist or is empty.
     pub fn create(root: &Path) -> Result<Store, StoreError> {
         if !root.join(MARKER_FILE).exists() && is_fresh(root)? {
-            for dir in ["", "blobs", "manifests", "tmp"] {
+            create_private_dir(root)?;
+            for dir in ["blobs", "manifests", "tmp"] {
                 let p = root.join(dir);
                 std::fs::create_dir_all(&p).map_err(StoreError::io("cannot create", &p))?;
             }
@@ -284,6 +288,23 @@ pub fn next_seq(releases: &[SignedRelease], app: &str, channel: &str, now: u64) 
     highest.map_or(now, |h| now.max(h.saturating_add(1)))
 }
 
+/// Creates `root` (and its missing parents) if it does not exist; `root`
+/// itself with mode 0700 on Unix (the store holds the node's secret key,
+/// and what a device installs). An existing directory keeps its mode.
+fn create_private_dir(root: &Path) -> Result<(), StoreError> {
+    if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(StoreError::io("cannot create", parent))?;
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    match builder.create(root) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && root.is_dir() => Ok(()),
+        Err(e) => Err(StoreError::io("cannot create", root)(e)),
+    }
+}
+
 /// Whether `root` is missing, empty, or holds only what an interrupted
 /// [`Store::create`] leaves behind, so creating the store there is safe.
 fn is_fresh(root: &Path) -> Result<bool, StoreError> {
@@ -328,4 +349,26 @@ pub(crate) fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
         ));
     }
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_store_directory_is_private_and_an_existing_one_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("parent").join("store");
+        Store::create(&new).unwrap();
+        assert_eq!(mode(&new), 0o700);
+
+        let existing = dir.path().join("existing");
+        std::fs::create_dir(&existing).unwrap();
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o750)).unwrap();
+        Store::create(&existing).unwrap();
+        assert_eq!(mode(&existing), 0o750);
+    }
 }
