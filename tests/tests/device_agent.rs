@@ -471,3 +471,38 @@ fn pages_are_answered_while_a_bundle_of_20000_files_installs() {
         "p99 {busy_p99:?} while installing against {idle_p99:?} idle"
     );
 }
+
+#[test]
+fn a_peer_address_down_at_first_is_dialled_until_it_answers_and_status_prints_ours() {
+    let k = kiosk();
+    let seeder_store = k.dir.path().join("seeder");
+    let v1 = k.pack(&seeder_store, "production", "1.0.0", 1);
+    // A --peer without /p2p/<id>, where nothing listens yet.
+    let peer = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    let device = k.device(&["--peer", &peer, "--apply", "immediate"]);
+    device.wait_log("--peer did not answer", T);
+    let st = node_status(&k.store);
+    assert_eq!(st["dialling"][0]["address"], peer.as_str(), "{st}");
+    std::thread::sleep(Duration::from_secs(2));
+    let _seeder = NodeProc::start_here("seed", &seeder_store, &["--no-mdns", "--listen", &peer]);
+    k.wait_and_confirm(&v1);
+    assert!(
+        node_status(&k.store)["dialling"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // `lanseed status` prints the address another node's --peer takes.
+    let out = run_ok(&["status", "--store", s(&k.store)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let id = node_status(&k.store)["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        text.lines()
+            .any(|l| l.trim().starts_with("/ip4/127.0.0.1/tcp/")
+                && l.trim().ends_with(&format!("/p2p/{id}"))),
+        "{text}"
+    );
+}

@@ -121,9 +121,31 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
     }
-    println!("node {}", status["peer_id"].as_str().unwrap_or("?"));
-    for l in status["listen"].as_array().into_iter().flatten() {
-        println!("  listening on {}", l.as_str().unwrap_or(""));
+    let peer_id = status["peer_id"].as_str().unwrap_or("?");
+    println!("node {peer_id}");
+    let listen = status["listen"].as_array().cloned().unwrap_or_default();
+    if !listen.is_empty() {
+        println!("  listening on (for another node's --peer):");
+    }
+    for l in &listen {
+        println!("    {}/p2p/{peer_id}", l.as_str().unwrap_or(""));
+    }
+    if let Some(why) = status["waiting"].as_str() {
+        println!("  {why}");
+    }
+    for d in status["dialling"].as_array().into_iter().flatten() {
+        println!(
+            "  --peer {} has not answered yet; next dial in {}s",
+            d["address"].as_str().unwrap_or(""),
+            d["in_secs"]
+        );
+    }
+    for r in status["retrying"].as_array().into_iter().flatten() {
+        println!(
+            "  transfer of {} failed on the store; trying again in {}s",
+            r["version"].as_str().unwrap_or(""),
+            r["in_secs"]
+        );
     }
     let peers = status["peers"].as_array().cloned().unwrap_or_default();
     println!("{} peers", peers.len());

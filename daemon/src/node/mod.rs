@@ -37,6 +37,7 @@
 //!   releases to take ([`catalog`]); every table a peer can grow is
 //!   bounded there.
 
+mod addr_dials;
 mod buffers;
 mod catalog;
 mod codec;
@@ -240,6 +241,8 @@ struct Node {
     retries: retry::Retries,
     /// Where `lanseed status` reaches it.
     control_socket: std::path::PathBuf,
+    /// `--peer` addresses without a peer id, not reached yet.
+    addr_dials: addr_dials::AddrDials,
 }
 
 fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm<Behaviour>> {
@@ -348,6 +351,7 @@ pub async fn run(
         low_space: None,
         retries: retry::Retries::default(),
         control_socket: socket.clone(),
+        addr_dials: addr_dials::AddrDials::default(),
     };
     let mut follow_rx = node.cfg.follow_updates.take();
     node.check_space();
@@ -599,6 +603,15 @@ impl Node {
                 tracing::debug!(%peer, "dial: {e}");
             }
         }
+        for addr in self.addr_dials.due(now) {
+            let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+            let id = opts.connection_id();
+            self.addr_dials.dialing(&addr, id);
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::warn!(%addr, "cannot dial --peer: {e}");
+                self.addr_dials.failed(id, now);
+            }
+        }
     }
 
     fn send(&mut self, peer: PeerId, req: Request, why: Pending) -> OutboundRequestId {
@@ -612,17 +625,21 @@ impl Node {
             libp2p::multiaddr::Protocol::P2p(id) => Some(id),
             _ => None,
         });
-        if let Some(peer) = peer {
-            self.book.found(
-                peer,
-                std::slice::from_ref(&addr),
-                "peer-flag",
-                true,
-                Instant::now(),
-            );
-        }
-        if let Err(e) = self.swarm.dial(addr.clone()) {
-            tracing::warn!(%addr, "cannot dial --peer: {e}");
+        match peer {
+            Some(peer) => {
+                self.book.found(
+                    peer,
+                    std::slice::from_ref(&addr),
+                    "peer-flag",
+                    true,
+                    Instant::now(),
+                );
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    tracing::warn!(%addr, "cannot dial --peer: {e}");
+                }
+            }
+            // Dialled by address until a peer answers there.
+            None => self.addr_dials.add(addr, Instant::now()),
         }
     }
 
@@ -688,6 +705,17 @@ impl Node {
             releases,
             device: self.cfg.extra_status.as_ref().map(|f| f()),
             waiting: self.low_space.clone(),
+            dialling: {
+                let mut d: Vec<status::DialStatus> = (self.addr_dials.waiting(now))
+                    .into_iter()
+                    .map(|(address, wait)| status::DialStatus {
+                        address,
+                        in_secs: wait.as_secs(),
+                    })
+                    .collect();
+                d.sort_by(|a, b| a.address.cmp(&b.address));
+                d
+            },
             retrying: self
                 .retries
                 .waiting(now)
@@ -739,8 +767,19 @@ impl Node {
                 peer_id,
                 endpoint,
                 num_established,
+                connection_id,
                 ..
             } => {
+                if let Some(addr) = self.addr_dials.connected(connection_id) {
+                    tracing::info!(peer = %peer_id, %addr, "--peer answered");
+                    self.book.found(
+                        peer_id,
+                        std::slice::from_ref(&addr),
+                        "peer-flag",
+                        true,
+                        Instant::now(),
+                    );
+                }
                 let dialed = endpoint
                     .is_dialer()
                     .then(|| endpoint.get_remote_address().clone());
@@ -775,7 +814,14 @@ impl Node {
                 }
                 tracing::info!(peer = %peer_id, cause = ?cause, "peer disconnected");
             }
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                peer_id,
+                error,
+                connection_id,
+            } => {
+                if self.addr_dials.failed(connection_id, Instant::now()) {
+                    tracing::info!("--peer did not answer ({error}); dialling it again later");
+                }
                 tracing::debug!(peer = ?peer_id, "dial failed: {error}");
                 if let Some(peer) = peer_id {
                     self.book.dial_failed(&peer, Instant::now());

@@ -30,11 +30,22 @@ pub struct Status {
     /// Why fetches wait (free space below `--min-free`), if they do.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// `--peer` addresses without a peer id that nothing answered at yet.
+    pub dialling: Vec<DialStatus>,
     /// Transfers that failed on the store, tried again after a backoff.
     pub retrying: Vec<RetryStatus>,
     /// The device updater's state, on a `lanseed device` node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<serde_json::Value>,
+}
+
+/// A `--peer` address not reached yet.
+#[derive(Debug, Serialize)]
+pub struct DialStatus {
+    /// The address.
+    pub address: String,
+    /// Seconds before the next dial.
+    pub in_secs: u64,
 }
 
 /// A transfer to try again.
