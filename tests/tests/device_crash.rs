@@ -1,5 +1,6 @@
 //! SIGKILL `lanseed device` at every phase of its work — download,
-//! materialise, switch, trial, rollback — restart it each time, and check
+//! materialise, switch, trial, rollback, the collection of its store and
+//! the first write of its node key — restart it each time, and check
 //! that the bundle it serves is always whole (every file matches the
 //! manifest of the bundle the page came from, or the builtin one) and that
 //! the rules still hold afterwards: a trial cut short counts as failed,
@@ -452,9 +453,17 @@ fn sigkill_at_every_phase_leaves_a_whole_bundle_and_the_rules_hold() {
     );
 
     let mut plan: Vec<Kill> = Vec::new();
-    for phase in ["download", "materialise", "switch", "trial", "rollback"] {
+    for (phase, most) in [
+        ("download", 12),
+        ("materialise", 12),
+        ("switch", 12),
+        ("trial", 12),
+        ("rollback", 12),
+        ("collect", 8),
+        ("node key", 4),
+    ] {
         let list = by_phase.get(phase).cloned().unwrap_or_default();
-        let take = 12.min(list.len());
+        let take = most.min(list.len());
         for i in 0..take {
             plan.push(Kill::At(list[i * list.len() / take]));
         }
@@ -479,10 +488,18 @@ fn sigkill_at_every_phase_leaves_a_whole_bundle_and_the_rules_hold() {
         .filter(|(p, _)| p.as_str() != "not reached")
         .map(|(_, n)| n)
         .sum();
-    assert!(total >= 60, "{total} kills");
-    for phase in ["download", "materialise", "switch", "trial", "rollback"] {
+    assert!(total >= 70, "{total} kills");
+    for (phase, least) in [
+        ("download", 10),
+        ("materialise", 10),
+        ("switch", 10),
+        ("trial", 10),
+        ("rollback", 10),
+        ("collect", 6),
+        ("node key", 3),
+    ] {
         assert!(
-            hits.get(phase).copied().unwrap_or(0) >= 10,
+            hits.get(phase).copied().unwrap_or(0) >= least,
             "{phase}: {hits:?}"
         );
     }
@@ -497,6 +514,8 @@ fn bucket(label: &str) -> String {
         "switch" => "switch",
         "trial" => "trial",
         "rollback" => "rollback",
+        "collect" => "collect",
+        "node key" => "node key",
         other => other,
     }
     .to_owned()

@@ -99,7 +99,16 @@ impl Store {
             ..GcReport::default()
         };
         if !dry_run && !dropped.is_empty() {
-            index::write(&self.root, &kept)?;
+            index::write_labeled(
+                &self.root,
+                &kept,
+                [
+                    "collect: index written",
+                    "collect: index synced",
+                    "collect: index renamed",
+                    "collect: directory synced",
+                ],
+            )?;
         }
         report.dropped = dropped;
 
@@ -124,7 +133,9 @@ impl Store {
             } else {
                 std::fs::remove_file(path)
             };
-            res.map_err(StoreError::io("cannot remove", path))
+            res.map_err(StoreError::io("cannot remove", path))?;
+            crate::crashpoint::hit("collect: removed");
+            Ok(())
         };
 
         let dir = self.root.join("manifests");

@@ -89,6 +89,24 @@ pub fn encode(releases: &[SignedRelease]) -> Vec<u8> {
 /// Replaces the index of the store at `root` atomically and durably.
 /// Callers hold the store's index lock.
 pub fn write(root: &Path, releases: &[SignedRelease]) -> Result<(), StoreError> {
+    write_labeled(
+        root,
+        releases,
+        [
+            "commit: temp written",
+            "commit: temp synced",
+            "commit: renamed",
+            "commit: directory synced",
+        ],
+    )
+}
+
+/// [`write`], naming its crash points after the caller's phase.
+pub fn write_labeled(
+    root: &Path,
+    releases: &[SignedRelease],
+    labels: [&'static str; 4],
+) -> Result<(), StoreError> {
     if releases.len() > MAX_INDEX_RELEASES {
         return Err(StoreError::IndexFull(releases.len()));
     }
@@ -98,5 +116,6 @@ pub fn write(root: &Path, releases: &[SignedRelease]) -> Result<(), StoreError> 
         // Never write an index that could not be read back.
         return Err(StoreError::IndexFull(releases.len()));
     }
-    durable::write_atomic(&path, &bytes).map_err(StoreError::io("cannot write", &path))
+    durable::write_atomic_labeled(&path, &bytes, labels)
+        .map_err(StoreError::io("cannot write", &path))
 }
