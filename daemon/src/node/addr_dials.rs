@@ -95,7 +95,7 @@ mod tests {
         let mut now = t0;
         let mut waits = Vec::new();
         for _ in 0..7 {
-            assert_eq!(d.due(now), [addr.clone()]);
+            assert_eq!(d.due(now), std::slice::from_ref(&addr));
             let id = ConnectionId::new_unchecked(waits.len());
             d.dialing(&addr, id);
             assert!(d.due(now).is_empty(), "not twice at once");
