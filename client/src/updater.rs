@@ -233,6 +233,9 @@ pub struct Updater {
     /// them is durable (deleting first could leave a state pointing at a
     /// missing directory after a crash).
     to_delete: Vec<String>,
+    /// Whether directories are removed by the host ([`Updater::defer_removals`]).
+    defer_removals: bool,
+    removals: Vec<Removal>,
 }
 
 fn random_id() -> String {
@@ -281,6 +284,8 @@ impl Updater {
             deadline: None,
             events: Vec::new(),
             to_delete: Vec::new(),
+            defer_removals: false,
+            removals: Vec::new(),
         };
         if u.state.native_version != u.cfg.native_version {
             tracing::info!(from = %u.state.native_version, to = %u.cfg.native_version, "native version changed: back to the builtin bundle");
@@ -768,20 +773,56 @@ impl Updater {
 
     fn save(&mut self, phase: Phase) -> Result<(), UpdaterError> {
         self.state.save(self.store.root(), phase)?;
+        let label = match phase {
+            Phase::Rollback => "rollback: failed bundle removed",
+            Phase::Trial => "trial: previous bundle removed",
+            _ => "state: bundle removed",
+        };
         for id in std::mem::take(&mut self.to_delete) {
             // Never the directory the state now serves or may fall back to.
             if id != self.state.current
                 && id != self.state.fallback
                 && self.state.next.as_deref() != Some(id.as_str())
             {
-                install::remove(self.store.root(), &id)?;
-                lanseed_protocol::crashpoint::hit(match phase {
-                    Phase::Rollback => "rollback: failed bundle removed",
-                    Phase::Trial => "trial: previous bundle removed",
-                    _ => "state: bundle removed",
-                });
+                if self.defer_removals {
+                    self.removals.push(Removal { id, label });
+                } else {
+                    Removal { id, label }.run(self.store.root())?;
+                }
             }
         }
+        Ok(())
+    }
+
+    /// From now on, bundle directories the saved state no longer names are
+    /// not removed by the updater but handed out by
+    /// [`Updater::take_removals`], for a host that removes them off its
+    /// updater thread (a 20,000-file directory takes a while). The host
+    /// must not install a bundle while its directory is being removed.
+    pub fn defer_removals(&mut self) {
+        self.defer_removals = true;
+    }
+
+    /// Bundle directories to remove (see [`Updater::defer_removals`]).
+    pub fn take_removals(&mut self) -> Vec<Removal> {
+        std::mem::take(&mut self.removals)
+    }
+}
+
+/// A bundle directory no saved state names any more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removal {
+    /// The bundle.
+    pub id: String,
+    /// Its crash point's label.
+    label: &'static str,
+}
+
+impl Removal {
+    /// Removes the directory from the store at `root`.
+    pub fn run(&self, root: &std::path::Path) -> std::io::Result<()> {
+        install::remove(root, &self.id)?;
+        lanseed_protocol::crashpoint::hit(self.label);
         Ok(())
     }
 }

@@ -71,6 +71,17 @@ pub enum SocketError {
         /// Why.
         reason: String,
     },
+    /// The process on the socket is run by a user the client does not
+    /// trust with its requests.
+    #[error(
+        "the control socket {path} is served by user {uid}, not by you, root or the store's owner; not talking to it"
+    )]
+    Impostor {
+        /// The socket.
+        path: PathBuf,
+        /// The serving process's user.
+        uid: u32,
+    },
     /// The socket path is too long for a Unix socket.
     #[error(
         "the control socket path {0} is longer than the 107 bytes a Unix socket allows; set XDG_RUNTIME_DIR to a shorter directory"
@@ -396,7 +407,7 @@ pub async fn connect(
         (None, Some(p)) => return Err(SocketError::Denied(p.clone())),
         (None, None) => &all[0],
     };
-    UnixStream::connect(found)
+    let stream = UnixStream::connect(found)
         .await
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::PermissionDenied => SocketError::Denied(found.clone()),
@@ -409,7 +420,21 @@ pub async fn connect(
                 }
             }
             _ => io("connect to", found)(e),
-        })
+        })?;
+    // Whoever could make the directory could serve a socket in it: talk
+    // only to a server run by this user, root, or the store's owner.
+    let uid = stream
+        .peer_cred()
+        .map_err(io("read the credentials of", found))?
+        .uid();
+    let owner = std::fs::metadata(store).map(|m| m.uid()).ok();
+    if uid != euid() && uid != 0 && Some(uid) != owner {
+        return Err(SocketError::Impostor {
+            path: found.clone(),
+            uid,
+        });
+    }
+    Ok(stream)
 }
 
 #[cfg(test)]

@@ -19,7 +19,13 @@
 //! - **What the node fetches.** The node follows the app's current channel
 //!   only; a switch switches it.
 //! - **Collection.** After every change of what the device runs, the
-//!   store is collected by the device's own rule ([`keep_rule`]).
+//!   store is collected by the device's own rule ([`KeepRule`]), which a
+//!   running collection reads under the store's locks, so a channel switch
+//!   while it runs cannot make it drop the new channel's releases. A
+//!   collection never waits behind a transfer (it tries again later).
+//! - **One job at a time.** Removing directories, installing and
+//!   collecting take turns on a background thread, so an install never
+//!   meets a collection or the removal of its own directory.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -85,7 +91,9 @@ enum Msg {
     Control(DeviceRequest, oneshot::Sender<serde_json::Value>),
     Progress(Box<node::Progress>),
     Materialized(Box<VerifiedRelease>, Result<(), InstallError>),
-    Collected(Result<lanseed_protocol::store::GcReport, String>),
+    /// `None`: the store was busy.
+    Collected(Result<Option<lanseed_protocol::store::GcReport>, String>),
+    Removed(Vec<(String, std::io::Result<()>)>),
 }
 
 /// How to talk to the actor; cheap to clone.
@@ -138,22 +146,59 @@ impl Handle {
     }
 }
 
-/// The device's collection rule over the releases of a store: a release
-/// stays when it is of another app (not the device's business), when its
-/// bundle is one the updater keeps, or when it is of the device's channel
-/// and at least as new as the newest seen (`floor`: the candidate to
-/// install, or one that arrived meanwhile). Everything else goes: older
-/// releases of the channel, and every release of other channels.
-pub fn keep_rule(
-    app: &str,
-    channel: &str,
-    keep: &BTreeSet<BundleId>,
-    floor: u64,
-    r: &SignedRelease,
-) -> bool {
-    let rel = r.release();
-    rel.app != app || keep.contains(&rel.bundle_id) || (rel.channel == channel && rel.seq >= floor)
+/// The device's collection rule: which releases of the store stay.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeepRule {
+    /// The device's app.
+    pub app: String,
+    /// Its channel.
+    pub channel: String,
+    /// Bundles the updater keeps ([`Updater::keeps`]).
+    pub bundles: BTreeSet<BundleId>,
+    /// The sequence number installed on the channel.
+    pub installed: u64,
 }
+
+impl KeepRule {
+    /// The rule for the updater's state now.
+    pub fn of(u: &Updater) -> KeepRule {
+        let channel = u.state().channel.clone();
+        KeepRule {
+            app: u.app().to_owned(),
+            installed: u.state().installed_seq.get(&channel).copied().unwrap_or(0),
+            channel,
+            bundles: u.keeps().iter().filter_map(|id| id.parse().ok()).collect(),
+        }
+    }
+
+    /// Whether `r` stays: a release of another app (not the device's
+    /// business), of a bundle the updater keeps, or of the device's channel
+    /// newer than what is installed (about to be installed, or one the
+    /// device refused that peers may still want). Everything else goes:
+    /// older releases of the channel, and every release of other channels.
+    pub fn keeps(&self, r: &SignedRelease) -> bool {
+        let rel = r.release();
+        rel.app != self.app
+            || self.bundles.contains(&rel.bundle_id)
+            || (rel.channel == self.channel && rel.seq > self.installed)
+    }
+}
+
+/// What the actor's one background job is doing. One at a time, so an
+/// install never meets a collection or a removal of its own directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Job {
+    /// Materialising this bundle.
+    Installing(BundleId),
+    /// Collecting the store.
+    Collecting,
+    /// Removing bundle directories the state no longer names.
+    Removing,
+}
+
+/// How long a collection that found the store busy (a fetch running)
+/// waits before trying again.
+const COLLECT_RETRY: Duration = Duration::from_secs(5);
 
 /// Starts the actor over `updater`; `follow` gets the node's follow list
 /// whenever the channel changes.
@@ -177,13 +222,14 @@ pub fn start(
         verified: HashMap::new(),
         told: Default::default(),
         stamp: None,
-        installing: None,
+        job: None,
         offer_wanted: true,
         retries: HashMap::new(),
-        collecting: false,
-        collect_wanted: true,
+        collect_at: Some(StdInstant::now()),
+        rule: Arc::new(std::sync::Mutex::new(KeepRule::default())),
         progress: HashMap::new(),
     };
+    actor.updater.defer_removals();
     actor.set_follow();
     let (view_tx, view_rx) = watch::channel(Arc::new(actor.make_view()));
     actor.view = Some(view_tx);
@@ -213,12 +259,15 @@ struct Actor {
     told: std::collections::HashSet<ReleaseId>,
     /// The index file's stamp when last read.
     stamp: crate::node::watch::Stamp,
-    /// The bundle being materialised.
-    installing: Option<BundleId>,
+    /// The background job running, if any.
+    job: Option<Job>,
     offer_wanted: bool,
     retries: HashMap<BundleId, Backoff>,
-    collecting: bool,
-    collect_wanted: bool,
+    /// When to collect the store next, if wanted.
+    collect_at: Option<StdInstant>,
+    /// The collection rule, read by a running collection under the
+    /// store's locks, so that it always sees the state of now.
+    rule: Arc<std::sync::Mutex<KeepRule>>,
     /// Last download percent reported per bundle.
     progress: HashMap<BundleId, u8>,
 }
@@ -253,7 +302,7 @@ impl Actor {
                 let r = self.updater.notify_app_ready(&bundle);
                 if let Ok(true) = r {
                     tracing::info!(%bundle, "notifyAppReady");
-                    self.collect_wanted = true;
+                    self.want_collection();
                 }
                 let _ = reply.send(r.map_err(|e| AgentError::Updater(e.to_string())));
             }
@@ -274,20 +323,41 @@ impl Actor {
             }
             Msg::Materialized(release, done) => self.on_materialized(*release, done),
             Msg::Collected(result) => {
-                self.collecting = false;
+                self.job = None;
                 match result {
-                    Ok(r) if !r.dropped.is_empty() || r.blobs_removed > 0 => tracing::info!(
+                    Ok(None) => {
+                        tracing::debug!("the store is busy (a transfer runs); collecting later");
+                        self.collect_at = Some(StdInstant::now() + COLLECT_RETRY);
+                    }
+                    Ok(Some(r)) if !r.dropped.is_empty() || r.blobs_removed > 0 => tracing::info!(
                         releases_dropped = r.dropped.len(),
                         releases_kept = r.kept,
                         blobs_removed = r.blobs_removed,
                         bytes_freed = r.bytes_freed,
                         "store collected"
                     ),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("cannot collect the store: {e}"),
+                    Ok(Some(_)) => {}
+                    Err(e) => {
+                        tracing::warn!("cannot collect the store: {e}");
+                        self.collect_at = Some(StdInstant::now() + COLLECT_RETRY);
+                    }
+                }
+            }
+            Msg::Removed(results) => {
+                self.job = None;
+                for (id, r) in results {
+                    if let Err(e) = r {
+                        tracing::warn!(bundle = %id, "cannot remove the bundle's directory: {e}; it goes at the next start");
+                    }
                 }
             }
         }
+    }
+
+    /// Collects the store soon (after the current job).
+    fn want_collection(&mut self) {
+        let now = StdInstant::now();
+        self.collect_at = Some(self.collect_at.map_or(now, |t| t.min(now)));
     }
 
     fn control(&mut self, req: DeviceRequest) -> serde_json::Value {
@@ -309,7 +379,7 @@ impl Actor {
         match result {
             Ok(()) => {
                 if !matches!(req, DeviceRequest::List) {
-                    self.collect_wanted = true;
+                    self.want_collection();
                 }
                 self.drain_events();
                 self.status_json()
@@ -323,7 +393,7 @@ impl Actor {
             tracing::error!("cannot roll back: {e}");
         }
         match self.updater.apply_in_window(local_minute()) {
-            Ok(true) => self.collect_wanted = true,
+            Ok(true) => self.want_collection(),
             Ok(false) => {}
             Err(e) => tracing::error!("cannot apply the next bundle: {e}"),
         }
@@ -336,13 +406,56 @@ impl Actor {
         if self.retries.values().any(|b| b.due <= now) {
             self.offer_wanted = true;
         }
-        if self.offer_wanted && self.installing.is_none() {
+        self.next_job(now);
+    }
+
+    /// Starts the next background job if none runs: directories to
+    /// remove first (an install may need the name back), then an install,
+    /// then a collection.
+    fn next_job(&mut self, now: StdInstant) {
+        if self.job.is_some() {
+            return;
+        }
+        let removals = self.updater.take_removals();
+        if !removals.is_empty() {
+            let root = self.store.root().to_owned();
+            let tx = self.tx.clone();
+            self.spawn_job(Job::Removing, move || {
+                let results = removals
+                    .iter()
+                    .map(|r| (r.id.clone(), r.run(&root)))
+                    .collect();
+                let _ = tx.send(Msg::Removed(results));
+            });
+            return;
+        }
+        if self.offer_wanted {
             self.offer_wanted = false;
             self.offer(now);
+            if self.job.is_some() {
+                return;
+            }
         }
-        if self.collect_wanted && !self.collecting && self.installing.is_none() {
-            self.collect_wanted = false;
+        if self.collect_at.is_some_and(|t| t <= now) {
+            self.collect_at = None;
             self.collect();
+        }
+    }
+
+    /// Runs `f` as the background job `job` on a thread of its own.
+    fn spawn_job(&mut self, job: Job, f: impl FnOnce() + Send + 'static) -> bool {
+        match std::thread::Builder::new()
+            .name("lanseed-device-job".into())
+            .spawn(f)
+        {
+            Ok(_) => {
+                self.job = Some(job);
+                true
+            }
+            Err(e) => {
+                tracing::error!("cannot start a thread for {job:?}: {e}; trying again shortly");
+                false
+            }
         }
     }
 
@@ -405,25 +518,24 @@ impl Actor {
         }
         let bundle = pick.release().bundle_id;
         tracing::info!(version = %pick.release().version, seq = pick.release().seq, %bundle, "installing");
-        self.installing = Some(bundle);
         let (store, tx) = (self.store.clone(), self.tx.clone());
-        std::thread::spawn(move || {
+        if !self.spawn_job(Job::Installing(bundle), move || {
             let done = install::materialize(&store, &bundle).map(|_| ());
-            // The actor is the only receiver; it outlives its threads
-            // unless the agent stops.
             let _ = tx.send(Msg::Materialized(Box::new(pick), done));
-        });
+        }) {
+            self.offer_wanted = true;
+        }
     }
 
     fn on_materialized(&mut self, release: VerifiedRelease, done: Result<(), InstallError>) {
-        self.installing = None;
+        self.job = None;
         self.offer_wanted = true;
         let bundle = release.release().bundle_id;
         let version = release.release().version.clone();
         match self.updater.finish_install(&release, done, unix_now()) {
             Ok(()) => {
                 self.retries.remove(&bundle);
-                self.collect_wanted = true;
+                self.want_collection();
             }
             Err(UpdaterError::Refused(why)) => {
                 tracing::info!(%version, "not installed: {why}");
@@ -438,44 +550,19 @@ impl Actor {
         }
     }
 
-    /// Collects the store by [`keep_rule`], on a thread of its own.
+    /// Collects the store by the device's [`KeepRule`], on a thread of its
+    /// own; a store busy with a transfer is collected later.
     fn collect(&mut self) {
-        let keep: BTreeSet<BundleId> = self
-            .updater
-            .keeps()
-            .iter()
-            .filter_map(|id| id.parse().ok())
-            .collect();
-        let app = self.updater.app().to_owned();
-        let channel = self.updater.state().channel.clone();
-        let installed = self
-            .updater
-            .state()
-            .installed_seq
-            .get(&channel)
-            .copied()
-            .unwrap_or(0);
-        let (store, tx) = (self.store.clone(), self.tx.clone());
-        self.collecting = true;
-        std::thread::spawn(move || {
-            let result = (|| {
-                let releases = store.releases()?;
-                // The newest release of the channel stays even when this
-                // device would not install it (peers may want it), and so
-                // does anything newer than what is installed.
-                let newest = releases
-                    .iter()
-                    .map(SignedRelease::release)
-                    .filter(|r| r.app == app && r.channel == channel)
-                    .map(|r| r.seq)
-                    .max()
-                    .unwrap_or(0);
-                let floor = newest.min(installed.saturating_add(1)).max(1);
-                store.gc_by(|r| keep_rule(&app, &channel, &keep, floor, r), false)
-            })()
-            .map_err(|e: lanseed_protocol::store::StoreError| e.to_string());
+        *self.rule.lock().unwrap_or_else(|e| e.into_inner()) = KeepRule::of(&self.updater);
+        let (store, tx, rule) = (self.store.clone(), self.tx.clone(), self.rule.clone());
+        if !self.spawn_job(Job::Collecting, move || {
+            let result = store
+                .try_gc_by(|r| rule.lock().unwrap_or_else(|e| e.into_inner()).keeps(r))
+                .map_err(|e| e.to_string());
             let _ = tx.send(Msg::Collected(result));
-        });
+        }) {
+            self.want_collection();
+        }
     }
 
     /// Sets the node's follow list to the app's current channel.
@@ -496,7 +583,7 @@ impl Actor {
             let json = serde_json::to_string(&e).unwrap_or_default();
             tracing::info!(target: "lanseed::events", "{json}");
             if matches!(e, Event::UpdateFailed { .. }) {
-                self.collect_wanted = true;
+                self.want_collection();
             }
             if self.recent.len() == RECENT {
                 self.recent.pop_front();
@@ -508,6 +595,13 @@ impl Actor {
 
     fn publish(&mut self) {
         self.drain_events();
+        let rule = KeepRule::of(&self.updater);
+        {
+            let mut shared = self.rule.lock().unwrap_or_else(|e| e.into_inner());
+            if *shared != rule {
+                *shared = rule;
+            }
+        }
         let view = self.make_view();
         if let Some(tx) = &self.view {
             tx.send_if_modified(|v| {
@@ -543,7 +637,10 @@ impl Actor {
             "current": { "bundle_id": id, "version": version, "status": status },
             "next": u.state().next,
             "fallback": u.state().fallback,
-            "installing": self.installing.map(|b| b.to_string()),
+            "installing": match self.job {
+                Some(Job::Installing(b)) => Some(b.to_string()),
+                _ => None,
+            },
             "retrying": self.retries.iter().map(|(b, r)| serde_json::json!({
                 "bundle_id": b.to_string(),
                 "in_secs": r.due.saturating_duration_since(StdInstant::now()).as_secs(),
@@ -587,21 +684,28 @@ mod tests {
     }
 
     #[test]
-    fn the_rule_keeps_the_devices_bundles_and_the_newest_of_its_channel() {
+    fn the_rule_keeps_the_devices_bundles_and_newer_releases_of_its_channel() {
         let app = "com.example.kiosk";
         let current = signed(app, "production", 3, 3);
-        let keep: BTreeSet<BundleId> = [current.release().bundle_id].into();
-        let rule = |r: &SignedRelease| keep_rule(app, "production", &keep, 4, r);
-        assert!(rule(&current));
-        assert!(!rule(&signed(app, "production", 2, 2)), "older: goes");
-        assert!(rule(&signed(app, "production", 4, 4)), "newer: stays");
-        assert!(!rule(&signed(app, "dev", 30, 30)), "another channel: goes");
+        let rule = KeepRule {
+            app: app.into(),
+            channel: "production".into(),
+            bundles: [current.release().bundle_id].into(),
+            installed: 3,
+        };
+        assert!(rule.keeps(&current));
+        assert!(!rule.keeps(&signed(app, "production", 2, 2)), "older: goes");
+        assert!(rule.keeps(&signed(app, "production", 4, 4)), "newer: stays");
         assert!(
-            rule(&signed(app, "dev", 31, 3)),
+            !rule.keeps(&signed(app, "dev", 30, 30)),
+            "another channel: goes"
+        );
+        assert!(
+            rule.keeps(&signed(app, "dev", 31, 3)),
             "another channel's release of a kept bundle stays"
         );
         assert!(
-            rule(&signed("com.example.other", "dev", 1, 9)),
+            rule.keeps(&signed("com.example.other", "dev", 1, 9)),
             "other apps are not ours"
         );
     }

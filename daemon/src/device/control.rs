@@ -34,11 +34,6 @@ pub enum DeviceRequest {
     Reload,
 }
 
-/// The socket path for the store at `root`.
-pub fn socket_path(root: &Path) -> PathBuf {
-    control_socket::socket_path(root, control_socket::DEVICE)
-}
-
 /// Serves the device socket.
 pub async fn serve(root: PathBuf, agent: Handle, access: Access) -> anyhow::Result<()> {
     let listener = ControlListener::bind(&root, control_socket::DEVICE, "device agent", access)

@@ -44,6 +44,9 @@ pub async fn run(
     let store = cfg.node.store.clone();
     let trust = cfg.node.trust.clone();
     let control_access = cfg.node.control_access;
+    // One agent per store, before anything is cleaned or installed: a
+    // second one would take the first one's installs for leftovers.
+    let _agent_lock = lock_agent(store.root())?;
     let updater = Updater::open(store.clone(), cfg.updater)?;
     tracing::info!(device = %updater.device_id(), channel = %updater.state().channel, serving = %updater.serve_dir().display(), "device started");
     let (follow_tx, follow_rx) = watch::channel(Vec::new());
@@ -96,7 +99,6 @@ pub async fn run(
     let _ = stop_tx.send(true);
     progress.abort();
     control.abort();
-    let _ = std::fs::remove_file(control::socket_path(store.root()));
     let _ = http.await;
     let result = match early {
         Some(r) => r,
@@ -106,4 +108,23 @@ pub async fn run(
         Ok(r) => r,
         Err(e) => Err(anyhow::anyhow!("the node task failed: {e}")),
     }
+}
+
+/// Holds `STORE/device/agent.lock` while the agent runs.
+fn lock_agent(root: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let dir = root.join("device");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("agent.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    if file.try_lock().is_err() {
+        anyhow::bail!(
+            "another lanseed device agent is running on store {}; stop it first or use another --store",
+            root.display()
+        );
+    }
+    Ok(file)
 }

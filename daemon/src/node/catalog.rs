@@ -68,6 +68,8 @@ pub struct Catalog {
     checking: HashSet<ReleaseId>,
     /// By the hash of the record.
     unfollowed: HashMap<Hash, Unfollowed>,
+    /// Their hashes, oldest first.
+    unfollowed_order: std::collections::VecDeque<Hash>,
     unfollowed_bytes: usize,
 }
 
@@ -81,13 +83,14 @@ impl Catalog {
             refused: HashSet::new(),
             checking: HashSet::new(),
             unfollowed: HashMap::new(),
+            unfollowed_order: std::collections::VecDeque::new(),
             unfollowed_bytes: 0,
         }
     }
 
     /// Remembers that `peer` announced `bytes`, a release of `app` and
-    /// `channel` the node does not follow (bounded: forgotten all at once
-    /// when full; the peers announce again when they reconnect).
+    /// `channel` the node does not follow (bounded: the oldest are
+    /// forgotten first; peers announce again when they reconnect).
     pub fn unfollowed(
         &mut self,
         record: Hash,
@@ -102,11 +105,19 @@ impl Catalog {
             }
             return;
         }
-        if self.unfollowed_bytes + bytes.len() > MAX_UNFOLLOWED_BYTES {
-            self.unfollowed.clear();
-            self.unfollowed_bytes = 0;
+        if bytes.len() > MAX_UNFOLLOWED_BYTES {
+            return;
+        }
+        while self.unfollowed_bytes + bytes.len() > MAX_UNFOLLOWED_BYTES {
+            let Some(old) = self.unfollowed_order.pop_front() else {
+                break;
+            };
+            if let Some(u) = self.unfollowed.remove(&old) {
+                self.unfollowed_bytes -= u.bytes.len();
+            }
         }
         self.unfollowed_bytes += bytes.len();
+        self.unfollowed_order.push_back(record);
         self.unfollowed.insert(
             record,
             Unfollowed {
@@ -129,7 +140,10 @@ impl Catalog {
             .collect();
         covered
             .into_iter()
-            .filter_map(|h| self.unfollowed.remove(&h))
+            .filter_map(|h| {
+                self.unfollowed_order.retain(|o| *o != h);
+                self.unfollowed.remove(&h)
+            })
             .map(|u| {
                 self.unfollowed_bytes -= u.bytes.len();
                 (u.bytes, u.peers)
@@ -410,11 +424,15 @@ mod tests {
         assert!(c.follows("com.example.kiosk", "beta"));
         assert!(!c.follows("com.example.kiosk", "production"));
         assert!(c.set_follow(Vec::new()).is_empty(), "replayed once");
-        // A flood of big records never holds more than the cap.
+        // A flood of big records never holds more than the cap, and the
+        // newest stay.
         let big = vec![7u8; 100_000];
         for i in 0..100u32 {
             c.unfollowed(Hash::of(&i.to_le_bytes()), "a", "b", &big, p1);
             assert!(c.unfollowed_bytes <= MAX_UNFOLLOWED_BYTES);
+            assert_eq!(c.unfollowed.len(), c.unfollowed_order.len());
         }
+        assert!(c.unfollowed.contains_key(&Hash::of(&99u32.to_le_bytes())));
+        assert!(!c.unfollowed.contains_key(&Hash::of(&0u32.to_le_bytes())));
     }
 }

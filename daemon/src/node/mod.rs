@@ -437,7 +437,23 @@ impl Node {
     /// it now covers are judged again.
     fn set_follow(&mut self, follow: Vec<Follow>) {
         tracing::info!(?follow, "following");
-        for (bytes, peers) in self.catalog.set_follow(follow) {
+        let replay = self.catalog.set_follow(follow);
+        // Transfers of what it no longer follows stop (their verified
+        // pieces stay in the partial folder until a collection).
+        let catalog = &self.catalog;
+        let followed = |r: &lanseed_protocol::VerifiedRelease| {
+            catalog.follows(&r.release().app, &r.release().channel)
+        };
+        let before = self.fetches.len();
+        self.fetches.retain(|_, f| followed(&f.release));
+        self.retries.retain(followed);
+        if self.fetches.len() < before {
+            tracing::info!(
+                stopped = before - self.fetches.len(),
+                "transfers of releases no longer followed stopped"
+            );
+        }
+        for (bytes, peers) in replay {
             for peer in peers {
                 if self.book.is_connected(&peer) {
                     self.on_announced(peer, &bytes, None);
@@ -457,7 +473,21 @@ impl Node {
             }
         };
         match (&self.low_space, &low) {
-            (None, Some(why)) => tracing::warn!("{why}"),
+            (None, Some(why)) => {
+                tracing::warn!("{why}");
+                // Waiting transfers are parked, not kept open: an open
+                // transfer holds the store's collection off, and a
+                // collection may be what frees the space. Their verified
+                // pieces stay for when they start again.
+                let now = Instant::now();
+                for (_, f) in std::mem::take(&mut self.fetches) {
+                    if !matches!(f.stage, Stage::Committing) {
+                        self.retries.failed(f.release, now);
+                    } else {
+                        self.fetches.insert(f.release.release().bundle_id, f);
+                    }
+                }
+            }
             (Some(_), None) => {
                 tracing::info!("free space is above --min-free again; fetches go on");
                 self.retries.all_due_now(Instant::now());
@@ -481,7 +511,12 @@ impl Node {
         }
         for release in self.retries.take_due(Instant::now()) {
             let bundle = release.release().bundle_id;
-            if self.fetches.contains_key(&bundle) || self.catalog.holds(&release.id()) {
+            let r = release.release();
+            if self.fetches.contains_key(&bundle)
+                || self.catalog.holds(&release.id())
+                || self.catalog.superseded(r)
+                || !self.catalog.follows(&r.app, &r.channel)
+            {
                 continue;
             }
             tracing::info!(bundle = %bundle, version = %release.release().version, "trying the transfer again");
@@ -1440,6 +1475,11 @@ impl Node {
         let r = verified.release();
         let bundle = r.bundle_id;
         let now = Instant::now();
+        if self.low_space.is_some() {
+            // Started when there is room again (see `check_space`).
+            self.retries.failed(verified, now);
+            return;
+        }
         tracing::info!(peer = ?first.as_ref().map(|f| f.0), app = %r.app, channel = %r.channel, version = %r.version, seq = r.seq, bundle = %bundle, "fetching release");
         let (mut f, open) = Fetch::new(&self.cfg.store, verified);
         match first {

@@ -79,6 +79,11 @@ impl Retries {
             .collect()
     }
 
+    /// Keeps only the retries of releases `keep` says.
+    pub fn retain(&mut self, keep: impl Fn(&VerifiedRelease) -> bool) {
+        self.waiting.retain(|_, (r, _)| keep(r));
+    }
+
     /// Makes every retry due now (space came back).
     pub fn all_due_now(&mut self, now: Instant) {
         for (_, b) in self.waiting.values_mut() {

@@ -69,7 +69,8 @@ impl Store {
         if opts.keep == 0 {
             return Err(StoreError::KeepNone);
         }
-        self.collect(|all| retain(all, opts.keep), opts.dry_run)
+        self.collect(|all| retain(all, opts.keep), opts.dry_run, true)
+            .map(|r| r.expect("a waiting collection always runs"))
     }
 
     /// Keeps the releases for which `keep` is true and deletes what no kept
@@ -81,7 +82,18 @@ impl Store {
         keep: impl Fn(&SignedRelease) -> bool,
         dry_run: bool,
     ) -> Result<GcReport, StoreError> {
-        self.collect(|all| all.into_iter().partition(|r| keep(r)), dry_run)
+        self.collect(|all| all.into_iter().partition(|r| keep(r)), dry_run, true)
+            .map(|r| r.expect("a waiting collection always runs"))
+    }
+
+    /// [`Store::gc_by`] if no one holds the store's locks now (a fetch,
+    /// a pack, a reader), `None` otherwise, at once: a caller that must
+    /// not wait behind a long fetch (a device) tries again later.
+    pub fn try_gc_by(
+        &self,
+        keep: impl Fn(&SignedRelease) -> bool,
+    ) -> Result<Option<GcReport>, StoreError> {
+        self.collect(|all| all.into_iter().partition(|r| keep(r)), false, false)
     }
 
     /// The collection: `split` divides the index into kept and dropped.
@@ -89,9 +101,14 @@ impl Store {
         &self,
         split: impl FnOnce(Vec<SignedRelease>) -> (Vec<SignedRelease>, Vec<SignedRelease>),
         dry_run: bool,
-    ) -> Result<GcReport, StoreError> {
-        let _gc_lock = self.gc_lock("gc.lock", dry_run)?;
-        let _index_lock = self.gc_lock("index.lock", dry_run)?;
+        wait: bool,
+    ) -> Result<Option<GcReport>, StoreError> {
+        let Some(_gc_lock) = self.gc_lock("gc.lock", dry_run, wait)? else {
+            return Ok(None);
+        };
+        let Some(_index_lock) = self.gc_lock("index.lock", dry_run, wait)? else {
+            return Ok(None);
+        };
 
         let (kept, dropped) = split(self.releases()?);
         let mut report = GcReport {
@@ -188,25 +205,43 @@ impl Store {
                 report.leftovers_removed += 1;
             }
         }
-        Ok(report)
+        Ok(Some(report))
     }
 
     /// Takes the lock file `name` exclusively. A dry run does not create a
     /// missing one: with no lock file, no batch has ever run to wait for,
     /// and a dry run only counts.
-    fn gc_lock(&self, name: &str, dry_run: bool) -> Result<Option<File>, StoreError> {
+    /// Locks `name` exclusively: `Some(Some(file))` held, `Some(None)` no
+    /// lock file (a dry run creates none), `None` held by another and
+    /// `wait` is false.
+    fn gc_lock(
+        &self,
+        name: &str,
+        dry_run: bool,
+        wait: bool,
+    ) -> Result<Option<Option<File>>, StoreError> {
         let path = self.root.join(name);
         let file = if dry_run {
             match File::open(&path) {
                 Ok(f) => f,
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Some(None)),
                 Err(e) => return Err(StoreError::io("cannot open lock file", &path)(e)),
             }
         } else {
             self.lock_file(name)?
         };
-        file.lock().map_err(StoreError::io("cannot lock", &path))?;
-        Ok(Some(file))
+        if wait {
+            file.lock().map_err(StoreError::io("cannot lock", &path))?;
+        } else {
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(StoreError::io("cannot lock", &path)(e));
+                }
+            }
+        }
+        Ok(Some(Some(file)))
     }
 }
 
@@ -405,6 +440,19 @@ mod tests {
             (left.manifests, left.blobs, left.unreferenced_blobs),
             (1, 2, 0)
         );
+    }
+
+    #[test]
+    fn try_gc_by_does_not_wait_for_a_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), &THREE);
+        let before = snapshot(store.root());
+        let reader = store.read_guard().unwrap();
+        assert!(store.try_gc_by(|_| false).unwrap().is_none());
+        assert_eq!(snapshot(store.root()), before, "nothing changed");
+        drop(reader);
+        let report = store.try_gc_by(|_| false).unwrap().expect("runs now");
+        assert_eq!(report.dropped.len(), 3);
     }
 
     #[test]
