@@ -76,6 +76,10 @@ pub fn wire_request(data: &[u8]) {
             assert!(fetching.len() <= wire::MAX_BITFIELD_BYTES);
         }
         Request::GetManifest { .. } => {}
+        Request::Report(r) => {
+            assert!(data.len() <= lanseed_protocol::report::MAX_REPORT_BYTES);
+            assert!(r.device_id.len() <= lanseed_protocol::report::MAX_DEVICE_ID_LEN);
+        }
     }
     let encoded = wire::encode_request(&request);
     assert_eq!(encoded, data, "one encoding per request");

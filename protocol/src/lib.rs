@@ -29,6 +29,7 @@ pub mod piecehash;
 pub mod pieces;
 pub mod release;
 pub mod release_file;
+pub mod report;
 pub mod static_tree;
 pub mod store;
 pub mod trust;

@@ -44,7 +44,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{MAX_MANIFEST_BYTES, MAX_SIGNED_RELEASE_BYTES, PIECE_SIZE};
+use crate::limits::{
+    MAX_APP_LEN, MAX_CHANNEL_LEN, MAX_MANIFEST_BYTES, MAX_SIGNED_RELEASE_BYTES, MAX_VERSION_LEN,
+    PIECE_SIZE,
+};
+use crate::report::{DeviceReport, MAX_DEVICE_ID_LEN, MAX_NAME_LEN};
 
 /// The protocol id.
 pub const PROTOCOL: &str = "/lanseed/bundle/3";
@@ -120,6 +124,8 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         fetching: Vec<u8>,
     },
+    /// "This device runs this" (see [`crate::report`]).
+    Report(DeviceReport),
 }
 
 /// `records` as announcements: each within [`MAX_ANNOUNCED`] records and
@@ -368,6 +374,24 @@ impl<'a> Reader<'a> {
         Ok(self.take(n, what)?.to_vec())
     }
 
+    /// A length-prefixed UTF-8 string of at most `max` bytes.
+    fn string(&mut self, what: &'static str, max: usize) -> Result<String, WireError> {
+        let n = self.count(what, max, 1)?;
+        let raw = self.take(n, what)?;
+        std::str::from_utf8(raw)
+            .map(str::to_owned)
+            .map_err(|_| WireError::Decode(format!("{what}: not UTF-8")))
+    }
+
+    /// An `Option`'s tag: whether a value follows.
+    fn some(&mut self, what: &'static str) -> Result<bool, WireError> {
+        match self.take(1, what)?[0] {
+            0 => Ok(false),
+            1 => Ok(true),
+            t => Err(WireError::Decode(format!("{what}: bad option tag {t}"))),
+        }
+    }
+
     fn variant(&mut self, what: &'static str) -> Result<u32, WireError> {
         self.u32(what)
     }
@@ -431,6 +455,24 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
             bits: r.bytes("bitfield", MAX_BITFIELD_BYTES)?,
             fetching: r.bytes("bitfield", MAX_BITFIELD_BYTES)?,
         },
+        4 => Request::Report(DeviceReport {
+            device_id: r.string("device id", MAX_DEVICE_ID_LEN)?,
+            app: r.string("app", MAX_APP_LEN)?,
+            channel: r.string("channel", MAX_CHANNEL_LEN)?,
+            bundle: match r.some("bundle")? {
+                true => Some(r.array32("bundle id")?),
+                false => None,
+            },
+            version: r.string("version", MAX_VERSION_LEN)?,
+            seq: r.varint("sequence")?,
+            native_version: r.string("native version", MAX_VERSION_LEN)?,
+            status: r.string("status", MAX_NAME_LEN)?,
+            event: match r.some("event")? {
+                true => Some(r.string("event", MAX_NAME_LEN)?),
+                false => None,
+            },
+            time: r.varint("time")?,
+        }),
         v => return Err(WireError::UnknownKind(v)),
     };
     r.end()?;
@@ -668,6 +710,19 @@ mod tests {
                 declared.max(1 << 32)
             }));
             out.push((format!("GetPieces index {label}"), f));
+            // Report: device id, app, channel.
+            for field in 0..3 {
+                let mut f = vec![4];
+                for i in 0..3 {
+                    if i == field {
+                        f.extend(len(4));
+                        f.extend_from_slice(b"abcd");
+                        break;
+                    }
+                    f.extend([1, b'a']);
+                }
+                out.push((format!("Report field {field} {label}"), f));
+            }
         }
         out
     }
@@ -771,6 +826,33 @@ mod tests {
                     bits,
                     fetching
                 }),
+            (
+                ("\\PC{0,16}", "[a-z.]{1,40}", "[a-z]{1,20}"),
+                proptest::option::of(any::<[u8; 32]>()),
+                ("\\PC{0,20}", any::<u64>(), "[0-9.]{0,10}", "[a-z]{0,10}"),
+                (proptest::option::of("[a-z_]{0,12}"), any::<u64>()),
+            )
+                .prop_map(
+                    |(
+                        (device_id, app, channel),
+                        bundle,
+                        (version, seq, native_version, status),
+                        (event, time),
+                    )| {
+                        Request::Report(DeviceReport {
+                            device_id,
+                            app,
+                            channel,
+                            bundle,
+                            version,
+                            seq,
+                            native_version,
+                            status,
+                            event,
+                            time,
+                        })
+                    }
+                ),
         ]
     }
 

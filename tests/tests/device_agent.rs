@@ -14,22 +14,16 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lanseed_tests::net::NodeProc;
-use lanseed_tests::{generate_build, http_get, json, keygen, node_status, run_ok, store_releases};
+use lanseed_tests::{
+    free_port, generate_build, http_get, http_post, json, keygen, node_status, run_ok,
+    store_releases,
+};
 
 const APP: &str = "com.example.kiosk";
 const T: Duration = Duration::from_secs(40);
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// A loopback port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Kiosk {
@@ -158,37 +152,8 @@ fn seeder(store: &Path) -> (NodeProc, String) {
     (node, listen)
 }
 
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(start.elapsed() < T, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// POSTs a JSON `body` to `http://127.0.0.1:PORT/PATH`.
-fn http_post(port: u16, path: &str, body: &str) -> (u16, Vec<u8>) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST /{path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let code = String::from_utf8_lossy(&raw[..split])
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, raw[split + 4..].to_vec())
+fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    lanseed_tests::wait_for(what, T, f)
 }
 
 /// (channel, seq) of every release in `store`, sorted.

@@ -90,6 +90,7 @@ pub(crate) fn node_config(
         min_free: args.min_free,
         follow_updates: None,
         control_access: Access::for_group(args.control_group.as_deref())?,
+        reports: None,
         extra_status: None,
         progress: None,
     })
@@ -167,6 +168,29 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 .and_then(|a| a.first())
                 .and_then(|a| a.as_str())
                 .unwrap_or("")
+        );
+    }
+    let devices = status["devices"].as_array().cloned().unwrap_or_default();
+    if !devices.is_empty() {
+        println!("{} devices", devices.len());
+    }
+    for d in &devices {
+        println!(
+            "  {} {} on {}: {} ({}){}{}",
+            d["device_id"].as_str().unwrap_or(""),
+            d["app"].as_str().unwrap_or(""),
+            d["channel"].as_str().unwrap_or(""),
+            d["version"].as_str().unwrap_or(""),
+            d["status"].as_str().unwrap_or(""),
+            d["last_event"]
+                .as_str()
+                .map(|e| format!(", last event {e}"))
+                .unwrap_or_default(),
+            if d["authenticated"] == true {
+                ""
+            } else {
+                " [unauthenticated: no fleet key]"
+            }
         );
     }
     let releases = status["releases"].as_array().cloned().unwrap_or_default();

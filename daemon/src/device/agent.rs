@@ -38,6 +38,7 @@ use crate::node::retry::Backoff;
 use lanseed_client::install::{self, InstallError};
 use lanseed_client::updater::UpdaterError;
 use lanseed_client::{Event, Updater};
+use lanseed_protocol::report::DeviceReport;
 use lanseed_protocol::{BundleId, ReleaseId, SignedRelease, Store, TrustList, VerifiedRelease};
 use tokio::sync::{broadcast, oneshot, watch};
 
@@ -207,6 +208,7 @@ pub fn start(
     store: Store,
     trust: TrustList,
     follow: watch::Sender<Vec<Follow>>,
+    report: watch::Sender<Option<DeviceReport>>,
 ) -> Handle {
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     let (events, _) = broadcast::channel(256);
@@ -215,6 +217,8 @@ pub fn start(
         store,
         trust,
         follow,
+        report,
+        last_event: None,
         tx: tx.clone(),
         view: None,
         events: events.clone(),
@@ -249,6 +253,10 @@ struct Actor {
     store: Store,
     trust: TrustList,
     follow: watch::Sender<Vec<Follow>>,
+    /// The device's report to its peers (sent by the node).
+    report: watch::Sender<Option<DeviceReport>>,
+    /// The last updater event, by Capgo's stats action name.
+    last_event: Option<String>,
     tx: SyncSender<Msg>,
     view: Option<watch::Sender<Arc<View>>>,
     events: broadcast::Sender<Event>,
@@ -585,6 +593,14 @@ impl Actor {
             if matches!(e, Event::UpdateFailed { .. }) {
                 self.want_collection();
             }
+            let name = serde_json::to_value(&e).ok().and_then(|v| {
+                v["event"]
+                    .as_str()
+                    .and_then(lanseed_protocol::report::capgo_action)
+            });
+            if let Some(action) = name {
+                self.last_event = Some(action.to_owned());
+            }
             if self.recent.len() == RECENT {
                 self.recent.pop_front();
             }
@@ -595,6 +611,20 @@ impl Actor {
 
     fn publish(&mut self) {
         self.drain_events();
+        let report = self.make_report();
+        self.report.send_if_modified(|old| {
+            // A change of state, not of the time alone.
+            let changed = old.as_ref().is_none_or(|o| {
+                DeviceReport {
+                    time: report.time,
+                    ..o.clone()
+                } != report
+            });
+            if changed {
+                *old = Some(report);
+            }
+            changed
+        });
         let rule = KeepRule::of(&self.updater);
         {
             let mut shared = self.rule.lock().unwrap_or_else(|e| e.into_inner());
@@ -613,6 +643,25 @@ impl Actor {
                 }
                 changed
             });
+        }
+    }
+
+    /// What the device reports to its peers now.
+    fn make_report(&self) -> DeviceReport {
+        let u = &self.updater;
+        let (current, version, status) = u.current();
+        let seq = u.state().bundles.get(&current).map_or(0, |b| b.seq);
+        DeviceReport {
+            device_id: u.device_id().to_owned(),
+            app: u.app().to_owned(),
+            channel: u.state().channel.clone(),
+            bundle: current.parse::<BundleId>().ok().map(|b| *b.0.as_bytes()),
+            version,
+            seq,
+            native_version: u.state().native_version.clone(),
+            status,
+            event: self.last_event.clone(),
+            time: unix_now(),
         }
     }
 

@@ -42,6 +42,7 @@ mod buffers;
 mod catalog;
 mod codec;
 pub mod control;
+pub mod devices;
 mod discovery;
 pub mod fetch;
 mod guard;
@@ -59,6 +60,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use lanseed_protocol::report::DeviceReport;
 use lanseed_protocol::store::{CommitOutcome, StoreError};
 use lanseed_protocol::wire::{Request, Response};
 use lanseed_protocol::{BundleId, Hash, SignedRelease, Store, TrustList};
@@ -137,6 +139,8 @@ pub struct NodeConfig {
     pub follow_updates: Option<tokio::sync::watch::Receiver<Vec<Follow>>>,
     /// Who may use the control socket besides the node's user and root.
     pub control_access: crate::control_socket::Access,
+    /// This node's own device report, as it changes (a device agent's).
+    pub reports: Option<tokio::sync::watch::Receiver<Option<DeviceReport>>>,
     /// Extra status to show under `device` (the device agent's bundles).
     pub extra_status: Option<std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     /// Where to report fetch progress (the device agent turns it into
@@ -182,6 +186,7 @@ const MAX_MALFORMED: u64 = 8;
 /// Why a request was sent, to route its answer.
 enum Pending {
     Announce,
+    Report,
     /// A `Have` about this fetch.
     Have(BundleId),
     Fetch(BundleId),
@@ -243,6 +248,10 @@ struct Node {
     control_socket: std::path::PathBuf,
     /// `--peer` addresses without a peer id, not reached yet.
     addr_dials: addr_dials::AddrDials,
+    /// Every device heard of.
+    devices: devices::Devices,
+    /// This node's own device report (a device agent's).
+    own_report: Option<DeviceReport>,
 }
 
 fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm<Behaviour>> {
@@ -352,7 +361,10 @@ pub async fn run(
         retries: retry::Retries::default(),
         control_socket: socket.clone(),
         addr_dials: addr_dials::AddrDials::default(),
+        devices: devices::Devices::default(),
+        own_report: None,
     };
+    let mut report_rx = node.cfg.reports.take();
     let mut follow_rx = node.cfg.follow_updates.take();
     node.check_space();
     let seen = watch::stamp(&node.cfg.store);
@@ -367,6 +379,7 @@ pub async fn run(
     let mut redial = tokio::time::interval(REDIAL_EVERY);
     let mut revive = tokio::time::interval(Duration::from_secs(3));
     let mut space_tick = tokio::time::interval(SPACE_EVERY);
+    let mut report_tick = tokio::time::interval(lanseed_protocol::report::REPORT_EVERY);
     let mut nudge = tokio::time::interval(HAVE_EVERY);
     nudge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
@@ -387,10 +400,15 @@ pub async fn run(
                 node.check_space();
                 node.retry_due();
             }
-            follow = follow_changed(&mut follow_rx) => match follow {
+            follow = changed(&mut follow_rx) => match follow {
                 Some(follow) => node.set_follow(follow),
                 None => follow_rx = None,
             },
+            report = changed(&mut report_rx) => match report {
+                Some(report) => node.set_own_report(report),
+                None => report_rx = None,
+            },
+            _ = report_tick.tick() => node.report_again(),
             _ = revive.tick() => {
                 node.revive_stalled();
                 node.drop_superseded();
@@ -418,11 +436,9 @@ pub async fn run(
 /// How often free space is looked at, and due retries started.
 const SPACE_EVERY: Duration = Duration::from_secs(1);
 
-/// The next follow list, or `None` when its sender is gone; never ready
-/// without a receiver.
-async fn follow_changed(
-    rx: &mut Option<tokio::sync::watch::Receiver<Vec<Follow>>>,
-) -> Option<Vec<Follow>> {
+/// The next value of a watch (a follow list, a device report), or `None`
+/// when its sender is gone; never ready without a receiver.
+async fn changed<T: Clone>(rx: &mut Option<tokio::sync::watch::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => match rx.changed().await {
             Ok(()) => Some(rx.borrow_and_update().clone()),
@@ -432,7 +448,77 @@ async fn follow_changed(
     }
 }
 
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl Node {
+    /// This node's device changed: its row, and a report to every
+    /// connected peer.
+    fn set_own_report(&mut self, report: Option<DeviceReport>) {
+        self.own_report = report;
+        if let Some(r) = self.own_report.clone() {
+            self.devices
+                .take(r, devices::Source::Local, None, true, unix_now());
+            for peer in self.connected_peers() {
+                self.send_report(peer);
+            }
+        }
+    }
+
+    /// Every [`REPORT_EVERY`](lanseed_protocol::report::REPORT_EVERY):
+    /// the own report again, and old rows forgotten.
+    fn report_again(&mut self) {
+        let now = unix_now();
+        self.devices.expire(now);
+        if let Some(r) = self.own_report.clone() {
+            self.devices
+                .take(r, devices::Source::Local, None, true, now);
+            for peer in self.connected_peers() {
+                self.send_report(peer);
+            }
+        }
+    }
+
+    fn send_report(&mut self, peer: PeerId) {
+        if let Some(r) = self.own_report.clone() {
+            self.send(peer, Request::Report(r), Pending::Report);
+        }
+    }
+
+    /// A device report from `peer`.
+    fn on_report(&mut self, peer: PeerId, report: DeviceReport) {
+        if let Err(e) = report.check() {
+            return self.mark(
+                peer,
+                peers::Mark::Refused,
+                &format!("sent a device report that is not valid: {e}"),
+            );
+        }
+        let id = report.device_id.clone();
+        let authenticated = self.cfg.fleet_key.is_some();
+        match self.devices.take(
+            report,
+            devices::Source::Report,
+            Some(peer),
+            authenticated,
+            unix_now(),
+        ) {
+            devices::Taken::New => {
+                tracing::info!(%peer, device = %id, authenticated, "device reported")
+            }
+            devices::Taken::Updated => tracing::debug!(%peer, device = %id, "device report"),
+            devices::Taken::Claimed => self.mark(
+                peer,
+                peers::Mark::Refused,
+                &format!("claimed device id {id}, which another peer reports"),
+            ),
+        }
+    }
+
     /// Follows `follow` from now on; announcements peers made of releases
     /// it now covers are judged again.
     fn set_follow(&mut self, follow: Vec<Follow>) {
@@ -735,11 +821,19 @@ impl Node {
                 .collect(),
             dropped: DroppedStatus {
                 connections_refused: self.swarm.behaviour().guard.refused,
+                device_claims_refused: self.devices.claims_refused,
+                devices_evicted: self.devices.evicted,
                 counts: self.book.dropped.clone(),
             },
             releases,
             device: self.cfg.extra_status.as_ref().map(|f| f()),
             waiting: self.low_space.clone(),
+            devices: {
+                let mut d: Vec<status::DeviceStatus> =
+                    self.devices.rows().map(status::DeviceStatus::new).collect();
+                d.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+                d
+            },
             dialling: {
                 let mut d: Vec<status::DialStatus> = (self.addr_dials.waiting(now))
                     .into_iter()
@@ -834,6 +928,7 @@ impl Node {
                     held.sort_by_key(|r| std::cmp::Reverse(r.release().seq));
                     let releases: Vec<Vec<u8>> = held.iter().map(|r| r.to_bytes()).collect();
                     self.announce(peer_id, &releases);
+                    self.send_report(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -945,6 +1040,9 @@ impl Node {
                 Some((_, Pending::Announce)) => {
                     tracing::debug!(%peer, "announcement not delivered: {error}")
                 }
+                Some((_, Pending::Report)) => {
+                    tracing::debug!(%peer, "device report not delivered: {error}")
+                }
                 Some((_, Pending::Have(bundle))) => self.have_not_taken(peer, bundle),
                 None => {}
             },
@@ -1011,6 +1109,18 @@ impl Node {
                 for bytes in releases {
                     self.on_announced(peer, &bytes, None);
                 }
+                return self.respond(channel, Response::Ack);
+            }
+            Request::Report(report) => {
+                if !self.book.allow_report(&peer, Instant::now()) {
+                    self.mark(
+                        peer,
+                        peers::Mark::RateLimited,
+                        "sent device reports faster than allowed; the rest were dropped",
+                    );
+                    return self.respond(channel, Response::Busy);
+                }
+                self.on_report(peer, report);
                 return self.respond(channel, Response::Ack);
             }
             Request::Have {

@@ -92,6 +92,12 @@ fn have_bucket(now: Instant) -> Bucket {
     Bucket::new(20.0, 40.0, now)
 }
 
+/// Device reports a peer may send: 1 a second, bursts of 8 (a device
+/// reports on each change of state and every 30 s).
+fn report_bucket(now: Instant) -> Bucket {
+    Bucket::new(1.0, 8.0, now)
+}
+
 /// What a peer did that the node holds against it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mark {
@@ -164,6 +170,7 @@ pub struct Peer {
     strikes: u64,
     announces: Bucket,
     haves: Bucket,
+    reports: Bucket,
 }
 
 impl Peer {
@@ -178,6 +185,7 @@ impl Peer {
             strikes: 0,
             announces: announce_bucket(now),
             haves: have_bucket(now),
+            reports: report_bucket(now),
         }
     }
 
@@ -199,6 +207,8 @@ pub struct Dropped {
     pub announcements: u64,
     /// `Have`s dropped.
     pub haves: u64,
+    /// Device reports dropped (rate limit).
+    pub reports: u64,
     /// Names refused because the book was full of connected peers.
     pub peers_refused: u64,
     /// Peers forgotten after failed dials, or evicted for newcomers.
@@ -420,6 +430,18 @@ impl PeerBook {
             .is_some_and(|p| p.announces.take(now));
         if !ok {
             self.dropped.announcements += 1;
+        }
+        ok
+    }
+
+    /// Whether `peer` may send a device report now (counts those dropped).
+    pub fn allow_report(&mut self, peer: &PeerId, now: Instant) -> bool {
+        let ok = self
+            .peers
+            .get_mut(peer)
+            .is_some_and(|p| p.reports.take(now));
+        if !ok {
+            self.dropped.reports += 1;
         }
         ok
     }

@@ -30,6 +30,8 @@ pub struct Status {
     /// Why fetches wait (free space below `--min-free`), if they do.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// Every device heard of (see the node's `devices`).
+    pub devices: Vec<DeviceStatus>,
     /// `--peer` addresses without a peer id that nothing answered at yet.
     pub dialling: Vec<DialStatus>,
     /// Transfers that failed on the store, tried again after a backoff.
@@ -37,6 +39,65 @@ pub struct Status {
     /// The device updater's state, on a `lanseed device` node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<serde_json::Value>,
+}
+
+/// One device of the devices table.
+#[derive(Debug, Serialize)]
+pub struct DeviceStatus {
+    /// Its id.
+    pub device_id: String,
+    /// App id.
+    pub app: String,
+    /// The channel it follows.
+    pub channel: String,
+    /// Its current bundle (`builtin` for the builtin one).
+    pub bundle_id: String,
+    /// Version of that bundle.
+    pub version: String,
+    /// Sequence number of its release.
+    pub seq: u64,
+    /// The native app's version.
+    pub native_version: String,
+    /// The bundle's status (`success`, `trial`, …).
+    pub status: String,
+    /// The last event, by Capgo's stats action name.
+    pub last_event: Option<String>,
+    /// When the device made its report (Unix seconds, its clock).
+    pub reported_at: u64,
+    /// `local` (this node's device) or `report` (a peer's).
+    pub source: super::devices::Source,
+    /// The peer it reports through (none for this node's own).
+    pub peer_id: Option<String>,
+    /// Whether that peer was admitted by the fleet key; only these count.
+    pub authenticated: bool,
+    /// First heard of (Unix seconds, this node's clock).
+    pub first_seen: u64,
+    /// Last heard of.
+    pub last_seen: u64,
+}
+
+impl DeviceStatus {
+    /// The status of one row.
+    pub fn new(row: &super::devices::Row) -> DeviceStatus {
+        let r = &row.report;
+        DeviceStatus {
+            device_id: r.device_id.clone(),
+            app: r.app.clone(),
+            channel: r.channel.clone(),
+            bundle_id: r.bundle_id(),
+            version: r.version.clone(),
+            seq: r.seq,
+            native_version: r.native_version.clone(),
+            status: r.status.clone(),
+            last_event: r.event.clone(),
+            reported_at: r.time,
+            source: row.source,
+            peer_id: row.peer.map(|p| p.to_string()),
+            authenticated: row.authenticated,
+            first_seen: row.first_seen,
+            last_seen: row.last_seen,
+        }
+    }
 }
 
 /// A `--peer` address not reached yet.
@@ -145,6 +206,10 @@ pub struct RefusedStatus {
 pub struct DroppedStatus {
     /// Connections refused (per-address limits, banned peers).
     pub connections_refused: u64,
+    /// Device reports refused: their device id is bound to another peer.
+    pub device_claims_refused: u64,
+    /// Device rows pushed out at the table's caps.
+    pub devices_evicted: u64,
     /// The rest.
     #[serde(flatten)]
     pub counts: super::peers::Dropped,

@@ -457,7 +457,7 @@ impl Server {
     /// The honest answer to `request`.
     pub fn honest(&self, request: &Request) -> Response {
         match request {
-            Request::Announce { .. } | Request::Have { .. } => Response::Ack,
+            Request::Announce { .. } | Request::Have { .. } | Request::Report(_) => Response::Ack,
             Request::GetManifest { .. } if matches!(self.policy, Policy::NotFound) => {
                 Response::NotFound
             }
@@ -534,6 +534,7 @@ fn asked(request: &Request, peer: PeerId) -> String {
             json!({"bundle": hex32(bundle), "record": !release.is_empty(), "bits_len": bits.len()}),
         ),
         Request::GetManifest { bundle } => ("manifest", json!({"bundle": hex32(bundle)})),
+        Request::Report(r) => ("report", json!({"device": r.device_id})),
         Request::GetPieces { pieces } => (
             "pieces",
             json!({"count": pieces.len(), "first": pieces.first().map(|(b, i)| format!("{}:{i}", hex32(b)))}),
