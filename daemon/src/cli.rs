@@ -78,6 +78,42 @@ pub enum Command {
     /// browser, with /__lanseed/client.js. With a subcommand, talks to the
     /// agent running on --store instead.
     Device(DeviceArgs),
+    /// The dev loop: publish a build folder on channel `dev` at every save.
+    ///
+    /// Watches DIR (or the `webDir` of capacitor.config.json / .ts, in this
+    /// folder or above), and each time your bundler finishes writing it
+    /// (the folder is quiet and has index.html) packs what changed, signs it
+    /// with your dev key and publishes it on `dev` as a node. Test devices
+    /// running `lanseed device --channel dev --apply immediate` fetch only
+    /// the changed files and reload; their reports are printed as they
+    /// arrive. Ctrl-C stops it.
+    Dev(DevArgs),
+}
+
+/// `lanseed dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// The build folder to watch (default: `webDir` of the Capacitor config).
+    pub dir: Option<PathBuf>,
+    /// App id (default: `appId` of the Capacitor config).
+    #[arg(long)]
+    pub app: Option<String>,
+    /// The dev store (default: lanseed/dev/APP under your data folder;
+    /// never the default store, so it does not collide with `seed`).
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// The dev signing key (default: lanseed/dev.key under your config
+    /// folder, made on first use). Never use a production key here.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Dev releases kept in the store.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: u32,
+    /// How long the folder must be quiet before a pack.
+    #[arg(long, value_name = "DURATION", default_value = "60ms", value_parser = humantime::parse_duration)]
+    pub quiet: std::time::Duration,
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
 /// Where the store is.

@@ -24,6 +24,7 @@ pub mod keys;
 pub mod limits;
 pub mod manifest;
 pub mod pack;
+pub mod pack_cache;
 pub mod path;
 pub mod piecehash;
 pub mod pieces;

@@ -129,17 +129,20 @@ pub enum PackError {
     /// The zip was refused.
     #[error(transparent)]
     Zip(#[from] ZipError),
+    /// A file changed while it was read (a build still being written).
+    #[error("{0} changed while it was packed; the build is still being written")]
+    Changed(PathBuf),
 }
 
 /// One file found in the build folder.
 #[derive(Debug)]
-struct Source {
-    path: BundlePath,
-    file: PathBuf,
+pub(crate) struct Source {
+    pub(crate) path: BundlePath,
+    pub(crate) file: PathBuf,
 }
 
 /// Lists the regular files under `dir`, sorted by bundle path.
-fn walk(dir: &Path) -> Result<Vec<Source>, PackError> {
+pub(crate) fn walk(dir: &Path) -> Result<Vec<Source>, PackError> {
     if !dir.is_dir() {
         return Err(PackError::NotADirectory(dir.to_owned()));
     }
@@ -292,7 +295,7 @@ fn stream_file(
 }
 
 /// Hashes every file with a few threads; stages blobs when given a batch.
-fn digest_all(
+pub(crate) fn digest_all(
     sources: &[Source],
     batch: Option<&Batch>,
     progress: &(dyn Fn(u64) + Sync),
@@ -475,7 +478,7 @@ fn draft(opts: &PackOptions, seq: u64) -> Release {
 }
 
 /// Builds the manifest, signs the release and commits the batch.
-fn finish(
+pub(crate) fn finish(
     batch: Batch,
     files: Vec<FileEntry>,
     opts: &PackOptions,

@@ -1,5 +1,6 @@
 //! The subcommands, one module each.
 
+mod dev;
 mod device;
 mod export;
 mod keygen;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seed(args) => seed::seed(args),
         Command::Status(args) => seed::status(args),
         Command::Device(args) => device::run(args),
+        Command::Dev(args) => dev::run(args),
         Command::Store(StoreCommand::Verify(args)) => store::verify(args),
         Command::Store(StoreCommand::Gc(args)) => store::gc(args),
     }

@@ -91,6 +91,7 @@ pub(crate) fn node_config(
         follow_updates: None,
         control_access: Access::for_group(args.control_group.as_deref())?,
         reports: None,
+        device_events: None,
         extra_status: None,
         progress: None,
     })

@@ -141,6 +141,8 @@ pub struct NodeConfig {
     pub control_access: crate::control_socket::Access,
     /// This node's own device report, as it changes (a device agent's).
     pub reports: Option<tokio::sync::watch::Receiver<Option<DeviceReport>>>,
+    /// Where to pass on the reports peers send (`lanseed dev` prints them).
+    pub device_events: Option<mpsc::UnboundedSender<DeviceReport>>,
     /// Extra status to show under `device` (the device agent's bundles).
     pub extra_status: Option<std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     /// Where to report fetch progress (the device agent turns it into
@@ -500,13 +502,24 @@ impl Node {
         }
         let id = report.device_id.clone();
         let authenticated = self.cfg.fleet_key.is_some();
-        match self.devices.take(
+        let copy = self
+            .cfg
+            .device_events
+            .as_ref()
+            .map(|tx| (tx, report.clone()));
+        let taken = self.devices.take(
             report,
             devices::Source::Report,
             Some(peer),
             authenticated,
             unix_now(),
-        ) {
+        );
+        if let Some((tx, report)) = copy
+            && taken != devices::Taken::Claimed
+        {
+            let _ = tx.send(report);
+        }
+        match taken {
             devices::Taken::New => {
                 tracing::info!(%peer, device = %id, authenticated, "device reported")
             }
