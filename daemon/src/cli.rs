@@ -110,7 +110,7 @@ pub struct DevArgs {
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub keep: u32,
     /// How long the folder must be quiet before a pack.
-    #[arg(long, value_name = "DURATION", default_value = "60ms", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "40ms", value_parser = humantime::parse_duration)]
     pub quiet: std::time::Duration,
     #[command(flatten)]
     pub node: NodeArgs,

@@ -132,6 +132,7 @@ pub async fn run(
                     continue;
                 }
                 waiting_for_index = false;
+                tracing::info!(quiet_for_ms = first.elapsed().as_millis() as u64, "packing");
                 match pack(&cache, &store, &dir, &app, &key).await {
                     Ok(p) => {
                         rebuilds += 1;

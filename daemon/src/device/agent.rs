@@ -47,7 +47,7 @@ use crate::node::{self, Follow};
 
 /// How often trials, the maintenance window, the store and retries are
 /// looked at.
-const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(20);
 /// Messages waiting for the actor; more are refused (HTTP answers 503).
 const QUEUE: usize = 256;
 /// Events kept for `status`.
