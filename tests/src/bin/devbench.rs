@@ -195,8 +195,7 @@ fn main() -> anyhow::Result<()> {
         let confirmed = wait_confirmed(&bundle, t0)?;
         let dev_log = dev.log_text();
         let packing = line_time(&dev_log, &["packing"], t0).unwrap_or(t0);
-        let stored =
-            line_time(&dev_log, &["release in store", &format!("release=")], t0).unwrap_or(packing);
+        let stored = line_time(&dev_log, &["release in store", "release="], t0).unwrap_or(packing);
         let mut row = Vec::new();
         for (k, d) in devices.iter().enumerate() {
             let log = d.log_text();
