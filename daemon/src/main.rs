@@ -40,8 +40,12 @@ fn one_line(e: &anyhow::Error) -> String {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // A log that cannot be written (stderr redirected to a full disk) is
+    // dropped: by default the subscriber would report that with
+    // `eprintln!`, which panics when stderr fails, and take the node down.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .init();
 }

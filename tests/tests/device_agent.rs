@@ -331,12 +331,24 @@ fn a_fetch_that_failed_on_a_full_disk_completes_once_space_is_freed_and_the_floo
     generate_build(&build, 40, 12_000_000, 7);
     let v1 = k.pack_dir(&seeder_store, &build, "production", "1.0.0", 1);
 
+    // The device's log is on the tmpfs too (beside its store): a log that
+    // cannot be written must not stop it.
     // No floor: the transfer runs into the full disk and fails...
     let filler = fs.fill(5 << 20);
     let (_seeder, peer) = seeder(&seeder_store);
     let device = k.device(&["--peer", &peer, "--apply", "immediate", "--min-free", "0"]);
     let st = wait_for("a retry after the disk filled up", || {
-        let st = node_status(&k.store);
+        let st = lanseed_tests::lanseed()
+            .args(["status", "--json", "--store", s(&k.store)])
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&st.stderr),
+            device.log_text()
+        );
+        let st = json(&st);
         (!st["retrying"].as_array().unwrap().is_empty()).then_some(st)
     });
     eprintln!("retrying: {}", st["retrying"]);

@@ -4,9 +4,10 @@
 //! The order, for one batch (a pack, an import, a fetched bundle):
 //!
 //! 1. Blobs and the manifest are written to fresh files under `tmp/`.
-//! 2. [`sync_data`]: one file-system sync makes all their bytes durable
-//!    (`syncfs` on Linux: one call for the batch instead of one `fsync` per
-//!    small file; elsewhere, one `fsync` per file).
+//! 2. [`sync_data`]: their bytes are made durable: one `fsync` each for a
+//!    batch of at most [`SYNC_ONE_BY_ONE`] files, else one file-system sync
+//!    (`syncfs` on Linux: one call for the batch instead of one `fsync`
+//!    per small file; elsewhere, one `fsync` per file).
 //! 3. Each staged file is renamed to its content address. A name under
 //!    `blobs/` or `manifests/` therefore only ever points at complete,
 //!    durable bytes that match it.
@@ -59,36 +60,38 @@ fn start_writeback_linux(file: &File, offset: u64, len: u64) {
     }
 }
 
-/// Step 2: makes the data of `staged` files durable.
+/// At most this many files or directories are synced one by one; more
+/// take one `syncfs` of the whole file system. A small batch (the one file
+/// a developer saved, a fetch of one changed file) then waits only for its
+/// own bytes, not for whatever else the file system has to write.
+pub const SYNC_ONE_BY_ONE: usize = 16;
+
+/// Step 2: makes the data of `staged` files durable (an empty list: the
+/// whole file system).
 pub fn sync_data(root: &Path, staged: &[&Path]) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
-    {
-        let _ = staged;
+    if staged.is_empty() || staged.len() > SYNC_ONE_BY_ONE {
         rustix::fs::syncfs(File::open(root)?)?;
+        return Ok(());
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = root;
-        for p in staged {
-            File::open(p)?.sync_all()?;
-        }
+    let _ = root;
+    for p in staged {
+        File::open(p)?.sync_all()?;
     }
     Ok(())
 }
 
-/// Step 4: makes renames into `dirs` durable.
+/// Step 4: makes new names in `dirs` durable (an empty list: the whole
+/// file system).
 pub fn sync_names(root: &Path, dirs: &[&Path]) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
-    {
-        let _ = dirs;
+    if dirs.is_empty() || dirs.len() > SYNC_ONE_BY_ONE {
         rustix::fs::syncfs(File::open(root)?)?;
+        return Ok(());
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = root;
-        for d in dirs {
-            sync_dir(d)?;
-        }
+    let _ = root;
+    for d in dirs {
+        sync_dir(d)?;
     }
     Ok(())
 }
