@@ -240,13 +240,12 @@ fn a_device_collects_its_store_down_to_what_its_rule_keeps() {
     wait_for("the collection", || {
         (held(&k.store) == [("production".to_owned(), 3)]).then_some(())
     });
-    let blobs = walk_files(&k.store.join("blobs"));
-    let manifests = walk_files(&k.store.join("manifests"));
-    assert_eq!(
-        (blobs.len(), manifests.len()),
-        (1, 1),
-        "{blobs:?} {manifests:?}"
-    );
+    // The index goes first, the files after it.
+    wait_for("the files to go", || {
+        let blobs = walk_files(&k.store.join("blobs"));
+        let manifests = walk_files(&k.store.join("manifests"));
+        ((blobs.len(), manifests.len()) == (1, 1)).then_some(())
+    });
     let bundles: Vec<_> = std::fs::read_dir(k.store.join("device/bundles"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -51,7 +51,15 @@ pub enum KeyError {
 
 /// The node's identity: read from the store, or made and written there.
 pub fn identity(store: &Store) -> Result<Keypair, KeyError> {
-    load_or_create(&store.root().join(FILE))
+    let path = store.root().join(FILE);
+    // A collection of the store removes temp files in its root that no
+    // lock holder owns: hold the lock while the key's temp file exists.
+    let _guard = store.read_guard().map_err(|e| KeyError::Io {
+        action: "lock the store for",
+        path: path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    load_or_create(&path)
 }
 
 fn load_or_create(path: &Path) -> Result<Keypair, KeyError> {
