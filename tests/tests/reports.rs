@@ -176,3 +176,77 @@ fn with_a_fleet_key_the_same_rows_are_authenticated() {
     let r = wait_for("the report", T, || row(&site.seeder_store, "kiosk-1"));
     assert_eq!(r["authenticated"], true, "{r}");
 }
+
+#[test]
+fn a_flood_of_fresh_device_ids_fills_the_table_to_its_cap_and_the_own_row_stays() {
+    use lanseed_tests::liar::harness::{Liar, node_addr};
+    let site = site();
+    let ns = lanseed_tests::net::Netns::new();
+    let store = site.dir.path().join("target");
+    let device = NodeProc::start_cmd(
+        &ns,
+        "device",
+        &store,
+        &[
+            "--app",
+            APP,
+            "--trust",
+            &site.trust,
+            "--builtin",
+            s(&site.builtin),
+            "--device-id",
+            "kiosk-1",
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
+    );
+    let addr = node_addr(&device);
+    // 2,400 identities, 8 reports each with a fresh device id: up to 19,200
+    // rows asked for (some identities are refused at the connection
+    // limits), against a cap of 5,000 unauthenticated ones.
+    let mut liar = Liar::start(
+        &ns,
+        &[
+            "--dial",
+            &addr,
+            "--for",
+            "60",
+            "ids",
+            "--count",
+            "2400",
+            "--concurrency",
+            "50",
+            "--hold-ms",
+            "300",
+            "--reports",
+            "8",
+        ],
+    );
+    let done = liar.wait_named("ids_done", Duration::from_secs(90));
+    eprintln!("liar: {done}");
+    liar.stop();
+    let st = node_status(&store);
+    let devices = st["devices"].as_array().unwrap();
+    let flood = devices
+        .iter()
+        .filter(|d| d["authenticated"] == false)
+        .count();
+    eprintln!(
+        "{} rows after the flood ({flood} unauthenticated), {} evicted",
+        devices.len(),
+        st["dropped"]["devices_evicted"]
+    );
+    assert!(flood <= 5_000, "{flood} unauthenticated rows");
+    assert!(flood >= 4_000, "the flood reached the table: {flood}");
+    assert!(
+        st["dropped"]["devices_evicted"].as_u64().unwrap() > 0,
+        "{}",
+        st["dropped"]
+    );
+    let own = devices
+        .iter()
+        .find(|d| d["device_id"] == "kiosk-1")
+        .expect("own row kept");
+    assert_eq!(own["authenticated"], true);
+}

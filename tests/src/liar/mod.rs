@@ -225,6 +225,10 @@ pub struct IdsArgs {
     /// How long each connection is held open.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub hold_ms: u64,
+    /// Device reports each identity sends, each with a fresh device id
+    /// (a flood of ids for the devices table).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub reports: usize,
 }
 
 /// `mdns`.

@@ -393,6 +393,7 @@ pub async fn ids(ctx: &Arc<Ctx>, args: &IdsArgs, targets: &[Multiaddr]) {
         );
         let ctx = ctx.clone();
         let upgraded = upgraded_tx.clone();
+        let reports = args.reports;
         tasks.spawn(async move {
             let permit = gate.acquire_owned().await;
             let key = identity::Keypair::generate_ed25519();
@@ -422,6 +423,10 @@ pub async fn ids(ctx: &Arc<Ctx>, args: &IdsArgs, targets: &[Multiaddr]) {
                             });
                         }
                     });
+                    for n in 0..reports {
+                        let report = Request::Report(fresh_report(i, n));
+                        let _ = request(&c, &report).await;
+                    }
                     if tokio::time::timeout(hold_for, c.closed()).await.is_ok() {
                         closed_early.fetch_add(1, Ordering::Relaxed);
                     }
@@ -544,4 +549,20 @@ pub async fn mdns(ctx: &Ctx, args: &MdnsArgs) -> anyhow::Result<()> {
     tokio::time::sleep_until(ctx.deadline).await;
     drop(reg);
     Ok(())
+}
+
+/// The `n`-th device report of identity `i`: a device id nobody else uses.
+fn fresh_report(i: usize, n: usize) -> lanseed_protocol::report::DeviceReport {
+    lanseed_protocol::report::DeviceReport {
+        device_id: format!("flood-{i}-{n}"),
+        app: "com.example.kiosk".into(),
+        channel: "production".into(),
+        bundle: None,
+        version: "builtin".into(),
+        seq: 0,
+        native_version: "1.0.0".into(),
+        status: "success".into(),
+        event: None,
+        time: 0,
+    }
 }
