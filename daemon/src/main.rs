@@ -4,6 +4,7 @@
 mod cli;
 mod cmd;
 mod control_socket;
+mod demo;
 mod device;
 mod memory;
 mod node;
