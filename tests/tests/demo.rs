@@ -154,10 +154,12 @@ fn check_story(report: &Value) {
         assert_eq!(ds.len(), 3);
         for d in ds {
             assert_eq!(d["outcome"], outcome, "{step:#}");
-            let fetched = d["fetched_secs"].as_f64().unwrap();
+            // Fetched (the node's commit) and set (the updater's switch)
+            // are logged by two tasks; only their presence is certain.
+            assert!(d["fetched_secs"].as_f64().unwrap() > 0.0, "{d:#}");
             let set = d["set_secs"].as_f64().unwrap();
             let done = d["settled_secs"].as_f64().unwrap();
-            assert!(fetched <= set && set <= done, "{d:#}");
+            assert!(set <= done, "{d:#}");
         }
     }
 }

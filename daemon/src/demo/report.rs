@@ -293,13 +293,17 @@ pub fn render(r: &Report) -> String {
         (Confirmer::Chromium, Some(b)) => format!("headless Chromium ({b})"),
         (Confirmer::Chromium, None) => "headless Chromium".to_owned(),
         (Confirmer::PageDriver, _) => {
-            "the built-in page driver (no Chromium found): it loads each page and every script it references, and confirms only if they all load".to_owned()
+            "the built-in page driver: it loads each page and every script it references, and confirms only if they all load".to_owned()
         }
     };
     let _ = writeln!(
         s,
         "lanseed demo: 1 seeder and {devices} devices on loopback. {}",
         r.discovery_note
+    );
+    let _ = writeln!(
+        s,
+        "The seeder serves one peer at a time (--max-uploads 1): the devices pass each release on to each other."
     );
     let _ = writeln!(s, "Pages loaded and confirmed by {who}.");
     for (i, step) in r.steps.iter().enumerate() {

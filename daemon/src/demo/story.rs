@@ -80,7 +80,7 @@ pub fn run(opts: &Options, ctl: &Ctl) -> Result<(), DemoError> {
     }
 
     say(format!(
-        "2/6 a seeder and {DEVICES} device agents on 127.0.0.1. {}",
+        "2/6 a seeder and {DEVICES} device agents on 127.0.0.1. {} The seeder serves one peer at a time (--max-uploads 1, as a publisher on a slow uplink would): the devices pass each release on to each other.",
         discovery.describe()
     ));
     let mut nodes = Nodes::default();
@@ -116,7 +116,7 @@ pub fn run(opts: &Options, ctl: &Ctl) -> Result<(), DemoError> {
             Build::Builtin.version(),
             match confirmer {
                 Confirmer::Chromium => "headless Chromium",
-                Confirmer::PageDriver => "the page driver (no Chromium found)",
+                Confirmer::PageDriver => "the built-in page driver",
             }
         ));
     }
@@ -287,7 +287,12 @@ fn start_nodes(
         args.extend(discovery.node_args(earlier));
         args
     };
-    nodes.start(ctl, dir, "seeder", Role::Seeder, &common(&[]))?;
+    // One peer at a time, as from a publisher on a slow uplink: the
+    // others are told it is busy and fetch from the devices that have
+    // the release, which seed it while they fetch.
+    let mut seeder = common(&[]);
+    seeder.extend(["--max-uploads".to_owned(), "1".to_owned()]);
+    nodes.start(ctl, dir, "seeder", Role::Seeder, &seeder)?;
     for i in 1..=DEVICES {
         let name = format!("kiosk-{i}");
         let earlier: Vec<String> = nodes
