@@ -87,10 +87,9 @@ pub fn run(opts: &Options, ctl: &Ctl) -> Result<(), DemoError> {
     start_nodes(&mut nodes, ctl, dir, discovery, &keys, &builtin)?;
     let mut pages = Vec::new();
     for d in nodes.devices() {
-        let serve = d.serve.ok_or_else(|| DemoError::Timeout {
-            what: format!("{} serving its page", d.name),
-            secs: 0,
-            dir: dir.to_owned(),
+        let serve = d.serve.ok_or_else(|| DemoError::Unexpected {
+            what: format!("{} did not say where it serves its page", d.name),
+            log: d.log.clone(),
         })?;
         pages.push(Page::open(
             confirmer,
