@@ -266,9 +266,39 @@ fn demo_report_matches_every_store_device_state_and_node_status() {
     for d in v1["devices"].as_array().unwrap() {
         assert_eq!(d["bytes"], v1["bundle_bytes"], "{d:#}");
     }
-    for d in v3["devices"].as_array().unwrap() {
-        let b = d["bytes"].as_u64().unwrap();
-        assert!(b > 0 && b < v3["bundle_bytes"].as_u64().unwrap(), "{d:#}");
+    for step in [v2, v3] {
+        for d in step["devices"].as_array().unwrap() {
+            let b = d["bytes"].as_u64().unwrap();
+            assert!(b > 0 && b < step["bundle_bytes"].as_u64().unwrap(), "{d:#}");
+        }
+    }
+    // The releases are the publisher's, signed, and the seeder holds them all.
+    for store in ["publisher/store", "seeder/store"] {
+        let held = json(&run_ok(&[
+            "releases",
+            "--store",
+            path_str(&dir.join(store)),
+            "--json",
+        ]));
+        for step in [v1, v2, v3] {
+            assert!(
+                held.as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["bundle_id"] == step["bundle_id"]
+                        && r["seq"] == step["seq"]
+                        && r["version"] == step["version"]),
+                "{store}: {held:#}"
+            );
+        }
+        run_ok(&[
+            "store",
+            "verify",
+            "--store",
+            path_str(&dir.join(store)),
+            "--trust",
+            path_str(&trust),
+        ]);
     }
     // Who served whom: real nodes, never themselves, adding up to what
     // each device received; somebody had to get each release from the seeder.

@@ -85,40 +85,7 @@ pub fn run(opts: &Options, ctl: &Ctl) -> Result<(), DemoError> {
     ));
     let mut nodes = Nodes::default();
     start_nodes(&mut nodes, ctl, dir, discovery, &keys, &builtin)?;
-    let mut pages = Vec::new();
-    for d in nodes.devices() {
-        let serve = d.serve.ok_or_else(|| DemoError::Unexpected {
-            what: format!("{} did not say where it serves its page", d.name),
-            log: d.log.clone(),
-        })?;
-        pages.push(Page::open(
-            confirmer,
-            browser.as_deref(),
-            serve,
-            &dir.join(&d.name),
-        )?);
-    }
-    // Live: the builtin page ran its scripts (its app.js called
-    // notifyAppReady), so it follows the device from now on.
-    ctl.wait("every device's page opening", SETUP_TIMEOUT, || {
-        nodes.check_alive()?;
-        Ok(nodes
-            .devices()
-            .all(|d| d.log_text().contains("notifyAppReady bundle=builtin"))
-            .then_some(()))
-    })?;
-    for d in nodes.devices() {
-        say(format!(
-            "    {} {} serving {}, page open in {}",
-            d.name,
-            d.url().unwrap_or_default(),
-            Build::Builtin.version(),
-            match confirmer {
-                Confirmer::Chromium => "headless Chromium",
-                Confirmer::PageDriver => "the built-in page driver",
-            }
-        ));
-    }
+    let pages = open_pages(&mut nodes, ctl, dir, confirmer, browser.as_deref())?;
 
     let names: BTreeMap<String, String> = nodes
         .list
@@ -141,48 +108,7 @@ pub fn run(opts: &Options, ctl: &Ctl) -> Result<(), DemoError> {
                 format!(" (broken: its page loads {READY_SCRIPT}, which the bundle lacks)")
             }
         ));
-        let before = uploads(ctl, &mut nodes)?;
-        let offsets: Vec<u64> = nodes.devices().map(|d| d.log_len()).collect();
-        let at = SystemTime::now();
-        publish::publish(release, &keys, &seeder_store)?;
-        ctl.wait(
-            &format!("every device settling on {}", p.version),
-            STEP_TIMEOUT,
-            || {
-                nodes.check_alive()?;
-                let mut all = true;
-                for d in nodes.devices() {
-                    let Some(state) = ctl.device(&d.store) else {
-                        all = false;
-                        continue;
-                    };
-                    if p.healthy && failed(&state, &p.bundle_id) {
-                        return Err(DemoError::Unexpected {
-                            what: format!(
-                                "{} rolled back {}, a healthy release (was its page too slow to confirm within {} s?)",
-                                d.name,
-                                p.version,
-                                APP_READY_TIMEOUT.as_secs()
-                            ),
-                            log: d.log.clone(),
-                        });
-                    }
-                    all &= settled(&state, &p.bundle_id, p.healthy, &good);
-                }
-                Ok(all.then_some(()))
-            },
-        )?;
-        let after = uploads(ctl, &mut nodes)?;
-        let lines: Vec<DeviceLines> = nodes
-            .devices()
-            .zip(&offsets)
-            .map(|(d, from)| DeviceLines {
-                name: d.name.clone(),
-                lines: logs::parse_all(&d.log_since(*from)),
-            })
-            .collect();
-        let published = report::Published { at, ..p.clone() };
-        let step = report::build_step(&published, &lines, &names, &before, &after);
+        let step = publish_step(ctl, &mut nodes, release, &keys, &names, &good)?;
         say(format!(
             "    {}: every device ran it within {:.2} s, {} within {:.2} s; {} moved",
             match step.outcome {
@@ -206,21 +132,7 @@ pub fn run(opts: &Options, ctl: &Ctl) -> Result<(), DemoError> {
     }
 
     say("6/6 the report".to_owned());
-    let last = good.clone();
-    let device_ids: Vec<String> = nodes.devices().map(|d| d.name.clone()).collect();
-    ctl.wait(
-        "the seeder's devices table showing every device on the last release",
-        SETUP_TIMEOUT,
-        || {
-            let Some(s) = nodes.seeder().and_then(|s| ctl.status(&s.store)) else {
-                return Ok(None);
-            };
-            Ok(device_ids
-                .iter()
-                .all(|id| table_shows(&s, id, &last))
-                .then_some(()))
-        },
-    )?;
+    wait_for_table(ctl, &nodes, &good)?;
     let report = Report {
         dir: dir.display().to_string(),
         dir_kept: opts.dir_kept,
@@ -248,7 +160,7 @@ pub fn run(opts: &Options, ctl: &Ctl) -> Result<(), DemoError> {
             say(format!("    {} {}", d.name, d.url().unwrap_or_default()));
         }
         say(format!(
-            "Publish another build to them: lanseed pack DIR --app {APP} --version 4.0.0 --key {} --store {}",
+            "Publish another build to them: lanseed pack YOUR_BUILD_FOLDER --app {APP} --version 4.0.0 --key {} --store {}",
             dir.join("publisher/publisher.key").display(),
             seeder_store.display()
         ));
@@ -262,6 +174,132 @@ pub fn run(opts: &Options, ctl: &Ctl) -> Result<(), DemoError> {
         "Stopped every node.".to_owned()
     });
     Ok(())
+}
+
+/// Opens every device's page (Chromium or the page driver) and waits
+/// until each is live: the builtin page ran its scripts (its app.js
+/// called notifyAppReady), so it follows the device from then on.
+fn open_pages(
+    nodes: &mut Nodes,
+    ctl: &Ctl,
+    dir: &Path,
+    confirmer: Confirmer,
+    browser: Option<&Path>,
+) -> Result<Vec<Page>, DemoError> {
+    let mut pages = Vec::new();
+    for d in nodes.devices() {
+        let serve = d.serve.ok_or_else(|| DemoError::Unexpected {
+            what: format!("{} did not say where it serves its page", d.name),
+            log: d.log.clone(),
+        })?;
+        pages.push(Page::open(confirmer, browser, serve, &dir.join(&d.name))?);
+    }
+    ctl.wait("every device's page opening", SETUP_TIMEOUT, || {
+        nodes.check_alive()?;
+        Ok(nodes
+            .devices()
+            .all(|d| d.log_text().contains("notifyAppReady bundle=builtin"))
+            .then_some(()))
+    })?;
+    for d in nodes.devices() {
+        say(format!(
+            "    {} {} serving {}, page open in {}",
+            d.name,
+            d.url().unwrap_or_default(),
+            Build::Builtin.version(),
+            match confirmer {
+                Confirmer::Chromium => "headless Chromium",
+                Confirmer::PageDriver => "the built-in page driver",
+            }
+        ));
+    }
+    Ok(pages)
+}
+
+/// Publishes `release` to the seeder, waits until every device is done
+/// with it (confirmed, or rolled back to `good`), and reads what happened
+/// from the devices' logs and the nodes' upload counters.
+fn publish_step(
+    ctl: &Ctl,
+    nodes: &mut Nodes,
+    release: &publish::Release,
+    keys: &publish::Keys,
+    names: &BTreeMap<String, String>,
+    good: &str,
+) -> Result<report::Step, DemoError> {
+    let p = &release.published;
+    let seeder_store = nodes.seeder().map(|s| s.store.clone()).unwrap_or_default();
+    let before = uploads(ctl, nodes)?;
+    let offsets: Vec<u64> = nodes.devices().map(|d| d.log_len()).collect();
+    let at = SystemTime::now();
+    publish::publish(release, keys, &seeder_store)?;
+    ctl.wait(
+        &format!("every device settling on {}", p.version),
+        STEP_TIMEOUT,
+        || settled_everywhere(ctl, nodes, p, good),
+    )?;
+    let after = uploads(ctl, nodes)?;
+    let lines: Vec<DeviceLines> = nodes
+        .devices()
+        .zip(&offsets)
+        .map(|(d, from)| DeviceLines {
+            name: d.name.clone(),
+            lines: logs::parse_all(&d.log_since(*from)),
+        })
+        .collect();
+    let published = report::Published { at, ..p.clone() };
+    Ok(report::build_step(
+        &published, &lines, names, &before, &after,
+    ))
+}
+
+/// `Some` once every device is done with `p` (see [`settled`]); an error
+/// when a healthy release was rolled back.
+fn settled_everywhere(
+    ctl: &Ctl,
+    nodes: &mut Nodes,
+    p: &report::Published,
+    good: &str,
+) -> Result<Option<()>, DemoError> {
+    nodes.check_alive()?;
+    let mut all = true;
+    for d in nodes.devices() {
+        let Some(state) = ctl.device(&d.store) else {
+            all = false;
+            continue;
+        };
+        if p.healthy && failed(&state, &p.bundle_id) {
+            let secs = APP_READY_TIMEOUT.as_secs();
+            return Err(DemoError::Unexpected {
+                what: format!(
+                    "{} rolled back {}, a healthy release (did its page not confirm within {secs} s?)",
+                    d.name, p.version
+                ),
+                log: d.log.clone(),
+            });
+        }
+        all &= settled(&state, &p.bundle_id, p.healthy, good);
+    }
+    Ok(all.then_some(()))
+}
+
+/// Waits until the seeder's devices table shows every device confirmed
+/// on `bundle` (the devices' reports reached it).
+fn wait_for_table(ctl: &Ctl, nodes: &Nodes, bundle: &str) -> Result<(), DemoError> {
+    let device_ids: Vec<String> = nodes.devices().map(|d| d.name.clone()).collect();
+    ctl.wait(
+        "the seeder's devices table showing every device on the last release",
+        SETUP_TIMEOUT,
+        || {
+            let Some(s) = nodes.seeder().and_then(|s| ctl.status(&s.store)) else {
+                return Ok(None);
+            };
+            Ok(device_ids
+                .iter()
+                .all(|id| table_shows(&s, id, bundle))
+                .then_some(()))
+        },
+    )
 }
 
 /// Starts the seeder, then the devices, each told of the nodes before it
