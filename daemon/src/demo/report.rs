@@ -377,10 +377,11 @@ pub fn render(r: &Report) -> String {
     for n in &r.nodes {
         let _ = writeln!(
             s,
-            "   {:<9} {} in {} answers",
+            "   {:<9} {} in {} answer{}",
             n.name,
             bytes(n.uploaded_bytes),
-            n.uploaded_answers
+            n.uploaded_answers,
+            if n.uploaded_answers == 1 { "" } else { "s" }
         );
     }
     s
