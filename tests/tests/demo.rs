@@ -17,23 +17,47 @@ use serde_json::Value;
 /// The longest a demo may take (it takes well under a minute).
 const DEMO_TIMEOUT: Duration = Duration::from_secs(150);
 
+/// A child process (the demo, tcpdump) interrupted when dropped (the
+/// demo then stops everything it started) and, failing that, killed, so a
+/// failed assertion never leaves a `--keep` demo or a capture running.
+struct Interrupted(Child);
+
+impl Drop for Interrupted {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &self.0.id().to_string()])
+                .status();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(20) && matches!(self.0.try_wait(), Ok(None))
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The demo started inside `ns` with `args`; its progress goes to `progress`.
-fn start_demo(ns: &Netns, args: &[&str], progress: &Path) -> Child {
-    ns.command(&lanseed_bin())
-        .arg("demo")
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env_remove("LANSEED_STORE")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(progress).unwrap())
-        .spawn()
-        .expect("spawn lanseed demo")
+fn start_demo(ns: &Netns, args: &[&str], progress: &Path) -> Interrupted {
+    Interrupted(
+        ns.command(&lanseed_bin())
+            .arg("demo")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env_remove("LANSEED_STORE")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(progress).unwrap())
+            .spawn()
+            .expect("spawn lanseed demo"),
+    )
 }
 
 /// Reads the JSON report from the demo's stdout (without waiting for it
 /// to exit: with --keep it runs on).
-fn read_report(demo: &mut Child, progress: &Path) -> Value {
-    let stdout = demo.stdout.take().unwrap();
+fn read_report(demo: &mut Interrupted, progress: &Path) -> Value {
+    let stdout = demo.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut values =
@@ -43,7 +67,7 @@ fn read_report(demo: &mut Child, progress: &Path) -> Value {
     match rx.recv_timeout(DEMO_TIMEOUT) {
         Ok(Some(report)) => report,
         _ => {
-            let _ = demo.kill();
+            let _ = demo.0.kill();
             panic!(
                 "no report from the demo; its progress:\n{}",
                 std::fs::read_to_string(progress).unwrap_or_default()
@@ -391,15 +415,15 @@ fn demo_report_matches_every_store_device_state_and_node_status() {
 
     // Ctrl-C ends it cleanly, and nothing it started is left running.
     assert!(
-        demo.try_wait().unwrap().is_none(),
+        demo.0.try_wait().unwrap().is_none(),
         "--keep keeps it running"
     );
-    let pid = demo.id().to_string();
+    let pid = demo.0.id().to_string();
     std::process::Command::new("kill")
         .args(["-INT", &pid])
         .status()
         .unwrap();
-    let status = wait_exit(&mut demo, Duration::from_secs(30));
+    let status = wait_exit(&mut demo.0, Duration::from_secs(30));
     assert!(status.success(), "{status}");
     assert_eq!(processes_under(&dir), Vec::<String>::new());
     assert!(dir.join("seeder/node.log").is_file(), "--dir is kept");
@@ -436,13 +460,14 @@ fn demo_stays_on_loopback() {
     let tmp = tempfile::tempdir().unwrap();
     let capture = tmp.path().join("veth.txt");
     let tcpdump_log = tmp.path().join("tcpdump.txt");
-    let mut tcpdump = ns
-        .command(Path::new("tcpdump"))
-        .args(["-i", "demo0", "-nn", "-l"])
-        .stdout(std::fs::File::create(&capture).unwrap())
-        .stderr(std::fs::File::create(&tcpdump_log).unwrap())
-        .spawn()
-        .expect("tcpdump (Debian package `tcpdump`)");
+    let mut tcpdump = Interrupted(
+        ns.command(Path::new("tcpdump"))
+            .args(["-i", "demo0", "-nn", "-l"])
+            .stdout(std::fs::File::create(&capture).unwrap())
+            .stderr(std::fs::File::create(&tcpdump_log).unwrap())
+            .spawn()
+            .expect("tcpdump (Debian package `tcpdump`)"),
+    );
     wait_for("tcpdump listening", Duration::from_secs(10), || {
         std::fs::read_to_string(&tcpdump_log)
             .unwrap_or_default()
@@ -454,7 +479,7 @@ fn demo_stays_on_loopback() {
     let progress = tmp.path().join("progress.txt");
     let mut demo = start_demo(&ns, &["--dir", path_str(&dir), "--json"], &progress);
     let report = read_report(&mut demo, &progress);
-    let status = wait_exit(&mut demo, Duration::from_secs(30));
+    let status = wait_exit(&mut demo.0, Duration::from_secs(30));
     assert!(status.success(), "{status}");
     check_story(&report);
     assert_eq!(report["discovery"], "mdns", "{report:#}");
@@ -468,10 +493,10 @@ fn demo_stays_on_loopback() {
         .output();
     std::thread::sleep(Duration::from_millis(300));
     std::process::Command::new("kill")
-        .args(["-INT", &tcpdump.id().to_string()])
+        .args(["-INT", &tcpdump.0.id().to_string()])
         .status()
         .unwrap();
-    let _ = wait_exit(&mut tcpdump, Duration::from_secs(10));
+    let _ = wait_exit(&mut tcpdump.0, Duration::from_secs(10));
     let packets = std::fs::read_to_string(&capture).unwrap();
     assert!(
         packets.contains("10.123.0.2.9:"),
