@@ -4,7 +4,7 @@
 # a temporary directory (printed at the end); nothing touches the network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --quiet -p lanseed
+cargo build -p lanseed
 lanseed=target/debug/lanseed
 work=$(mktemp -d -t lanseed-example.XXXXXX)
 

@@ -88,6 +88,17 @@ pub enum Command {
     /// the changed files and reload; their reports are printed as they
     /// arrive. Ctrl-C stops it.
     Dev(DevArgs),
+    /// The whole story on loopback: a seeder, three devices, three releases.
+    ///
+    /// Makes a key, packs the example app, starts one seeder and three
+    /// device agents as real nodes on 127.0.0.1 (mDNS on the loopback
+    /// interface only, or --peer where it has no multicast), publishes v1
+    /// (installed and confirmed everywhere), a broken v2 (rolled back
+    /// everywhere) and v3, and prints per step the time to reach every
+    /// device, the bytes moved and who served whom. Pages are confirmed by
+    /// headless Chromium where installed, else by a built-in page driver.
+    /// Runs in a temporary folder and stops everything it started.
+    Demo(DemoArgs),
 }
 
 /// `lanseed dev`.
@@ -114,6 +125,27 @@ pub struct DevArgs {
     pub quiet: std::time::Duration,
     #[command(flatten)]
     pub node: NodeArgs,
+}
+
+/// `lanseed demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Run in DIR (created; must be empty) and keep it: stores, logs,
+    /// keys, release files [default: a temporary folder, removed at the
+    /// end].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Leave the devices serving after the report and print their URLs,
+    /// until Ctrl-C.
+    #[arg(long)]
+    pub keep: bool,
+    /// Who loads the pages and lets them confirm: headless Chromium where
+    /// installed (auto), Chromium only, or the built-in page driver.
+    #[arg(long, value_name = "WHO", value_enum, default_value = "auto")]
+    pub confirm_with: crate::demo::ConfirmWith,
 }
 
 /// Where the store is.

@@ -4,6 +4,7 @@
 mod cli;
 mod cmd;
 mod control_socket;
+mod demo;
 mod dev;
 mod device;
 mod memory;

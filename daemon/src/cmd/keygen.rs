@@ -21,6 +21,18 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<()> {
 
 /// A fleet key in the libp2p `swarm.key` format, mode 0600.
 fn fleet(args: &KeygenArgs) -> anyhow::Result<()> {
+    write_fleet_key(&args.out, args.force)?;
+    eprintln!(
+        "Fleet key written to {}; give it to every node of the fleet (`lanseed seed --fleet-key {}`).",
+        args.out.display(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Writes a new random fleet key to `out` (mode 0600); an existing file is
+/// replaced only with `force`.
+pub(crate) fn write_fleet_key(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
     use std::io::Write;
     let mut key = [0u8; 32];
     getrandom::fill(&mut key)
@@ -28,25 +40,20 @@ fn fleet(args: &KeygenArgs) -> anyhow::Result<()> {
     let text = format!("/key/swarm/psk/1.0.0/\n/base16/\n{}\n", hex::encode(key));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true);
-    if args.force {
+    if force {
         opts.create(true).truncate(true);
     } else {
         opts.create_new(true);
     }
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&args.out).map_err(|e| match e.kind() {
+    let mut f = opts.open(out).map_err(|e| match e.kind() {
         std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
             "{} already exists; pass --force to overwrite it",
-            args.out.display()
+            out.display()
         ),
-        _ => anyhow::anyhow!("cannot write {}: {e}", args.out.display()),
+        _ => anyhow::anyhow!("cannot write {}: {e}", out.display()),
     })?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
-    eprintln!(
-        "Fleet key written to {}; give it to every node of the fleet (`lanseed seed --fleet-key {}`).",
-        args.out.display(),
-        args.out.display()
-    );
     Ok(())
 }

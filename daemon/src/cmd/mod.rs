@@ -1,5 +1,6 @@
 //! The subcommands, one module each.
 
+mod demo;
 mod dev;
 mod device;
 mod export;
@@ -18,6 +19,9 @@ use lanseed_protocol::zip::ZipLimits;
 
 use crate::cli::{Cli, Command, StoreArg, StoreCommand, ZipLimitArgs};
 
+pub(crate) use keygen::write_fleet_key;
+pub(crate) use seed::shutdown_signal;
+
 /// Runs the command the user asked for.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -31,6 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => seed::status(args),
         Command::Device(args) => device::run(args),
         Command::Dev(args) => dev::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Store(StoreCommand::Verify(args)) => store::verify(args),
         Command::Store(StoreCommand::Gc(args)) => store::gc(args),
     }

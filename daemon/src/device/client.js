@@ -26,16 +26,17 @@
   }
   if (window.EventSource) {
     var events = new EventSource("/__lanseed/events");
-    // A switch between this page's load and the stream's opening sent its
-    // event to nobody: once listening, catch up with the current bundle.
-    events.onopen = function () {
+    // A switch while this page was loading, or while the connection was
+    // down, sent it no event: look at the current bundle on every
+    // (re)connection.
+    events.addEventListener("open", function () {
       fetch("/__lanseed/current", { cache: "no-store" })
         .then(function (r) { return r.json(); })
         .then(function (c) {
-          if (c.bundle_id && c.bundle_id !== bundle) location.reload();
+          if (c && c.bundle_id && c.bundle_id !== bundle) location.reload();
         })
         .catch(function () {});
-    };
+    });
     names.forEach(function (name) {
       events.addEventListener(name, function (ev) {
         var data = {};

@@ -1297,6 +1297,7 @@ impl Node {
                         tracing::info!(
                             app = %r.app, channel = %r.channel, version = %r.version, bundle = %bundle,
                             bytes, wire_bytes = fetch.wire_bytes, reused = fetch.reused, secs,
+                            from = %fetch::wire_from_text(&fetch.wire_from),
                             rate_mb_s = bytes as f64 / 1e6 / secs.max(1e-6),
                             already = outcome == CommitOutcome::AlreadyPresent,
                             "transfer done"

@@ -32,7 +32,7 @@ pub mod asks;
 pub mod partial;
 pub mod sched;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -167,11 +167,26 @@ pub struct Fetch {
     pub told: HashSet<PeerId>,
     /// The wire bytes received for it.
     pub wire_bytes: u64,
+    /// The wire bytes received from each peer (who served this fetch).
+    pub wire_from: BTreeMap<PeerId, u64>,
     /// Whether "stalled" was logged since it last had a peer.
     pub stall_warned: bool,
     /// `gc.lock` held shared once open: a collection waits for running
     /// fetches (it would delete their pieces, or blobs they count on).
     gc_guard: Option<std::fs::File>,
+}
+
+/// `wire_from` for a log line: `PEER=BYTES` pairs joined by commas, in
+/// peer id order (`-` when nothing came over the wire).
+pub fn wire_from_text(wire_from: &BTreeMap<PeerId, u64>) -> String {
+    if wire_from.is_empty() {
+        return "-".to_owned();
+    }
+    let pairs: Vec<String> = wire_from
+        .iter()
+        .map(|(peer, bytes)| format!("{peer}={bytes}"))
+        .collect();
+    pairs.join(",")
 }
 
 /// Pieces to verify and write, off the event loop.
@@ -419,6 +434,7 @@ impl Fetch {
             have_changed: false,
             told: HashSet::new(),
             wire_bytes: 0,
+            wire_from: BTreeMap::new(),
             stall_warned: false,
             gc_guard: None,
         };
@@ -640,6 +656,9 @@ impl Fetch {
             _ => 0,
         };
         self.wire_bytes += wire;
+        if wire > 0 {
+            *self.wire_from.entry(peer).or_default() += wire;
+        }
         // Routed by what was asked: an answer of another kind is a fault,
         // and the request it answers is freed either way.
         let fault = |answer: Result<Response, Failed>| match answer {
@@ -802,4 +821,24 @@ pub enum Job {
     Open(OpenJob),
     /// Verify and write pieces.
     Write(WriteJob),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_served_a_fetch_reads_as_peer_bytes_pairs() {
+        let mut from = BTreeMap::new();
+        assert_eq!(wire_from_text(&from), "-");
+        let (a, b) = (PeerId::random(), PeerId::random());
+        from.insert(a, 10);
+        from.insert(b, 2_048);
+        let text = wire_from_text(&from);
+        let mut pairs: Vec<&str> = text.split(',').collect();
+        pairs.sort();
+        let mut want = vec![format!("{a}=10"), format!("{b}=2048")];
+        want.sort();
+        assert_eq!(pairs, want);
+    }
 }
