@@ -350,12 +350,9 @@ fn a_fetch_that_failed_on_a_full_disk_completes_once_space_is_freed_and_the_floo
         let st = json(&st);
         (!st["retrying"].as_array().unwrap().is_empty()).then_some(st)
     });
+    // (Its log is on the full tmpfs too: the failure shows in its status,
+    // not reliably in its log.)
     eprintln!("retrying: {}", st["retrying"]);
-    assert!(
-        device.log_text().contains("No space left on device"),
-        "{}",
-        device.log_text()
-    );
     // ...and completes by itself once space is freed.
     std::fs::remove_file(&filler).unwrap();
     let start = Instant::now();
