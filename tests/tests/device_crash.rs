@@ -183,13 +183,26 @@ impl Drop for Device {
     }
 }
 
+/// The body curl got for `args`; a request that failed (curl's exit
+/// status: refused, reset, timed out) is made again, a few times, so that
+/// an empty body from a failed transfer is never taken for a file's bytes.
 fn curl(ns: &Netns, args: &[&str]) -> Vec<u8> {
-    ns.command(Path::new("curl"))
-        .args(["-s", "--max-time", "5"])
-        .args(args)
-        .output()
-        .unwrap()
-        .stdout
+    let mut last = String::new();
+    for _ in 0..5 {
+        let out = ns
+            .command(Path::new("curl"))
+            .args(["-sS", "--max-time", "10"])
+            .args(args)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return out.stdout;
+        }
+        last = format!("{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+        eprintln!("curl {args:?} failed ({last}); again");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("curl {args:?} kept failing: {last}");
 }
 
 /// Checks that the page served now and every file of its bundle match
@@ -297,9 +310,11 @@ fn drive(
                 }
                 if HEALTHY[k] {
                     let body = format!("{{\"bundle\":\"{}\"}}", f.ids[k]);
-                    curl(
-                        ns,
-                        &[
+                    // Once: the device may be dying at a crash point.
+                    let _ = ns
+                        .command(Path::new("curl"))
+                        .args(["-s", "--max-time", "5"])
+                        .args([
                             "-X",
                             "POST",
                             "-H",
@@ -307,8 +322,8 @@ fn drive(
                             "-d",
                             &body,
                             &format!("{URL}/__lanseed/ready"),
-                        ],
-                    );
+                        ])
+                        .output();
                 }
             }
             Some("success") | Some("error") => {
