@@ -232,6 +232,8 @@ pub fn start(
         collect_at: Some(StdInstant::now()),
         rule: Arc::new(std::sync::Mutex::new(KeepRule::default())),
         progress: HashMap::new(),
+        events_seen: 0,
+        last_seen: None,
     };
     actor.updater.defer_removals();
     actor.set_follow();
@@ -278,6 +280,19 @@ struct Actor {
     rule: Arc<std::sync::Mutex<KeepRule>>,
     /// Last download percent reported per bundle.
     progress: HashMap<BundleId, u8>,
+    /// Events emitted so far.
+    events_seen: u64,
+    /// What the last publication was made of.
+    last_seen: Option<Seen>,
+}
+
+/// What the published report, rule and view are made of.
+#[derive(PartialEq)]
+struct Seen {
+    state: lanseed_client::DeviceState,
+    job: Option<Job>,
+    retries: Vec<(BundleId, Backoff)>,
+    events: u64,
 }
 
 fn unix_now() -> u64 {
@@ -588,6 +603,7 @@ impl Actor {
 
     fn drain_events(&mut self) {
         for e in self.updater.drain_events() {
+            self.events_seen += 1;
             let json = serde_json::to_string(&e).unwrap_or_default();
             tracing::info!(target: "lanseed::events", "{json}");
             if matches!(e, Event::UpdateFailed { .. }) {
@@ -609,8 +625,24 @@ impl Actor {
         }
     }
 
+    /// Publishes the report, the collection rule and the view, when what
+    /// they are made of changed since the last time (not on every tick:
+    /// building the status is the costly part).
     fn publish(&mut self) {
         self.drain_events();
+        let mut retries: Vec<(BundleId, Backoff)> =
+            self.retries.iter().map(|(b, r)| (*b, *r)).collect();
+        retries.sort_by_key(|(b, _)| *b);
+        let seen = Seen {
+            state: self.updater.state().clone(),
+            job: self.job,
+            retries,
+            events: self.events_seen,
+        };
+        if self.last_seen.as_ref() == Some(&seen) {
+            return;
+        }
+        self.last_seen = Some(seen);
         let report = self.make_report();
         self.report.send_if_modified(|old| {
             // A change of state, not of the time alone.
