@@ -421,3 +421,23 @@ mod seeds {
         ]
     }
 }
+
+#[test]
+fn the_request_corpus_holds_device_reports_that_decode() {
+    let dir = corpus_dir().join("wire_request");
+    let reports = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .filter(|b| {
+            matches!(
+                lanseed_protocol::wire::decode_request(b),
+                Ok(lanseed_protocol::wire::Request::Report(_))
+            )
+        })
+        .count();
+    assert!(
+        reports >= 2,
+        "{reports} device reports in {}",
+        dir.display()
+    );
+}
