@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use lanseed_tests::devloop::DevLoop;
 use lanseed_tests::net::{Browser, Lan, NodeProc};
 use lanseed_tests::{json, node_status, run_ok, store_releases, wait_for};
 
@@ -54,47 +55,14 @@ fn write_build(build: &Path, text: &str, extra: usize, size: usize) {
 
 fn start(extra_files: usize) -> Loop {
     let dir = tempfile::tempdir().unwrap();
-    let lan = Lan::new(3);
     let build = dir.path().join("dist");
     write_build(&build, "one", extra_files, 50_000);
-    let key = dir.path().join("dev.key");
-    run_ok(&["keygen", "--out", s(&key)]);
-    let public = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
-    let trust = dir.path().join("dev.trust");
-    std::fs::write(&trust, format!("{}  channels=dev\n", public.trim())).unwrap();
-    let dev_store = dir.path().join("devstore");
-    let dev = NodeProc::start_cmd(
-        &lan.hosts[0],
-        "dev",
-        &dev_store,
-        &[s(&build), "--app", APP, "--key", s(&key)],
-    );
-    let builtin = dir.path().join("builtin");
-    std::fs::create_dir_all(&builtin).unwrap();
-    std::fs::write(builtin.join("index.html"), page("builtin")).unwrap();
-    let devices = (1..3)
-        .map(|i| {
-            NodeProc::start_cmd(
-                &lan.hosts[i],
-                "device",
-                &dir.path().join(format!("device{i}")),
-                &[
-                    "--app",
-                    APP,
-                    "--channel",
-                    "dev",
-                    "--apply",
-                    "immediate",
-                    "--trust",
-                    s(&trust),
-                    "--builtin",
-                    s(&builtin),
-                    "--device-id",
-                    &format!("phone-{i}"),
-                ],
-            )
-        })
-        .collect();
+    let DevLoop {
+        lan,
+        dev_store,
+        dev,
+        devices,
+    } = DevLoop::start(dir.path(), &build, APP, 2, &page("builtin"));
     Loop {
         dir,
         lan,

@@ -24,19 +24,15 @@
 //!
 //! Traffic stays inside the namespaces it makes.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use lanseed_tests::net::{Browser, Lan, NodeProc, log_time_us};
-use lanseed_tests::{generate_build, run_ok, store_releases};
+use lanseed_tests::devloop::DevLoop;
+use lanseed_tests::net::{Browser, log_time_us};
+use lanseed_tests::{generate_build, store_releases};
 
 const APP: &str = "com.example.devbench";
 const DEVICES: usize = 3;
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 paths")
-}
 
 fn now_us() -> i64 {
     std::time::SystemTime::now()
@@ -73,7 +69,6 @@ fn main() -> anyhow::Result<()> {
     }
     println!("cpu: {}", lanseed_tests::cpu_model());
     let dir = tempfile::tempdir()?;
-    let lan = Lan::new(DEVICES + 1);
     let build = dir.path().join("dist");
     generate_build(&build, 200, 5_000_000, 42);
     std::fs::write(
@@ -82,45 +77,18 @@ fn main() -> anyhow::Result<()> {
          <script src=\"msg.js\"></script><script>lanseed.notifyAppReady();</script>",
     )?;
     std::fs::write(build.join("msg.js"), "var msg = 0;")?;
-    let key = dir.path().join("dev.key");
-    run_ok(&["keygen", "--out", s(&key)]);
-    let public = std::fs::read_to_string(format!("{}.pub", key.display()))?;
-    let trust = dir.path().join("dev.trust");
-    std::fs::write(&trust, format!("{}  channels=dev\n", public.trim()))?;
-    let dev_store = dir.path().join("devstore");
-    let dev = NodeProc::start_cmd(
-        &lan.hosts[0],
-        "dev",
-        &dev_store,
-        &[s(&build), "--app", APP, "--key", s(&key)],
-    );
-    let builtin = dir.path().join("builtin");
-    std::fs::create_dir_all(&builtin)?;
-    std::fs::write(
-        builtin.join("index.html"),
+    let DevLoop {
+        lan,
+        dev_store,
+        dev,
+        devices,
+    } = DevLoop::start(
+        dir.path(),
+        &build,
+        APP,
+        DEVICES,
         "<script src=\"/__lanseed/client.js\"></script>",
-    )?;
-    let devices: Vec<NodeProc> = (1..=DEVICES)
-        .map(|i| {
-            NodeProc::start_cmd(
-                &lan.hosts[i],
-                "device",
-                &dir.path().join(format!("device{i}")),
-                &[
-                    "--app",
-                    APP,
-                    "--channel",
-                    "dev",
-                    "--apply",
-                    "immediate",
-                    "--trust",
-                    s(&trust),
-                    "--builtin",
-                    s(&builtin),
-                ],
-            )
-        })
-        .collect();
+    );
     let _pages: Vec<Browser> = (1..=DEVICES)
         .map(|i| Browser::open(&lan.hosts[i], "http://127.0.0.1:8787/"))
         .collect();
