@@ -4,18 +4,24 @@
 //! Install (a bundle into its own directory, `STORE/device/bundles/<id>`):
 //! 1. every file is hard-linked from the store's blob (or copied and
 //!    `fsync`ed where links are impossible) into a fresh temp directory;
-//! 2. the new directory entries are made durable (the blobs' bytes
-//!    already are: the store synced them): each new directory synced, or
-//!    one file-system sync for a bundle of many directories;
-//! 3. the temp directory is renamed to its final name, and the parent
-//!    directory synced. A bundle directory therefore only ever exists
-//!    whole; it is never written again.
+//! 2. the temp directory is renamed to its final name. A bundle directory
+//!    therefore only ever appears whole to a running process; it is never
+//!    written again.
+//!
+//! The directory's entries are not synced: the bytes they name already
+//! are (the store synced its blobs, and copies are synced above), and
+//! whatever names the directory is. After a power cut the file system may
+//! have lost the newest entries, so [`repair`] runs when the updater opens:
+//! a bundle the device state names whose directory is missing a file, or
+//! is missing, is materialised again from the store and synced then. This
+//! keeps one file-system sync (tens of milliseconds on a busy disk) out of
+//! every install, which the dev loop feels on each save.
 //!
 //! Switch: the active bundle is named by the device state file
 //! ([`crate::state`]), replaced by write-temp, `fsync`, rename, `fsync`
 //! of the directory. A crash before the rename leaves the old bundle
 //! active, after it the new one: never a mix, since both directories are
-//! whole and immutable.
+//! whole (or made whole at the next start) and immutable.
 
 use std::path::{Path, PathBuf};
 
@@ -66,18 +72,13 @@ pub fn materialize(store: &Store, id: &BundleId) -> Result<PathBuf, InstallError
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir(&tmp).map_err(io(&tmp))?;
-    // Every directory made, so that their new entries can be synced.
-    let mut dirs: std::collections::BTreeSet<PathBuf> = [tmp.clone()].into();
     for f in manifest.files() {
         let mut target = tmp.clone();
         target.extend(f.path.components());
         if let Some(dir) = target.parent()
-            && !dirs.contains(dir)
+            && !dir.is_dir()
         {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
-            for d in dir.ancestors().take_while(|d| *d != tmp) {
-                dirs.insert(d.to_owned());
-            }
         }
         let blob = store.blob_path(&f.blake3);
         lanseed_protocol::crashpoint::hit("materialise: file");
@@ -88,16 +89,46 @@ pub fn materialize(store: &Store, id: &BundleId) -> Result<PathBuf, InstallError
                 .map_err(io(&target))?;
         }
     }
-    // The links are new names in those directories (a copied file's
-    // bytes were synced above): syncing the directories makes them durable,
-    // and for a small bundle costs less than a sync of the file system.
-    let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-    durable::sync_names(root, &dirs).map_err(io(&tmp))?;
-    lanseed_protocol::crashpoint::hit("materialise: synced");
     std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
-    durable::sync_dir(&parent).map_err(io(&parent))?;
     lanseed_protocol::crashpoint::hit("materialise: renamed");
     Ok(dest)
+}
+
+/// Whether bundle `id`'s directory holds every file of its manifest, each
+/// a regular file of the manifest's size (a crash can lose names, not the
+/// bytes behind them: see the module docs).
+pub fn is_whole(store: &Store, id: &BundleId) -> Result<bool, InstallError> {
+    let dir = bundle_dir(store.root(), &id.to_string());
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    let manifest = store.read_manifest(id)?;
+    Ok(manifest.files().iter().all(|f| {
+        let mut path = dir.clone();
+        path.extend(f.path.components());
+        std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == f.size)
+    }))
+}
+
+/// Makes bundle `id`'s directory whole again if a crash left it without
+/// some of its names (see the module docs), and durable this time;
+/// returns whether it had to. A bundle whose files the store no longer
+/// holds is left as it is (an error).
+pub fn repair(store: &Store, id: &BundleId) -> Result<bool, InstallError> {
+    if is_whole(store, id)? {
+        return Ok(false);
+    }
+    let root = store.root();
+    let dir = bundle_dir(root, &id.to_string());
+    store.check_complete(id)?;
+    remove(root, &id.to_string()).map_err(|source| InstallError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    materialize(store, id)?;
+    // One sync of the file system: every new name, whatever the count.
+    durable::sync_names(root, &[]).map_err(|source| InstallError::Io { path: dir, source })?;
+    Ok(true)
 }
 
 /// Removes a materialised bundle and leftovers of interrupted installs.

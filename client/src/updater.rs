@@ -27,7 +27,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lanseed_protocol::{Store, VerifiedRelease};
+use lanseed_protocol::{BundleId, Store, VerifiedRelease};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -287,6 +287,7 @@ impl Updater {
             defer_removals: false,
             removals: Vec::new(),
         };
+        u.repair_bundles();
         if u.state.native_version != u.cfg.native_version {
             tracing::info!(from = %u.state.native_version, to = %u.cfg.native_version, "native version changed: back to the builtin bundle");
             u.drop_all_bundles()?;
@@ -313,6 +314,27 @@ impl Updater {
             }
         }
         Ok(u)
+    }
+
+    /// Makes whole again the directories of the bundles the state names
+    /// (current, next, fallback) that a power cut left without some of
+    /// their entries ([`install::repair`]). A bundle that cannot be
+    /// repaired is left to the rules that meet a missing directory.
+    fn repair_bundles(&self) {
+        let s = &self.state;
+        let named = [Some(&s.current), s.next.as_ref(), Some(&s.fallback)];
+        for id in named.into_iter().flatten() {
+            let Ok(bundle) = id.parse::<BundleId>() else {
+                continue;
+            };
+            match install::repair(&self.store, &bundle) {
+                Ok(true) => {
+                    tracing::warn!(bundle = %id, "bundle directory was incomplete after a crash: made whole again from the store")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(bundle = %id, "cannot repair the bundle's directory: {e}"),
+            }
+        }
     }
 
     /// The store's directory.
@@ -966,6 +988,51 @@ mod tests {
             "a confirmed bundle stays"
         );
         assert_eq!(u.current().2, "success");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn names_a_power_cut_lost_are_restored_when_the_updater_opens() {
+        let w = world();
+        let mut u = w.open(ApplyMode::Immediate);
+        let v1 = w.release("1.0.0", 10, "production", |_| {});
+        u.install(&v1, 0).unwrap();
+        assert!(u.notify_app_ready(&id(&v1)).unwrap());
+        let dir = install::bundle_dir(w.store.root(), &id(&v1));
+        let bundle = v1.release().bundle_id;
+        assert!(install::is_whole(&w.store, &bundle).unwrap());
+        drop(u);
+
+        // A lost entry: the file is gone from the directory, not from the store.
+        std::fs::remove_file(dir.join("index.html")).unwrap();
+        assert!(!install::is_whole(&w.store, &bundle).unwrap());
+        let u = w.open(ApplyMode::Immediate);
+        assert_eq!(u.state().current, id(&v1), "no rollback for a lost name");
+        assert_eq!(u.current().2, "success");
+        assert_eq!(
+            std::fs::read_to_string(u.serve_dir().join("index.html")).unwrap(),
+            "<h1>1.0.0</h1>"
+        );
+        drop(u);
+
+        // A lost rename: the whole directory is gone.
+        std::fs::remove_dir_all(&dir).unwrap();
+        let u = w.open(ApplyMode::Immediate);
+        assert!(install::is_whole(&w.store, &bundle).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(u.serve_dir().join("index.html")).unwrap(),
+            "<h1>1.0.0</h1>"
+        );
+
+        // A file of the wrong size is not whole either.
+        drop(u);
+        std::fs::remove_file(dir.join("index.html")).unwrap();
+        std::fs::write(dir.join("index.html"), "short").unwrap();
+        assert!(!install::is_whole(&w.store, &bundle).unwrap());
+        assert!(install::repair(&w.store, &bundle).unwrap());
+        assert!(
+            !install::repair(&w.store, &bundle).unwrap(),
+            "whole: nothing to do"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -346,8 +346,14 @@ pub struct Browser {
 }
 
 /// The flags every test browser runs with.
-pub const CHROMIUM_FLAGS: [&str; 7] = [
+pub const CHROMIUM_FLAGS: [&str; 10] = [
     "--headless",
+    // A headless page counts as hidden: without these, Chromium lowers
+    // its renderer's priority and throttles it as a background tab's,
+    // which a kiosk's page never is.
+    "--disable-renderer-backgrounding",
+    "--disable-background-timer-throttling",
+    "--disable-backgrounding-occluded-windows",
     "--no-sandbox",
     "--disable-gpu",
     "--disable-background-networking",

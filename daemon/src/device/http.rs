@@ -64,11 +64,19 @@ pub async fn serve(
         .fallback(get(file))
         .with_state(agent)
         .layer(Extension(Arc::new(Hashes::default())))
-        .layer(middleware::from_fn_with_state(hosts, host::guard));
+        .layer(middleware::from_fn_with_state(hosts, host::guard))
+        .layer(middleware::from_fn(log_request));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// Logs each request as it arrives (debug level: the dev-loop benchmark
+/// times a page's requests by these lines).
+async fn log_request(req: axum::extract::Request, next: middleware::Next) -> Response {
+    tracing::debug!(method = %req.method(), path = %req.uri().path(), "request");
+    next.run(req).await
 }
 
 /// Marks a response (a JSON endpoint's, a 404) as never to be cached.

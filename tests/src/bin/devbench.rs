@@ -49,6 +49,41 @@ fn line_time(log: &str, needles: &[&str], from: i64) -> Option<i64> {
         .find(|t| *t >= from)
 }
 
+/// The value of `key` (e.g. `bundle=`) in a log line.
+fn field(line: &str, key: &str) -> Option<String> {
+    let rest = &line[line.find(key)? + key.len()..];
+    Some(rest.split_whitespace().next()?.to_owned())
+}
+
+/// A log file read from where the last look stopped.
+struct Tail {
+    file: std::fs::File,
+    partial: String,
+}
+
+impl Tail {
+    fn new(path: &std::path::Path) -> Tail {
+        Tail {
+            file: std::fs::File::open(path).expect("the device's log"),
+            partial: String::new(),
+        }
+    }
+
+    /// The whole lines written since the last call.
+    fn new_lines(&mut self) -> Vec<String> {
+        use std::io::Read;
+        let mut buf = String::new();
+        let _ = self.file.read_to_string(&mut buf);
+        self.partial.push_str(&buf);
+        let Some(end) = self.partial.rfind('\n') else {
+            return Vec::new();
+        };
+        let rest = self.partial.split_off(end + 1);
+        let done = std::mem::replace(&mut self.partial, rest);
+        done.lines().map(lanseed_tests::net::strip_ansi).collect()
+    }
+}
+
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
@@ -56,12 +91,17 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let mut changes = 20usize;
+    let mut keep = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--changes" => changes = args.next().context("--changes N")?.parse()?,
+            "--keep" => keep = true,
             "--help" | "-h" => {
-                println!("lanseed-devbench [--changes N]: see the source's docs");
+                println!(
+                    "lanseed-devbench [--changes N] [--keep]: see the source's docs \
+                     (--keep leaves the build, stores and logs in place and prints where)"
+                );
                 return Ok(());
             }
             other => bail!("unknown argument {other}"),
@@ -69,6 +109,9 @@ fn main() -> anyhow::Result<()> {
     }
     println!("cpu: {}", lanseed_tests::cpu_model());
     let dir = tempfile::tempdir()?;
+    if keep {
+        println!("keeping {}", dir.path().display());
+    }
     let build = dir.path().join("dist");
     generate_build(&build, 200, 5_000_000, 42);
     std::fs::write(
@@ -144,23 +187,46 @@ fn main() -> anyhow::Result<()> {
         "debounce", "pack", "announce", "fetch", "notice", "install", "reload", "page",
     ];
     let mut per_stage: Vec<Vec<f64>> = vec![Vec::new(); stages.len()];
+    let mut tails: Vec<Tail> = devices.iter().map(|d| Tail::new(&d.log)).collect();
+    let mut current = first;
     for n in 1..=changes {
         std::thread::sleep(Duration::from_millis(700));
+        for t in &mut tails {
+            t.new_lines();
+        }
         let t0 = now_us();
         std::fs::write(build.join("msg.js"), format!("var msg = {n};"))?;
-        let bundle = loop {
-            if let Some((s2, b)) = newest()
-                && s2 > seq
-            {
-                seq = s2;
-                break b;
-            }
+        // While the change travels, the benchmark only reads the bytes
+        // the devices' logs gained (no process spawned, no whole log
+        // re-read): its own work must not slow the loop it times.
+        let mut seen: Vec<Option<(i64, String)>> = vec![None; DEVICES];
+        while seen.iter().any(Option::is_none) {
             if now_us() - t0 > 60_000_000 {
-                bail!("change {n} was not published");
+                bail!("change {n} did not reach every page in 60 s");
+            }
+            for (k, t) in tails.iter_mut().enumerate() {
+                if seen[k].is_some() {
+                    continue;
+                }
+                seen[k] = t
+                    .new_lines()
+                    .iter()
+                    .filter(|l| l.contains("notifyAppReady") && l.starts_with("20"))
+                    .filter_map(|l| Some((log_time_us(l), field(l, "bundle=")?)))
+                    .find(|(_, b)| *b != current);
             }
             std::thread::sleep(Duration::from_millis(5));
-        };
-        let confirmed = wait_confirmed(&bundle, t0)?;
+        }
+        let (confirmed, bundles): (Vec<i64>, Vec<String>) = seen.into_iter().flatten().unzip();
+        let bundle = bundles[0].clone();
+        if bundles.iter().any(|b| *b != bundle) {
+            bail!("change {n}: the pages confirmed different bundles: {bundles:?}");
+        }
+        match newest() {
+            Some((s2, b)) if s2 > seq && b == bundle => seq = s2,
+            other => bail!("change {n}: pages run {bundle}, the dev store's newest is {other:?}"),
+        }
+        current = bundle.clone();
         let dev_log = dev.log_text();
         let packing = line_time(&dev_log, &["packing"], t0).unwrap_or(t0);
         let stored = line_time(&dev_log, &["release in store", "release="], t0).unwrap_or(packing);
@@ -199,6 +265,9 @@ fn main() -> anyhow::Result<()> {
         if !v.is_empty() {
             println!("  {name:<9} median {:>6.1} ms", percentile(&mut v, 0.5));
         }
+    }
+    if keep {
+        let _ = dir.keep();
     }
     Ok(())
 }
