@@ -23,4 +23,4 @@ pub mod state;
 pub mod updater;
 
 pub use state::{BundleStatus, DeviceState};
-pub use updater::{ApplyMode, Event, Refusal, Updater, UpdaterConfig};
+pub use updater::{ApplyMode, Begun, Event, Refusal, Updater, UpdaterConfig};

@@ -249,6 +249,16 @@ fn random_id() -> String {
     hex::encode(b)
 }
 
+/// What [`Updater::begin_install`] leaves to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Begun {
+    /// Materialise the bundle, then [`Updater::finish_install`].
+    Materialize,
+    /// Nothing: the bundle is already current or next, and the release
+    /// was recorded as installed.
+    AlreadyInstalled,
+}
+
 impl Updater {
     /// Opens the updater: loads or makes the state, applies a native
     /// version change, counts a trial interrupted by a restart as failed,
@@ -479,25 +489,43 @@ impl Updater {
         release: &VerifiedRelease,
         now_unix: u64,
     ) -> Result<(), UpdaterError> {
-        self.begin_install(release, now_unix)?;
+        if self.begin_install(release, now_unix)? == Begun::AlreadyInstalled {
+            return Ok(());
+        }
         let done = install::materialize(&self.store, &release.release().bundle_id).map(|_| ());
         self.finish_install(release, done, now_unix)
     }
 
     /// First step of an install: checks `release` and announces it
-    /// (`updateAvailable`). Materialising it comes next, off the updater.
+    /// (`updateAvailable`); materialising it comes next, off the updater.
+    ///
+    /// A release of the bundle the device already runs or has scheduled
+    /// (a new rollout share, a `--back-to` onto the bundle it is on) is
+    /// only recorded: its sequence becomes the installed one, and there
+    /// is no event, no new trial, no reload ([`Begun::AlreadyInstalled`]).
     pub fn begin_install(
         &mut self,
         release: &VerifiedRelease,
         now_unix: u64,
-    ) -> Result<(), UpdaterError> {
+    ) -> Result<Begun, UpdaterError> {
         self.check(release, now_unix)?;
         let r = release.release();
+        let id = r.bundle_id.to_string();
+        if id == self.state.current || self.state.next.as_ref() == Some(&id) {
+            if let Some(b) = self.state.bundles.get_mut(&id) {
+                b.seq = r.seq;
+                b.version = r.version.clone();
+            }
+            self.state.installed_seq.insert(r.channel.clone(), r.seq);
+            self.save(Phase::State)?;
+            tracing::info!(bundle = %id, version = %r.version, seq = r.seq, "a new release of the bundle already installed: recorded, nothing to do");
+            return Ok(Begun::AlreadyInstalled);
+        }
         self.events.push(Event::UpdateAvailable {
-            bundle: r.bundle_id.to_string(),
+            bundle: id,
             version: r.version.clone(),
         });
-        Ok(())
+        Ok(Begun::Materialize)
     }
 
     /// Last step of an install, once materialising `release` ended with
@@ -988,6 +1016,62 @@ mod tests {
             "a confirmed bundle stays"
         );
         assert_eq!(u.current().2, "success");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_release_of_the_running_bundle_is_recorded_without_a_trial() {
+        let w = world();
+        let mut u = w.open(ApplyMode::Immediate);
+        let v1 = w.release("1.0.0", 10, "production", |_| {});
+        u.install(&v1, 0).unwrap();
+        assert!(u.notify_app_ready(&id(&v1)).unwrap());
+        u.drain_events();
+        // The same bundle, signed again with another share (a rollout step).
+        let again = w.release("1.0.0", 11, "production", |o| {
+            o.rollout = Rollout::from_basis_points(5_000).unwrap();
+        });
+        assert_eq!(again.release().bundle_id, v1.release().bundle_id);
+        if again
+            .release()
+            .rollout
+            .includes(APP, &again.release().bundle_id, "device-1")
+        {
+            assert_eq!(u.begin_install(&again, 0).unwrap(), Begun::AlreadyInstalled);
+        } else {
+            assert!(u.check(&again, 0).is_err(), "outside the share: not taken");
+        }
+        let full = w.release("1.0.0", 12, "production", |_| {});
+        u.install(&full, 0).unwrap();
+        assert!(u.drain_events().is_empty(), "no event, no reload");
+        assert_eq!(u.current().2, "success", "no new trial");
+        assert_eq!(u.trial_deadline(), None);
+        assert_eq!(u.state().installed_seq["production"], 12);
+        assert!(u.check(&full, 0).is_err(), "recorded as installed");
+
+        // During a trial: the trial goes on, untouched.
+        let v2 = w.release("2.0.0", 20, "production", |_| {});
+        u.install(&v2, 0).unwrap();
+        let deadline = u.trial_deadline();
+        assert!(deadline.is_some());
+        u.drain_events();
+        let v2b = w.release("2.0.0", 21, "production", |_| {});
+        assert_eq!(u.begin_install(&v2b, 0).unwrap(), Begun::AlreadyInstalled);
+        assert_eq!(u.trial_deadline(), deadline);
+        assert_eq!(u.state().trial(), Some(id(&v2).as_str()));
+        assert!(u.drain_events().is_empty());
+        assert!(u.notify_app_ready(&id(&v2)).unwrap());
+        drop(u);
+
+        // Scheduled for the next start: stays next, recorded.
+        let mut u = w.open(ApplyMode::NextStart);
+        let v3 = w.release("3.0.0", 30, "production", |_| {});
+        u.install(&v3, 0).unwrap();
+        u.drain_events();
+        let v3b = w.release("3.0.0", 31, "production", |_| {});
+        u.install(&v3b, 0).unwrap();
+        assert!(u.drain_events().is_empty());
+        assert_eq!(u.state().next.as_deref(), Some(id(&v3).as_str()));
+        assert_eq!(u.state().bundles[&id(&v3)].seq, 31);
     }
 
     #[tokio::test(start_paused = true)]

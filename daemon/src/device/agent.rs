@@ -535,9 +535,16 @@ impl Actor {
         let Some(pick) = self.updater.pick(&candidates, unix_now()).cloned() else {
             return;
         };
-        if let Err(e) = self.updater.begin_install(&pick, unix_now()) {
-            tracing::info!(version = %pick.release().version, "not installed: {e}");
-            return;
+        match self.updater.begin_install(&pick, unix_now()) {
+            Ok(lanseed_client::Begun::Materialize) => {}
+            Ok(lanseed_client::Begun::AlreadyInstalled) => {
+                self.offer_wanted = true;
+                return;
+            }
+            Err(e) => {
+                tracing::info!(version = %pick.release().version, "not installed: {e}");
+                return;
+            }
         }
         let bundle = pick.release().bundle_id;
         tracing::info!(version = %pick.release().version, seq = pick.release().seq, %bundle, "installing");
