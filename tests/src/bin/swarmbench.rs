@@ -49,6 +49,9 @@ struct Args {
     releases: usize,
     /// Only this part (`throughput` or `memory`), or both.
     only: Option<String>,
+    /// Where `perf record` writes a profile of the fetcher and the seeder
+    /// for each run (`perf` from Debian's `linux-perf`).
+    perf: Option<PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -60,6 +63,7 @@ fn parse_args() -> anyhow::Result<Args> {
         peers: 50,
         releases: 100,
         only: None,
+        perf: None,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -67,6 +71,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--mb" => a.mb = value()?.parse()?,
             "--runs" => a.runs = value()?.parse()?,
             "--dir" => a.dir = Some(value()?.into()),
+            "--perf" => a.perf = Some(value()?.into()),
             "--peers" => a.peers = value()?.parse()?,
             "--releases" => a.releases = value()?.parse()?,
             "--only" => match value()?.as_str() {
@@ -75,7 +80,10 @@ fn parse_args() -> anyhow::Result<Args> {
             },
             "-h" | "--help" => {
                 println!(
-                    "usage: lanseed-swarmbench [--mb 200] [--runs 3] [--dir DIR] [--peers 50] [--releases 100] [--only throughput|memory]"
+                    "usage: lanseed-swarmbench [--mb 200] [--runs 3] [--dir DIR] [--peers 50] [--releases 100] [--only throughput|memory] [--perf DIR]\n\
+                     --perf DIR: profile the fetcher and the seeder of each throughput run with\n\
+                     `perf record` into DIR/{{fetcher,seeder}}-RUN.data (their CPU figures then\n\
+                     include perf's own cost; read with `perf report -i FILE`)"
                 );
                 std::process::exit(0);
             }
@@ -314,20 +322,69 @@ struct Fetched {
 
 /// One lanseed fetch of the seeder's release into a fresh store under
 /// `dir`.
-fn lanseed_fetch(dir: &Path, seeder: &Node, trust: &Path, bytes: u64) -> anyhow::Result<Fetched> {
+/// `perf record` attached to one process until dropped.
+struct Perf(Child);
+
+impl Perf {
+    fn attach(pid: u32, out: &Path) -> anyhow::Result<Perf> {
+        let child = Command::new("perf")
+            .args(["record", "-F", "1999", "-q", "-o", path(out), "-p"])
+            .arg(pid.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("perf (Debian package linux-perf)")?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Perf(child))
+    }
+}
+
+impl Drop for Perf {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn lanseed_fetch(
+    dir: &Path,
+    seeder: &Node,
+    trust: &Path,
+    bytes: u64,
+    perf: Option<(&Path, usize)>,
+) -> anyhow::Result<Fetched> {
     let store = tempfile::tempdir_in(dir)?;
     let seeder_pid = seeder.child.id();
     let seeder_cpu0 = cpu_secs(seeder_pid).unwrap_or(0.0);
     let seeder = seeder.addr()?;
     let seeder = seeder.as_str();
+    // Profiling: the seeder now; the fetcher as soon as it runs (it
+    // starts fetching a moment after it starts).
+    let seeder_perf = match perf {
+        Some((d, run)) => Some(Perf::attach(
+            seeder_pid,
+            &d.join(format!("seeder-{run}.data")),
+        )?),
+        None => None,
+    };
     let f = Node::start_logging(
         &store.path().join("f"),
         &["--peer", seeder, "--follow", APP, "--trust", path(trust)],
         "lanseed=debug",
     )?;
+    let fetcher_perf = match perf {
+        Some((d, run)) => Some(Perf::attach(
+            f.child.id(),
+            &d.join(format!("fetcher-{run}.data")),
+        )?),
+        None => None,
+    };
     let start = f.wait_line("fetching release", Duration::from_secs(30))?;
     let done = f.wait_line("transfer done", Duration::from_secs(600))?;
     let fetcher_cpu = cpu_secs(f.child.id()).unwrap_or(f64::NAN);
+    drop((fetcher_perf, seeder_perf));
     let last_piece = std::fs::read_to_string(&f.log)?
         .lines()
         .rfind(|l| l.contains("pieces written"))
@@ -402,7 +459,13 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
     for run in 0..a.runs {
         let raw_run = raw_stream(bytes)?;
         let r = raw_run.mb_s;
-        let f = lanseed_fetch(root, &seeder, trust, bytes)?;
+        let f = lanseed_fetch(
+            root,
+            &seeder,
+            trust,
+            bytes,
+            a.perf.as_deref().map(|d| (d, run)),
+        )?;
         let per_gb = [
             raw_run.recv_cpu / gb,
             raw_run.send_cpu / gb,
@@ -455,7 +518,7 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
     let small_store = root.join("seeder-small");
     pack(&small_build, &small_store, key, "1.0.0")?;
     let small_seeder = Node::start(&small_store, &[])?;
-    let rss_small = lanseed_fetch(root, &small_seeder, trust, bytes / 4)?.rss;
+    let rss_small = lanseed_fetch(root, &small_seeder, trust, bytes / 4, None)?.rss;
     drop(small_seeder);
     println!(
         "fetcher peak RSS: {rss_small:.1} MiB for {:.0} MB, {:.1} MiB for {:.0} MB (flat in bundle size if equal)",
