@@ -188,6 +188,27 @@ impl Rng {
 /// build (many small files, a few large ones), half text-like and half
 /// incompressible. The same arguments give the same bytes.
 pub fn generate_build(dir: &Path, files: usize, total_bytes: u64, seed: u64) {
+    generate_build_in(dir, files, total_bytes, seed, |i| {
+        format!("assets/{}/{}", i % 17, i % 5)
+    });
+}
+
+/// [`generate_build`] laid out as vite lays out a build: scripts, styles
+/// and data in `assets/`, images in `assets/img/` (three folders in all,
+/// where [`generate_build`] makes about a hundred).
+pub fn generate_vite_build(dir: &Path, files: usize, total_bytes: u64, seed: u64) {
+    generate_build_in(dir, files, total_bytes, seed, |i| {
+        if i % 4 == 2 { "assets/img" } else { "assets" }.to_owned()
+    });
+}
+
+fn generate_build_in(
+    dir: &Path,
+    files: usize,
+    total_bytes: u64,
+    seed: u64,
+    folder_of: impl Fn(usize) -> String,
+) {
     let mut rng = Rng::new(seed);
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
@@ -205,7 +226,7 @@ pub fn generate_build(dir: &Path, files: usize, total_bytes: u64, seed: u64) {
     let sum: f64 = raw.iter().sum();
     for (i, w) in raw.iter().enumerate() {
         let size = ((w / sum) * total_bytes as f64) as usize;
-        let folder = format!("assets/{}/{}", i % 17, i % 5);
+        let folder = folder_of(i);
         std::fs::create_dir_all(dir.join(&folder)).unwrap();
         let path = dir.join(format!(
             "{folder}/file-{i}.{}",

@@ -1,6 +1,8 @@
 //! `lanseed-devbench`: the dev loop's latency end to end, in real headless
 //! Chromium. On a namespace LAN, `lanseed dev` watches a 5 MB build
-//! folder on host 0; three `lanseed device --channel dev --apply
+//! folder of 200 files on host 0, laid out as vite writes one (`assets/`,
+//! `assets/img/`; `--deep`: over ~100 folders, which makes each install
+//! create ~100 directories); three `lanseed device --channel dev --apply
 //! immediate` agents on hosts 1–3 each have the page open in Chromium. The
 //! benchmark writes a one-file change into the build, `--changes` times,
 //! and times the write to each page running the new bundle (its
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use lanseed_tests::devloop::DevLoop;
 use lanseed_tests::net::{Browser, log_time_us};
-use lanseed_tests::{generate_build, store_releases};
+use lanseed_tests::{generate_build, generate_vite_build, store_releases};
 
 const APP: &str = "com.example.devbench";
 const DEVICES: usize = 3;
@@ -92,15 +94,18 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 fn main() -> anyhow::Result<()> {
     let mut changes = 20usize;
     let mut keep = false;
+    let mut deep = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--changes" => changes = args.next().context("--changes N")?.parse()?,
             "--keep" => keep = true,
+            "--deep" => deep = true,
             "--help" | "-h" => {
                 println!(
-                    "lanseed-devbench [--changes N] [--keep]: see the source's docs \
-                     (--keep leaves the build, stores and logs in place and prints where)"
+                    "lanseed-devbench [--changes N] [--keep] [--deep]: see the source's docs \
+                     (--keep leaves the build, stores and logs in place and prints where; \
+                     --deep spreads the build over ~100 folders instead of vite's three)"
                 );
                 return Ok(());
             }
@@ -113,7 +118,11 @@ fn main() -> anyhow::Result<()> {
         println!("keeping {}", dir.path().display());
     }
     let build = dir.path().join("dist");
-    generate_build(&build, 200, 5_000_000, 42);
+    if deep {
+        generate_build(&build, 200, 5_000_000, 42);
+    } else {
+        generate_vite_build(&build, 200, 5_000_000, 42);
+    }
     std::fs::write(
         build.join("index.html"),
         "<!doctype html><h1 id=v>devbench</h1><script src=\"/__lanseed/client.js\"></script>\
