@@ -16,6 +16,15 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// The config file (default: /etc/lanseed/lanseed.toml as root, else
+    /// lanseed/lanseed.toml in your config folder, when it exists). One
+    /// table per command ([seed], [device], …) and [node] for the flags
+    /// the nodes share; a flag or LANSEED_<FLAG> wins over the file.
+    #[arg(long, global = true, value_name = "FILE", env = "LANSEED_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Read no config file (also LANSEED_NO_CONFIG=1).
+    #[arg(long, global = true, env = "LANSEED_NO_CONFIG", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_config: bool,
 }
 
 /// The subcommands.
@@ -99,6 +108,23 @@ pub enum Command {
     /// headless Chromium where installed, else by a built-in page driver.
     /// Runs in a temporary folder and stops everything it started.
     Demo(DemoArgs),
+    /// The config file: check it and show the settings it gives.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `lanseed config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the config file and print the effective settings.
+    ///
+    /// Reads the file (--config, else the default location), checks every
+    /// table, key and value against the commands' flags, and prints what
+    /// `seed`, `device` and `dev` would run with: each flag's value and
+    /// where it comes from (the file and line, LANSEED_<FLAG>, or the
+    /// default). An unknown key or a bad value is an error naming the
+    /// file, line and key.
+    Check,
 }
 
 /// `lanseed dev`.

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod config;
 mod control_socket;
 mod demo;
 mod dev;
@@ -11,11 +12,9 @@ mod memory;
 mod node;
 mod output;
 
-use clap::Parser;
-
 fn main() {
     memory::limit_malloc_arenas();
-    let cli = cli::Cli::parse();
+    let cli = config::parse_cli();
     init_logging();
     if let Err(e) = cmd::run(cli) {
         eprintln!("error: {}", one_line(&e));

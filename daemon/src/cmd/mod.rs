@@ -36,6 +36,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Device(args) => device::run(args),
         Command::Dev(args) => dev::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Config(crate::cli::ConfigCommand::Check) => {
+            crate::config::check(cli.config.as_deref(), cli.no_config)
+        }
         Command::Store(StoreCommand::Verify(args)) => store::verify(args),
         Command::Store(StoreCommand::Gc(args)) => store::gc(args),
     }

@@ -123,15 +123,22 @@ impl Nodes {
             Role::Seeder => "seed",
             Role::Device => "device",
         };
-        let child = Command::new(&exe)
+        let mut cmd = Command::new(&exe);
+        // The demo's nodes run with the demo's flags only: no config file,
+        // no LANSEED_<FLAG> of the user's environment.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("LANSEED_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
             .arg(subcommand)
             .arg("--store")
             .arg(&store)
             .args(args)
             .env("RUST_LOG", "lanseed=info")
             .env("NO_COLOR", "1")
-            .env_remove("LANSEED_STORE")
-            .env_remove("LANSEED_KEY")
+            .env("LANSEED_NO_CONFIG", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
