@@ -19,7 +19,7 @@ pub struct Cli {
     /// The config file (default: /etc/lanseed/lanseed.toml as root, else
     /// lanseed/lanseed.toml in your config folder, when it exists). One
     /// table per command ([seed], [device], …) and [node] for the flags
-    /// the nodes share; a flag or LANSEED_<FLAG> wins over the file.
+    /// seed and device share; a flag or LANSEED_<FLAG> wins over the file.
     #[arg(long, global = true, value_name = "FILE", env = "LANSEED_CONFIG")]
     pub config: Option<PathBuf>,
     /// Read no config file (also LANSEED_NO_CONFIG=1).

@@ -9,30 +9,39 @@ use clap::{Arg, ArgAction, Command};
 
 use super::file::{ConfigError, ConfigFile, Entry, Value};
 
-/// The commands the `[node]` table's flags are for.
-pub const NODE_COMMANDS: [&str; 3] = ["seed", "device", "dev"];
+/// The commands the `[node]` table's flags are for. Not `dev`: its store
+/// and key must never be a seeder's or a publisher's.
+pub const NODE_COMMANDS: [&str; 2] = ["seed", "device"];
+/// The commands every flag of which has an environment variable, and its
+/// prefix (`dev`'s own, for the same reason).
+pub const ENV_COMMANDS: [(&str, &str); 3] = [
+    ("seed", "LANSEED_"),
+    ("device", "LANSEED_"),
+    ("dev", "LANSEED_DEV_"),
+];
 /// The table every node-running command reads.
 pub const NODE_TABLE: &str = "node";
 /// Flags no file may set.
 const NOT_SETTABLE: [&str; 4] = ["help", "version", "config", "no_config"];
 
-/// The environment variable of flag `--long`: `LANSEED_<LONG>`, upper
-/// case, `-` as `_`.
-pub fn env_name(long: &str) -> String {
-    format!("LANSEED_{}", long.to_uppercase().replace('-', "_"))
+/// The environment variable of flag `--long`: `PREFIX<LONG>` (e.g.
+/// `LANSEED_MAX_UPLOADS`), upper case, `-` as `_`.
+pub fn env_name(prefix: &str, long: &str) -> String {
+    format!("{prefix}{}", long.to_uppercase().replace('-', "_"))
 }
 
-/// `cmd` with a `LANSEED_<FLAG>` environment variable for every flag of
-/// the node-running commands that has none yet; a switch's variable is
-/// false when empty, `0`, `false`, `no` or `off`.
+/// `cmd` with an environment variable for every flag of the
+/// [`ENV_COMMANDS`] that has none yet (`LANSEED_<FLAG>`, for `dev`
+/// `LANSEED_DEV_<FLAG>`); a switch's variable is false when empty, `0`,
+/// `false`, `no` or `off`.
 pub fn with_env(mut cmd: Command) -> Command {
-    for name in NODE_COMMANDS {
+    for (name, prefix) in ENV_COMMANDS {
         cmd = cmd.mut_subcommand(name, |sub| {
             sub.mut_args(|a| {
                 if !settable(&a) || a.get_env().is_some() {
                     return a;
                 }
-                let env = env_name(a.get_long().unwrap_or_default());
+                let env = env_name(prefix, a.get_long().unwrap_or_default());
                 let a = if takes_value(&a) {
                     a
                 } else {
@@ -172,7 +181,7 @@ pub fn validate(file: &ConfigFile, root: &Command) -> Result<(), ConfigError> {
                 .collect();
             let Some((cmd, arg)) = found.first() else {
                 let why = if name == NODE_TABLE {
-                    "no node command (seed, device, dev) has this flag".to_owned()
+                    "neither seed nor device has this flag (dev reads only [dev])".to_owned()
                 } else {
                     format!(
                         "`lanseed {}` has no --{} (see `lanseed {} --help`)",
@@ -372,6 +381,14 @@ mod tests {
         let device = run(&["lanseed", "device", "--app", "a"], &no_env);
         assert!(device.contains(&"--store=/node".to_owned()), "{device:?}");
         assert!(!device.iter().any(|w| w == "--no-mdns"));
+        // The dev loop never takes a seeder's store or a publisher's key:
+        // not from [node], not from LANSEED_STORE or LANSEED_KEY.
+        assert_eq!(run(&["lanseed", "dev"], &no_env), ["lanseed", "dev"]);
+        let dev = root.find_subcommand("dev").unwrap();
+        for (flag, env) in [("store", "LANSEED_DEV_STORE"), ("key", "LANSEED_DEV_KEY")] {
+            let arg = find_arg(dev, flag).unwrap();
+            assert_eq!(arg.get_env().unwrap(), env);
+        }
         // And the result parses, with the values where they belong.
         let argv = apply(&root, &args(&["lanseed", "seed"]), &file, &no_env).unwrap();
         let m = root.clone().try_get_matches_from(argv).unwrap();
@@ -403,7 +420,7 @@ mod tests {
             err("[sede]\n")
                 .starts_with("/etc/lanseed/lanseed.toml:1: [sede] is not a lanseed command")
         );
-        assert!(err("[node]\npack = 1\n").contains("no node command"));
+        assert!(err("[node]\npack = 1\n").contains("neither seed nor device"));
         assert!(err("[seed]\nno-mdns = \"yes\"\n").contains("is a switch"));
         assert!(err("[seed]\nstore = [\"a\", \"b\"]\n").contains("takes one value"));
     }

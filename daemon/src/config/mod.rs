@@ -2,7 +2,7 @@
 //! and `lanseed config check`.
 //!
 //! ```toml
-//! [node]                      # flags seed, device and dev share
+//! [node]                      # flags seed and device share
 //! store = "/var/lib/lanseed"
 //! fleet-key = "/etc/lanseed/fleet.key"
 //!
@@ -12,8 +12,10 @@
 //! ```
 //!
 //! Keys are the flags' long names. Precedence: a flag on the command line,
-//! then its `LANSEED_<FLAG>` environment variable, then the file (the
-//! command's table over `[node]`), then the default. Location: `--config
+//! then its `LANSEED_<FLAG>` environment variable (`LANSEED_DEV_<FLAG>`
+//! for `dev`, whose store and key must never be a seeder's or a
+//! publisher's), then the file (the command's table over `[node]`; `dev`
+//! reads only `[dev]`), then the default. Location: `--config
 //! FILE` (or `LANSEED_CONFIG`); else `/etc/lanseed/lanseed.toml` when
 //! running as root, `lanseed/lanseed.toml` in the user's config folder
 //! otherwise, each only if it exists. `--no-config` (or
@@ -129,7 +131,7 @@ pub fn check(given: Option<&Path>, no_config: bool) -> anyhow::Result<()> {
     let root = command();
     merge::validate(&f, &root)?;
     let mut out = format!("{}: ok\n", path.display());
-    for name in merge::NODE_COMMANDS {
+    for (name, _) in merge::ENV_COMMANDS {
         let argv = merge::apply(
             &root,
             &[OsString::from("lanseed"), OsString::from(name)],
