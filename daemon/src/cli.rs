@@ -108,9 +108,45 @@ pub enum Command {
     /// headless Chromium where installed, else by a built-in page driver.
     /// Runs in a temporary folder and stops everything it started.
     Demo(DemoArgs),
+    /// Change who gets a channel's release, or go back to an older one.
+    ///
+    /// Signs a new release statement with your key, with a higher sequence
+    /// number, into --store; a node running on that store announces it.
+    /// --percent P: the channel's current bundle with another share of
+    /// devices (SPEC's draw on the device id, so raising P only adds
+    /// devices; 0 pauses; devices already on the bundle stay on it and do
+    /// not reinstall or reload). --back-to VERSION: the channel points at
+    /// that older bundle again, for every device (Capgo's channel
+    /// rollback; devices take it as a new release, no downgrade needed).
+    Rollout(RolloutArgs),
     /// The config file: check it and show the settings it gives.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+/// `lanseed rollout`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).args(["percent", "back_to"])))]
+pub struct RolloutArgs {
+    /// App id.
+    pub app: String,
+    /// Channel.
+    pub channel: String,
+    /// The share of devices for the channel's current bundle, in percent
+    /// (e.g. 25 or 2.5; 0 pauses the rollout).
+    #[arg(long, value_name = "PERCENT")]
+    pub percent: Option<Rollout>,
+    /// Go back to this version's bundle (it must be in the store).
+    #[arg(long, value_name = "VERSION")]
+    pub back_to: Option<String>,
+    /// Secret key file made by `lanseed keygen` (the publisher's).
+    #[arg(long, value_name = "FILE", env = "LANSEED_KEY")]
+    pub key: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Print the new release as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `lanseed config`.

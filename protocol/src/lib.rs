@@ -31,6 +31,7 @@ pub mod pieces;
 pub mod release;
 pub mod release_file;
 pub mod report;
+pub mod rollout;
 pub mod static_tree;
 pub mod store;
 pub mod trust;

@@ -556,3 +556,84 @@ fn duplicate_and_empty_files_and_symlinks() {
     assert!(err.contains("does not exist"), "{err}");
     assert!(!fresh.exists());
 }
+
+#[test]
+fn rollout_signs_a_new_share_and_goes_back_to_an_older_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path());
+    let store = dir.path().join("store");
+    let app = "com.example.rollout";
+    let mut bundles = Vec::new();
+    for v in ["1.0.0", "2.0.0"] {
+        let build = dir.path().join(v);
+        small_build(&build, v);
+        let out = run_ok(&pack_args(&build, app, v, &key, &store, &["--json"]));
+        bundles.push(json(&out));
+    }
+    let rollout = |extra: &[&str]| {
+        let mut args = vec![
+            "rollout",
+            app,
+            "production",
+            "--key",
+            s(&key),
+            "--store",
+            s(&store),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        json(&run_ok(&args))
+    };
+    let r = rollout(&["--percent", "25"]);
+    assert_eq!(r["bundle_id"], bundles[1]["bundle_id"]);
+    assert_eq!(r["version"], "2.0.0");
+    assert_eq!(r["rollout_percent"], 25.0);
+    assert!(r["seq"].as_u64() > bundles[1]["seq"].as_u64());
+    let paused = rollout(&["--percent", "0"]);
+    assert_eq!(paused["rollout_percent"], 0.0);
+    assert!(paused["seq"].as_u64() > r["seq"].as_u64());
+    let back = rollout(&["--back-to", "1.0.0"]);
+    assert_eq!(back["bundle_id"], bundles[0]["bundle_id"]);
+    assert_eq!(back["version"], "1.0.0");
+    assert_eq!(back["rollout_percent"], 100.0);
+    assert!(back["seq"].as_u64() > paused["seq"].as_u64());
+    // `releases` lists every statement, newest last.
+    let all = json(&run_ok(&["releases", "--store", s(&store), "--json"]));
+    assert_eq!(all.as_array().unwrap().len(), 5);
+
+    let base = [
+        "rollout",
+        app,
+        "production",
+        "--key",
+        s(&key),
+        "--store",
+        s(&store),
+    ];
+    let err = run_err(&[&base[..], &["--back-to", "1.0.0"]].concat());
+    assert!(err.contains("already points at 1.0.0's bundle"), "{err}");
+    let err = run_err(&[&base[..], &["--back-to", "0.1.0"]].concat());
+    assert!(err.contains("no release 0.1.0"), "{err}");
+    let err = run_err(&[&base[..]].concat());
+    assert!(
+        err.contains("--percent") && err.contains("--back-to"),
+        "{err}"
+    );
+    let err = run_err(&[&base[..], &["--percent", "101"]].concat());
+    assert!(err.contains("101"), "{err}");
+    let err = run_err(&[
+        "rollout",
+        app,
+        "beta",
+        "--key",
+        s(&key),
+        "--store",
+        s(&store),
+        "--percent",
+        "5",
+    ]);
+    assert!(
+        err.contains("no release of com.example.rollout on channel beta"),
+        "{err}"
+    );
+}

@@ -7,6 +7,7 @@ mod export;
 mod keygen;
 mod pack;
 mod releases;
+mod rollout;
 mod seed;
 mod store;
 
@@ -36,6 +37,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Device(args) => device::run(args),
         Command::Dev(args) => dev::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Rollout(args) => rollout::run(args),
         Command::Config(crate::cli::ConfigCommand::Check) => {
             crate::config::check(cli.config.as_deref(), cli.no_config)
         }
