@@ -50,6 +50,7 @@ pub fn run(args: PackArgs) -> anyhow::Result<()> {
         rollout: args.rollout,
         expires,
         notes: args.notes,
+        capgo: None,
     };
     let started = Instant::now();
     let (packed, store) = if args.source.is_file() {
