@@ -18,13 +18,15 @@
 //! ([`payload::served`]) and never holds the key.
 //!
 //! Modules: [`key`] reads keys and computes key ids, [`cipher`] encrypts
-//! and decrypts, [`payload`] stores and finds the encrypted zip.
+//! and decrypts, [`payload`] stores and finds the encrypted zip,
+//! [`publish`] adds artefacts to a release already packed.
 //! Test vectors: `protocol/tests/data/capgo/` (the plugin's own contract
 //! vectors, and output of the real CLI).
 
 pub mod cipher;
 pub mod key;
 pub mod payload;
+pub mod publish;
 
 pub use cipher::{Encrypted, SessionKey, checksum_hex, decrypt_checksum, decrypt_zip, open};
 pub use key::{CapgoPrivateKey, CapgoPublicKey, key_id};

@@ -23,6 +23,8 @@ use super::key::CapgoPrivateKey;
 use crate::hash::BundleId;
 use crate::manifest::{FileDigest, Manifest};
 use crate::path::BundlePath;
+use crate::release::SignedRelease;
+#[cfg(test)]
 use crate::release::VerifiedRelease;
 use crate::release_file::{ReleaseFileError, export_bundle_zip};
 use crate::store::{Batch, Store, StoreError};
@@ -168,7 +170,9 @@ pub struct Served {
 /// The encrypted zip of `release` in `store` and the strings that go with
 /// it; `None` when the release has no Capgo section. Fails when the store
 /// does not hold the payload whole.
-pub fn served(store: &Store, release: &VerifiedRelease) -> Result<Option<Served>, PayloadError> {
+/// Takes a [`VerifiedRelease`] too (through `Deref`): a gateway serves only
+/// those.
+pub fn served(store: &Store, release: &SignedRelease) -> Result<Option<Served>, PayloadError> {
     let Some(section) = &release.release().capgo else {
         return Ok(None);
     };
