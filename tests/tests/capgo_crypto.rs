@@ -288,6 +288,56 @@ fn a_node_without_the_key_carries_what_the_capgo_cli_decrypts() {
     ]));
     assert_eq!(again["bundle_id"], packed["bundle_id"]);
 
+    // Artefacts added later to a release the second node already holds:
+    // it fetches only the payload.
+    run_ok(&[
+        "pack",
+        s(&project.join("dist")),
+        "--app",
+        APP,
+        "--version",
+        "2.0.0",
+        "--key",
+        s(&key),
+        "--store",
+        s(&a),
+    ]);
+    follower.wait_log(
+        "transfer done app=com.example.fixture channel=production version=2.0.0",
+        T,
+    );
+    let resigned = json(&run_ok(&[
+        "capgo-encrypt",
+        APP,
+        "2.0.0",
+        "--capgo-key",
+        s(&capgo_key),
+        "--key",
+        s(&key),
+        "--store",
+        s(&a),
+        "--json",
+    ]));
+    let payload = resigned["capgo"]["bundle_id"].as_str().unwrap();
+    let fetching = follower.wait_log(&format!("bundle={payload}"), T);
+    assert!(fetching.contains("fetching release"), "{fetching}");
+    lanseed_tests::wait_for("the re-signed release in the second store", T, || {
+        store_releases(&b)
+            .iter()
+            .any(|r| r["release_id"] == resigned["release_id"])
+            .then_some(())
+    });
+    let enc2 = dir.path().join("from-b-2.zip");
+    let exported = export_capgo(&b, &enc2);
+    assert_eq!(exported["release_id"], resigned["release_id"]);
+    cli_decrypt(
+        &project,
+        &enc2,
+        exported["capgo"]["session_key"].as_str().unwrap(),
+        exported["capgo"]["checksum"].as_str().unwrap(),
+    )
+    .expect("the CLI decrypts the re-signed release's zip");
+
     // A checksum of other bytes is refused by the CLI and by us.
     let mut bad = hex_decode(checksum);
     bad[7] ^= 1;

@@ -306,6 +306,11 @@ mod tests {
             CapgoPrivateKey::from_pem("lanseed-secret-ed25519:00").unwrap_err(),
             CapgoError::NotAPrivateKey
         );
+        assert_eq!(
+            CapgoPrivateKey::from_pem(include_str!("../../tests/data/capgo/rsa-1024.pem"))
+                .unwrap_err(),
+            CapgoError::KeySize(1024)
+        );
         let garbled = CLI_KEY.replacen("MII", "MIJ", 1);
         assert_eq!(
             CapgoPrivateKey::from_pem(&garbled).unwrap_err(),
