@@ -428,6 +428,93 @@ fn capgo_encrypt_re_signs_a_packed_release_that_the_cli_decrypts() {
     assert!(err.contains("is not the newest release"), "{err}");
 }
 
+#[test]
+fn a_release_re_signed_while_its_bundle_is_fetched_brings_its_payload_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = project(dir.path());
+    let capgo_key = cli_key(&project);
+    let key = keygen(dir.path());
+    let trust = format!("{}.pub", key.display());
+    let build = dir.path().join("build");
+    lanseed_tests::generate_build(&build, 20, 4 << 20, 9);
+    let a = dir.path().join("a");
+    let plain = json(&run_ok(&[
+        "pack",
+        s(&build),
+        "--app",
+        APP,
+        "--version",
+        "1.0.0",
+        "--key",
+        s(&key),
+        "--store",
+        s(&a),
+        "--json",
+    ]));
+    let main = plain["bundle_id"].as_str().unwrap().to_owned();
+    // A slow seeder, so that the re-signed release arrives mid-transfer.
+    let seeder = NodeProc::start_here("seed", &a, &["--no-mdns", "--upload-limit", "1M"]);
+    let b = dir.path().join("b");
+    let follower = NodeProc::start_here(
+        "seed",
+        &b,
+        &[
+            "--no-mdns",
+            "--follow",
+            APP,
+            "--trust",
+            &trust,
+            "--peer",
+            &listen_addr(&seeder),
+        ],
+    );
+    follower.wait_log(&format!("bundle={main}"), T);
+    let resigned = json(&run_ok(&[
+        "capgo-encrypt",
+        APP,
+        "1.0.0",
+        "--capgo-key",
+        s(&capgo_key),
+        "--key",
+        s(&key),
+        "--store",
+        s(&a),
+        "--json",
+    ]));
+    assert!(
+        !follower.log_text().contains("transfer done"),
+        "the bundle was still being fetched when the re-signed release came"
+    );
+    lanseed_tests::wait_for("the re-signed release in the second store", T, || {
+        store_releases(&b)
+            .iter()
+            .any(|r| r["release_id"] == resigned["release_id"])
+            .then_some(())
+    });
+    let log = follower.log_text();
+    let fetches_of = |bundle: &str| {
+        log.lines()
+            .filter(|l| l.contains("fetching release") && l.contains(&format!("bundle={bundle}")))
+            .count()
+    };
+    assert_eq!(fetches_of(&main), 1, "{log}");
+    assert_eq!(
+        fetches_of(resigned["capgo"]["bundle_id"].as_str().unwrap()),
+        1,
+        "{log}"
+    );
+    run_ok(&["store", "verify", "--store", s(&b), "--trust", &trust]);
+    let enc = dir.path().join("enc.zip");
+    let exported = export_capgo(&b, &enc);
+    cli_decrypt(
+        &project,
+        &enc,
+        exported["capgo"]["session_key"].as_str().unwrap(),
+        exported["capgo"]["checksum"].as_str().unwrap(),
+    )
+    .expect("the CLI decrypts");
+}
+
 fn hex_decode(s: &str) -> Vec<u8> {
     (0..s.len())
         .step_by(2)
