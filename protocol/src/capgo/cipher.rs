@@ -19,7 +19,7 @@
 //! decrypted zip.
 
 use aes::cipher::block_padding::Pkcs7;
-use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
+use aes::cipher::{Array, BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
@@ -121,6 +121,45 @@ pub fn encrypt_zip_with(
         encrypted_checksum: encrypt_checksum(key, &Sha256::digest(zip).into())?,
         encrypted_zip,
     })
+}
+
+/// AES-128-CBC with PKCS#7 padding over a stream: the same bytes as
+/// [`encrypt_zip_with`]'s, without holding the zip in memory.
+pub struct CbcStream {
+    enc: Aes128CbcEnc,
+    /// Bytes of an unfinished block (fewer than 16).
+    pending: Vec<u8>,
+}
+
+impl CbcStream {
+    /// Starts with `aes_key` and `iv`.
+    pub fn new(aes_key: &[u8; 16], iv: &[u8; 16]) -> Self {
+        CbcStream {
+            enc: Aes128CbcEnc::new(aes_key.into(), iv.into()),
+            pending: Vec::with_capacity(16),
+        }
+    }
+
+    /// Encrypts `data`, appending every whole block done to `out`.
+    pub fn update(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        self.pending.extend_from_slice(data);
+        let whole = self.pending.len() / 16 * 16;
+        let start = out.len();
+        out.extend(self.pending.drain(..whole));
+        let (blocks, rest) = Array::slice_as_chunks_mut(&mut out[start..]);
+        debug_assert!(rest.is_empty());
+        self.enc.encrypt_blocks(blocks);
+    }
+
+    /// Pads (PKCS#7: 1 to 16 bytes, each their count) and encrypts the
+    /// last block into `out`.
+    pub fn finish(mut self, out: &mut Vec<u8>) {
+        let pad = 16 - self.pending.len();
+        let fill = std::iter::repeat_n(pad as u8, pad);
+        let mut last = std::mem::take(&mut self.pending);
+        last.extend(fill);
+        self.update(&last, out);
+    }
 }
 
 /// The SHA-256 `sha256` of a zip, "private encrypted".
@@ -324,6 +363,25 @@ mod tests {
             open(key.public(), &session, &checksum, FIXTURE_ENC).unwrap(),
             FIXTURE_ZIP
         );
+    }
+
+    #[test]
+    fn streamed_encryption_gives_the_same_bytes_in_any_chunks() {
+        let (key, iv) = ([3u8; 16], [4u8; 16]);
+        for len in [0usize, 1, 15, 16, 17, 31, 32, 33, 1000] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let want =
+                Aes128CbcEnc::new(&key.into(), &iv.into()).encrypt_padded_vec::<Pkcs7>(&data);
+            for chunk in [1usize, 5, 16, 17, 64] {
+                let mut stream = CbcStream::new(&key, &iv);
+                let mut out = Vec::new();
+                for part in data.chunks(chunk) {
+                    stream.update(part, &mut out);
+                }
+                stream.finish(&mut out);
+                assert_eq!(out, want, "len {len}, chunks of {chunk}");
+            }
+        }
     }
 
     #[test]

@@ -13,15 +13,16 @@
 //! carries the strings of the update answer; [`make_section`] makes both
 //! on the publisher's machine, [`served`] gives a gateway what it serves.
 
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
 use super::CapgoError;
-use super::cipher::{self, SessionKey};
+use super::cipher::{self, CbcStream, SessionKey};
 use super::key::CapgoPrivateKey;
 use crate::hash::BundleId;
-use crate::manifest::{FileDigest, Manifest};
+use crate::manifest::{FileDigest, FileDigester, Manifest};
 use crate::path::BundlePath;
 use crate::release::SignedRelease;
 #[cfg(test)]
@@ -78,22 +79,11 @@ pub enum PayloadError {
     NotAPayload(BundleId),
 }
 
-/// The manifest of a payload holding `encrypted_zip`.
-pub fn payload_manifest(encrypted_zip: &[u8]) -> Manifest {
-    let entry = |name: &str, bytes: &[u8]| {
-        FileDigest::of_bytes(bytes).into_entry(BundlePath::new(name).expect("a valid fixed path"))
-    };
-    Manifest::new(vec![
-        entry("index.html", PLACEHOLDER_HTML),
-        entry(PAYLOAD_FILE, encrypted_zip),
-    ])
-    .expect("two fixed, distinct paths with index.html make a valid manifest")
-}
-
 /// Encrypts bundle `main` (already in `store`, or published by `batch`)
 /// with `key`, stages its payload bundle in `batch`, and returns the
 /// release's section. The zip encrypted is the bundle's deterministic zip,
-/// the same bytes any gateway would serve unencrypted.
+/// the same bytes any gateway would serve unencrypted; it is encrypted as
+/// it is read, never held whole in memory.
 pub fn make_section(
     store: &Store,
     batch: &Batch,
@@ -105,16 +95,16 @@ pub fn make_section(
         std::process::id(),
         main.to_string().get(..16).unwrap_or_default()
     ));
-    let zip = (|| {
-        export_bundle_zip(store, main, &tmp)?;
-        std::fs::read(&tmp).map_err(|e| StoreError::io("cannot read", &tmp)(e).into())
+    let result = (|| {
+        export_bundle_zip(store, main, &tmp).map_err(|e| match e {
+            ReleaseFileError::Store(s) => PayloadError::Store(s),
+            other => PayloadError::Zip(other),
+        })?;
+        let file = std::fs::File::open(&tmp).map_err(StoreError::io("cannot read", &tmp))?;
+        section_from_reader(batch, file, key)
     })();
     let _ = std::fs::remove_file(&tmp);
-    let zip: Vec<u8> = zip.map_err(|e: ReleaseFileError| match e {
-        ReleaseFileError::Store(s) => PayloadError::Store(s),
-        other => PayloadError::Zip(other),
-    })?;
-    section_for_zip(batch, &zip, key)
+    result
 }
 
 /// [`make_section`] for the plain zip bytes `zip`.
@@ -123,29 +113,67 @@ pub fn section_for_zip(
     zip: &[u8],
     key: &CapgoPrivateKey,
 ) -> Result<CapgoSection, PayloadError> {
-    let enc = cipher::encrypt_zip(key, zip)?;
-    let manifest = payload_manifest(&enc.encrypted_zip);
-    for f in manifest.files() {
-        let bytes: &[u8] = if f.path.as_str() == PAYLOAD_FILE {
-            &enc.encrypted_zip
-        } else {
-            PLACEHOLDER_HTML
-        };
-        batch.put_blob(&f.blake3, bytes)?;
+    section_from_reader(batch, zip, key)
+}
+
+/// [`make_section`] for the plain zip read from `zip`.
+fn section_from_reader(
+    batch: &Batch,
+    mut zip: impl Read,
+    key: &CapgoPrivateKey,
+) -> Result<CapgoSection, PayloadError> {
+    let mut aes_key = [0u8; 16];
+    let mut iv = [0u8; 16];
+    getrandom::fill(&mut aes_key).map_err(|e| CapgoError::Rsa(e.to_string()))?;
+    getrandom::fill(&mut iv).map_err(|e| CapgoError::Rsa(e.to_string()))?;
+
+    let mut stream = CbcStream::new(&aes_key, &iv);
+    let mut plain_sha = Sha256::new();
+    let mut digester = FileDigester::new();
+    let mut writer = batch.blob_writer()?;
+    let tmp = writer.path().to_owned();
+    let io = |e| StoreError::io("cannot write", &tmp)(e);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut out = Vec::with_capacity(buf.len() + 16);
+    let mut write = |out: &[u8], writer: &mut crate::store::batch::BlobWriter| {
+        digester.update(out);
+        writer.write_all(out).map_err(io)
+    };
+    loop {
+        let n = zip
+            .read(&mut buf)
+            .map_err(StoreError::io("cannot read", &tmp))?;
+        if n == 0 {
+            break;
+        }
+        plain_sha.update(&buf[..n]);
+        out.clear();
+        stream.update(&buf[..n], &mut out);
+        write(&out, &mut writer)?;
     }
+    out.clear();
+    stream.finish(&mut out);
+    write(&out, &mut writer)?;
+    let enc = digester.finish();
+    batch.finish_blob(writer, &enc.blake3)?;
+    let placeholder = FileDigest::of_bytes(PLACEHOLDER_HTML);
+    batch.put_blob(&placeholder.blake3, PLACEHOLDER_HTML)?;
+    let path = |name: &str| BundlePath::new(name).expect("a valid fixed path");
+    let manifest = Manifest::new(vec![
+        placeholder.into_entry(path("index.html")),
+        enc.into_entry(path(PAYLOAD_FILE)),
+    ])
+    .expect("two fixed, distinct paths with index.html make a valid manifest");
     let bundle_id = batch.put_manifest(&manifest)?;
-    debug_assert_eq!(
-        Sha256::digest(zip).as_slice(),
-        key.public()
-            .public_decrypt(&enc.encrypted_checksum)
-            .unwrap_or_default()
-            .as_slice()
-    );
+    let sha: [u8; 32] = plain_sha.finalize().into();
     Ok(CapgoSection {
         bundle_id,
         key_id: key.public().key_id(),
-        session_key: enc.session_key,
-        encrypted_checksum: enc.encrypted_checksum,
+        session_key: SessionKey {
+            iv,
+            encrypted_key: key.private_encrypt(&aes_key)?,
+        },
+        encrypted_checksum: cipher::encrypt_checksum(key, &sha)?,
     })
 }
 
