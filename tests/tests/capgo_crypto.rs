@@ -422,6 +422,14 @@ fn capgo_encrypt_re_signs_a_packed_release_that_the_cli_decrypts() {
     ]);
     assert_eq!(zip, std::fs::read(&plain_zip).unwrap());
 
+    let listed = String::from_utf8(run_ok(&["releases", "--store", s(&store)]).stdout).unwrap();
+    let key_id = signed["capgo"]["key_id"].as_str().unwrap();
+    assert_eq!(
+        listed.matches(&format!("capgo key {key_id}")).count(),
+        1,
+        "{listed}"
+    );
+
     // Once 1.1.0 is out, 1.0.0 can no longer be re-signed.
     pack("1.1.0");
     let err = run_err(&encrypt("1.0.0", &capgo_key));
