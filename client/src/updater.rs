@@ -934,6 +934,7 @@ mod tests {
                 rollout: Rollout::FULL,
                 expires: None,
                 notes: None,
+                capgo: None,
             };
             tweak(&mut opts);
             let packed = pack_dir(&self.store, &self.build, &opts, &self.key, &|_| {}).unwrap();

@@ -43,6 +43,18 @@ pub enum Command {
     /// bundles are not stored again), and adds a release signed with your
     /// key to the store. The folder must have index.html at its root.
     Pack(PackArgs),
+    /// Add Capgo encryption v2 to a release already packed.
+    ///
+    /// For apps whose @capgo/capacitor-updater has a Capgo public key
+    /// configured: the plugin then takes only encrypted updates. Encrypts
+    /// the release's bundle (its deterministic zip) with the Capgo private
+    /// key, as `@capgo/cli bundle encrypt` does, and signs a new release
+    /// statement (same bundle and settings, a higher sequence number) that
+    /// carries the session key, the encrypted checksum, the key id and the
+    /// encrypted zip. Seeders and the gateway serve these; the private key
+    /// stays on this machine. Only the newest release of its channel can
+    /// be re-signed. `lanseed pack --capgo-key` does the same at pack time.
+    CapgoEncrypt(CapgoEncryptArgs),
     /// List the releases a store holds.
     Releases(ReleasesArgs),
     /// Write one release, its manifest and its files to one file.
@@ -452,6 +464,12 @@ pub struct PackArgs {
     /// Release notes.
     #[arg(long)]
     pub notes: Option<String>,
+    /// Capgo private key (the .capgo_key_v2 of `npx @capgo/cli key
+    /// create`): the release also carries the Capgo encryption v2
+    /// artefacts of its bundle, for apps whose @capgo/capacitor-updater
+    /// has the matching public key (see `lanseed capgo-encrypt --help`).
+    #[arg(long, value_name = "FILE", env = "LANSEED_CAPGO_KEY")]
+    pub capgo_key: Option<PathBuf>,
     #[command(flatten)]
     pub zip: ZipLimitArgs,
     /// Print the release as JSON.
@@ -470,6 +488,31 @@ pub struct ZipLimitArgs {
     pub max_ratio: u64,
 }
 
+/// `lanseed capgo-encrypt`.
+#[derive(Debug, Args)]
+pub struct CapgoEncryptArgs {
+    /// App id.
+    pub app: String,
+    /// The version to encrypt (the newest release of it on its channel).
+    #[arg(value_name = "VERSION")]
+    pub bundle_version: String,
+    /// The channel, when VERSION is on more than one.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Capgo private key (.capgo_key_v2, made by `npx @capgo/cli key
+    /// create`; RSA-2048, PEM).
+    #[arg(long, value_name = "FILE", env = "LANSEED_CAPGO_KEY")]
+    pub capgo_key: PathBuf,
+    /// Secret key file made by `lanseed keygen`, to sign the new release.
+    #[arg(long, value_name = "FILE", env = "LANSEED_KEY")]
+    pub key: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Print the new release as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `lanseed export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -483,8 +526,13 @@ pub struct ExportArgs {
     pub out: PathBuf,
     /// Write the bundle as a plain deterministic zip instead of a release
     /// file.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "capgo")]
     pub zip: bool,
+    /// Write the release's Capgo-encrypted zip (what the gateway serves to
+    /// an app with a Capgo key) instead of a release file, and print its
+    /// session key, checksum and key id.
+    #[arg(long)]
+    pub capgo: bool,
     #[command(flatten)]
     pub store: StoreArg,
     /// Print what was written as JSON.

@@ -22,6 +22,18 @@ pub struct ReleaseView {
     pub expires: Option<u64>,
     pub notes: Option<String>,
     pub publisher: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capgo: Option<CapgoView>,
+}
+
+/// A release's Capgo encryption v2 artefacts, as printed by `--json`.
+#[derive(Debug, Serialize)]
+pub struct CapgoView {
+    /// The payload bundle (its bundle.zip.enc is the encrypted zip).
+    pub bundle_id: String,
+    pub key_id: String,
+    pub session_key: String,
+    pub checksum: String,
 }
 
 impl ReleaseView {
@@ -41,6 +53,12 @@ impl ReleaseView {
             expires: r.expires,
             notes: r.notes.clone(),
             publisher: signed.publisher().to_string(),
+            capgo: r.capgo.as_ref().map(|c| CapgoView {
+                bundle_id: c.bundle_id.to_string(),
+                key_id: c.key_id.clone(),
+                session_key: c.session_key_text(),
+                checksum: c.checksum_text(),
+            }),
         }
     }
 }

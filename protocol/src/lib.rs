@@ -13,11 +13,13 @@
 //! - [`keys`] and [`trust`]: publisher keys and the pinned trust list.
 //! - [`store`]: content-addressed blobs, manifests and the release index.
 //! - [`pack`]: a web build folder into a store, as a signed release.
+//! - [`capgo`]: Capgo encryption v2 artefacts, made by the publisher.
 //! - [`canonical`]: the byte layout of everything that is hashed or signed
 //!   (see `protocol/FORMATS.md`).
 //! - [`limits`]: the size limits every decoder checks before allocating.
 
 pub mod canonical;
+pub mod capgo;
 pub mod crashpoint;
 pub mod hash;
 pub mod keys;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::capgo::{self, CapgoPrivateKey, payload::PayloadError};
 use crate::keys::SecretKey;
 use crate::limits::{MAX_FILE_SIZE, MAX_FILES, PIECE_SIZE};
 use crate::manifest::{FileDigest, FileDigester, FileEntry, Manifest, ManifestError};
@@ -47,6 +48,9 @@ pub struct PackOptions {
     pub expires: Option<u64>,
     /// Release notes.
     pub notes: Option<String>,
+    /// A Capgo private key: the release then carries the Capgo encryption
+    /// v2 artefacts of its bundle (see [`crate::capgo`]).
+    pub capgo: Option<CapgoPrivateKey>,
 }
 
 /// What [`pack_dir`] made.
@@ -132,6 +136,9 @@ pub enum PackError {
     /// A file changed while it was read (a build still being written).
     #[error("{0} changed while it was packed; the build is still being written")]
     Changed(PathBuf),
+    /// The Capgo artefacts could not be made.
+    #[error("cannot make the Capgo encryption artefacts: {0}")]
+    Capgo(#[from] PayloadError),
 }
 
 /// One file found in the build folder.
@@ -474,6 +481,7 @@ fn draft(opts: &PackOptions, seq: u64) -> Release {
         rollout: opts.rollout,
         expires: opts.expires,
         notes: opts.notes.clone(),
+        capgo: None,
     }
 }
 
@@ -486,6 +494,20 @@ pub(crate) fn finish(
 ) -> Result<Packed, PackError> {
     let manifest = Manifest::new(files)?;
     let bundle_id = batch.put_manifest(&manifest)?;
+    let capgo = match &opts.capgo {
+        Some(key) => {
+            // The bundle's zip is made from the store: its files go into
+            // place first (the batch holds the collection off meanwhile).
+            batch.publish()?;
+            Some(capgo::payload::make_section(
+                batch.store(),
+                &batch,
+                &bundle_id,
+                key,
+            )?)
+        }
+        None => None,
+    };
     let started = std::time::Instant::now();
     // The sequence number is chosen under the index lock, so two packs at
     // once never pick the same one.
@@ -496,6 +518,7 @@ pub(crate) fn finish(
         Ok::<_, PackError>(
             Release {
                 bundle_id,
+                capgo,
                 ..draft(opts, seq)
             }
             .sign(key)?

@@ -142,6 +142,7 @@ mod tests {
             rollout: Rollout::FULL,
             expires: None,
             notes: None,
+            capgo: None,
         }
     }
 

@@ -24,6 +24,20 @@
 //! notes               tag u8, then u32 length + UTF-8 if tag = 1
 //! ```
 //!
+//! A release with a Capgo section (see [`crate::capgo`]) is written as
+//! `"LSRELEA2"`: the same fields, then the section. A release without one
+//! is written as `"LSRELEA1"`, byte for byte as before, so every older
+//! release, id and signature stays as it was, and older nodes (which read
+//! only `LSRELEA1`) keep taking every release that has no section:
+//!
+//! ```text
+//! capgo bundle id     32 bytes (the payload bundle)
+//! key id              u16 length + ASCII, 1..=64 bytes
+//! iv                  16 bytes
+//! encrypted AES key   u16 length + bytes, 1..=1024
+//! encrypted checksum  u16 length + bytes, 1..=1024
+//! ```
+//!
 //! Signed record: `"LSSIGRL1"`, u32 length + release bytes, 32-byte public
 //! key, 64-byte signature.
 
@@ -32,6 +46,7 @@ use std::ops::Deref;
 use std::str::FromStr;
 
 use crate::canonical::{DecodeError, Reader, Writer};
+use crate::capgo::{CapgoSection, SessionKey};
 use crate::hash::{BundleId, Hash, ReleaseId};
 use crate::keys::{PublicKey, SecretKey};
 use crate::limits::{
@@ -41,6 +56,16 @@ use crate::limits::{
 use crate::trust::{TrustError, TrustList};
 
 const MAGIC: &[u8; 8] = b"LSRELEA1";
+/// The layout of a release with a Capgo section.
+const MAGIC_CAPGO: &[u8; 8] = b"LSRELEA2";
+/// What every release layout's magic starts with; the last byte is its
+/// version.
+const MAGIC_STEM: &[u8; 7] = b"LSRELEA";
+
+/// Longest key id of a Capgo section.
+pub const MAX_CAPGO_KEY_ID_LEN: usize = 64;
+/// Longest RSA block of a Capgo section (an 8,192-bit key).
+pub const MAX_CAPGO_BLOCK_LEN: usize = 1024;
 const SIGNED_MAGIC: &[u8; 8] = b"LSSIGRL1";
 
 /// Domain-separation prefix of every release signature.
@@ -160,6 +185,9 @@ pub struct Release {
     pub expires: Option<u64>,
     /// Release notes.
     pub notes: Option<String>,
+    /// Capgo encryption v2 artefacts and the bundle that carries the
+    /// encrypted zip (written as layout `LSRELEA2`).
+    pub capgo: Option<CapgoSection>,
 }
 
 /// Why a release statement is invalid.
@@ -193,6 +221,14 @@ pub enum ReleaseError {
     /// The embedded public key is not a valid key.
     #[error("release carries an invalid public key")]
     BadKey,
+    /// A release layout of a later lanseed.
+    #[error(
+        "the release uses layout {0}, which this lanseed does not read; upgrade lanseed to take it"
+    )]
+    UnknownLayout(String),
+    /// The Capgo section is invalid.
+    #[error("the release's Capgo section is invalid: {0}")]
+    BadCapgo(&'static str),
 }
 
 /// Why a signed release is not accepted.
@@ -268,14 +304,27 @@ impl Release {
         {
             return Err(ReleaseError::NotesTooLong(n.len()));
         }
+        if let Some(c) = &self.capgo {
+            check_capgo(c, &self.bundle_id)?;
+        }
         Ok(())
+    }
+
+    /// Every bundle the release needs whole: its own, then the Capgo
+    /// payload if it has one.
+    pub fn bundles(&self) -> impl Iterator<Item = BundleId> + '_ {
+        std::iter::once(self.bundle_id).chain(self.capgo.as_ref().map(|c| c.bundle_id))
     }
 
     /// The canonical bytes, after checking every field.
     pub fn canonical_bytes(&self) -> Result<Vec<u8>, ReleaseError> {
         self.check()?;
         let mut w = Writer::new();
-        w.raw(MAGIC);
+        w.raw(if self.capgo.is_some() {
+            MAGIC_CAPGO
+        } else {
+            MAGIC
+        });
         w.str16(&self.app);
         w.str16(&self.channel);
         w.str16(&self.version);
@@ -304,13 +353,32 @@ impl Release {
                 w.str32(n);
             }
         }
+        if let Some(c) = &self.capgo {
+            w.raw(c.bundle_id.0.as_bytes());
+            w.str16(&c.key_id);
+            w.raw(&c.session_key.iv);
+            w.u16(c.session_key.encrypted_key.len() as u16);
+            w.raw(&c.session_key.encrypted_key);
+            w.u16(c.encrypted_checksum.len() as u16);
+            w.raw(&c.encrypted_checksum);
+        }
         Ok(w.into_bytes())
     }
 
     /// Decodes and checks canonical bytes.
     pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Self, ReleaseError> {
         let mut r = Reader::new(bytes);
-        r.magic(MAGIC, "release")?;
+        let magic: [u8; 8] = r.array("release")?;
+        let with_capgo = match &magic {
+            m if m == MAGIC => false,
+            m if m == MAGIC_CAPGO => true,
+            m if m.starts_with(MAGIC_STEM) => {
+                return Err(ReleaseError::UnknownLayout(
+                    String::from_utf8_lossy(m).into_owned(),
+                ));
+            }
+            _ => return Err(DecodeError::BadMagic { what: "release" }.into()),
+        };
         let app = r.str16(MAX_APP_LEN, "app id")?.to_owned();
         let channel = r.str16(MAX_CHANNEL_LEN, "channel")?.to_owned();
         let version = r.str16(MAX_VERSION_LEN, "version")?.to_owned();
@@ -334,6 +402,11 @@ impl Release {
         } else {
             None
         };
+        let capgo = if with_capgo {
+            Some(read_capgo(&mut r)?)
+        } else {
+            None
+        };
         r.finish("release")?;
         let release = Release {
             app,
@@ -346,6 +419,7 @@ impl Release {
             rollout,
             expires,
             notes,
+            capgo,
         };
         release.check()?;
         Ok(release)
@@ -362,6 +436,52 @@ impl Release {
             signature,
         })
     }
+}
+
+fn check_capgo(c: &CapgoSection, main: &BundleId) -> Result<(), ReleaseError> {
+    let bad = ReleaseError::BadCapgo;
+    if c.key_id.is_empty()
+        || c.key_id.len() > MAX_CAPGO_KEY_ID_LEN
+        || !c.key_id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(bad("its key id is not 1 to 64 printable ASCII characters"));
+    }
+    let block_ok = |b: &[u8]| !b.is_empty() && b.len() <= MAX_CAPGO_BLOCK_LEN;
+    if !block_ok(&c.session_key.encrypted_key) {
+        return Err(bad("its encrypted AES key is not 1 to 1024 bytes"));
+    }
+    if !block_ok(&c.encrypted_checksum) {
+        return Err(bad("its encrypted checksum is not 1 to 1024 bytes"));
+    }
+    if c.bundle_id == *main {
+        return Err(bad("its payload bundle is the release's own bundle"));
+    }
+    Ok(())
+}
+
+fn read_capgo(r: &mut Reader<'_>) -> Result<CapgoSection, ReleaseError> {
+    let bundle_id = BundleId(Hash::from_bytes(r.array("capgo bundle id")?));
+    let key_id = r.str16(MAX_CAPGO_KEY_ID_LEN, "capgo key id")?.to_owned();
+    let iv = r.array("capgo iv")?;
+    let mut block = |what| -> Result<Vec<u8>, DecodeError> {
+        let len = usize::from(r.u16(what)?);
+        if len > MAX_CAPGO_BLOCK_LEN {
+            return Err(DecodeError::TooLarge {
+                what,
+                len: len as u64,
+                max: MAX_CAPGO_BLOCK_LEN as u64,
+            });
+        }
+        Ok(r.take(len, what)?.to_vec())
+    };
+    let encrypted_key = block("capgo encrypted key")?;
+    let encrypted_checksum = block("capgo encrypted checksum")?;
+    Ok(CapgoSection {
+        bundle_id,
+        key_id,
+        session_key: SessionKey { iv, encrypted_key },
+        encrypted_checksum,
+    })
 }
 
 fn signing_message(canonical: &[u8]) -> Vec<u8> {
@@ -504,11 +624,112 @@ mod tests {
             rollout: Rollout::from_basis_points(2_500).unwrap(),
             expires: None,
             notes: Some("Faster start".into()),
+            capgo: None,
         }
     }
 
     fn key() -> SecretKey {
         SecretKey::from_seed(&[42; 32])
+    }
+
+    /// The fixed example with a Capgo section (`LSRELEA2`, FORMATS.md).
+    fn example_capgo() -> Release {
+        Release {
+            capgo: Some(CapgoSection {
+                bundle_id: BundleId(Hash::from_bytes([0xcd; 32])),
+                key_id: "MIIBCgKCAQEAtITiB7/j".into(),
+                session_key: SessionKey {
+                    iv: [0x11; 16],
+                    encrypted_key: vec![0x22; 4],
+                },
+                encrypted_checksum: vec![0x33; 4],
+            }),
+            ..example()
+        }
+    }
+
+    #[test]
+    fn snapshot_of_the_capgo_layout() {
+        let signed = example_capgo().sign(&key()).unwrap();
+        let plain = example().canonical_bytes().unwrap();
+        assert_eq!(&signed.bytes[..8], b"LSRELEA2");
+        assert_eq!(
+            &signed.bytes[8..plain.len()],
+            &plain[8..],
+            "the fields before the section are LSRELEA1's"
+        );
+        assert_eq!(
+            hex::encode(&signed.bytes[plain.len()..]),
+            "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd14004d49494243674b43415145417449546942372f6a11111111111111111111111111111111040022222222040033333333"
+        );
+        assert_eq!(
+            signed.id().to_string(),
+            "c2856b69470c15d3fad0833f46aa0fa3e4d484cbf44fb592cc1ad388b9803d97"
+        );
+        assert_eq!(
+            hex::encode(signed.signature()),
+            "f1fa86f3bdf7a2287f34e284da41d6ed98e7059de11d5240690a9a6001c6f1729da48235ca5f574b6b6a5616be49a5f87ce6b8bee6c0eac98335aeeb44db220d"
+        );
+        let back = SignedRelease::from_bytes(&signed.to_bytes()).unwrap();
+        assert_eq!(back.release(), &example_capgo());
+        assert_eq!(
+            back.release().bundles().collect::<Vec<_>>(),
+            [
+                BundleId(Hash::from_bytes([0xab; 32])),
+                BundleId(Hash::from_bytes([0xcd; 32]))
+            ]
+        );
+        assert!(back.verify(&TrustList::single(key().public())).is_ok());
+    }
+
+    #[test]
+    fn a_later_layout_is_refused_with_a_clear_error() {
+        let mut bytes = example().canonical_bytes().unwrap();
+        bytes[7] = b'3';
+        assert_eq!(
+            Release::from_canonical_bytes(&bytes).unwrap_err(),
+            ReleaseError::UnknownLayout("LSRELEA3".into())
+        );
+        assert!(
+            ReleaseError::UnknownLayout("LSRELEA3".into())
+                .to_string()
+                .contains("upgrade lanseed")
+        );
+        bytes[0] = b'X';
+        assert!(matches!(
+            Release::from_canonical_bytes(&bytes).unwrap_err(),
+            ReleaseError::Decode(DecodeError::BadMagic { .. })
+        ));
+        // An LSRELEA1 statement with a section's bytes after it has
+        // trailing bytes; an LSRELEA2 one without them is truncated.
+        let with = example_capgo().canonical_bytes().unwrap();
+        let mut v1 = with.clone();
+        v1[7] = b'1';
+        assert!(Release::from_canonical_bytes(&v1).is_err());
+        let mut v2 = example().canonical_bytes().unwrap();
+        v2[7] = b'2';
+        assert!(Release::from_canonical_bytes(&v2).is_err());
+    }
+
+    #[test]
+    fn bad_capgo_sections_are_refused() {
+        type CapgoEdit = fn(&mut CapgoSection);
+        let edits: Vec<CapgoEdit> = vec![
+            |c| c.key_id = String::new(),
+            |c| c.key_id = "k".repeat(65),
+            |c| c.key_id = "has space".into(),
+            |c| c.session_key.encrypted_key = Vec::new(),
+            |c| c.encrypted_checksum = vec![0; 1025],
+            |c| c.bundle_id = BundleId(Hash::from_bytes([0xab; 32])),
+        ];
+        for (i, edit) in edits.iter().enumerate() {
+            let mut r = example_capgo();
+            edit(r.capgo.as_mut().unwrap());
+            assert!(
+                matches!(r.sign(&key()), Err(ReleaseError::BadCapgo(_))),
+                "edit {i}"
+            );
+        }
     }
 
     #[test]
@@ -590,6 +811,7 @@ mod tests {
             |r| r.rollout = Rollout::FULL,
             |r| r.expires = Some(1),
             |r| r.notes = None,
+            |r| r.capgo = example_capgo().capgo,
         ];
         for (i, edit) in edits.iter().enumerate() {
             let mut r = example();
@@ -706,9 +928,24 @@ mod tests {
             proptest::option::of(any::<u64>()),
             proptest::option::of("\\PC{0,40}"),
             proptest::option::of((0u64..9, 0u64..9)),
+            proptest::option::of((
+                any::<[u8; 32]>(),
+                "[A-Za-z0-9+/]{1,20}",
+                any::<[u8; 16]>(),
+                proptest::collection::vec(any::<u8>(), 1..300),
+                proptest::collection::vec(any::<u8>(), 1..300),
+            )),
         )
             .prop_map(
-                |((app, channel), (a, b, c, id), (seq, created, bp), expires, notes, native)| {
+                |(
+                    (app, channel),
+                    (a, b, c, id),
+                    (seq, created, bp),
+                    expires,
+                    notes,
+                    native,
+                    capgo,
+                )| {
                     Release {
                         app,
                         channel,
@@ -720,6 +957,17 @@ mod tests {
                         rollout: Rollout::from_basis_points(bp).unwrap(),
                         expires,
                         notes,
+                        capgo: capgo
+                            .map(|(pid, key_id, iv, k, c)| CapgoSection {
+                                bundle_id: BundleId(Hash::from_bytes(pid)),
+                                key_id,
+                                session_key: SessionKey {
+                                    iv,
+                                    encrypted_key: k,
+                                },
+                                encrypted_checksum: c,
+                            })
+                            .filter(|c| c.bundle_id.0.as_bytes() != &id),
                     }
                 },
             )

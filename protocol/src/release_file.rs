@@ -2,8 +2,9 @@
 //! carry on a USB stick into an offline site (`lanseed export` / `import`).
 //!
 //! The file is a zip with, in order: `release` (the signed record),
-//! `manifest` (canonical bytes), then `blobs/<blake3 hex>` for each distinct
-//! file of the bundle. Its comment is `lanseed release file 1 blake3=` and
+//! `manifest` (canonical bytes), for a release with Capgo artefacts
+//! `capgo-manifest` (its payload bundle's manifest), then `blobs/<blake3
+//! hex>` for each distinct file of the bundle(s). Its comment is `lanseed release file 1 blake3=` and
 //! the BLAKE3 (hex) of every byte of the file before the comment, so that
 //! changing any byte of the file, even one no entry depends on, is refused.
 //! On import the checksum is checked first, then the zip is read with
@@ -30,6 +31,8 @@ use crate::zip::{Layout, SafeZip, ZipError, ZipLimits};
 /// The zip comment that marks a release file, before the checksum.
 pub const COMMENT_PREFIX: &str = "lanseed release file 1 blake3=";
 const COMMENT_LEN: usize = COMMENT_PREFIX.len() + 64;
+/// The entry that holds the Capgo payload bundle's manifest.
+const CAPGO_MANIFEST: &str = "capgo-manifest";
 
 /// Why a release file could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -107,13 +110,24 @@ pub fn export(
 ) -> Result<Exported, ReleaseFileError> {
     let _guard = store.read_guard()?;
     let manifest = store.check_complete(&release.release().bundle_id)?;
+    let payload = match &release.release().capgo {
+        Some(c) => Some(store.check_complete(&c.bundle_id)?),
+        None => None,
+    };
     let mut seen = HashSet::new();
     let mut entries = vec![
         ("release".to_owned(), Source::Bytes(release.to_bytes())),
         ("manifest".to_owned(), Source::Bytes(manifest.to_bytes())),
     ];
+    if let Some(p) = &payload {
+        entries.push((CAPGO_MANIFEST.to_owned(), Source::Bytes(p.to_bytes())));
+    }
     let mut bytes = 0;
-    for f in manifest.files() {
+    for f in manifest
+        .files()
+        .iter()
+        .chain(payload.iter().flat_map(|p| p.files()))
+    {
         if seen.insert(f.blake3) {
             bytes += f.size;
             entries.push((
@@ -256,6 +270,8 @@ pub struct ReleaseFile<R: Read + Seek = BufReader<File>> {
     names: Vec<String>,
     release: VerifiedRelease,
     manifest: Manifest,
+    /// The Capgo payload's manifest, for a release with one.
+    payload: Option<Manifest>,
 }
 
 impl ReleaseFile {
@@ -312,6 +328,21 @@ impl<R: Read + Seek> ReleaseFile<R> {
             return Err(ReleaseFileError::ManifestMismatch);
         }
         let manifest = Manifest::from_bytes(&manifest_bytes)?;
+        let payload = match &release.release().capgo {
+            Some(c) => {
+                if names.get(2).map(String::as_str) != Some(CAPGO_MANIFEST) {
+                    return Err(malformed(
+                        "its release has Capgo artefacts but it holds no capgo-manifest",
+                    ));
+                }
+                let bytes = zip.read_to_vec(2, MAX_MANIFEST_BYTES as u64)?;
+                if BundleId(Hash::of(&bytes)) != c.bundle_id {
+                    return Err(ReleaseFileError::ManifestMismatch);
+                }
+                Some(Manifest::from_bytes(&bytes)?)
+            }
+            None => None,
+        };
         // From here every blob is read with its signed size as its maximum.
         zip.bounded_by_signed_sizes();
         Ok(ReleaseFile {
@@ -319,6 +350,7 @@ impl<R: Read + Seek> ReleaseFile<R> {
             names,
             release,
             manifest,
+            payload,
         })
     }
 
@@ -334,12 +366,14 @@ impl<R: Read + Seek> ReleaseFile<R> {
             .manifest
             .files()
             .iter()
+            .chain(self.payload.iter().flat_map(|p| p.files()))
             .map(|f| (f.blake3, f.size))
             .collect();
         let batch = store.begin()?;
         let mut taken = HashSet::new();
         let mut bytes = 0;
-        for (i, name) in self.names.iter().enumerate().skip(2) {
+        let first_blob = if self.payload.is_some() { 3 } else { 2 };
+        for (i, name) in self.names.iter().enumerate().skip(first_blob) {
             let hash: Hash = name
                 .strip_prefix("blobs/")
                 .and_then(|h| h.parse().ok())
@@ -383,6 +417,9 @@ impl<R: Read + Seek> ReleaseFile<R> {
             return Err(ReleaseFileError::Missing(missing));
         }
         batch.put_manifest(&self.manifest)?;
+        if let Some(p) = &self.payload {
+            batch.put_manifest(p)?;
+        }
         let outcome = batch.commit(&self.release)?;
         Ok(Imported {
             release: self.release,
@@ -458,6 +495,7 @@ mod tests {
             rollout: Rollout::FULL,
             expires: None,
             notes: None,
+            capgo: None,
         }
         .sign(key)
         .unwrap();

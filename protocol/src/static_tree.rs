@@ -3,7 +3,10 @@
 //! cache behind a slow uplink fetches only the blobs it lacks.
 //!
 //! ```text
-//! OUT/index.json                  every release (written last, atomically)
+//! OUT/index.json                  every release (written last, atomically);
+//!                                 one with Capgo artefacts also names its
+//!                                 payload bundle (`capgo_bundle_id`),
+//!                                 published like its own
 //! OUT/releases/<release id>       signed release record
 //! OUT/manifests/<bundle id>       canonical manifest bytes
 //! OUT/bundles/<bundle id>.json    the bundle's files and where each blob is
@@ -23,7 +26,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 
-use crate::hash::Hash;
+use crate::hash::{BundleId, Hash};
 use crate::release_file::{ReleaseFileError, write_atomically, write_renamed};
 use crate::store::durable;
 use crate::store::{Store, StoreError};
@@ -61,6 +64,10 @@ pub struct StaticRelease {
     pub manifest: String,
     /// Path of the bundle's file list.
     pub files: String,
+    /// The Capgo payload bundle (encrypted zip) the release also needs,
+    /// published like its own bundle; absent for releases without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capgo_bundle_id: Option<String>,
 }
 
 /// `bundles/<id>.json`.
@@ -121,29 +128,11 @@ pub fn publish(store: &Store, out: &Path) -> Result<Published, ReleaseFileError>
         let bundle = r.bundle_id;
         let record_path = format!("releases/{}", signed.id());
         write_if_missing(&out.join(&record_path), &signed.to_bytes())?;
-        if bundles_done.insert(bundle) {
-            let manifest = store.check_complete(&bundle)?;
-            write_if_missing(
-                &out.join(format!("manifests/{bundle}")),
-                &manifest.to_bytes(),
-            )?;
-            let mut files = Vec::with_capacity(manifest.files().len());
-            for f in manifest.files() {
-                let (blob, encoding) = publish_blob(store, &f.blake3, out, &mut report)?;
-                files.push(StaticFile {
-                    path: f.path.to_string(),
-                    size: f.size,
-                    blake3: f.blake3.to_string(),
-                    blob,
-                    encoding,
-                });
+        // Its own bundle and its Capgo payload, if any.
+        for b in r.bundles() {
+            if bundles_done.insert(b) {
+                publish_bundle(store, &b, out, &mut report)?;
             }
-            let listing = StaticBundle {
-                bundle_id: bundle.to_string(),
-                files,
-            };
-            let json = serde_json::to_vec_pretty(&listing).expect("serializable");
-            write_if_missing(&out.join(format!("bundles/{bundle}.json")), &json)?;
         }
         index.releases.push(StaticRelease {
             app: r.app.clone(),
@@ -155,6 +144,7 @@ pub fn publish(store: &Store, out: &Path) -> Result<Published, ReleaseFileError>
             record: record_path,
             manifest: format!("manifests/{bundle}"),
             files: format!("bundles/{bundle}.json"),
+            capgo_bundle_id: r.capgo.as_ref().map(|c| c.bundle_id.to_string()),
         });
     }
     report.releases = index.releases.len();
@@ -162,6 +152,37 @@ pub fn publish(store: &Store, out: &Path) -> Result<Published, ReleaseFileError>
     let json = serde_json::to_vec_pretty(&index).expect("serializable");
     write_atomically(&out.join("index.json"), |f| f.write_all(&json))?;
     Ok(report)
+}
+
+/// Writes the manifest, the file list and the blobs of `bundle`.
+fn publish_bundle(
+    store: &Store,
+    bundle: &BundleId,
+    out: &Path,
+    report: &mut Published,
+) -> Result<(), ReleaseFileError> {
+    let manifest = store.check_complete(bundle)?;
+    write_if_missing(
+        &out.join(format!("manifests/{bundle}")),
+        &manifest.to_bytes(),
+    )?;
+    let mut files = Vec::with_capacity(manifest.files().len());
+    for f in manifest.files() {
+        let (blob, encoding) = publish_blob(store, &f.blake3, out, report)?;
+        files.push(StaticFile {
+            path: f.path.to_string(),
+            size: f.size,
+            blake3: f.blake3.to_string(),
+            blob,
+            encoding,
+        });
+    }
+    let listing = StaticBundle {
+        bundle_id: bundle.to_string(),
+        files,
+    };
+    let json = serde_json::to_vec_pretty(&listing).expect("serializable");
+    write_if_missing(&out.join(format!("bundles/{bundle}.json")), &json)
 }
 
 /// Content-named files are renamed into place without a sync each; one

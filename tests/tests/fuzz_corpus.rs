@@ -148,6 +148,7 @@ mod seeds {
             },
             expires: full.then_some(1_800_000_000),
             notes: full.then(|| "Notes: caf\u{e9}\n".into()),
+            capgo: None,
         }
     }
 
@@ -193,6 +194,7 @@ mod seeds {
             rollout: Rollout::from_basis_points(0).unwrap(),
             expires: Some(0),
             notes: Some(String::new()),
+            capgo: None,
         };
         put(
             corpus,
@@ -251,6 +253,7 @@ mod seeds {
             rollout: Rollout::FULL,
             expires: None,
             notes: None,
+            capgo: None,
         }
         .sign(&key)
         .unwrap()

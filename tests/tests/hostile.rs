@@ -429,6 +429,12 @@ fn malformed_and_lying_frames_close_their_streams_and_the_node_serves_on() {
         log.contains("closed a malformed stream"),
         "the node logs them"
     );
+    // A record of a later release layout (what an older node gets from a
+    // newer one) is refused as such, without a strike: answered above.
+    assert!(
+        log.contains("release uses layout LSRELEA9, which this lanseed does not read"),
+        "{log}"
+    );
     eprintln!("frames: {done}; {checked} lying frames closed, {closed} counted");
 }
 

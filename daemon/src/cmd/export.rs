@@ -1,9 +1,9 @@
 //! `lanseed export`, `lanseed import` and `lanseed publish-static`: moving
 //! releases as files.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use lanseed_protocol::store::CommitOutcome;
-use lanseed_protocol::{SignedRelease, Store, TrustList, release_file, static_tree};
+use lanseed_protocol::{SignedRelease, Store, TrustList, capgo, release_file, static_tree};
 use serde::Serialize;
 
 use crate::cli::{ExportArgs, ImportArgs, PublishStaticArgs};
@@ -51,7 +51,26 @@ struct ExportView {
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     let store = args.store.open()?;
     let release = select(&store, &args.app, &args.selector)?;
-    let (sha256, summary) = if args.zip {
+    let (sha256, summary) = if args.capgo {
+        let Some(served) = capgo::payload::served(&store, &release)? else {
+            let r = release.release();
+            bail!(
+                "{} {} ({}) has no Capgo artefacts; add them with `lanseed capgo-encrypt {} {} --capgo-key FILE`",
+                r.app,
+                r.version,
+                r.channel,
+                r.app,
+                r.version
+            );
+        };
+        let _guard = store.read_guard()?;
+        std::fs::copy(&served.path, &args.out)
+            .with_context(|| format!("cannot write {}", args.out.display()))?;
+        (
+            Some(hex_lower(&served.sha256)),
+            String::from("Capgo-encrypted zip"),
+        )
+    } else if args.zip {
         let sha = release_file::export_bundle_zip(&store, &release.release().bundle_id, &args.out)?;
         (Some(hex_lower(&sha)), String::from("bundle zip"))
     } else {
@@ -83,6 +102,11 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     );
     if let Some(sha) = &view.sha256 {
         println!("  sha256 {sha}");
+    }
+    if let (true, Some(c)) = (args.capgo, &r.capgo) {
+        println!("  session_key {}", c.session_key);
+        println!("  checksum    {}", c.checksum);
+        println!("  key_id      {}", c.key_id);
     }
     Ok(())
 }

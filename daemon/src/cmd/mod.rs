@@ -1,5 +1,6 @@
 //! The subcommands, one module each.
 
+mod capgo;
 mod demo;
 mod dev;
 mod device;
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Pack(args) => pack::run(args),
+        Command::CapgoEncrypt(args) => capgo::encrypt(args),
         Command::Releases(args) => releases::run(args),
         Command::Export(args) => export::export(args),
         Command::Import(args) => export::import(args),

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use lanseed_protocol::SecretKey;
+use lanseed_protocol::capgo::CapgoPrivateKey;
 use lanseed_protocol::pack::{PackOptions, pack_scanned, pack_zip, scan_dir};
 use lanseed_protocol::store::CommitOutcome;
 use lanseed_protocol::zip::{Layout, SafeZip};
@@ -34,6 +35,11 @@ pub fn run(args: PackArgs) -> anyhow::Result<()> {
         );
     }
     let key = SecretKey::read(&args.key)?;
+    let capgo = args
+        .capgo_key
+        .as_deref()
+        .map(CapgoPrivateKey::read)
+        .transpose()?;
     let created = super::now();
     let expires = args
         .expires
@@ -50,6 +56,7 @@ pub fn run(args: PackArgs) -> anyhow::Result<()> {
         rollout: args.rollout,
         expires,
         notes: args.notes,
+        capgo,
     };
     let started = Instant::now();
     let (packed, store) = if args.source.is_file() {
@@ -104,6 +111,12 @@ pub fn run(args: PackArgs) -> anyhow::Result<()> {
         bytes(size)
     );
     println!("  release  {}", r.release_id);
+    if let Some(c) = &r.capgo {
+        println!(
+            "  capgo    encrypted for key id {} (payload bundle {})",
+            c.key_id, c.bundle_id
+        );
+    }
     println!("  store    {}", store.root().display());
     let secs = elapsed.as_secs_f64();
     if size >= 1_000_000 {

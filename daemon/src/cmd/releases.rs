@@ -28,8 +28,14 @@ pub fn run(args: ReleasesArgs) -> anyhow::Result<()> {
         "APP", "CHANNEL", "VERSION", "SEQ", "BUNDLE", "ROLLOUT"
     );
     for v in &views {
+        // Releases with Capgo encryption v2 artefacts name the key id.
+        let capgo = v
+            .capgo
+            .as_ref()
+            .map(|c| format!("  capgo key {}", c.key_id))
+            .unwrap_or_default();
         println!(
-            "{:<28} {:<12} {:<12} {:>12} {:<14} {:>7}%  {}",
+            "{:<28} {:<12} {:<12} {:>12} {:<14} {:>7}%  {}{capgo}",
             v.app,
             v.channel,
             v.version,

@@ -84,6 +84,7 @@ pub fn pack(dir: &Path, keys: &Keys, build: Build) -> Result<Release, DemoError>
         rollout: Rollout::FULL,
         expires: None,
         notes: Some(format!("lanseed demo: {}", build.folder())),
+        capgo: None,
     };
     let what = format!("pack {}", folder.display());
     let scanned = scan_dir(&folder).map_err(DemoError::publish(what.clone()))?;

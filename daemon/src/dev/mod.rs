@@ -219,6 +219,7 @@ async fn pack(
         rollout: Rollout::FULL,
         expires: None,
         notes: None,
+        capgo: None,
     };
     let (cache, store, dir, key) = (cache.clone(), store.clone(), dir.to_owned(), key.clone());
     tokio::task::spawn_blocking(move || {

@@ -767,6 +767,7 @@ mod tests {
             rollout: Rollout::FULL,
             expires: None,
             notes: None,
+            capgo: None,
         };
         r.sign(&SecretKey::from_seed(&[1; 32])).unwrap()
     }

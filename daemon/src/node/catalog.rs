@@ -283,6 +283,7 @@ mod tests {
             rollout: Rollout::FULL,
             expires: None,
             notes: None,
+            capgo: None,
         }
     }
 

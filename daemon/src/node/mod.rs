@@ -195,7 +195,7 @@ enum Pending {
 }
 
 /// A commit's result.
-type Committed = Result<(lanseed_protocol::VerifiedRelease, CommitOutcome), StoreError>;
+type Committed = Result<(lanseed_protocol::VerifiedRelease, fetch::partial::Committed), StoreError>;
 
 /// Work finished off the event loop.
 enum Done {
@@ -215,13 +215,18 @@ enum Done {
 
 /// An announced, verified release looked up in the store.
 struct Checked {
-    peer: PeerId,
+    /// Who announced it (none for a retry, or the rest of a fetch).
+    peer: Option<PeerId>,
     release: lanseed_protocol::VerifiedRelease,
-    bits: Option<fetch::Heard>,
-    /// `Some`: the store held its bundle whole, and the release was added
-    /// (or not); `None`: it is to be fetched.
-    added: Option<Result<(), StoreError>>,
+    /// What the peer holds of `.0` while it fetches it itself.
+    bits: Option<Heard>,
+    /// `Ok`: the store held every bundle of it whole, and the release was
+    /// added (or not); `Err(bundle)`: that bundle is to be fetched.
+    added: Result<Result<(), StoreError>, BundleId>,
 }
+
+/// A peer's `Have`: the bundle it is about, and what it holds of it.
+type Heard = (BundleId, fetch::Heard);
 
 struct Node {
     swarm: Swarm<Behaviour>,
@@ -583,7 +588,7 @@ impl Node {
                     if !matches!(f.stage, Stage::Committing) {
                         self.retries.failed(f.release, now);
                     } else {
-                        self.fetches.insert(f.release.release().bundle_id, f);
+                        self.fetches.insert(f.bundle(), f);
                     }
                 }
             }
@@ -611,7 +616,7 @@ impl Node {
         for release in self.retries.take_due(Instant::now()) {
             let bundle = release.release().bundle_id;
             let r = release.release();
-            if self.fetches.contains_key(&bundle)
+            if r.bundles().any(|b| self.fetches.contains_key(&b))
                 || self.catalog.holds(&release.id())
                 || self.catalog.superseded(r)
                 || !self.catalog.follows(&r.app, &r.channel)
@@ -619,7 +624,7 @@ impl Node {
                 continue;
             }
             tracing::info!(bundle = %bundle, version = %release.release().version, "trying the transfer again");
-            self.start_fetch(release, None);
+            self.check_store(None, release, None);
         }
     }
 
@@ -876,7 +881,7 @@ impl Node {
                         app: r.app.clone(),
                         channel: r.channel.clone(),
                         version: r.version.clone(),
-                        bundle_id: r.bundle_id.to_string(),
+                        bundle_id: f.bundle().to_string(),
                         state: match f.stage {
                             Stage::Committing => "committing",
                             _ if f.providers() == 0 => "stalled",
@@ -1160,9 +1165,9 @@ impl Node {
                         self.drive(id);
                     }
                 } else if SignedRelease::from_bytes(&release)
-                    .is_ok_and(|r| r.release().bundle_id == id)
+                    .is_ok_and(|r| r.release().bundles().any(|b| b == id))
                 {
-                    self.on_announced(peer, &release, Some((bits, fetching)));
+                    self.on_announced(peer, &release, Some((id, (bits, fetching))));
                 }
                 return self.respond(channel, Response::Ack);
             }
@@ -1290,18 +1295,29 @@ impl Node {
                     return;
                 };
                 match *result {
-                    Ok((release, outcome)) => {
+                    Ok((release, done)) => {
                         let secs = fetch.started.elapsed().as_secs_f64();
                         let r = release.release();
                         let bytes = fetch.bytes_done - fetch.reused;
+                        let rest = if done.outcome.is_some() {
+                            "transfer done"
+                        } else {
+                            "bundle fetched; its release needs its Capgo payload too"
+                        };
                         tracing::info!(
                             app = %r.app, channel = %r.channel, version = %r.version, bundle = %bundle,
                             bytes, wire_bytes = fetch.wire_bytes, reused = fetch.reused, secs,
                             from = %fetch::wire_from_text(&fetch.wire_from),
                             rate_mb_s = bytes as f64 / 1e6 / secs.max(1e-6),
-                            already = outcome == CommitOutcome::AlreadyPresent,
-                            "transfer done"
+                            already = done.outcome == Some(CommitOutcome::AlreadyPresent),
+                            "{rest}"
                         );
+                        if done.outcome.is_none() {
+                            self.check_store(None, release, None);
+                        }
+                        for waiting in done.waiting {
+                            self.check_store(None, waiting, None);
+                        }
                         self.store_changed();
                     }
                     Err(e) => {
@@ -1313,9 +1329,12 @@ impl Node {
         }
     }
 
+    /// Tells the device agent how far the fetch of a release's own bundle
+    /// is (a Capgo payload is not what a device installs).
     fn report_progress(&self, bundle: BundleId) {
         if let (Some(tx), Some(f)) = (&self.cfg.progress, self.fetches.get(&bundle))
             && f.has_manifest()
+            && f.is_main()
         {
             let _ = tx.send(Progress {
                 release: f.release.clone(),
@@ -1455,7 +1474,7 @@ impl Node {
     /// (held, refused before, followed, key pinned for that app and
     /// channel, sequence); the signature is checked only for a release the
     /// node would fetch.
-    fn on_announced(&mut self, peer: PeerId, bytes: &[u8], bits: Option<fetch::Heard>) {
+    fn on_announced(&mut self, peer: PeerId, bytes: &[u8], heard: Option<Heard>) {
         let now = Instant::now();
         let signed = match SignedRelease::from_bytes(bytes) {
             Ok(s) => s,
@@ -1468,7 +1487,7 @@ impl Node {
             }
         };
         let id = signed.id();
-        if bits.is_none() {
+        if heard.is_none() {
             self.book.announced(&peer, id);
         }
         let record = Hash::of(bytes);
@@ -1477,19 +1496,27 @@ impl Node {
         }
         let r = signed.release();
         let bundle = r.bundle_id;
-        // A fetch of this release already runs: one more source.
-        if let Some(f) = self.fetches.get_mut(&bundle)
-            && (f.release.id() == id || f.also.iter().any(|a| a.id() == id))
+        // A fetch of this release already runs (of its own bundle, or of
+        // its Capgo payload): one more source. A `Have` is about one
+        // bundle, and helps only the fetch of that one.
+        let running = r.bundles().find(|b| {
+            self.fetches
+                .get(b)
+                .is_some_and(|f| f.release.id() == id || f.also.iter().any(|a| a.id() == id))
+        });
+        if let Some(key) = running
+            && let Some(f) = self.fetches.get_mut(&key)
         {
-            match bits {
+            match heard {
                 None => f.add_whole(peer, now),
-                Some(bits) => f.add_partial(peer, bits),
+                Some((b, bits)) if b == key => f.add_partial(peer, bits),
+                Some(_) => return,
             }
-            self.drive(bundle);
+            self.drive(key);
             return;
         }
         if !self.catalog.follows(&r.app, &r.channel) {
-            if bits.is_none() {
+            if heard.is_none() {
                 self.catalog
                     .unfollowed(record, &r.app, &r.channel, bytes, peer);
             }
@@ -1523,28 +1550,41 @@ impl Node {
         };
         if let Some(f) = self.fetches.get_mut(&bundle) {
             f.also.push(verified);
-            match bits {
+            match heard {
                 None => f.add_whole(peer, now),
-                Some(bits) => f.add_partial(peer, bits),
+                Some((b, bits)) if b == bundle => f.add_partial(peer, bits),
+                Some(_) => {}
             }
             self.drive(bundle);
             return;
         }
-        if !self.catalog.start_checking(id) {
+        self.check_store(Some(peer), verified, heard);
+    }
+
+    /// Does the store hold every bundle of `verified` whole already (it
+    /// holds another release of them, or the rest of a fetch is in)? Adds
+    /// it if so, else fetches the first bundle missing ([`Node::on_checked`]).
+    /// That reads the disk: off the loop.
+    fn check_store(
+        &mut self,
+        peer: Option<PeerId>,
+        verified: lanseed_protocol::VerifiedRelease,
+        heard: Option<Heard>,
+    ) {
+        if !self.catalog.start_checking(verified.id()) {
             return; // being looked up already
         }
-        // Does the store hold the bundle whole already (another release
-        // of it)? That reads the disk: off the loop.
         let store = self.cfg.store.clone();
         self.spawn(None, move || {
-            let added = match store.check_complete(&bundle) {
-                Ok(_) => Some(store.add_release(&verified).map(|_| ())),
-                Err(_) => None,
+            let missing = (verified.release().bundles()).find(|b| store.check_complete(b).is_err());
+            let added = match missing {
+                None => Ok(store.add_release(&verified).map(|_| ())),
+                Some(b) => Err(b),
             };
             Done::Checked(Box::new(Checked {
                 peer,
                 release: verified,
-                bits,
+                bits: heard,
                 added,
             }))
         });
@@ -1560,44 +1600,50 @@ impl Node {
             added,
         } = c;
         self.catalog.done_checking(&verified.id());
-        match added {
-            Some(Ok(())) => {
+        let bundle = match added {
+            Ok(Ok(())) => {
                 self.store_changed();
                 return;
             }
-            Some(Err(e)) => return tracing::warn!("cannot add release: {e}"),
-            None => {}
-        }
-        let r = verified.release();
-        let bundle = r.bundle_id;
+            Ok(Err(e)) => return tracing::warn!("cannot add release: {e}"),
+            Err(missing) => missing,
+        };
         let now = Instant::now();
         if self.catalog.holds(&verified.id()) {
             return;
         }
+        // The peer is a source of the whole release, or (its `Have`) of
+        // pieces of one bundle: of use only to the fetch of that one.
+        let first = match (peer, bits) {
+            (Some(p), None) => Some((p, None)),
+            (Some(p), Some((b, h))) if b == bundle => Some((p, Some(h))),
+            _ => None,
+        };
         if let Some(f) = self.fetches.get_mut(&bundle) {
             if f.release.id() != verified.id() && f.also.iter().all(|a| a.id() != verified.id()) {
                 f.also.push(verified);
             }
-            match bits {
-                None => f.add_whole(peer, now),
-                Some(bits) => f.add_partial(peer, bits),
+            match first {
+                Some((p, None)) => f.add_whole(p, now),
+                Some((p, Some(h))) => f.add_partial(p, h),
+                None => {}
             }
             self.drive(bundle);
             return;
         }
-        self.start_fetch(verified, Some((peer, bits)));
+        self.start_fetch(verified, bundle, first);
     }
 
-    /// Starts fetching `verified` from `first` (if any: a peer, and the
-    /// pieces it holds when it is still fetching) and every connected
-    /// peer that announced it.
+    /// Starts fetching `bundle` of `verified` (its own, or its Capgo
+    /// payload) from `first` (if any: a peer, and the pieces it holds when
+    /// it is still fetching) and every connected peer that announced it.
     fn start_fetch(
         &mut self,
         verified: lanseed_protocol::VerifiedRelease,
+        bundle: BundleId,
         first: Option<(PeerId, Option<fetch::Heard>)>,
     ) {
         let r = verified.release();
-        let bundle = r.bundle_id;
         let now = Instant::now();
         if self.low_space.is_some() {
             // Started when there is room again (see `check_space`).
@@ -1605,7 +1651,7 @@ impl Node {
             return;
         }
         tracing::info!(peer = ?first.as_ref().map(|f| f.0), app = %r.app, channel = %r.channel, version = %r.version, seq = r.seq, bundle = %bundle, "fetching release");
-        let (mut f, open) = Fetch::new(&self.cfg.store, verified);
+        let (mut f, open) = Fetch::new(&self.cfg.store, verified, bundle);
         match first {
             Some((peer, None)) => f.add_whole(peer, now),
             Some((peer, Some(bits))) => f.add_partial(peer, bits),

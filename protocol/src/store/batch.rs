@@ -145,7 +145,9 @@ impl Store {
             .map_err(StoreError::io("cannot lock", &self.root.join("index.lock")))?;
         let mut all = index::read(&self.root)?;
         let release = make(&all)?;
-        self.check_complete(&release.release().bundle_id)?;
+        for bundle in release.release().bundles() {
+            self.check_complete(&bundle)?;
+        }
         let new = release.release();
         for held in &all {
             let r = held.release();
@@ -274,7 +276,8 @@ impl Batch {
 
     /// Makes staged files durable, moves them into place, and adds
     /// `release` to the index (see [`super::durable`] for the order).
-    /// Fails, committing nothing, when the release's bundle is not complete.
+    /// Fails, committing nothing, when a bundle of the release (its own, or
+    /// its Capgo payload) is not complete.
     pub fn commit(self, release: &VerifiedRelease) -> Result<CommitOutcome, StoreError> {
         self.publish()?;
         self.store.commit_release(release)

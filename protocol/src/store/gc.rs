@@ -132,11 +132,14 @@ impl Store {
         let mut bundles: HashSet<BundleId> = HashSet::new();
         let mut blobs: HashSet<Hash> = HashSet::new();
         for r in &kept {
-            if bundles.insert(r.release().bundle_id) {
-                // A kept release whose manifest cannot be read stops the
-                // collection: its blobs are unknown, so none may go.
-                let m = self.read_manifest(&r.release().bundle_id)?;
-                blobs.extend(m.files().iter().map(|f| f.blake3));
+            // Its own bundle and its Capgo payload, if any.
+            for bundle in r.release().bundles() {
+                if bundles.insert(bundle) {
+                    // A kept release whose manifest cannot be read stops the
+                    // collection: its blobs are unknown, so none may go.
+                    let m = self.read_manifest(&bundle)?;
+                    blobs.extend(m.files().iter().map(|f| f.blake3));
+                }
             }
         }
 
@@ -311,6 +314,7 @@ mod tests {
                 rollout: Rollout::FULL,
                 expires: None,
                 notes: None,
+                capgo: None,
             };
             pack_dir(&store, &build, &opts, &key, &|_| {}).unwrap();
         }

@@ -156,30 +156,33 @@ impl Store {
                 reason: e.to_string(),
             });
         }
-        if !bundles.insert(rel.bundle_id) {
-            return;
-        }
-        match self.read_manifest(&rel.bundle_id) {
-            Ok(m) => {
-                report.manifests += 1;
-                for f in m.files() {
-                    needed.insert(f.blake3);
-                    let size_ok = std::fs::metadata(self.blob_path(&f.blake3))
-                        .map(|md| md.is_file() && md.len() == f.size)
-                        .unwrap_or(false);
-                    if !size_ok {
-                        report.problems.push(Problem::MissingBlob {
-                            bundle: rel.bundle_id,
-                            path: f.path.to_string(),
-                            hash: f.blake3,
-                        });
+        // Its own bundle and its Capgo payload, if any.
+        for bundle in rel.bundles() {
+            if !bundles.insert(bundle) {
+                continue;
+            }
+            match self.read_manifest(&bundle) {
+                Ok(m) => {
+                    report.manifests += 1;
+                    for f in m.files() {
+                        needed.insert(f.blake3);
+                        let size_ok = std::fs::metadata(self.blob_path(&f.blake3))
+                            .map(|md| md.is_file() && md.len() == f.size)
+                            .unwrap_or(false);
+                        if !size_ok {
+                            report.problems.push(Problem::MissingBlob {
+                                bundle,
+                                path: f.path.to_string(),
+                                hash: f.blake3,
+                            });
+                        }
                     }
                 }
+                Err(e) => report.problems.push(Problem::Manifest {
+                    id: bundle,
+                    reason: e.to_string(),
+                }),
             }
-            Err(e) => report.problems.push(Problem::Manifest {
-                id: rel.bundle_id,
-                reason: e.to_string(),
-            }),
         }
     }
 

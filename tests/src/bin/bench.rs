@@ -131,6 +131,7 @@ fn bench_pack(args: &Args) -> anyhow::Result<()> {
         rollout: Rollout::FULL,
         expires: None,
         notes: None,
+        capgo: None,
     };
     let mut lib_times = Vec::new();
     for i in 0..args.runs {
@@ -231,6 +232,7 @@ fn bench_zip(args: &Args) -> anyhow::Result<()> {
         rollout: Rollout::FULL,
         expires: None,
         notes: None,
+        capgo: None,
     };
     let none = |_| {};
     let source = Store::create(&tmp.path().join("source"))?;

@@ -142,6 +142,30 @@ fn frame(name: &str, bytes: Vec<u8>, half_close: bool) -> Frame {
     }
 }
 
+/// A signed release record whose statement says layout `LSRELEA9`.
+fn later_layout_record() -> Vec<u8> {
+    use lanseed_protocol::release::{Release, Rollout};
+    let release = Release {
+        app: "com.example.later".into(),
+        channel: "production".into(),
+        version: "9.0.0".into(),
+        bundle_id: lanseed_protocol::BundleId(lanseed_protocol::Hash::of(b"later")),
+        seq: 9,
+        created: 9,
+        min_native_version: None,
+        rollout: Rollout::FULL,
+        expires: None,
+        notes: None,
+        capgo: None,
+    };
+    let key = lanseed_protocol::SecretKey::from_seed(&[9; 32]);
+    let mut record = release.sign(&key).expect("a valid release").to_bytes();
+    // After "LSSIGRL1" and the statement's u32 length: "LSRELEA1".
+    assert_eq!(&record[12..20], b"LSRELEA1");
+    record[19] = b'9';
+    record
+}
+
 /// Every request frame the `frames` mode sends, in order.
 pub fn request_frames(m: &Material) -> Vec<Frame> {
     let rec = &m.record;
@@ -153,6 +177,15 @@ pub fn request_frames(m: &Material) -> Vec<Frame> {
         "ok.announce",
         &Request::Announce {
             releases: vec![rec.clone()],
+        },
+    ));
+    // A record of a release layout this node does not read (as an older
+    // node sees a newer one's `LSRELEA2`): refused, the stream answered.
+    let later = later_layout_record();
+    out.push(ok(
+        "ok.announce.later_release_layout",
+        &Request::Announce {
+            releases: vec![later],
         },
     ));
     out.push(ok(

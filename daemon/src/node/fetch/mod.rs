@@ -41,7 +41,7 @@ use lanseed_protocol::hash::{BundleId, Hash};
 use lanseed_protocol::limits::MAX_MANIFEST_BYTES;
 use lanseed_protocol::manifest::Manifest;
 use lanseed_protocol::pieces::{Bitfield, PieceMap};
-use lanseed_protocol::store::{CommitOutcome, StoreError};
+use lanseed_protocol::store::StoreError;
 use lanseed_protocol::wire::{MAX_BATCH_BYTES, Packed, Request, Response};
 use lanseed_protocol::{Store, VerifiedRelease};
 use libp2p::PeerId;
@@ -142,6 +142,9 @@ pub enum Want {
 pub struct Fetch {
     /// The release being fetched.
     pub release: VerifiedRelease,
+    /// The bundle of it this fetch gets: its own, or its Capgo payload
+    /// (fetched once its own is in the store).
+    target: BundleId,
     /// Other verified releases of the same bundle, committed with it.
     pub also: Vec<VerifiedRelease>,
     /// Its partial folder.
@@ -390,8 +393,9 @@ pub struct CommitJob {
 }
 
 impl CommitJob {
-    /// Moves the blobs into the store and commits the release(s).
-    pub fn run(self) -> Result<(VerifiedRelease, CommitOutcome), StoreError> {
+    /// Moves the blobs into the store and commits the release(s) that
+    /// need nothing else.
+    pub fn run(self) -> Result<(VerifiedRelease, partial::Committed), StoreError> {
         let outcome = self.partial.commit(
             &self.store,
             &self.manifest,
@@ -404,10 +408,10 @@ impl CommitJob {
 }
 
 impl Fetch {
-    /// Starts fetching `release`, opening first what an earlier run left
-    /// in its partial folder (the job to run).
-    pub fn new(store: &Store, release: VerifiedRelease) -> (Fetch, OpenJob) {
-        let bundle = release.release().bundle_id;
+    /// Starts fetching `bundle` of `release` (its own, or its Capgo
+    /// payload), opening first what an earlier run left in its partial
+    /// folder (the job to run).
+    pub fn new(store: &Store, release: VerifiedRelease, bundle: BundleId) -> (Fetch, OpenJob) {
         let partial = Partial::of(store, &bundle);
         let mut seed = [0u8; 8];
         let _ = getrandom::fill(&mut seed);
@@ -421,6 +425,7 @@ impl Fetch {
         };
         let f = Fetch {
             release,
+            target: bundle,
             also: Vec::new(),
             partial,
             stage: Stage::Opening(Asks::default()),
@@ -443,7 +448,12 @@ impl Fetch {
 
     /// The bundle being fetched.
     pub fn bundle(&self) -> BundleId {
-        self.release.release().bundle_id
+        self.target
+    }
+
+    /// Whether it fetches the release's own bundle (not its Capgo payload).
+    pub fn is_main(&self) -> bool {
+        self.target == self.release.release().bundle_id
     }
 
     /// A peer that announced the release whole (ignored while it is set
@@ -708,7 +718,7 @@ impl Fetch {
                     }
                 };
                 Ok(Some(Job::Write(WriteJob {
-                    bundle: self.release.release().bundle_id,
+                    bundle: self.target,
                     peer,
                     pieces,
                     map: t.map.clone(),

@@ -123,6 +123,11 @@ impl Partial {
     /// Moves every blob into the store and commits `release` (and `also`,
     /// releases of the same bundle) through a batch: one sync, renames,
     /// one sync, index commit. Then removes the folder.
+    ///
+    /// A release that needs another bundle still missing (a Capgo payload)
+    /// is not committed: the blobs and manifest go into place, and the
+    /// answer says so, so that the node fetches the rest. The same for
+    /// each of `also`.
     pub fn commit(
         &self,
         store: &Store,
@@ -130,22 +135,49 @@ impl Partial {
         map: &PieceMap,
         release: &VerifiedRelease,
         also: &[VerifiedRelease],
-    ) -> Result<CommitOutcome, StoreError> {
+    ) -> Result<Committed, StoreError> {
         let batch = store.begin()?;
-        batch.put_manifest(manifest)?;
+        let fetched = batch.put_manifest(manifest)?;
         for f in manifest.files().iter().filter(|f| f.size == 0) {
             batch.put_blob(&f.blake3, &[])?;
         }
         for blob in map.blobs() {
             batch.stage_file(self.blob_path(&blob.entry.blake3), &blob.entry.blake3)?;
         }
-        let outcome = batch.commit(release)?;
+        let lacks_other = |r: &VerifiedRelease| {
+            r.release()
+                .bundles()
+                .any(|b| b != fetched && store.check_complete(&b).is_err())
+        };
+        let outcome = if lacks_other(release) {
+            // The batch holds the collection off until the files are in
+            // place; the fetch of the rest holds it off from its start.
+            batch.publish()?;
+            None
+        } else {
+            Some(batch.commit(release)?)
+        };
+        let mut waiting = Vec::new();
         for r in also {
-            store.add_release(r)?;
+            if lacks_other(r) {
+                waiting.push(r.clone());
+            } else {
+                store.add_release(r)?;
+            }
         }
         self.remove();
-        Ok(outcome)
+        Ok(Committed { outcome, waiting })
     }
+}
+
+/// What a [`Partial::commit`] did.
+#[derive(Debug)]
+pub struct Committed {
+    /// The release committed (and whether the store held it already), or
+    /// `None`: it needs another bundle, still to fetch.
+    pub outcome: Option<CommitOutcome>,
+    /// Releases of `also` that need another bundle, still to fetch.
+    pub waiting: Vec<VerifiedRelease>,
 }
 
 /// Writes `data` as piece `index` of the blob filled at `path`.
