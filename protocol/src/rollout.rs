@@ -167,6 +167,7 @@ mod tests {
             rollout: Rollout::FULL,
             expires: None,
             notes: Some("notes".into()),
+            capgo: None,
         };
         pack_dir(
             store,
