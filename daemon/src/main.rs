@@ -7,6 +7,7 @@ mod control_socket;
 mod demo;
 mod dev;
 mod device;
+mod gateway;
 mod memory;
 mod node;
 mod output;

@@ -94,6 +94,14 @@ pub(crate) fn node_config(
         device_events: None,
         extra_status: None,
         progress: None,
+        gateway: args.gateway.http.map(|addr| crate::gateway::Options {
+            addr,
+            tls: args
+                .gateway
+                .tls_cert
+                .clone()
+                .zip(args.gateway.tls_key.clone()),
+        }),
     })
 }
 
