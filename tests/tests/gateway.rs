@@ -71,6 +71,11 @@ impl Packer {
 }
 
 fn gateway(setup: impl FnOnce(&Packer)) -> Gw {
+    gateway_with(setup, &[])
+}
+
+/// [`gateway`] with more flags for the node.
+fn gateway_with(setup: impl FnOnce(&Packer), flags: &[&str]) -> Gw {
     let dir = tempfile::tempdir().unwrap();
     let packer = Packer {
         key: keygen(dir.path()),
@@ -80,17 +85,15 @@ fn gateway(setup: impl FnOnce(&Packer)) -> Gw {
     setup(&packer);
     let port = free_port();
     let http = format!("127.0.0.1:{port}");
-    let node = NodeProc::start_here(
-        "seed",
-        &packer.store,
-        &[
-            "--no-mdns",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--http",
-            &http,
-        ],
-    );
+    let mut args = vec![
+        "--no-mdns",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--http",
+        &http,
+    ];
+    args.extend_from_slice(flags);
+    let node = NodeProc::start_here("seed", &packer.store, &args);
     node.wait_log("capgo gateway listening", Duration::from_secs(20));
     Gw { node, port, dir }
 }
@@ -139,6 +142,25 @@ fn update_offered_downloaded_resumed_then_up_to_date() {
         let b = p.build("v1", "one");
         p.pack(&b, APP, "1.0.0", &[]);
     });
+    // Many devices at first contact: one zip is made, every answer waits
+    // for it.
+    let port = gw.port;
+    let firsts: Vec<String> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                post(port, "/updates", &info(APP, &device_id(100 + i), "builtin")).json()["checksum"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert!(firsts.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(gw.node.log_text().matches("gateway zip made").count(), 1);
+
     let dev = device_id(1);
     let r = gw.updates(&info(APP, &dev, "builtin"));
     assert_eq!(r.status, 200);
@@ -619,4 +641,61 @@ fn a_capgo_cli_zip_is_packed_and_served() {
         let want = std::fs::read(Path::new(FIXTURE).join("dist").join(name)).unwrap();
         assert_eq!(bytes, &want, "{name}");
     }
+}
+
+/// `--tls-cert` and `--tls-key`: the gateway speaks HTTPS, and its links
+/// are `https://` (checked with curl against the fixture's certificate).
+#[test]
+fn the_gateway_speaks_https_with_a_certificate() {
+    let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
+    let (cert, key) = (tls.join("cert.pem"), tls.join("key.pem"));
+    let gw = gateway_with(
+        |p| {
+            let b = p.build("v1", "one");
+            p.pack(&b, APP, "1.0.0", &[]);
+        },
+        &["--tls-cert", path_str(&cert), "--tls-key", path_str(&key)],
+    );
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--cacert", path_str(&cert)])
+            .args(args)
+            .output()
+            .expect("curl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let body = info(APP, &device_id(15), "builtin").to_string();
+    let base = format!("https://127.0.0.1:{}", gw.port);
+    let offer: Value = serde_json::from_slice(&curl(&[
+        "-X",
+        "POST",
+        "-d",
+        &body,
+        &format!("{base}/updates"),
+    ]))
+    .unwrap();
+    let url = offer["url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("{base}/capgo/zip/")), "{url}");
+    assert_eq!(
+        sha256_hex(&curl(&[url])),
+        offer["checksum"].as_str().unwrap()
+    );
+    // Plain HTTP on the TLS port gets no offer.
+    let plain = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-d",
+            &body,
+            &format!("http://127.0.0.1:{}/updates", gw.port),
+        ])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("checksum"));
 }

@@ -197,6 +197,8 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 .unwrap_or_default(),
             if d["authenticated"] == true {
                 ""
+            } else if d["source"] == "gateway" {
+                " [gateway stats: plain HTTP, unauthenticated]"
             } else {
                 " [unauthenticated: no fleet key]"
             }
