@@ -18,7 +18,7 @@
 //! passes the plugin's stats back to the node's devices table (a bounded
 //! channel; stats beyond it are dropped, never queued without end). Which
 //! release a device gets is [`choose`]; what is downloaded is
-//! [`artifacts`]; [`ratelimit`], [`overrides`] and [`stats`] hold the
+//! [`artifacts`], made as soon as a release arrives (`prepare`); [`ratelimit`], [`overrides`] and [`stats`] hold the
 //! rest of the bookkeeping. With `--tls-cert` and `--tls-key` it speaks
 //! HTTPS ([`tls`]).
 //!
@@ -52,6 +52,11 @@ use self::ratelimit::Limiter;
 
 /// Stats events queued for the node at most (more are dropped).
 pub const STATS_QUEUE: usize = 4096;
+/// Connections waiting to be accepted at most. A fleet checks in at once
+/// (every kiosk starting with the shop's power): the default of 128 (the
+/// standard library's and tokio's) made some of 200 simultaneous checks
+/// wait a second for a SYN to be sent again (see docs/PERF.md).
+const BACKLOG: u32 = 1024;
 /// How often the channel settings file is looked at for changes.
 const CHANNELS_EVERY: Duration = Duration::from_secs(1);
 
@@ -99,6 +104,8 @@ pub(crate) struct Gateway {
     limiter: Mutex<Limiter>,
     overrides: Mutex<Overrides>,
     overrides_changed: Notify,
+    /// The releases changed: make their zips before devices ask.
+    releases_changed: Notify,
     channels: RwLock<Arc<Channels>>,
     stats: mpsc::Sender<DeviceReport>,
     /// `http` or `https`, for the links it gives out.
@@ -120,12 +127,18 @@ pub async fn bind(opts: &Options) -> Result<Bound, GatewayError> {
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(opts.addr)
-        .await
-        .map_err(|source| GatewayError::Bind {
-            addr: opts.addr,
-            source,
-        })?;
+    let bind_err = |source| GatewayError::Bind {
+        addr: opts.addr,
+        source,
+    };
+    let socket = match opts.addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(bind_err)?;
+    socket.set_reuseaddr(true).map_err(bind_err)?;
+    socket.bind(opts.addr).map_err(bind_err)?;
+    let listener = socket.listen(BACKLOG).map_err(bind_err)?;
     Ok(Bound { listener, tls })
 }
 
@@ -164,6 +177,7 @@ pub async fn serve(
         limiter: Mutex::new(Limiter::default()),
         overrides: Mutex::new(overrides),
         overrides_changed: Notify::new(),
+        releases_changed: Notify::new(),
         channels: RwLock::new(Arc::new(channels)),
         stats: links.stats,
         scheme: if bound.tls.is_some() { "https" } else { "http" },
@@ -177,6 +191,8 @@ pub async fn serve(
     tasks.spawn(follow_releases(gw.clone(), links.releases, stop.clone()));
     tasks.spawn(follow_channels(gw.clone(), stop.clone()));
     tasks.spawn(save_overrides(gw.clone(), stop.clone()));
+    tasks.spawn(prepare(gw.clone(), stop.clone()));
+    gw.releases_changed.notify_one();
     tracing::info!(address = %local, scheme = gw.scheme, releases = gw.snapshot().held.len(), "capgo gateway listening");
     let app = http::router(gw.clone());
     let served = match bound.tls {
@@ -234,6 +250,47 @@ async fn follow_releases(
         if let Ok(snap) = built {
             tracing::debug!(releases = snap.held.len(), "gateway releases updated");
             *gw.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+            gw.releases_changed.notify_one();
+        }
+    }
+}
+
+/// Makes, as soon as a release arrives, what devices will download: the
+/// zip of the newest release of each app and channel, and its Brotli
+/// variants on manifest-mode channels; so the first devices to check do
+/// not wait for them (they would wait on this same build if they came
+/// first: one build per bundle either way).
+async fn prepare(gw: Arc<Gateway>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = gw.releases_changed.notified() => {}
+            _ = stop.cancelled() => return,
+        }
+        let snap = gw.snapshot();
+        let mut newest: std::collections::HashMap<(&str, &str), &SignedRelease> =
+            std::collections::HashMap::new();
+        for h in &snap.held {
+            let r = h.release.release();
+            let e = newest.entry((&r.app, &r.channel)).or_insert(&h.release);
+            if r.seq > e.release().seq {
+                *e = &h.release;
+            }
+        }
+        let channels = gw.channels();
+        for ((app, channel), release) in newest {
+            if stop.is_cancelled() {
+                return;
+            }
+            if let Err(e) = gw.artifacts.zip_for(release).await {
+                tracing::warn!("{e}");
+            }
+            let bundle = release.release().bundle_id;
+            let manifest_mode = channels.get(app, channel).is_some_and(|c| c.capgo_manifest);
+            if let (true, Some(m)) = (manifest_mode, snap.manifests.get(&bundle))
+                && let Err(e) = gw.artifacts.brotli_for(bundle, m.clone()).await
+            {
+                tracing::warn!("{e}");
+            }
         }
     }
 }
@@ -263,6 +320,7 @@ async fn follow_channels(gw: Arc<Gateway>, stop: CancellationToken) {
             Ok(c) => {
                 tracing::info!(channels = c.channels.len(), "channel settings reloaded");
                 *gw.channels.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
+                gw.releases_changed.notify_one(); // a channel may have turned to manifest mode
             }
             Err(e) => tracing::warn!("channel settings kept as they were: {e}"),
         }

@@ -329,6 +329,12 @@ pub async fn run(
             cfg.store.root().display()
         );
     }
+    // The gateway's flags are checked (TLS files read, address bound)
+    // before anything else starts.
+    let gateway_bound = match &cfg.gateway {
+        Some(opts) => Some(crate::gateway::bind(opts).await?),
+        None => None,
+    };
     let key = key::identity(&cfg.store)?;
     let peer_id = key.public().to_peer_id();
     let mut swarm = build_swarm(key, &cfg)?;
@@ -381,9 +387,8 @@ pub async fn run(
     node.watch = Some(watch::Watch::start(node.cfg.store.clone(), seen, store_tx));
     node.clean_partials();
     let gateway_stop = tokio_util::sync::CancellationToken::new();
-    let (mut gateway, mut gateway_stats) = match node.cfg.gateway.clone() {
-        Some(opts) => {
-            let bound = crate::gateway::bind(&opts).await?;
+    let (mut gateway, mut gateway_stats) = match gateway_bound {
+        Some(bound) => {
             let held: Vec<SignedRelease> = node.catalog.held().cloned().collect();
             let (releases_tx, releases_rx) = tokio::sync::watch::channel(Arc::new(held));
             let (stats_tx, stats_rx) = mpsc::channel(crate::gateway::STATS_QUEUE);

@@ -5,8 +5,9 @@
 //! with an id of its own, and at one instant each sends the plugin's
 //! `POST /updates` (the body of plugin 8.51's `getLatest`). Three rounds:
 //!
-//! - cold: the first check of a release, which makes its zip (once, every
-//!   request waiting on the one build);
+//! - cold: fired the moment the node is up, while it makes the release's
+//!   zip (which it starts as soon as it holds the release): every request
+//!   waits on that one build;
 //! - warm: the same devices checking again;
 //! - download: every device downloading the zip at once.
 //!
@@ -153,6 +154,12 @@ fn main() -> anyhow::Result<()> {
     let graded: Vec<(f64, bool)> = answers.iter().map(|(t, r)| (*t, right(r))).collect();
     report("warm", &graded, &node)?;
 
+    let zip = get_link(port, &url, &[]);
+    println!(
+        "zip       {:.2} MB ({} files in the bundle)",
+        zip.body.len() as f64 / 1e6,
+        200
+    );
     let want = checksum.clone();
     let answers = at_once(devices, move |_| {
         let r = get_link(port, &url, &[]);
