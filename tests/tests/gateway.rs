@@ -699,3 +699,91 @@ fn the_gateway_speaks_https_with_a_certificate() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&plain.stdout).contains("checksum"));
 }
+
+/// `--http` on `lanseed dev` and `lanseed device`: the dev loop's node
+/// offers each build it publishes on channel `dev` to an app that asks for
+/// that channel (`defaultChannel: "dev"` in the plugin's config); a device
+/// agent's node answers too (it holds no release of another app).
+#[test]
+fn dev_and_device_nodes_have_the_gateway_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = dir.path().join("dist");
+    std::fs::create_dir_all(&build).unwrap();
+    std::fs::write(build.join("index.html"), "<!doctype html><p>dev 1").unwrap();
+    let (port, key) = (free_port(), dir.path().join("dev.key"));
+    let http = format!("127.0.0.1:{port}");
+    let dev = NodeProc::start_here(
+        "dev",
+        &dir.path().join("dev-store"),
+        &[
+            path_str(&build),
+            "--app",
+            APP,
+            "--key",
+            path_str(&key),
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--http",
+            &http,
+        ],
+    );
+    dev.wait_log("capgo gateway listening", Duration::from_secs(20));
+    let mut ask = info(APP, &device_id(16), "builtin");
+    ask["defaultChannel"] = json!("dev");
+    let first = wait_for(
+        "the first dev build offered",
+        Duration::from_secs(20),
+        || {
+            post(port, "/updates", &ask).json()["version"]
+                .as_str()
+                .map(str::to_owned)
+        },
+    );
+    ask["version_name"] = json!(first);
+    std::fs::write(build.join("index.html"), "<!doctype html><p>dev 2").unwrap();
+    let second = wait_for(
+        "the next dev build offered",
+        Duration::from_secs(20),
+        || {
+            std::thread::sleep(Duration::from_millis(300)); // within the rate limit
+            post(port, "/updates", &ask).json()["version"]
+                .as_str()
+                .map(str::to_owned)
+        },
+    );
+    assert_ne!(first, second);
+    // Without the dev channel the app is on production, where dev
+    // publishes nothing.
+    let v = post(port, "/updates", &info(APP, &device_id(17), "builtin")).json();
+    assert_eq!(v["kind"], "up_to_date");
+
+    let builtin = dir.path().join("builtin");
+    std::fs::create_dir_all(&builtin).unwrap();
+    std::fs::write(builtin.join("index.html"), "<!doctype html>").unwrap();
+    let trust = format!("{}.pub", keygen(dir.path()).display());
+    let (serve, gw_port) = (free_port(), free_port());
+    let (serve, http) = (format!("127.0.0.1:{serve}"), format!("127.0.0.1:{gw_port}"));
+    let device = NodeProc::start_here(
+        "device",
+        &dir.path().join("device-store"),
+        &[
+            "--app",
+            "com.example.agent",
+            "--trust",
+            &trust,
+            "--builtin",
+            path_str(&builtin),
+            "--serve",
+            &serve,
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--http",
+            &http,
+        ],
+    );
+    device.wait_log("capgo gateway listening", Duration::from_secs(20));
+    let v = post(gw_port, "/updates", &info(APP, &device_id(18), "builtin")).json();
+    assert_eq!(v["error"], "unknown_app");
+}
