@@ -26,6 +26,9 @@
 //! of the bundle id>` ([`display_versions`]), the first keeps its plain
 //! version, so names given out earlier never change.
 
+use std::collections::HashMap;
+
+use lanseed_protocol::BundleId;
 use lanseed_protocol::release::{DEFAULT_CHANNEL, Release};
 
 /// What the plugin calls its builtin bundle.
@@ -155,10 +158,15 @@ pub fn choose(candidates: &[Candidate<'_>], device: &Device<'_>, now: u64) -> Ch
     }
     let running = running_seq(candidates, device.app, device.version_name);
     let on_channel = |r: &Release| r.app == device.app && r.channel == device.channel;
+    let mut newest_of_bundle: HashMap<BundleId, u64> = HashMap::new();
+    for c in candidates.iter().filter(|c| on_channel(c.release)) {
+        let seq = newest_of_bundle.entry(c.release.bundle_id).or_default();
+        *seq = (*seq).max(c.release.seq);
+    }
     let superseded = |r: &Release| {
-        (candidates.iter()).any(|o| {
-            on_channel(o.release) && o.release.bundle_id == r.bundle_id && o.release.seq > r.seq
-        })
+        newest_of_bundle
+            .get(&r.bundle_id)
+            .is_some_and(|s| *s > r.seq)
     };
     let newest = (candidates.iter().enumerate())
         .filter(|(_, c)| on_channel(c.release) && !superseded(c.release))
@@ -174,8 +182,8 @@ pub fn choose(candidates: &[Candidate<'_>], device: &Device<'_>, now: u64) -> Ch
 
 #[cfg(test)]
 mod tests {
+    use lanseed_protocol::Hash;
     use lanseed_protocol::release::Rollout;
-    use lanseed_protocol::{BundleId, Hash};
 
     use super::*;
 

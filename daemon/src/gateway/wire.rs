@@ -207,6 +207,25 @@ mod tests {
         assert_eq!(info.key_id.as_deref(), Some("MIIBCgKCAQEA"));
     }
 
+    /// The iOS plugin's (`createInfoObject` in
+    /// `ios/Sources/CapacitorUpdaterPlugin/CapgoUpdater+Latest.swift`, 8.51):
+    /// no `install_source`, `action` and `channel` null, and `key_id` empty
+    /// when the app has no public key.
+    const IOS: &str = r#"{"platform":"ios","device_id":"9F1C2D3E-4B5A-4C6D-8E7F-0A1B2C3D4E5F",
+        "app_id":"com.example.app","custom_id":"","version_build":"2.3","version_code":"23",
+        "version_os":"18.1","version_name":"1.4.0","plugin_version":"8.51.23","is_emulator":false,
+        "is_prod":true,"action":null,"channel":null,"defaultChannel":"beta","key_id":""}"#;
+
+    #[test]
+    fn the_ios_plugins_info_object_reads() {
+        let info = Info::from_json(IOS.as_bytes()).unwrap();
+        assert_eq!(info.platform, "ios");
+        assert_eq!(info.version_name, "1.4.0");
+        assert_eq!(info.default_channel.as_deref(), Some("beta"));
+        assert_eq!(info.key_id, None);
+        assert_eq!(text(&info.rest, "channel"), Ok(None));
+    }
+
     #[test]
     fn hostile_bodies_are_400s_with_a_code() {
         let code = |body: &str| Info::from_json(body.as_bytes()).unwrap_err().error;
