@@ -393,6 +393,20 @@ fn a_device_switches_channel_through_channel_self() {
         p.channel(&[APP, "beta", "--self-assign"]);
         p.channel(&[APP, "production", "--public"]);
     });
+    let listed = json(&run_ok(&[
+        "channel",
+        "list",
+        "--json",
+        "--store",
+        path_str(&gw.node.store),
+    ]));
+    assert_eq!(
+        listed,
+        json!([
+            { "app": APP, "name": "beta", "public": false, "self_assign": true, "capgo_manifest": false },
+            { "app": APP, "name": "production", "public": true, "self_assign": false, "capgo_manifest": false },
+        ])
+    );
     let dev = device_id(9);
     let q =
         format!("/channel_self?app_id={APP}&device_id={dev}&version_name=builtin&platform=android");
