@@ -57,6 +57,8 @@ pub const STATS_QUEUE: usize = 4096;
 /// standard library's and tokio's) made some of 200 simultaneous checks
 /// wait a second for a SYN to be sent again (see docs/PERF.md).
 const BACKLOG: u32 = 1024;
+/// How long answers in progress (a slow download) may hold a stop up.
+const GRACE: Duration = Duration::from_secs(5);
 /// How often the channel settings file is looked at for changes.
 const CHANNELS_EVERY: Duration = Duration::from_secs(1);
 
@@ -157,16 +159,13 @@ pub async fn serve(
     })
     .await
     .unwrap_or_default();
-    let root = store.root().to_owned();
+    let for_load = store.clone();
     let (overrides, channels) = tokio::task::spawn_blocking(move || {
-        let channels = Store::open(&root)
-            .map_err(|e| e.to_string())
-            .and_then(|s| s.channels().map_err(|e| e.to_string()))
-            .unwrap_or_else(|e| {
-                tracing::warn!("the gateway starts with no channel settings: {e}");
-                Channels::default()
-            });
-        (overrides::load(&root), channels)
+        let channels = for_load.channels().unwrap_or_else(|e| {
+            tracing::warn!("the gateway starts with no channel settings: {e}");
+            Channels::default()
+        });
+        (overrides::load(for_load.root()), channels)
     })
     .await
     .unwrap_or_default();
@@ -196,10 +195,21 @@ pub async fn serve(
     tracing::info!(address = %local, scheme = gw.scheme, releases = gw.snapshot().held.len(), "capgo gateway listening");
     let app = http::router(gw.clone());
     let served = match bound.tls {
-        None => axum::serve(bound.listener, app)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .await
-            .map_err(GatewayError::Serve),
+        None => {
+            let serving = axum::serve(bound.listener, app)
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future();
+            // Downloads still running at the stop get GRACE to finish; the
+            // rest end with the node's runtime.
+            let deadline = async {
+                stop.cancelled().await;
+                tokio::time::sleep(GRACE).await;
+            };
+            tokio::select! {
+                r = serving => r.map_err(GatewayError::Serve),
+                _ = deadline => Ok(()),
+            }
+        }
         Some(acceptor) => {
             tls::serve(bound.listener, acceptor, app, stop.clone()).await;
             Ok(())

@@ -108,7 +108,7 @@ pub async fn serve(
                 _ = conn.as_mut() => {}
                 _ = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                    let _ = tokio::time::timeout(super::GRACE, conn).await;
                 }
             }
         });

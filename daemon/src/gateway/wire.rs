@@ -14,7 +14,8 @@
 //! a JSON object; `app_id` must be an app id and `device_id` a device id
 //! of the devices table's alphabet; other strings are cut to
 //! [`MAX_FIELD`] characters; numbers where strings were expected are
-//! taken as their text. Anything else is a `400` with `error` and
+//! taken as their text; a missing or empty `version_name` reads as
+//! `builtin`, an empty `defaultChannel` or `key_id` as none. Anything else is a `400` with `error` and
 //! `message`, never a `5xx`.
 
 use serde::Serialize;
