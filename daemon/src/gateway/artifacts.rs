@@ -9,9 +9,10 @@
 //!   for an encrypted release, which session key) goes with it. Made once
 //!   per bundle off the async runtime, concurrent requests waiting on one
 //!   build, and kept in the store's cache (`lanseed_protocol::store::cache`).
-//! - The Brotli variants of a bundle's files for manifest mode
-//!   ([`Artifacts::brotli_for`]): quality 9, kept when they save at least
-//!   a tenth of the bytes, decided once per file and cached likewise.
+//! - The manifest-mode entries of a release ([`Artifacts::manifest_for`]),
+//!   with the Brotli variants of its files ([`Artifacts::brotli_for`]):
+//!   quality 9, kept when they save at least a tenth of the bytes, decided
+//!   once per file and cached likewise.
 //! - Whether the app's Capgo key matches a release ([`capgo_key_matches`]).
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use lanseed_protocol::{BundleId, Hash, SignedRelease, Store};
 use tokio::sync::OnceCell;
 
 use super::choose::{self, Candidate};
+use super::wire::ManifestEntry;
 
 /// Files larger than this are served as they are in manifest mode (a
 /// Brotli pass holds the file in memory).
@@ -259,6 +261,35 @@ impl Artifacts {
     /// bundle.
     pub fn zip_by_sha(&self, sha256: &[u8; 32]) -> Option<PathBuf> {
         lock(&self.by_sha).get(sha256).cloned()
+    }
+
+    /// The manifest-mode entries of `release` (its bundle's `manifest`),
+    /// with links under `base` (`scheme://host`): each file by its
+    /// SHA-256, `.br` where its Brotli variant is served. For a release
+    /// with a Capgo section the encryption work makes these the encrypted
+    /// files and their encrypted hashes.
+    pub async fn manifest_for(
+        &self,
+        release: &SignedRelease,
+        manifest: Arc<Manifest>,
+        base: &str,
+    ) -> Result<Vec<ManifestEntry>, ArtifactError> {
+        let bundle = release.release().bundle_id;
+        let br = self.brotli_for(bundle, manifest.clone()).await?;
+        Ok(manifest
+            .files()
+            .iter()
+            .map(|f| {
+                let hash = hex::encode(f.sha256);
+                let packed = matches!(br.get(&f.sha256), Some(Brotli::Smaller(..)));
+                let suffix = if packed { ".br" } else { "" };
+                ManifestEntry {
+                    file_name: format!("{}{suffix}", f.path),
+                    download_url: format!("{base}/capgo/file/{hash}{suffix}"),
+                    file_hash: hash,
+                }
+            })
+            .collect())
     }
 
     /// For every file of `bundle` (its `manifest`), by SHA-256, whether a

@@ -30,7 +30,7 @@ use super::artifacts::capgo_key_matches;
 use super::choose::{self, Choice, Device};
 use super::ratelimit::Verdict;
 use super::stats;
-use super::wire::{BadRequest, Info, ManifestEntry, NoOffer, Offer, text};
+use super::wire::{BadRequest, Info, NoOffer, Offer, text};
 use crate::device::files;
 
 /// Largest body of an update check or a channel request.
@@ -229,22 +229,12 @@ async fn updates(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes
         .get(&info.app_id, &channel)
         .is_some_and(|c| c.capgo_manifest);
     let manifest = match (manifest_mode, snap.manifests.get(&bundle)) {
-        (true, Some(m)) => match gw.artifacts.brotli_for(bundle, m.clone()).await {
-            Ok(br) => Some(
-                m.files()
-                    .iter()
-                    .map(|f| {
-                        let hash = hex::encode(f.sha256);
-                        let packed = matches!(br.get(&f.sha256), Some(Brotli::Smaller(..)));
-                        let suffix = if packed { ".br" } else { "" };
-                        ManifestEntry {
-                            file_name: format!("{}{suffix}", f.path),
-                            download_url: format!("{base}/capgo/file/{hash}{suffix}"),
-                            file_hash: hash,
-                        }
-                    })
-                    .collect(),
-            ),
+        (true, Some(m)) => match gw
+            .artifacts
+            .manifest_for(&held.release, m.clone(), &base)
+            .await
+        {
+            Ok(entries) => Some(entries),
             Err(e) => {
                 tracing::warn!("{e}");
                 None // the zip still serves
