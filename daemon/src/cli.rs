@@ -134,6 +134,10 @@ pub enum Command {
     /// The config file: check it and show the settings it gives.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Channel settings kept in the store: public, self-assignable, Capgo
+    /// manifest mode (read by the gateway of a node started with --http).
+    #[command(subcommand)]
+    Channel(ChannelCommand),
 }
 
 /// `lanseed rollout`.
@@ -308,6 +312,68 @@ pub struct NodeArgs {
     /// fetches wait and `lanseed status` says why; 0 turns it off.
     #[arg(long, value_name = "SIZE|PERCENT", default_value = "auto")]
     pub min_free: crate::node::space::MinFree,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+/// The Capgo-compatible HTTP gateway of a node.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Answer @capgo/capacitor-updater on this address (e.g.
+    /// 192.168.1.10:8080): POST /updates, POST /stats, /channel_self, and
+    /// the bundle downloads. Off by default: the operator chooses what the
+    /// LAN sees.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
+    /// Serve the gateway over HTTPS with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["http", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires_all = ["http", "tls_cert"])]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// `lanseed channel`.
+#[derive(Debug, Subcommand)]
+pub enum ChannelCommand {
+    /// Set a channel's settings (flags not given are turned off).
+    Set(ChannelSetArgs),
+    /// List the channel settings of a store.
+    List(ChannelListArgs),
+}
+
+/// `lanseed channel set`.
+#[derive(Debug, Args)]
+pub struct ChannelSetArgs {
+    /// The app id.
+    pub app: String,
+    /// The channel name.
+    pub name: String,
+    /// List the channel to devices (Capgo's `public`); a device asking
+    /// for it is put back on its default channel.
+    #[arg(long)]
+    pub public: bool,
+    /// Let devices switch themselves to it through /channel_self
+    /// (Capgo's `allow_self_set`).
+    #[arg(long)]
+    pub self_assign: bool,
+    /// Answer on this channel in Capgo's manifest (delta) mode: every file
+    /// on its own, Brotli where it pays, so devices download only what
+    /// changed.
+    #[arg(long)]
+    pub capgo_manifest: bool,
+    #[command(flatten)]
+    pub store: StoreArg,
+}
+
+/// `lanseed channel list`.
+#[derive(Debug, Args)]
+pub struct ChannelListArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `lanseed device`.

@@ -8,6 +8,7 @@ mod control_socket;
 mod demo;
 mod dev;
 mod device;
+mod gateway;
 mod memory;
 mod node;
 mod output;

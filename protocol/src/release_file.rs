@@ -453,11 +453,23 @@ pub fn export_bundle_zip(
             .map(|_| ())
             .map_err(std::io::Error::other)
     })?;
-    let bytes = std::fs::read(out).map_err(|source| ReleaseFileError::Write {
+    // Hashed as read back, in pieces: a bundle zip may be hundreds of MB.
+    let mut hasher = Sha256::new();
+    let err = |source| ReleaseFileError::Write {
         path: out.display().to_string(),
         source,
-    })?;
-    Ok(Sha256::digest(&bytes).into())
+    };
+    let mut file = File::open(out).map_err(err)?;
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Ok(hasher.finalize().into())
 }
 
 #[cfg(test)]

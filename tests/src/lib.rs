@@ -2,6 +2,7 @@
 //! the `lanseed` binary, running it, generating web builds, crafting zips
 //! ([`zipcraft`]) and fetching over plain HTTP ([`http_get`]).
 
+pub mod capgo;
 pub mod devloop;
 pub mod liar;
 pub mod net;

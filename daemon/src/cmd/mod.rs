@@ -1,6 +1,7 @@
 //! The subcommands, one module each.
 
 mod capgo;
+mod channel;
 mod demo;
 mod dev;
 mod device;
@@ -19,7 +20,7 @@ use lanseed_protocol::Store;
 
 use lanseed_protocol::zip::ZipLimits;
 
-use crate::cli::{Cli, Command, StoreArg, StoreCommand, ZipLimitArgs};
+use crate::cli::{ChannelCommand, Cli, Command, StoreArg, StoreCommand, ZipLimitArgs};
 
 pub(crate) use keygen::write_fleet_key;
 pub(crate) use seed::shutdown_signal;
@@ -45,6 +46,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Store(StoreCommand::Verify(args)) => store::verify(args),
         Command::Store(StoreCommand::Gc(args)) => store::gc(args),
+        Command::Channel(ChannelCommand::Set(args)) => channel::set(args),
+        Command::Channel(ChannelCommand::List(args)) => channel::list(args),
     }
 }
 

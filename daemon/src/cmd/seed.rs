@@ -94,6 +94,14 @@ pub(crate) fn node_config(
         device_events: None,
         extra_status: None,
         progress: None,
+        gateway: args.gateway.http.map(|addr| crate::gateway::Options {
+            addr,
+            tls: args
+                .gateway
+                .tls_cert
+                .clone()
+                .zip(args.gateway.tls_key.clone()),
+        }),
     })
 }
 
@@ -189,6 +197,8 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 .unwrap_or_default(),
             if d["authenticated"] == true {
                 ""
+            } else if d["source"] == "gateway" {
+                " [gateway stats: plain HTTP, unauthenticated]"
             } else {
                 " [unauthenticated: no fleet key]"
             }

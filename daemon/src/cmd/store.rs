@@ -80,6 +80,8 @@ struct GcView {
     blobs_removed: usize,
     bytes_freed: u64,
     leftovers_removed: usize,
+    /// Entries of the Capgo gateway's cache (zips, Brotli variants).
+    cache_removed: usize,
 }
 
 pub fn gc(args: GcArgs) -> anyhow::Result<()> {
@@ -96,6 +98,7 @@ pub fn gc(args: GcArgs) -> anyhow::Result<()> {
         blobs_removed: report.blobs_removed,
         bytes_freed: report.bytes_freed,
         leftovers_removed: report.leftovers_removed,
+        cache_removed: report.cache_removed,
     };
     if args.json {
         return print_json(&view);
@@ -112,7 +115,7 @@ pub fn gc(args: GcArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "{} {} releases, kept {}; {} {} manifests and {} blobs ({}), {} leftovers",
+        "{} {} releases, kept {}; {} {} manifests and {} blobs ({}), {} leftovers, {} gateway cache entries",
         verb,
         view.dropped.len(),
         view.kept,
@@ -124,7 +127,8 @@ pub fn gc(args: GcArgs) -> anyhow::Result<()> {
         view.manifests_removed,
         view.blobs_removed,
         bytes(view.bytes_freed),
-        view.leftovers_removed
+        view.leftovers_removed,
+        view.cache_removed
     );
     Ok(())
 }

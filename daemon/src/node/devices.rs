@@ -1,6 +1,6 @@
 //! The devices table: what every device the node heard of runs, keyed by
 //! `device_id`, from device reports (a lanseed device's, sent to its
-//! peers) and later the Capgo gateway's stats. Pure bookkeeping (callers
+//! peers) and the Capgo gateway's stats. Pure bookkeeping (callers
 //! pass the time), tested below; `lanseed status --json` shows it as
 //! `devices`, `lanseed dev` prints it as it changes, rollouts count it.
 //!
@@ -37,6 +37,8 @@ pub enum Source {
     Local,
     /// A lanseed device's report, from a peer.
     Report,
+    /// The Capgo gateway's stats (plain HTTP, never authenticated).
+    Gateway,
 }
 
 /// One device.
@@ -91,7 +93,10 @@ impl Devices {
     ) -> Taken {
         if let Some(row) = self.rows.get_mut(&report.device_id) {
             if row.last_seen + FORGET_AFTER >= now {
-                if row.peer != peer {
+                // Gateway stats and lanseed reports never overwrite each
+                // other's rows: anyone on the LAN can post stats.
+                let gateway = (row.source == Source::Gateway) != (source == Source::Gateway);
+                if row.peer != peer || gateway {
                     self.claims_refused += 1;
                     return Taken::Claimed;
                 }
@@ -255,6 +260,43 @@ mod tests {
             d.rows()
                 .any(|r| r.report.device_id == format!("x{}", MAX_UNAUTHENTICATED + 1_999))
         );
+    }
+
+    #[test]
+    fn gateway_stats_and_lanseed_reports_never_overwrite_each_other() {
+        let mut d = Devices::default();
+        let peer = PeerId::random();
+        d.take(report("k1", "1.0.0"), Source::Report, Some(peer), true, 1);
+        // Anyone on the LAN can post stats under that id.
+        assert_eq!(
+            d.take(report("k1", "6.6.6"), Source::Gateway, None, false, 2),
+            Taken::Claimed
+        );
+        d.take(report("own", "1.0.0"), Source::Local, None, true, 1);
+        assert_eq!(
+            d.take(report("own", "6.6.6"), Source::Gateway, None, false, 2),
+            Taken::Claimed
+        );
+        // A gateway row is refreshed by later stats, and a peer cannot
+        // take it over either.
+        assert_eq!(
+            d.take(report("g1", "1.0.0"), Source::Gateway, None, false, 3),
+            Taken::New
+        );
+        assert_eq!(
+            d.take(report("g1", "1.1.0"), Source::Gateway, None, false, 4),
+            Taken::Updated
+        );
+        assert_eq!(
+            d.take(report("g1", "6.6.6"), Source::Report, Some(peer), true, 5),
+            Taken::Claimed
+        );
+        let versions: Vec<&str> = {
+            let mut v: Vec<_> = d.rows().map(|r| r.report.version.as_str()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(versions, ["1.0.0", "1.0.0", "1.1.0"]);
     }
 
     #[test]

@@ -148,6 +148,9 @@ pub struct NodeConfig {
     /// Where to report fetch progress (the device agent turns it into
     /// `download` events).
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
+    /// The Capgo-compatible HTTP gateway (`--http`), run beside the node:
+    /// it is handed the releases held and hands back the plugin's stats.
+    pub gateway: Option<crate::gateway::Options>,
 }
 
 /// Progress of one fetch.
@@ -259,6 +262,8 @@ struct Node {
     devices: devices::Devices,
     /// This node's own device report (a device agent's).
     own_report: Option<DeviceReport>,
+    /// The releases held, for the gateway.
+    gateway_releases: Option<tokio::sync::watch::Sender<Arc<Vec<SignedRelease>>>>,
 }
 
 fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm<Behaviour>> {
@@ -329,6 +334,12 @@ pub async fn run(
             cfg.store.root().display()
         );
     }
+    // The gateway's flags are checked (TLS files read, address bound)
+    // before anything else starts.
+    let gateway_bound = match &cfg.gateway {
+        Some(opts) => Some(crate::gateway::bind(opts).await?),
+        None => None,
+    };
     let key = key::identity(&cfg.store)?;
     let peer_id = key.public().to_peer_id();
     let mut swarm = build_swarm(key, &cfg)?;
@@ -370,6 +381,7 @@ pub async fn run(
         addr_dials: addr_dials::AddrDials::default(),
         devices: devices::Devices::default(),
         own_report: None,
+        gateway_releases: None,
     };
     let mut report_rx = node.cfg.reports.take();
     let mut follow_rx = node.cfg.follow_updates.take();
@@ -379,6 +391,27 @@ pub async fn run(
     let (store_tx, mut store_rx) = mpsc::channel(1);
     node.watch = Some(watch::Watch::start(node.cfg.store.clone(), seen, store_tx));
     node.clean_partials();
+    let gateway_stop = tokio_util::sync::CancellationToken::new();
+    let (mut gateway, mut gateway_stats) = match gateway_bound {
+        Some(bound) => {
+            let held: Vec<SignedRelease> = node.catalog.held().cloned().collect();
+            let (releases_tx, releases_rx) = tokio::sync::watch::channel(Arc::new(held));
+            let (stats_tx, stats_rx) = mpsc::channel(crate::gateway::STATS_QUEUE);
+            node.gateway_releases = Some(releases_tx);
+            let links = crate::gateway::Links {
+                releases: releases_rx,
+                stats: stats_tx,
+            };
+            let task = tokio::spawn(crate::gateway::serve(
+                bound,
+                node.cfg.store.clone(),
+                links,
+                gateway_stop.clone(),
+            ));
+            (Some(task), Some(stats_rx))
+        }
+        None => (None, None),
+    };
     tracing::info!(%peer_id, releases = node.catalog.held().count(), store = %node.cfg.store.root().display(), control_socket = %node.control_socket.display(), "node started");
     for addr in node.cfg.peers.clone() {
         node.dial_flag_peer(addr);
@@ -416,6 +449,18 @@ pub async fn run(
                 None => report_rx = None,
             },
             _ = report_tick.tick() => node.report_again(),
+            stat = recv(&mut gateway_stats) => match stat {
+                Some(report) => node.on_gateway_stat(report),
+                None => gateway_stats = None,
+            },
+            done = finished(&mut gateway) => {
+                gateway = None;
+                match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break Err(e.into()),
+                    Err(e) => break Err(anyhow::anyhow!("the gateway task failed: {e}")),
+                }
+            }
             _ = revive.tick() => {
                 node.revive_stalled();
                 node.drop_superseded();
@@ -434,6 +479,10 @@ pub async fn run(
         d.stop();
     }
     node.fetches.clear();
+    gateway_stop.cancel();
+    if let Some(g) = gateway {
+        let _ = g.await;
+    }
     control.abort();
     // The socket goes with its listener, when the aborted task is dropped.
     let _ = control.await;
@@ -451,6 +500,24 @@ async fn changed<T: Clone>(rx: &mut Option<tokio::sync::watch::Receiver<T>>) -> 
             Ok(()) => Some(rx.borrow_and_update().clone()),
             Err(_) => None,
         },
+        None => std::future::pending().await,
+    }
+}
+
+/// The next item of an optional channel; never ready without one.
+async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The end of an optional task; never ready without one.
+async fn finished<T>(
+    task: &mut Option<tokio::task::JoinHandle<T>>,
+) -> Result<T, tokio::task::JoinError> {
+    match task {
+        Some(t) => t.await,
         None => std::future::pending().await,
     }
 }
@@ -493,6 +560,22 @@ impl Node {
     fn send_report(&mut self, peer: PeerId) {
         if let Some(r) = self.own_report.clone() {
             self.send(peer, Request::Report(r), Pending::Report);
+        }
+    }
+
+    /// A stats event from the Capgo gateway (plain HTTP: never
+    /// authenticated).
+    fn on_gateway_stat(&mut self, report: DeviceReport) {
+        let id = report.device_id.clone();
+        let taken = self
+            .devices
+            .take(report, devices::Source::Gateway, None, false, unix_now());
+        match taken {
+            devices::Taken::New => tracing::info!(device = %id, "device seen by the gateway"),
+            devices::Taken::Updated => tracing::debug!(device = %id, "gateway stats"),
+            devices::Taken::Claimed => {
+                tracing::debug!(device = %id, "gateway stats for a device a peer reports: ignored")
+            }
         }
     }
 
@@ -640,7 +723,15 @@ impl Node {
     /// those that appeared.
     fn set_releases(&mut self, releases: Vec<SignedRelease>, announce: bool) {
         let mut new = Vec::new();
-        for r in self.catalog.set(releases) {
+        let added = self.catalog.set(releases);
+        if let Some(tx) = &self.gateway_releases {
+            let held: Vec<SignedRelease> = self.catalog.held().cloned().collect();
+            let changed = held.len() != tx.borrow().len() || !added.is_empty();
+            if changed {
+                let _ = tx.send(Arc::new(held));
+            }
+        }
+        for r in added {
             let rel = r.release();
             tracing::info!(app = %rel.app, channel = %rel.channel, version = %rel.version, seq = rel.seq, release = %r.id(), "release in store");
             new.push(r.to_bytes());

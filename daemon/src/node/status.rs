@@ -64,7 +64,8 @@ pub struct DeviceStatus {
     pub last_event: Option<String>,
     /// When the device made its report (Unix seconds, its clock).
     pub reported_at: u64,
-    /// `local` (this node's device) or `report` (a peer's).
+    /// `local` (this node's device), `report` (a peer's) or `gateway`
+    /// (the Capgo gateway's stats).
     pub source: super::devices::Source,
     /// The peer it reports through (none for this node's own).
     pub peer_id: Option<String>,

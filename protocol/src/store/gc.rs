@@ -60,6 +60,8 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Leftovers of interrupted writes deleted.
     pub leftovers_removed: usize,
+    /// Entries of the Capgo gateway's cache deleted (see [`super::cache`]).
+    pub cache_removed: usize,
 }
 
 impl Store {
@@ -131,6 +133,7 @@ impl Store {
 
         let mut bundles: HashSet<BundleId> = HashSet::new();
         let mut blobs: HashSet<Hash> = HashSet::new();
+        let mut sha256s: HashSet<[u8; 32]> = HashSet::new();
         for r in &kept {
             // Its own bundle and its Capgo payload, if any.
             for bundle in r.release().bundles() {
@@ -139,6 +142,7 @@ impl Store {
                     // collection: its blobs are unknown, so none may go.
                     let m = self.read_manifest(&bundle)?;
                     blobs.extend(m.files().iter().map(|f| f.blake3));
+                    sha256s.extend(m.files().iter().map(|f| f.sha256));
                 }
             }
         }
@@ -198,6 +202,7 @@ impl Store {
                 report.leftovers_removed += 1;
             }
         }
+        report.cache_removed = super::cache::collect(self, &bundles, &sha256s, &remove)?;
         for entry in
             std::fs::read_dir(&self.root).map_err(StoreError::io("cannot read", &self.root))?
         {
@@ -293,6 +298,7 @@ mod tests {
     use crate::keys::SecretKey;
     use crate::pack::{PackOptions, pack_dir};
     use crate::release::Rollout;
+    use crate::store::cache;
 
     /// A store in `dir` holding, for each `(app, version, seq, page)`, a
     /// release whose bundle is an index.html of `page` and a shared file.
@@ -379,6 +385,45 @@ mod tests {
         assert_eq!(report.manifests_removed, 1);
         assert_eq!(report.leftovers_removed, 2, "{report:?}");
         assert!(report.bytes_freed >= 100);
+    }
+
+    #[test]
+    fn the_gateway_cache_of_dropped_bundles_goes_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), &THREE);
+        let rels = store.releases().unwrap();
+        let bundle = |v: &str| {
+            (rels.iter())
+                .find(|r| r.release().version == v)
+                .unwrap()
+                .release()
+                .bundle_id
+        };
+        let (old, kept) = (bundle("1.0.0"), bundle("1.1.0"));
+        let old_zip = store.make_zip(&old).unwrap();
+        let kept_zip = store.make_zip(&kept).unwrap();
+        let sha =
+            |b: BundleId, path: &str| store.read_manifest(&b).unwrap().get(path).unwrap().sha256;
+        // "one" is only in the dropped bundle; shared.js is in every one.
+        let (gone, shared) = (sha(old, "index.html"), sha(old, "shared.js"));
+        store.put_brotli(&gone, Some(b"x")).unwrap();
+        store.put_brotli(&shared, None).unwrap();
+        let leftover = store.gateway_cache().join("zip").join(".x.zip.1.tmp");
+        std::fs::write(&leftover, b"half").unwrap();
+
+        let report = store
+            .gc(GcOptions {
+                keep: 1,
+                dry_run: false,
+            })
+            .unwrap();
+
+        assert_eq!(report.cache_removed, 4, "{report:?}"); // zip, checksum, .br, temp
+        assert_eq!(store.cached_zip(&old), None);
+        assert!(!old_zip.path.exists() && !leftover.exists());
+        assert_eq!(store.cached_zip(&kept), Some(kept_zip));
+        assert_eq!(store.cached_brotli(&gone), cache::Brotli::Unknown);
+        assert_eq!(store.cached_brotli(&shared), cache::Brotli::NotWorth);
     }
 
     #[test]

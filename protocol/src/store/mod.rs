@@ -14,6 +14,10 @@
 //!                        re-verified before reuse, so nothing there is
 //!                        trusted (see the node's `fetch::partial`)
 //!   index.lock, gc.lock  advisory locks (see [`batch`] and [`gc`])
+//!   channels.json        channel settings (see [`channels`])
+//!   cache/gateway/       what the Capgo gateway derives from bundles: zips
+//!                        and Brotli variants, rebuilt when missing (see
+//!                        [`cache`])
 //! ```
 //!
 //! Writes go through a [`Batch`]: blobs and the manifest are staged in
@@ -23,6 +27,8 @@
 //! blob matches its hash, and that holds the whole new release or none of it.
 
 pub mod batch;
+pub mod cache;
+pub mod channels;
 pub mod durable;
 pub mod gc;
 pub mod index;
