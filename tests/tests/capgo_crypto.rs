@@ -14,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use lanseed_protocol::capgo::{self, CapgoPublicKey};
+use lanseed_tests::capgo as capgo_http;
 use lanseed_tests::net::NodeProc;
 use lanseed_tests::{json, keygen, path_str as s, run_err, run_ok, store_releases};
 
@@ -201,9 +202,12 @@ fn a_node_without_the_key_carries_what_the_capgo_cli_decrypts() {
     assert_eq!(section["key_id"], capgo::key_id(&public_pem));
     assert_eq!(section["key_id"].as_str().unwrap().len(), 20);
 
-    // A second node, which never saw the key, fetches it over loopback.
+    // A second node, which never saw the key, fetches it over loopback
+    // and serves it through its Capgo gateway.
     let seeder = NodeProc::start_here("seed", &a, &["--no-mdns"]);
     let b = dir.path().join("b");
+    let port = lanseed_tests::free_port();
+    let http = format!("127.0.0.1:{port}");
     let follower = NodeProc::start_here(
         "seed",
         &b,
@@ -215,6 +219,8 @@ fn a_node_without_the_key_carries_what_the_capgo_cli_decrypts() {
             &trust,
             "--peer",
             &listen_addr(&seeder),
+            "--http",
+            &http,
         ],
     );
     follower.wait_log(
@@ -239,6 +245,49 @@ fn a_node_without_the_key_carries_what_the_capgo_cli_decrypts() {
             path.display()
         );
     }
+
+    // The second node's gateway, asked as the plugin of an app with this
+    // public key asks (`key_id` in the body), offers the encrypted zip with
+    // the publisher's session key and checksum; the real CLI decrypts the
+    // zip it serves, and the checksum verifies.
+    let mut body = capgo_http::info(APP, &capgo_http::device_id(1), "builtin");
+    body["key_id"] = serde_json::json!(capgo::key_id(&public_pem));
+    let offer = lanseed_tests::wait_for("the gateway's offer", T, || {
+        let r = capgo_http::post(port, "/updates", &body);
+        let v = r.json();
+        v.get("url").is_some().then_some(v)
+    });
+    let served_session_key = offer["session_key"].as_str().expect("a session key");
+    let served_checksum = offer["checksum"].as_str().unwrap();
+    let download = capgo_http::get_link(port, offer["url"].as_str().unwrap(), &[]);
+    assert_eq!(download.status, 200);
+    let served_zip = dir.path().join("served.zip");
+    std::fs::write(&served_zip, &download.body).unwrap();
+    let from_gateway = cli_decrypt(&project, &served_zip, served_session_key, served_checksum)
+        .expect("the CLI decrypts the zip the gateway served");
+    assert_eq!(
+        capgo::open(&public, served_session_key, served_checksum, &download.body).unwrap(),
+        from_gateway,
+        "our decryptor agrees"
+    );
+    // The app without a public key gets the plain zip, its SHA-256 as checksum.
+    let plain_body = capgo_http::info(APP, &capgo_http::device_id(2), "builtin");
+    let plain_offer = capgo_http::post(port, "/updates", &plain_body).json();
+    assert!(
+        plain_offer.get("session_key").is_none_or(|v| v.is_null()),
+        "{plain_offer}"
+    );
+    let plain_zip = capgo_http::get_link(port, plain_offer["url"].as_str().unwrap(), &[]).body;
+    assert_eq!(
+        capgo_http::sha256_hex(&plain_zip),
+        plain_offer["checksum"].as_str().unwrap()
+    );
+    assert_eq!(plain_zip, from_gateway, "the same zip, decrypted");
+    // An app with another key is refused.
+    let mut other = capgo_http::info(APP, &capgo_http::device_id(3), "builtin");
+    other["key_id"] = serde_json::json!("MIIBCgKCAQEAnotthis0");
+    let refused = capgo_http::post(port, "/updates", &other).json();
+    assert_eq!(refused["error"], "key_id_mismatch", "{refused}");
 
     // The CLI decrypts the encrypted zip from the second node's store and
     // the checksum verifies; it is the bundle's own zip.

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use lanseed_protocol::capgo::payload;
 use lanseed_protocol::manifest::Manifest;
 use lanseed_protocol::store::cache::{Brotli, CachedZip};
 use lanseed_protocol::{BundleId, Hash, SignedRelease, Store};
@@ -176,13 +177,15 @@ pub struct ZipSource {
 }
 
 /// Whether a device whose app has the Capgo public key `key_id` may be
-/// offered `release`. An app with a public key accepts only bundles
-/// encrypted for it; releases carry no Capgo section yet, so none
-/// matches: such a device is told `blocked` / `key_id_mismatch`. (The
-/// encryption work extends this to compare with the release's key id.)
+/// offered `release`: an app with a public key accepts only bundles
+/// encrypted for it, so the release must carry Capgo artefacts made with
+/// that key (else the device is told `blocked` / `key_id_mismatch`).
 pub fn capgo_key_matches(release: &SignedRelease, key_id: &str) -> bool {
-    let _ = (release, key_id);
-    false
+    release
+        .release()
+        .capgo
+        .as_ref()
+        .is_some_and(|c| c.key_id == key_id)
 }
 
 type Cell<T> = Arc<OnceCell<T>>;
@@ -222,13 +225,43 @@ impl Artifacts {
                 by_sha.insert(z.sha256, z.path);
             }
         }
+        // Encrypted zips: files of the held releases' payload bundles.
+        for h in &snapshot.held {
+            if let Ok(Some(s)) = payload::served(&self.store, &h.release) {
+                by_sha.insert(s.sha256, s.path);
+            }
+        }
         *lock(&self.by_sha) = by_sha;
     }
 
     /// The zip of `release`, its checksum and session key (see
-    /// [`ZipSource`]); made on first use.
-    pub async fn zip_for(&self, release: &SignedRelease) -> Result<ZipSource, ArtifactError> {
+    /// [`ZipSource`]). `encrypted`: the Capgo encryption v2 artefacts the
+    /// publisher made and the release carries (the encrypted zip is a
+    /// file of the release's payload bundle, served as it is); else the
+    /// plain deterministic zip, made on first use.
+    pub async fn zip_for(
+        &self,
+        release: &SignedRelease,
+        encrypted: bool,
+    ) -> Result<ZipSource, ArtifactError> {
         let bundle = release.release().bundle_id;
+        if encrypted {
+            let (store, r) = (self.store.clone(), release.clone());
+            let served = tokio::task::spawn_blocking(move || payload::served(&store, &r))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+                .and_then(|s| s.ok_or_else(|| "the release carries no Capgo artefacts".to_owned()))
+                .map_err(|reason| ArtifactError::Zip { bundle, reason })?;
+            let source = ZipSource {
+                path: served.path,
+                sha256: served.sha256,
+                checksum: served.checksum,
+                session_key: Some(served.session_key),
+            };
+            lock(&self.by_sha).insert(source.sha256, source.path.clone());
+            return Ok(source);
+        }
         let cell = lock(&self.zips).entry(bundle).or_default().clone();
         let store = self.store.clone();
         let zip = cell

@@ -211,7 +211,10 @@ async fn updates(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes
             },
         );
     }
-    let zip = match gw.artifacts.zip_for(&held.release).await {
+    // An app with a Capgo public key (it sends its key id) takes only the
+    // encrypted zip made for that key; one without, the plain zip.
+    let encrypted = info.key_id.is_some();
+    let zip = match gw.artifacts.zip_for(&held.release, encrypted).await {
         Ok(z) => z,
         Err(e) => {
             tracing::warn!("{e}");
@@ -228,7 +231,8 @@ async fn updates(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes
     let manifest_mode = settings
         .get(&info.app_id, &channel)
         .is_some_and(|c| c.capgo_manifest);
-    let manifest = match (manifest_mode, snap.manifests.get(&bundle)) {
+    // Manifest mode sends plain files: never to an app that decrypts.
+    let manifest = match (manifest_mode && !encrypted, snap.manifests.get(&bundle)) {
         (true, Some(m)) => match gw
             .artifacts
             .manifest_for(&held.release, m.clone(), &base)

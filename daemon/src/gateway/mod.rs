@@ -291,7 +291,7 @@ async fn prepare(gw: Arc<Gateway>, stop: CancellationToken) {
             if stop.is_cancelled() {
                 return;
             }
-            if let Err(e) = gw.artifacts.zip_for(release).await {
+            if let Err(e) = gw.artifacts.zip_for(release, false).await {
                 tracing::warn!("{e}");
             }
             let bundle = release.release().bundle_id;
