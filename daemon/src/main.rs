@@ -15,6 +15,7 @@ mod output;
 
 fn main() {
     memory::limit_malloc_arenas();
+    raise_open_file_limit();
     let cli = config::parse_cli();
     init_logging();
     if let Err(e) = cmd::run(cli) {
@@ -35,6 +36,23 @@ fn one_line(e: &anyhow::Error) -> String {
         }
     }
     line
+}
+
+/// Raises the soft limit on open files to the hard one: a node holds
+/// peers' connections, the gateway's and the store's files at once, and
+/// the usual soft limit (1,024) is lower than its own caps add up to.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
+    }
 }
 
 /// Logs go to stderr; `RUST_LOG` picks what (default: warnings).

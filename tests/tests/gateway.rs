@@ -801,3 +801,64 @@ fn dev_and_device_nodes_have_the_gateway_too() {
     let v = post(gw_port, "/updates", &info(APP, &device_id(18), "builtin")).json();
     assert_eq!(v["error"], "unknown_app");
 }
+
+/// Hosts that open connections and say nothing cost seconds and a
+/// bounded number of descriptors: at most 64 connections from one address
+/// (more are closed at once, others are still served), and a connection
+/// that sends no request head within 10 s is closed.
+#[test]
+fn idle_connections_are_bounded_and_closed() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let gw = gateway(|p| {
+        p.pack(&p.build("v1", "one"), "com.example.idle", "1.0.0", &[]);
+    });
+    let idle: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(("127.0.0.1", gw.port)).unwrap())
+        .collect();
+    let start = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    // The 65th from the same address is closed at once.
+    let mut extra = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(extra.read(&mut buf).expect("closed, not timed out"), 0);
+    // Another address is still served.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--interface",
+            "127.0.0.2",
+        ])
+        .args([
+            "-X",
+            "POST",
+            "-d",
+            "{}",
+            "-H",
+            "content-type: application/json",
+        ])
+        .arg(format!("http://127.0.0.1:{}/updates", gw.port))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "400");
+    // The silent ones are closed after the header timeout.
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        assert_eq!(c.read(&mut buf).expect("closed by the gateway"), 0);
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(15),
+        "closed after {took:?}"
+    );
+    // And once they are gone, this address is served again.
+    let r = gw.updates(&info("com.example.idle", &device_id(1), "builtin"));
+    assert_eq!(r.status, 200);
+}

@@ -12,13 +12,16 @@
 //!    on the device id), not expired, and with a minimum native version
 //!    at or below the device's `version_build` ([`native_at_least`]).
 //! 3. It is offered only when its sequence number is higher than that of
-//!    the release the device runs ([`running_seq`]): `builtin` is 0; a
-//!    `version_name` the gateway does not know is taken as 0 too, so a
-//!    device moving from another update server gets the newest eligible
-//!    release of the LAN; a version that names several releases counts as
-//!    the highest of them. So a pause (a newer release at 0 %) or a
-//!    lowered percentage never moves a device back: the release it left
-//!    behind is lower than the one it runs.
+//!    the release the device runs ([`running`]): `builtin` is 0; a
+//!    version that names several releases counts as the highest of them.
+//!    So a pause (a newer release at 0 %) or a lowered percentage never
+//!    moves a device back: the release it left behind is lower than the
+//!    one it runs. A `version_name` the gateway does not hold (this node
+//!    still fetches what another node gave the device, or collected it,
+//!    or the device comes from another update server) is compared by
+//!    semver instead ([`newer_than_unknown`]): only a higher version is
+//!    offered, so a node that lags never moves a device back; a version
+//!    that is not semver counts as the builtin bundle.
 //!
 //! Two releases of one app with the same version but different bundles
 //! would look the same to the plugin, which knows bundles by their version
@@ -101,12 +104,21 @@ pub fn display_versions(releases: &[&Release]) -> Vec<String> {
         .collect()
 }
 
-/// The sequence number of the release a device runs, from the version it
-/// sent: 0 for `builtin` and for versions no release has (see the module
-/// docs); the highest of the releases it names otherwise.
-pub fn running_seq(candidates: &[Candidate<'_>], app: &str, version_name: &str) -> u64 {
+/// What the gateway knows of the release a device runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Running {
+    /// Its sequence number: 0 for `builtin`, else the highest of the held
+    /// releases its version names.
+    Seq(u64),
+    /// A version no held release has (one this node has not fetched yet,
+    /// or already collected, or another update server's).
+    Unknown,
+}
+
+/// The release a device runs, from the version it sent (see [`Running`]).
+pub fn running(candidates: &[Candidate<'_>], app: &str, version_name: &str) -> Running {
     if version_name == BUILTIN {
-        return 0;
+        return Running::Seq(0);
     }
     let of_app = || candidates.iter().filter(|c| c.release.app == app);
     let exact = of_app()
@@ -120,7 +132,26 @@ pub fn running_seq(candidates: &[Candidate<'_>], app: &str, version_name: &str) 
                 .map(|c| c.release.seq)
                 .max()
         })
-        .unwrap_or(0)
+        .map_or(Running::Unknown, Running::Seq)
+}
+
+/// Whether `candidate` (a release's version) may replace the version a
+/// device runs that the gateway does not know: only a higher semver
+/// (build metadata aside), so a node that lags behind the device (still
+/// fetching what another node already gave it) never moves it back. A
+/// device version that is not semver cannot be compared: it is treated
+/// as the builtin bundle (a device coming from another update server).
+pub fn newer_than_unknown(candidate: &str, device_version: &str) -> bool {
+    let parse = |v: &str| {
+        semver::Version::parse(v.trim())
+            .ok()
+            .map(|v| (v.major, v.minor, v.patch, v.pre))
+    };
+    match (parse(candidate), parse(device_version)) {
+        (Some(c), Some(d)) => c > d,
+        (_, None) => true,
+        (None, Some(_)) => false,
+    }
 }
 
 /// Whether native version `have` (a `version_build`; `1.2` reads as
@@ -156,7 +187,7 @@ pub fn choose(candidates: &[Candidate<'_>], device: &Device<'_>, now: u64) -> Ch
     if !candidates.iter().any(|c| c.release.app == device.app) {
         return Choice::UnknownApp;
     }
-    let running = running_seq(candidates, device.app, device.version_name);
+    let running = running(candidates, device.app, device.version_name);
     let on_channel = |r: &Release| r.app == device.app && r.channel == device.channel;
     let mut newest_of_bundle: HashMap<BundleId, u64> = HashMap::new();
     for c in candidates.iter().filter(|c| on_channel(c.release)) {
@@ -172,10 +203,12 @@ pub fn choose(candidates: &[Candidate<'_>], device: &Device<'_>, now: u64) -> Ch
         .filter(|(_, c)| on_channel(c.release) && !superseded(c.release))
         .filter(|(_, c)| eligible(c.release, device, now))
         .max_by_key(|(_, c)| c.release.seq);
+    let newer = |c: &Candidate<'_>| match running {
+        Running::Seq(seq) => c.release.seq > seq,
+        Running::Unknown => newer_than_unknown(&c.release.version, device.version_name),
+    };
     match newest {
-        Some((i, c)) if c.release.seq > running && c.display != device.version_name => {
-            Choice::Offer(i)
-        }
+        Some((i, c)) if newer(c) && c.display != device.version_name => Choice::Offer(i),
         _ => Choice::UpToDate,
     }
 }
@@ -330,9 +363,20 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_version_name_counts_as_builtin() {
+    fn an_unknown_version_is_replaced_only_by_a_higher_one() {
         let rs = [release("1.0.0", 1, 1)];
+        // From another update server, or a version this node collected.
         assert_eq!(decide(&rs, &device("d", "0.9.0-cloud"), 0), "1.0.0");
+        assert_eq!(decide(&rs, &device("d", "0.9.0"), 0), "1.0.0");
+        // Not semver: the builtin bundle, for all the gateway can tell.
+        assert_eq!(decide(&rs, &device("d", "cloud-build-17"), 0), "1.0.0");
+        // A node that lags: the device already runs 2.0.0, which another
+        // node gave it and this one is still fetching. Never back.
+        assert_eq!(decide(&rs, &device("d", "2.0.0"), 0), "up_to_date");
+        assert_eq!(decide(&rs, &device("d", "1.0.0+0badcafe"), 0), "up_to_date");
+        assert!(newer_than_unknown("1.0.1", "1.0.0+build"));
+        assert!(!newer_than_unknown("1.0.0-rc.1", "1.0.0"));
+        assert!(!newer_than_unknown("not-semver", "1.0.0"));
     }
 
     #[test]

@@ -39,6 +39,12 @@ pub const MAX_SMALL_BODY: usize = 64 << 10;
 pub const MAX_MANIFEST_SIZE_BODY: usize = 4 << 20;
 /// Most files one `manifest_size` request may ask about.
 pub const MAX_MANIFEST_SIZE_FILES: usize = 50_000;
+/// JSON values a file entry of a `manifest_size` request takes at most
+/// (an object, three keys and values, a comma): the bound on a body's
+/// structural bytes.
+const MANIFEST_SIZE_VALUES_PER_FILE: usize = 8;
+/// `manifest_size` bodies parsed at once (each may take tens of MB).
+static MANIFEST_SIZE_PARSES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// The routes.
 pub(crate) fn router(gw: Arc<Gateway>) -> Router {
@@ -262,6 +268,29 @@ async fn updates(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes
 /// `POST /updates/manifest_size`: how many bytes the files a device still
 /// needs weigh.
 async fn manifest_size(State(gw): State<Arc<Gateway>>, body: Bytes) -> Response {
+    // A JSON body of many tiny values (`[[],[],…]`) takes many times its
+    // size once parsed: the values are bounded by counting the body's
+    // structural bytes before parsing, and parses run a few at a time.
+    let values = body
+        .iter()
+        .filter(|b| matches!(b, b',' | b'[' | b'{' | b':'))
+        .count();
+    if values > MANIFEST_SIZE_VALUES_PER_FILE * MAX_MANIFEST_SIZE_FILES {
+        return bad_request(BadRequest {
+            error: "invalid_field",
+            message: format!("at most {MAX_MANIFEST_SIZE_FILES} files per request"),
+        });
+    }
+    let Ok(_parsing) = MANIFEST_SIZE_PARSES.try_acquire() else {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many manifest_size requests at once; try again",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(1));
+        return r;
+    };
     let info = match Info::from_json(&body) {
         Ok(i) => i,
         Err(b) => return bad_request(b),
@@ -269,8 +298,13 @@ async fn manifest_size(State(gw): State<Arc<Gateway>>, body: Bytes) -> Response 
     if let Some(r) = gw.rate_limited(&info.device_id) {
         return r;
     }
-    let list = match info.rest.get("manifest").or_else(|| info.rest.get("files")) {
-        Some(Value::Array(a)) if a.len() <= MAX_MANIFEST_SIZE_FILES => a.clone(),
+    let mut info = info;
+    let listed = match info.rest.remove("manifest") {
+        Some(v) => Some(v),
+        None => info.rest.remove("files"),
+    };
+    let list = match listed {
+        Some(Value::Array(a)) if a.len() <= MAX_MANIFEST_SIZE_FILES => a,
         Some(Value::Array(_)) => {
             return bad_request(BadRequest {
                 error: "invalid_field",

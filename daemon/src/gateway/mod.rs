@@ -29,6 +29,7 @@
 pub mod artifacts;
 pub mod choose;
 mod http;
+pub mod listen;
 pub mod overrides;
 pub mod ratelimit;
 pub mod stats;
@@ -194,30 +195,10 @@ pub async fn serve(
     gw.releases_changed.notify_one();
     tracing::info!(address = %local, scheme = gw.scheme, releases = gw.snapshot().held.len(), "capgo gateway listening");
     let app = http::router(gw.clone());
-    let served = match bound.tls {
-        None => {
-            let serving = axum::serve(bound.listener, app)
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .into_future();
-            // Downloads still running at the stop get GRACE to finish; the
-            // rest end with the node's runtime.
-            let deadline = async {
-                stop.cancelled().await;
-                tokio::time::sleep(GRACE).await;
-            };
-            tokio::select! {
-                r = serving => r.map_err(GatewayError::Serve),
-                _ = deadline => Ok(()),
-            }
-        }
-        Some(acceptor) => {
-            tls::serve(bound.listener, acceptor, app, stop.clone()).await;
-            Ok(())
-        }
-    };
+    listen::serve(bound.listener, bound.tls, app, stop.clone()).await;
     stop.cancel();
     while tasks.join_next().await.is_some() {}
-    served
+    Ok(())
 }
 
 impl Gateway {

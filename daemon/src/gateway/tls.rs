@@ -1,23 +1,17 @@
-//! HTTPS for the gateway (`--tls-cert FILE --tls-key FILE`): rustls (on
-//! `ring`) in front of the same router, one task per connection.
-//!
-//! A handshake must finish within [`HANDSHAKE_TIMEOUT`] and at most
-//! [`MAX_HANDSHAKES`] run at once, so clients that open connections and
-//! say nothing cost seconds and a bounded number of tasks. HTTP/1.1 only,
-//! like the plain listener: the plugin's HTTP clients need nothing more.
+//! HTTPS for the gateway (`--tls-cert FILE --tls-key FILE`): the rustls
+//! (on `ring`) configuration; [`super::listen`] runs the handshakes, each
+//! within [`HANDSHAKE_TIMEOUT`], at most [`MAX_HANDSHAKES`] at once.
+//! HTTP/1.1 only, like the plain listener: the plugin's HTTP clients need
+//! nothing more.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
-use tokio_util::sync::CancellationToken;
 
 /// Longest a TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,49 +63,4 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     let mut config = config;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Accepts connections until `stop`, each served over TLS by `app`.
-/// Connections open at the stop are closed with the task set.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    acceptor: TlsAcceptor,
-    app: Router,
-    stop: CancellationToken,
-) {
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-    let mut conns = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.cancelled() => break,
-        };
-        while conns.try_join_next().is_some() {}
-        let Ok((tcp, _)) = accepted else {
-            // Out of descriptors and the like: wait a little, go on.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            continue; // dropped: too many handshakes at once
-        };
-        let (acceptor, app, stop) = (acceptor.clone(), app.clone(), stop.clone());
-        conns.spawn(async move {
-            let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-            drop(permit);
-            let Ok(Ok(tls)) = tls else { return };
-            let service = TowerToHyperService::new(app);
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(super::GRACE, conn).await;
-                }
-            }
-        });
-    }
-    conns.shutdown().await;
 }

@@ -91,6 +91,18 @@ impl Devices {
         authenticated: bool,
         now: u64,
     ) -> Taken {
+        // Plain-HTTP stats never hold a device id against a device the
+        // fleet key admitted: its report takes the row over.
+        if authenticated
+            && source != Source::Gateway
+            && self
+                .rows
+                .get(&report.device_id)
+                .is_some_and(|r| r.source == Source::Gateway)
+        {
+            let id = report.device_id.clone();
+            self.remove(&id);
+        }
         if let Some(row) = self.rows.get_mut(&report.device_id) {
             if row.last_seen + FORGET_AFTER >= now {
                 // Gateway stats and lanseed reports never overwrite each
@@ -277,8 +289,8 @@ mod tests {
             d.take(report("own", "6.6.6"), Source::Gateway, None, false, 2),
             Taken::Claimed
         );
-        // A gateway row is refreshed by later stats, and a peer cannot
-        // take it over either.
+        // A gateway row is refreshed by later stats; a peer the fleet key
+        // did not admit cannot take it over...
         assert_eq!(
             d.take(report("g1", "1.0.0"), Source::Gateway, None, false, 3),
             Taken::New
@@ -287,8 +299,15 @@ mod tests {
             d.take(report("g1", "1.1.0"), Source::Gateway, None, false, 4),
             Taken::Updated
         );
+        let stranger = PeerId::random();
         assert_eq!(
-            d.take(report("g1", "6.6.6"), Source::Report, Some(peer), true, 5),
+            d.take(
+                report("g1", "6.6.6"),
+                Source::Report,
+                Some(stranger),
+                false,
+                5
+            ),
             Taken::Claimed
         );
         let versions: Vec<&str> = {
@@ -297,6 +316,18 @@ mod tests {
             v
         };
         assert_eq!(versions, ["1.0.0", "1.0.0", "1.1.0"]);
+        // ...but stats posted under an admitted device's id (before its
+        // first report) never lock it out of its own row.
+        assert_eq!(
+            d.take(report("g1", "2.0.0"), Source::Report, Some(peer), true, 6),
+            Taken::New
+        );
+        let row = d.rows().find(|r| r.report.device_id == "g1").unwrap();
+        assert_eq!((row.source, row.authenticated), (Source::Report, true));
+        assert_eq!(
+            d.take(report("g1", "6.6.6"), Source::Gateway, None, false, 7),
+            Taken::Claimed
+        );
     }
 
     #[test]

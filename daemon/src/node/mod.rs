@@ -571,7 +571,7 @@ impl Node {
             .devices
             .take(report, devices::Source::Gateway, None, false, unix_now());
         match taken {
-            devices::Taken::New => tracing::info!(device = %id, "device seen by the gateway"),
+            devices::Taken::New => tracing::debug!(device = %id, "device seen by the gateway"),
             devices::Taken::Updated => tracing::debug!(device = %id, "gateway stats"),
             devices::Taken::Claimed => {
                 tracing::debug!(device = %id, "gateway stats for a device a peer reports: ignored")
