@@ -73,7 +73,39 @@ impl Resp {
 /// `METHOD PATH` on `127.0.0.1:PORT` with `headers` and `body`, one
 /// connection per request.
 pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the gateway");
+    request_from(None, port, method, path, headers, body)
+}
+
+/// A device's own loopback address, `127.0.1.1` on (device `n`), as a
+/// phone on a LAN has its own: the gateway bounds connections per address.
+pub fn device_ip(n: usize) -> std::net::Ipv4Addr {
+    let n = n as u32 % (254 * 254);
+    std::net::Ipv4Addr::new(127, 0, 1 + (n / 254) as u8, 1 + (n % 254) as u8)
+}
+
+/// A TCP connection to `127.0.0.1:port`, from `source` when given.
+pub fn connect_from(source: Option<std::net::Ipv4Addr>, port: u16) -> std::net::TcpStream {
+    let to = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port);
+    let Some(source) = source else {
+        return std::net::TcpStream::connect(to).expect("connect to the gateway");
+    };
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("a socket");
+    bind(&fd, &std::net::SocketAddrV4::new(source, 0)).expect("bind the device's address");
+    connect(&fd, &to).expect("connect to the gateway");
+    std::net::TcpStream::from(fd)
+}
+
+/// [`request`] from the address `source` (`None`: 127.0.0.1).
+pub fn request_from(
+    source: Option<std::net::Ipv4Addr>,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let mut s = connect_from(source, port);
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -133,11 +165,21 @@ pub fn post(port: u16, path: &str, body: &Value) -> Resp {
 /// `GET` of a link the gateway gave (`http://host:port/path`): its path
 /// on `port`.
 pub fn get_link(port: u16, url: &str, headers: &[(&str, &str)]) -> Resp {
+    get_link_from(None, port, url, headers)
+}
+
+/// [`get_link`] from the address `source`.
+pub fn get_link_from(
+    source: Option<std::net::Ipv4Addr>,
+    port: u16,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Resp {
     let path = url
         .split_once("://")
         .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
         .expect("an absolute link");
-    request(port, "GET", path, headers, b"")
+    request_from(source, port, "GET", path, headers, b"")
 }
 
 /// Hex SHA-256 of `bytes`.

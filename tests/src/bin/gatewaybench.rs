@@ -27,7 +27,9 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use lanseed_tests::capgo::{Resp, device_id, get_link, info, request, sha256_hex};
+use lanseed_tests::capgo::{
+    Resp, device_id, device_ip, get_link, get_link_from, info, request_from, sha256_hex,
+};
 use lanseed_tests::net::NodeProc;
 use lanseed_tests::{free_port, generate_build, json, keygen, pack_args, run_ok};
 
@@ -135,7 +137,14 @@ fn main() -> anyhow::Result<()> {
 
     let check = move |i: usize| -> Resp {
         let body = info(APP, &device_id(i as u64), "builtin").to_string();
-        request(port, "POST", "/updates", &[], body.as_bytes())
+        request_from(
+            Some(device_ip(i)),
+            port,
+            "POST",
+            "/updates",
+            &[],
+            body.as_bytes(),
+        )
     };
     let answers = at_once(devices, check);
     let first = answers[0].1.json();
@@ -161,8 +170,8 @@ fn main() -> anyhow::Result<()> {
         200
     );
     let want = checksum.clone();
-    let answers = at_once(devices, move |_| {
-        let r = get_link(port, &url, &[]);
+    let answers = at_once(devices, move |i| {
+        let r = get_link_from(Some(device_ip(i)), port, &url, &[]);
         r.status == 200 && sha256_hex(&r.body) == want
     });
     report("download", &answers, &node)?;
