@@ -111,6 +111,11 @@ impl Handle {
         self.view.borrow().clone()
     }
 
+    /// What to serve, as it changes.
+    pub fn views(&self) -> watch::Receiver<Arc<View>> {
+        self.view.clone()
+    }
+
     /// A new receiver of updater events.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
@@ -331,6 +336,13 @@ impl Actor {
             }
             Msg::Control(req, reply) => {
                 let _ = reply.send(self.control(req));
+            }
+            Msg::Progress(p) if p.committed => {
+                // A release just entered the store: look now, not at the
+                // next tick.
+                self.offer_wanted = true;
+                self.stamp = crate::node::watch::stamp(&self.store);
+                self.next_job(StdInstant::now());
             }
             Msg::Progress(p) => {
                 let id = p.release.release().bundle_id;

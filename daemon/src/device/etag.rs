@@ -102,6 +102,12 @@ impl Hashes {
         self.computed(file, meta).await
     }
 
+    /// Reads bundle `id`'s manifest ahead of its first request (the agent
+    /// just made it current: the page's reload comes next).
+    pub async fn warm(&self, store_root: &Path, id: BundleId) {
+        self.manifest(store_root, id).await;
+    }
+
     async fn manifest(&self, store_root: &Path, id: BundleId) -> PathHashes {
         let cell = self
             .manifests

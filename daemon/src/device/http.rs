@@ -55,6 +55,21 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let hosts = Arc::new(Hosts::new(&serve_names, listener.local_addr()?.ip()));
+    let hashes = Arc::new(Hashes::default());
+    // A bundle made current is reloaded by its pages at once: its file
+    // hashes (the ETags) are read before their first request.
+    let (warm, mut views) = (hashes.clone(), agent.views());
+    tokio::spawn(async move {
+        loop {
+            let v = views.borrow_and_update().clone();
+            if let Ok(id) = v.current.parse::<lanseed_protocol::BundleId>() {
+                warm.warm(&v.store_root, id).await;
+            }
+            if views.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     let app = Router::new()
         .route("/__lanseed/client.js", get(client_js))
         .route("/__lanseed/ready", post(ready))
@@ -63,7 +78,7 @@ pub async fn serve(
         .route("/__lanseed/status", get(status))
         .fallback(get(file))
         .with_state(agent)
-        .layer(Extension(Arc::new(Hashes::default())))
+        .layer(Extension(hashes))
         .layer(middleware::from_fn_with_state(hosts, host::guard))
         .layer(middleware::from_fn(log_request));
     axum::serve(listener, app)

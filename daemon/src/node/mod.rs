@@ -162,6 +162,8 @@ pub struct Progress {
     pub done: u64,
     /// Bytes to fetch in all.
     pub total: u64,
+    /// The release is now in the store (its last progress).
+    pub committed: bool,
 }
 
 #[derive(NetworkBehaviour)]
@@ -1410,6 +1412,16 @@ impl Node {
                             self.check_store(None, waiting, None);
                         }
                         self.store_changed();
+                        // The device agent looks at the store now rather
+                        // than at its next tick.
+                        if let (Some(tx), Some(_)) = (&self.cfg.progress, done.outcome) {
+                            let _ = tx.send(Progress {
+                                release: fetch.release.clone(),
+                                done: fetch.bytes_total,
+                                total: fetch.bytes_total,
+                                committed: true,
+                            });
+                        }
                     }
                     Err(e) => {
                         tracing::error!(bundle = %bundle, "cannot commit the fetched release: {e}");
@@ -1431,6 +1443,7 @@ impl Node {
                 release: f.release.clone(),
                 done: f.bytes_done,
                 total: f.bytes_total,
+                committed: false,
             });
         }
     }
