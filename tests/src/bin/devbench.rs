@@ -20,8 +20,8 @@
 //! - page: → the page loaded, ran its scripts and confirmed.
 //!
 //! ```text
-//! cargo build -p lanseed -p lanseed-tests
-//! ../shared/tools/isolated target/debug/lanseed-devbench [--changes 20]
+//! cargo build --release -p lanseed -p lanseed-tests
+//! ../shared/tools/isolated target/release/lanseed-devbench [--changes 20] [--deep] [--keep]
 //! ```
 //!
 //! Traffic stays inside the namespaces it makes.
