@@ -120,6 +120,14 @@ pub enum Command {
     /// headless Chromium where installed, else by a built-in page driver.
     /// Runs in a temporary folder and stops everything it started.
     Demo(DemoArgs),
+    /// Every device the node running on --store has heard of.
+    ///
+    /// Lanseed devices' reports and the Capgo gateway's stats: device id,
+    /// app, channel, version, status, last event, last seen, where the row
+    /// came from and whether the fleet key admitted it (only those count
+    /// for rollouts). A lanseed device that missed three reports (every
+    /// 30 s) is marked stale; it stays listed.
+    Fleet(StatusArgs),
     /// Change who gets a channel's release, or go back to an older one.
     ///
     /// Signs a new release statement with your key, with a higher sequence

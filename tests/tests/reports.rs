@@ -140,6 +140,27 @@ fn devices_report_what_they_run_and_a_claimed_id_is_refused() {
     assert_eq!(r["authenticated"], false, "no fleet key: {r}");
     let d1_peer = node_status(&store1)["peer_id"].as_str().unwrap().to_owned();
     assert_eq!(r["peer_id"], d1_peer.as_str());
+    // `lanseed fleet` lists the same table: as JSON, and as a table.
+    let fleet = json(&run_ok(&[
+        "fleet",
+        "--store",
+        site.seeder_store.to_str().unwrap(),
+        "--json",
+    ]));
+    let listed: Vec<_> = fleet.as_array().unwrap().iter().collect();
+    assert_eq!(listed.len(), 1, "{fleet}");
+    assert_eq!(listed[0]["device_id"], "kiosk-1");
+    assert_eq!(listed[0]["version"], "1.0.0");
+    assert_eq!(listed[0]["stale"], false);
+    let table = run_ok(&["fleet", "--store", site.seeder_store.to_str().unwrap()]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.starts_with("DEVICE"), "{table}");
+    assert!(
+        table.contains("kiosk-1")
+            && table.contains("app_ready")
+            && table.contains("unauthenticated"),
+        "{table}"
+    );
     // The device's own table has itself.
     let own = row(&store1, "kiosk-1").unwrap();
     assert_eq!(

@@ -41,6 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(args) => dev::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Rollout(args) => rollout::run(args),
+        Command::Fleet(args) => seed::fleet(args),
         Command::Config(crate::cli::ConfigCommand::Check) => {
             crate::config::check(cli.config.as_deref(), cli.no_config)
         }

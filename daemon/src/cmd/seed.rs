@@ -121,6 +121,92 @@ pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Outpu
     })
 }
 
+/// `lanseed fleet`: the devices table of the node running on `--store`.
+pub fn fleet(args: StatusArgs) -> anyhow::Result<()> {
+    let store = args.store.path()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let status = runtime.block_on(node::control::request_status(&store))?;
+    let devices = status["devices"].as_array().cloned().unwrap_or_default();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&devices)?);
+        return Ok(());
+    }
+    if devices.is_empty() {
+        println!("no device heard of yet");
+        return Ok(());
+    }
+    let now = super::now();
+    let text = |d: &serde_json::Value, k: &str| d[k].as_str().unwrap_or("").to_owned();
+    let rows: Vec<[String; 8]> = devices
+        .iter()
+        .map(|d| {
+            let ago = now.saturating_sub(d["last_seen"].as_u64().unwrap_or(0));
+            let trust = match (d["source"].as_str(), d["authenticated"] == true) {
+                (Some("gateway"), _) => "gateway (plain HTTP)",
+                (_, true) => "fleet",
+                (_, false) => "unauthenticated",
+            };
+            [
+                text(d, "device_id"),
+                format!("{} / {}", text(d, "app"), text(d, "channel")),
+                text(d, "version"),
+                text(d, "status"),
+                d["last_event"].as_str().unwrap_or("-").to_owned(),
+                format!("{ago}s ago"),
+                if d["stale"] == true {
+                    "STALE".into()
+                } else {
+                    String::new()
+                },
+                trust.into(),
+            ]
+        })
+        .collect();
+    let head = [
+        "DEVICE",
+        "APP / CHANNEL",
+        "VERSION",
+        "STATUS",
+        "LAST EVENT",
+        "SEEN",
+        "",
+        "SOURCE",
+    ];
+    let widths: Vec<usize> = (0..head.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([head[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (c, w) in cells.iter().zip(&widths) {
+            out.push_str(&format!("{c:<w$}  "));
+        }
+        out.trim_end().to_owned()
+    };
+    println!("{}", line(head.to_vec()));
+    for r in &rows {
+        println!("{}", line(r.iter().map(String::as_str).collect()));
+    }
+    let stale = devices.iter().filter(|d| d["stale"] == true).count();
+    println!(
+        "{} devices{}",
+        devices.len(),
+        if stale > 0 {
+            format!(", {stale} stale")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let store = args.store.path()?;
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -28,6 +28,8 @@ pub const MAX_AUTHENTICATED: usize = 10_000;
 pub const MAX_UNAUTHENTICATED: usize = 5_000;
 /// Seconds after which a row nobody refreshed is forgotten.
 pub const FORGET_AFTER: u64 = 24 * 3600;
+/// Reports a lanseed device may miss before its row is marked stale.
+pub const STALE_AFTER_MISSED: u64 = 3;
 
 /// Where a row came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -56,6 +58,18 @@ pub struct Row {
     pub first_seen: u64,
     /// See `first_seen`.
     pub last_seen: u64,
+}
+
+impl Row {
+    /// Whether a lanseed device went quiet: [`STALE_AFTER_MISSED`] reports
+    /// (sent every [`REPORT_EVERY`](lanseed_protocol::report::REPORT_EVERY))
+    /// missed by `now`. Gateway rows never are: the plugin posts stats
+    /// when something happens, not on a schedule.
+    pub fn stale(&self, now: u64) -> bool {
+        let every = lanseed_protocol::report::REPORT_EVERY.as_secs();
+        self.source != Source::Gateway
+            && now.saturating_sub(self.last_seen) > STALE_AFTER_MISSED * every
+    }
 }
 
 /// What became of a report.
@@ -272,6 +286,31 @@ mod tests {
             d.rows()
                 .any(|r| r.report.device_id == format!("x{}", MAX_UNAUTHENTICATED + 1_999))
         );
+    }
+
+    #[test]
+    fn a_device_that_misses_three_reports_is_stale_and_stays_listed() {
+        let mut d = Devices::default();
+        let peer = PeerId::random();
+        d.take(
+            report("k1", "1.0.0"),
+            Source::Report,
+            Some(peer),
+            true,
+            1_000,
+        );
+        d.take(report("g1", "1.0.0"), Source::Gateway, None, false, 1_000);
+        let at = |now| {
+            let mut v: Vec<(String, bool)> = d
+                .rows()
+                .map(|r| (r.report.device_id.clone(), r.stale(now)))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(at(1_090), [("g1".into(), false), ("k1".into(), false)]);
+        assert_eq!(at(1_091), [("g1".into(), false), ("k1".into(), true)]);
+        assert_eq!(at(50_000).len(), 2, "stale rows stay until forgotten");
     }
 
     #[test]

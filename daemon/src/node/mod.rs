@@ -940,8 +940,9 @@ impl Node {
             device: self.cfg.extra_status.as_ref().map(|f| f()),
             waiting: self.low_space.clone(),
             devices: {
-                let mut d: Vec<status::DeviceStatus> =
-                    self.devices.rows().map(status::DeviceStatus::new).collect();
+                let mut d: Vec<status::DeviceStatus> = (self.devices.rows())
+                    .map(|r| status::DeviceStatus::new(r, unix_now()))
+                    .collect();
                 d.sort_by(|a, b| a.device_id.cmp(&b.device_id));
                 d
             },

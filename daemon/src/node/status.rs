@@ -75,11 +75,14 @@ pub struct DeviceStatus {
     pub first_seen: u64,
     /// Last heard of.
     pub last_seen: u64,
+    /// A lanseed device that missed three reports (see
+    /// [`super::devices::Row::stale`]).
+    pub stale: bool,
 }
 
 impl DeviceStatus {
-    /// The status of one row.
-    pub fn new(row: &super::devices::Row) -> DeviceStatus {
+    /// The status of one row at `now` (Unix seconds).
+    pub fn new(row: &super::devices::Row, now: u64) -> DeviceStatus {
         let r = &row.report;
         DeviceStatus {
             device_id: r.device_id.clone(),
@@ -97,6 +100,7 @@ impl DeviceStatus {
             authenticated: row.authenticated,
             first_seen: row.first_seen,
             last_seen: row.last_seen,
+            stale: row.stale(now),
         }
     }
 }
