@@ -210,6 +210,19 @@ fn update_offered_downloaded_resumed_then_up_to_date() {
         .unwrap()
         .count();
     assert_eq!(cached, 2, "the zip and its checksum");
+    // A cached zip that goes missing (a cleared cache, a disk fault) is
+    // made again at the next check, not served as a 404 until a restart.
+    for e in std::fs::read_dir(gw.node.store.join("cache/gateway/zip")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "zip") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let again = gw.updates(&info(APP, &device_id(3), "builtin")).json();
+    assert_eq!(again["checksum"], checksum, "the same deterministic zip");
+    let zip = get_link(gw.port, again["url"].as_str().unwrap(), &[]);
+    assert_eq!(zip.status, 200);
+    assert_eq!(sha256_hex(&zip.body), checksum);
 }
 
 /// Bad input is a 4xx with `error` and `message`, never a 5xx: malformed

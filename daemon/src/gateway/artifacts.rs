@@ -262,24 +262,49 @@ impl Artifacts {
             lock(&self.by_sha).insert(source.sha256, source.path.clone());
             return Ok(source);
         }
-        let cell = lock(&self.zips).entry(bundle).or_default().clone();
-        let store = self.store.clone();
-        let zip = cell
-            .get_or_try_init(|| async move {
-                let made = tokio::task::spawn_blocking(move || match store.cached_zip(&bundle) {
-                    Some(z) => Ok(z),
-                    None => {
-                        let z = store.make_zip(&bundle).map_err(|e| e.to_string())?;
-                        tracing::info!(%bundle, bytes = z.len, "gateway zip made");
-                        Ok(z)
-                    }
+        let zip = loop {
+            let cell = lock(&self.zips).entry(bundle).or_default().clone();
+            let store = self.store.clone();
+            let zip = cell
+                .get_or_try_init(|| async move {
+                    let made =
+                        tokio::task::spawn_blocking(move || match store.cached_zip(&bundle) {
+                            Some(z) => Ok(z),
+                            None => {
+                                let z = store.make_zip(&bundle).map_err(|e| e.to_string())?;
+                                tracing::info!(%bundle, bytes = z.len, "gateway zip made");
+                                Ok(z)
+                            }
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()));
+                    made.map_err(|reason| ArtifactError::Zip { bundle, reason })
                 })
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
-                made.map_err(|reason| ArtifactError::Zip { bundle, reason })
-            })
-            .await?
-            .clone();
+                .await?
+                .clone();
+            // A cached zip that is gone or changed length (a disk fault,
+            // someone clearing the cache) is made again, not served broken
+            // until a restart.
+            let path = zip.path.clone();
+            let intact =
+                tokio::task::spawn_blocking(move || std::fs::metadata(path).map(|m| m.len()))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    == Some(zip.len);
+            if intact {
+                break zip;
+            }
+            tracing::warn!(%bundle, "the gateway's cached zip is missing or damaged; making it again");
+            {
+                let mut zips = lock(&self.zips);
+                if zips.get(&bundle).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    zips.remove(&bundle);
+                }
+            }
+            let store = self.store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.forget_zip(&bundle)).await;
+        };
         let source = ZipSource {
             checksum: hex::encode(zip.sha256),
             path: zip.path,

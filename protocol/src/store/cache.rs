@@ -76,6 +76,13 @@ impl Store {
         Some(CachedZip { path, sha256, len })
     }
 
+    /// Removes bundle `id`'s cached zip and checksum file (so the next
+    /// [`Store::cached_zip`] finds none and it is made again).
+    pub fn forget_zip(&self, id: &BundleId) {
+        let _ = std::fs::remove_file(self.zip_sum_path(id));
+        let _ = std::fs::remove_file(self.zip_path(id));
+    }
+
     /// Makes bundle `id`'s zip and its checksum file (the bundle must be
     /// complete in the store). Blocking; callers make one at a time per
     /// bundle.
