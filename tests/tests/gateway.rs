@@ -875,3 +875,45 @@ fn idle_connections_are_bounded_and_closed() {
     let r = gw.updates(&info("com.example.idle", &device_id(1), "builtin"));
     assert_eq!(r.status, 200);
 }
+
+/// Anyone on the LAN can post stats under made-up device ids: the node
+/// takes them at a bounded rate (a burst of 2,000 events, then 200 a
+/// second), answers `ok` to the rest, and keeps answering update checks.
+#[test]
+fn a_flood_of_stats_under_new_ids_is_taken_at_a_bounded_rate() {
+    let gw = gateway(|p| {
+        let b = p.build("v1", "one");
+        p.pack(&b, APP, "1.0.0", &[]);
+    });
+    let start = std::time::Instant::now();
+    for r in 0..30u64 {
+        let batch: Vec<Value> = (0..200u64)
+            .map(|i| {
+                let mut e = info(APP, &device_id(100_000 + r * 1_000 + i), "1.0.0");
+                e["action"] = json!("set");
+                e["version_name"] = json!("1.0.0");
+                e["old_version_name"] = json!("builtin");
+                e["timestamp"] = json!(1_700_000_000_000u64);
+                e
+            })
+            .collect();
+        let resp = post(gw.port, "/stats", &Value::Array(batch));
+        assert_eq!((resp.status, resp.json()), (200, json!({ "status": "ok" })));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    // The node's table: what the budget let through, once the queue drained.
+    std::thread::sleep(Duration::from_millis(500));
+    let rows = node_status(&gw.node.store)["devices"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let bound = 2_000.0 + 200.0 * (secs + 0.6);
+    assert!(rows >= 2_000, "the burst is taken: {rows}");
+    assert!(
+        (rows as f64) <= bound,
+        "{rows} rows after {secs:.2} s (bound {bound:.0})"
+    );
+    // Checks are still answered at once.
+    let t = std::time::Instant::now();
+    assert_eq!(gw.offered(&info(APP, &device_id(1), "builtin")), "1.0.0");
+    assert!(t.elapsed() < Duration::from_secs(1));
+}

@@ -396,7 +396,15 @@ async fn stats_posted(State(gw): State<Arc<Gateway>>, body: Bytes) -> Response {
     let now = unix_now();
     let (mut taken, mut refused) = (0usize, 0usize);
     for obj in events {
-        let Ok(info) = Info::from_object(obj) else {
+        let budget = gw
+            .stats_budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(std::time::Instant::now());
+        let Ok(info) = Info::from_object(obj)
+            .map_err(|_| ())
+            .and_then(|i| if budget { Ok(i) } else { Err(()) })
+        else {
             refused += 1;
             continue;
         };

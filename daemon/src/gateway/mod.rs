@@ -105,6 +105,8 @@ pub(crate) struct Gateway {
     snapshot: RwLock<Arc<Snapshot>>,
     artifacts: Artifacts,
     limiter: Mutex<Limiter>,
+    /// Stats events the node may still take ([`stats::Budget`]).
+    stats_budget: Mutex<stats::Budget>,
     overrides: Mutex<Overrides>,
     overrides_changed: Notify,
     /// The releases changed: make their zips before devices ask.
@@ -175,6 +177,7 @@ pub async fn serve(
         store,
         snapshot: RwLock::new(Arc::new(snapshot)),
         limiter: Mutex::new(Limiter::default()),
+        stats_budget: Mutex::new(stats::Budget::new(std::time::Instant::now())),
         overrides: Mutex::new(overrides),
         overrides_changed: Notify::new(),
         releases_changed: Notify::new(),

@@ -21,6 +21,44 @@ pub const MAX_EVENTS: usize = 200;
 /// Largest stats body.
 pub const MAX_BODY: usize = 512 << 10;
 
+/// Stats events the node takes per second, from all devices together
+/// (anyone on the LAN can post stats, under any number of device ids:
+/// each new id costs the node's devices table some work).
+pub const EVENTS_PER_SEC: f64 = 200.0;
+/// Events taken at once, before that rate applies.
+pub const EVENTS_BURST: f64 = 2_000.0;
+
+/// The node's budget of stats events (a token bucket): more are answered
+/// `ok` and dropped, as a full queue's are.
+#[derive(Debug)]
+pub struct Budget {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Budget {
+    /// A full budget at `now`.
+    pub fn new(now: std::time::Instant) -> Budget {
+        Budget {
+            tokens: EVENTS_BURST,
+            at: now,
+        }
+    }
+
+    /// Whether one more event may be taken at `now`.
+    pub fn take(&mut self, now: std::time::Instant) -> bool {
+        let secs = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + secs * EVENTS_PER_SEC).min(EVENTS_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// The events of a stats body: an array, or one object.
 pub fn events(body: &[u8]) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, BadRequest> {
     let bad = |message: String| BadRequest {
@@ -152,5 +190,19 @@ mod tests {
         // An action the table cannot hold makes no row.
         assert!(to_report(&event("has space"), "production", None, 1).is_none());
         assert!(to_report(&event(&"x".repeat(33)), "production", None, 1).is_none());
+    }
+
+    #[test]
+    fn the_budget_takes_a_burst_then_a_steady_rate() {
+        let t0 = std::time::Instant::now();
+        let mut b = Budget::new(t0);
+        let burst = (0..3_000).filter(|_| b.take(t0)).count();
+        assert_eq!(burst, EVENTS_BURST as usize);
+        let later = t0 + std::time::Duration::from_millis(500);
+        let refill = (0..3_000).filter(|_| b.take(later)).count();
+        assert_eq!(refill, (EVENTS_PER_SEC / 2.0) as usize);
+        let much_later = t0 + std::time::Duration::from_secs(3_600);
+        let again = (0..3_000).filter(|_| b.take(much_later)).count();
+        assert_eq!(again, EVENTS_BURST as usize, "never more than the burst");
     }
 }
