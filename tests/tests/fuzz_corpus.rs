@@ -78,6 +78,14 @@ fn write_seed_corpus() {
     seeds::write_all(&corpus_dir());
 }
 
+/// Only the seeds of releases with a Capgo section (layout `LSRELEA2`),
+/// whose encryption is random: the rest of the corpus stays as it is.
+#[test]
+#[ignore = "writes fuzz/corpus; run by hand before fuzzing"]
+fn write_capgo_seeds() {
+    seeds::write_capgo(&corpus_dir());
+}
+
 mod seeds {
     use std::path::Path;
 
@@ -152,6 +160,37 @@ mod seeds {
         }
     }
 
+    /// A release with Capgo artefacts (`LSRELEA2`), signed and as a
+    /// statement, and its release file (which carries the payload bundle).
+    pub fn write_capgo(corpus: &Path) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = checks::fuzz_key();
+        let build = dir.path().join("build");
+        std::fs::create_dir_all(&build).unwrap();
+        std::fs::write(build.join("index.html"), b"<!doctype html><p>capgo").unwrap();
+        let pem =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/tests/data/capgo/cli-key.pem");
+        let capgo = lanseed_protocol::capgo::CapgoPrivateKey::read(&pem).unwrap();
+        let store = Store::create(&dir.path().join("store")).unwrap();
+        let opts = PackOptions {
+            capgo: Some(capgo),
+            ..options("capgo", false)
+        };
+        let packed = pack_dir(&store, &build, &opts, &key, &|_| {}).unwrap();
+        let signed = packed.release.signed();
+        assert_eq!(&signed.to_bytes()[..8], b"LSSIGRL1");
+        put(corpus, "release", "capgo", &signed.to_bytes());
+        let statement = signed.release().canonical_bytes().unwrap();
+        assert_eq!(&statement[..8], b"LSRELEA2");
+        put(corpus, "release", "capgo-statement", &statement);
+        let file = dir.path().join("capgo.lanseed");
+        export(&store, signed, &file).unwrap();
+        let file = std::fs::read(&file).unwrap();
+        let trust = TrustList::parse(&key.public().to_string()).unwrap();
+        ReleaseFile::from_bytes(&file, &trust, checks::ZIP_LIMITS).expect("a seed opens");
+        put(corpus, "release_file", "capgo", &file);
+    }
+
     pub fn write_all(corpus: &Path) {
         let dir = tempfile::tempdir().unwrap();
         let key = checks::fuzz_key();
@@ -183,6 +222,7 @@ mod seeds {
                 .expect("a seed opens");
             put(corpus, "zip_read", name, &zip);
         }
+        write_capgo(corpus);
         let options_only = Release {
             app: "a.b".into(),
             channel: "c".into(),
@@ -443,4 +483,20 @@ fn the_request_corpus_holds_device_reports_that_decode() {
         "{reports} device reports in {}",
         dir.display()
     );
+}
+
+#[test]
+fn the_release_corpora_hold_capgo_releases_that_decode() {
+    let signed = std::fs::read(corpus_dir().join("release/seed-capgo")).unwrap();
+    let r = lanseed_protocol::SignedRelease::from_bytes(&signed).expect("the seed decodes");
+    assert!(r.release().capgo.is_some(), "an LSRELEA2 release");
+    let statement = std::fs::read(corpus_dir().join("release/seed-capgo-statement")).unwrap();
+    assert_eq!(&statement[..8], b"LSRELEA2");
+    let file = std::fs::read(corpus_dir().join("release_file/seed-capgo")).unwrap();
+    let trust =
+        lanseed_protocol::TrustList::parse(&checks::fuzz_key().public().to_string()).unwrap();
+    let opened =
+        lanseed_protocol::release_file::ReleaseFile::from_bytes(&file, &trust, checks::ZIP_LIMITS)
+            .expect("the release file opens");
+    assert!(opened.release().release().capgo.is_some());
 }
