@@ -20,7 +20,6 @@ use crate::manifest::{FileDigest, FileDigester, FileEntry, Manifest, ManifestErr
 use crate::path::{BundlePath, PathError};
 use crate::release::{Release, ReleaseError, Rollout, VerifiedRelease, VerifyError};
 use crate::store::{Batch, CommitOutcome, Store, StoreError, next_seq};
-use crate::trust::TrustList;
 use crate::zip::{SafeZip, ZipError};
 
 /// Files up to this size are read whole and hashed in memory; larger ones
@@ -515,15 +514,12 @@ pub(crate) fn finish(
         let seq = opts
             .seq
             .unwrap_or_else(|| next_seq(held, &opts.app, &opts.channel, opts.created));
-        Ok::<_, PackError>(
-            Release {
-                bundle_id,
-                capgo,
-                ..draft(opts, seq)
-            }
-            .sign(key)?
-            .verify(&TrustList::single(key.public()))?,
-        )
+        Release {
+            bundle_id,
+            capgo,
+            ..draft(opts, seq)
+        }
+        .sign_verified::<PackError>(key)
     })?;
     tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "committed");
     Ok(Packed {

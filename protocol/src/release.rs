@@ -436,6 +436,15 @@ impl Release {
             signature,
         })
     }
+
+    /// Signs with `key` and checks the new signature with that key alone:
+    /// what a publisher's own tools (pack, rollout, capgo-encrypt) commit.
+    pub fn sign_verified<E: From<ReleaseError> + From<VerifyError>>(
+        self,
+        key: &SecretKey,
+    ) -> Result<VerifiedRelease, E> {
+        Ok(self.sign(key)?.verify(&TrustList::single(key.public()))?)
+    }
 }
 
 fn check_capgo(c: &CapgoSection, main: &BundleId) -> Result<(), ReleaseError> {

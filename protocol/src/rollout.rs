@@ -14,7 +14,6 @@
 use crate::keys::SecretKey;
 use crate::release::{Release, ReleaseError, Rollout, SignedRelease, VerifiedRelease, VerifyError};
 use crate::store::{CommitOutcome, Store, StoreError, next_seq};
-use crate::trust::TrustList;
 
 /// Why no new statement was made.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +69,18 @@ pub fn newest<'a>(held: &'a [SignedRelease], app: &str, channel: &str) -> Option
         .max_by_key(|r| r.seq)
 }
 
+/// [`newest`], or the error that there is none.
+fn current<'a>(
+    held: &'a [SignedRelease],
+    app: &str,
+    channel: &str,
+) -> Result<&'a Release, RolloutError> {
+    newest(held, app, channel).ok_or_else(|| RolloutError::NoRelease {
+        app: app.into(),
+        channel: channel.into(),
+    })
+}
+
 /// What `--percent` signs: the newest statement with `share`, a new
 /// sequence and creation time.
 pub fn with_share(
@@ -79,10 +90,7 @@ pub fn with_share(
     share: Rollout,
     now: u64,
 ) -> Result<Release, RolloutError> {
-    let current = newest(held, app, channel).ok_or_else(|| RolloutError::NoRelease {
-        app: app.into(),
-        channel: channel.into(),
-    })?;
+    let current = current(held, app, channel)?;
     Ok(Release {
         seq: next_seq(held, app, channel, now),
         created: now,
@@ -100,10 +108,7 @@ pub fn back_to(
     version: &str,
     now: u64,
 ) -> Result<Release, RolloutError> {
-    let current = newest(held, app, channel).ok_or_else(|| RolloutError::NoRelease {
-        app: app.into(),
-        channel: channel.into(),
-    })?;
+    let current = current(held, app, channel)?;
     let target = held
         .iter()
         .map(SignedRelease::release)
@@ -139,11 +144,7 @@ pub fn publish(
     make: impl FnOnce(&[SignedRelease]) -> Result<Release, RolloutError>,
 ) -> Result<(VerifiedRelease, CommitOutcome), RolloutError> {
     let _guard = store.read_guard()?;
-    let trust = TrustList::single(signer.public());
-    store.commit_release_with(|held| {
-        let statement = make(held)?;
-        Ok(statement.sign(signer)?.verify(&trust)?)
-    })
+    store.commit_release_with(|held| make(held)?.sign_verified(signer))
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use lanseed_protocol::capgo::payload;
 use lanseed_protocol::manifest::Manifest;
 use lanseed_protocol::store::cache::{Brotli, CachedZip};
-use lanseed_protocol::{BundleId, Hash, SignedRelease, Store};
+use lanseed_protocol::{BundleId, Hash, ReleaseId, SignedRelease, Store};
 use tokio::sync::OnceCell;
 
 use super::choose::{self, Candidate};
@@ -188,6 +188,20 @@ pub fn capgo_key_matches(release: &SignedRelease, key_id: &str) -> bool {
         .is_some_and(|c| c.key_id == key_id)
 }
 
+/// The encrypted zip of `release` and the strings that go with it
+/// (blocking: reads and checks its payload bundle's manifest).
+fn encrypted_source(store: &Store, release: &SignedRelease) -> Result<ZipSource, String> {
+    let served = payload::served(store, release)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "the release carries no Capgo artefacts".to_owned())?;
+    Ok(ZipSource {
+        path: served.path,
+        sha256: served.sha256,
+        checksum: served.checksum,
+        session_key: Some(served.session_key),
+    })
+}
+
 type Cell<T> = Arc<OnceCell<T>>;
 /// Whether each file of a bundle (by SHA-256) has a Brotli variant.
 pub type Variants = Arc<HashMap<[u8; 32], Brotli>>;
@@ -199,6 +213,9 @@ pub struct Artifacts {
     /// Zips by their SHA-256, for downloads.
     by_sha: Mutex<HashMap<[u8; 32], PathBuf>>,
     brotli: Mutex<HashMap<BundleId, Cell<Variants>>>,
+    /// The encrypted zip of each held release with Capgo artefacts, found
+    /// once (its payload bundle's manifest read and checked).
+    encrypted: Mutex<HashMap<ReleaseId, ZipSource>>,
 }
 
 impl Artifacts {
@@ -209,6 +226,7 @@ impl Artifacts {
             zips: Mutex::default(),
             by_sha: Mutex::default(),
             brotli: Mutex::default(),
+            encrypted: Mutex::default(),
         }
     }
 
@@ -225,12 +243,26 @@ impl Artifacts {
                 by_sha.insert(z.sha256, z.path);
             }
         }
-        // Encrypted zips: files of the held releases' payload bundles.
-        for h in &snapshot.held {
-            if let Ok(Some(s)) = payload::served(&self.store, &h.release) {
-                by_sha.insert(s.sha256, s.path);
+        // Encrypted zips: files of the held releases' payload bundles,
+        // looked up once each.
+        let known = std::mem::take(&mut *lock(&self.encrypted));
+        let mut encrypted = HashMap::new();
+        for h in snapshot
+            .held
+            .iter()
+            .filter(|h| h.release.release().capgo.is_some())
+        {
+            let id = h.release.id();
+            let source = match known.get(&id) {
+                Some(s) => Some(s.clone()),
+                None => encrypted_source(&self.store, &h.release).ok(),
+            };
+            if let Some(s) = source {
+                by_sha.insert(s.sha256, s.path.clone());
+                encrypted.insert(id, s);
             }
         }
+        lock(&self.encrypted).extend(encrypted);
         *lock(&self.by_sha) = by_sha;
     }
 
@@ -246,20 +278,20 @@ impl Artifacts {
     ) -> Result<ZipSource, ArtifactError> {
         let bundle = release.release().bundle_id;
         if encrypted {
-            let (store, r) = (self.store.clone(), release.clone());
-            let served = tokio::task::spawn_blocking(move || payload::served(&store, &r))
+            let id = release.id();
+            if let Some(s) = lock(&self.encrypted).get(&id) {
+                return Ok(s.clone());
+            }
+            // Not looked up yet (a check racing the snapshot's update).
+            let store = self.store.clone();
+            let r = release.clone();
+            let source = tokio::task::spawn_blocking(move || encrypted_source(&store, &r))
                 .await
                 .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-                .and_then(|s| s.ok_or_else(|| "the release carries no Capgo artefacts".to_owned()))
+                .and_then(|r| r)
                 .map_err(|reason| ArtifactError::Zip { bundle, reason })?;
-            let source = ZipSource {
-                path: served.path,
-                sha256: served.sha256,
-                checksum: served.checksum,
-                session_key: Some(served.session_key),
-            };
             lock(&self.by_sha).insert(source.sha256, source.path.clone());
+            lock(&self.encrypted).insert(id, source.clone());
             return Ok(source);
         }
         let zip = loop {

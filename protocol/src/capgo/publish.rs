@@ -14,7 +14,6 @@ use crate::capgo::payload::{PayloadError, make_section};
 use crate::keys::SecretKey;
 use crate::release::{Release, ReleaseError, SignedRelease, VerifiedRelease, VerifyError};
 use crate::store::{CommitOutcome, Store, StoreError, next_seq};
-use crate::trust::TrustList;
 
 /// Why a release could not be re-signed with Capgo artefacts.
 #[derive(Debug, thiserror::Error)]
@@ -60,14 +59,8 @@ pub fn encrypt_release(
     let old = release.release();
     let batch = store.begin()?;
     let section = make_section(store, &batch, &old.bundle_id, capgo)?;
-    let trust = TrustList::single(signer.public());
     batch.commit_with(|held| {
-        let newest = held
-            .iter()
-            .map(SignedRelease::release)
-            .filter(|r| r.app == old.app && r.channel == old.channel)
-            .max_by_key(|r| r.seq);
-        if let Some(n) = newest
+        if let Some(n) = crate::rollout::newest(held, &old.app, &old.channel)
             && n.seq > old.seq
         {
             return Err(EncryptReleaseError::NotNewest {
@@ -83,7 +76,7 @@ pub fn encrypt_release(
             capgo: Some(section),
             ..old.clone()
         };
-        Ok(statement.sign(signer)?.verify(&trust)?)
+        statement.sign_verified(signer)
     })
 }
 
