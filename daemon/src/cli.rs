@@ -138,6 +138,17 @@ pub enum Command {
     /// not reinstall or reload). --back-to VERSION: the channel points at
     /// that older bundle again, for every device (Capgo's channel
     /// rollback; devices take it as a new release, no downgrade needed).
+    ///
+    /// --waves 5,25,50,100: a staged rollout that stays running. Each wave
+    /// raises the share; it advances when at least 90 % of the devices its
+    /// draw selects (among authenticated devices of the app and channel
+    /// seen in the last hour, as the node running on --store knows them)
+    /// have confirmed the new bundle (notifyAppReady) or failed it, and
+    /// --dwell has passed. As soon as the 95 % Wilson lower bound of the
+    /// failure rate exceeds --max-failure-rate it halts: the share goes to
+    /// 0 (with --on-halt back-to, the channel goes back to the previous
+    /// bundle too) and it exits non-zero. Its progress is kept in the store
+    /// (rollouts/), so running the same command again resumes the wave.
     Rollout(RolloutArgs),
     /// The config file: check it and show the settings it gives.
     #[command(subcommand)]
@@ -150,7 +161,7 @@ pub enum Command {
 
 /// `lanseed rollout`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("change").required(true).args(["percent", "back_to"])))]
+#[command(group(clap::ArgGroup::new("change").required(true).args(["percent", "back_to", "waves"])))]
 pub struct RolloutArgs {
     /// App id.
     pub app: String,
@@ -163,6 +174,28 @@ pub struct RolloutArgs {
     /// Go back to this version's bundle (it must be in the store).
     #[arg(long, value_name = "VERSION")]
     pub back_to: Option<String>,
+    /// Roll the channel's current bundle out in waves: rising shares in
+    /// percent, e.g. 5,25,50,100. Pack the release with --rollout 0 (or
+    /// at most the first wave's share) so that it waits for the first wave.
+    #[arg(long, value_name = "P,P,...", value_delimiter = ',')]
+    pub waves: Option<Vec<Rollout>>,
+    /// Least time each wave lasts (with --waves).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration, requires = "waves")]
+    pub dwell: std::time::Duration,
+    /// Halt when the failure rate's 95 % lower bound exceeds this (with
+    /// --waves), in percent.
+    #[arg(long, value_name = "PERCENT", default_value = "2%", requires = "waves")]
+    pub max_failure_rate: Rollout,
+    /// What a halt does besides setting the share to 0 (with --waves):
+    /// `pause`, or `back-to` (publish a rollback to the bundle the channel
+    /// had before).
+    #[arg(long, value_enum, default_value_t = OnHalt::Pause, requires = "waves")]
+    pub on_halt: OnHalt,
+    /// Count the Capgo gateway's stats (update_fail, checksum_fail,
+    /// download_fail) for the gate too (with --waves). They are plain HTTP
+    /// that any host on the LAN can post: this trusts the LAN.
+    #[arg(long, requires = "waves")]
+    pub count_gateway_stats: bool,
     /// Secret key file made by `lanseed keygen` (the publisher's).
     #[arg(long, value_name = "FILE", env = "LANSEED_KEY")]
     pub key: PathBuf,
@@ -171,6 +204,15 @@ pub struct RolloutArgs {
     /// Print the new release as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What a halted rollout does besides pausing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnHalt {
+    /// Set the share to 0 only.
+    Pause,
+    /// Also go back to the bundle the channel had before, for every device.
+    BackTo,
 }
 
 /// `lanseed config`.

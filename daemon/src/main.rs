@@ -12,6 +12,7 @@ mod gateway;
 mod memory;
 mod node;
 mod output;
+mod rollout;
 
 fn main() {
     memory::limit_malloc_arenas();

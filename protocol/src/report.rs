@@ -31,6 +31,7 @@ pub const MAX_REPORT_BYTES: usize = MAX_DEVICE_ID_LEN
     + 33
     + 2 * MAX_VERSION_LEN
     + 2 * MAX_NAME_LEN
+    + 33
     + 64;
 
 /// What a device runs, as it reports it.
@@ -56,6 +57,10 @@ pub struct DeviceReport {
     pub event: Option<String>,
     /// When the report was made, seconds since the Unix epoch.
     pub time: u64,
+    /// The bundle whose trial failed last on this device (rolled back),
+    /// if any: what a rollout's health gate counts as a failure of that
+    /// bundle, whatever the device reported since.
+    pub failed: Option<[u8; 32]>,
 }
 
 /// Why a report is refused.
@@ -139,6 +144,7 @@ mod tests {
             status: "success".into(),
             event: Some("set".into()),
             time: 1_800_000_000,
+            failed: Some([9; 32]),
         }
     }
 

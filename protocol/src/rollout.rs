@@ -50,6 +50,17 @@ pub enum RolloutError {
         /// The version.
         version: String,
     },
+    /// The channel's newest statement is of another bundle than expected
+    /// (someone published meanwhile).
+    #[error("{app} on {channel} moved on to {version} (published meanwhile)")]
+    MovedOn {
+        /// App.
+        app: String,
+        /// Channel.
+        channel: String,
+        /// The newest statement's version.
+        version: String,
+    },
     /// The store failed, or lacks the bundle's files.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -97,6 +108,27 @@ pub fn with_share(
         rollout: share,
         ..current.clone()
     })
+}
+
+/// [`with_share`], for the channel's current bundle only when it is
+/// `bundle` ([`RolloutError::MovedOn`] otherwise).
+pub fn with_share_of(
+    held: &[SignedRelease],
+    app: &str,
+    channel: &str,
+    bundle: &crate::BundleId,
+    share: Rollout,
+    now: u64,
+) -> Result<Release, RolloutError> {
+    let current = current(held, app, channel)?;
+    if current.bundle_id != *bundle {
+        return Err(RolloutError::MovedOn {
+            app: app.into(),
+            channel: channel.into(),
+            version: current.version.clone(),
+        });
+    }
+    with_share(held, app, channel, share, now)
 }
 
 /// What `--back-to VERSION` signs: the newest statement of that version,

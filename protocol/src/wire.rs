@@ -1,4 +1,4 @@
-//! The wire protocol between lanseed nodes: `/lanseed/bundle/3`.
+//! The wire protocol between lanseed nodes: `/lanseed/bundle/4`.
 //!
 //! One request-response protocol carries everything, over libp2p streams
 //! (TCP + noise + yamux). Message flow:
@@ -51,7 +51,7 @@ use crate::limits::{
 use crate::report::{DeviceReport, MAX_DEVICE_ID_LEN, MAX_NAME_LEN};
 
 /// The protocol id.
-pub const PROTOCOL: &str = "/lanseed/bundle/3";
+pub const PROTOCOL: &str = "/lanseed/bundle/4";
 
 /// Most releases one announcement carries (a node with more sends several,
 /// each within [`MAX_ANNOUNCE_BYTES`]).
@@ -472,6 +472,10 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
                 false => None,
             },
             time: r.varint("time")?,
+            failed: match r.some("failed bundle")? {
+                true => Some(r.array32("failed bundle id")?),
+                false => None,
+            },
         }),
         v => return Err(WireError::UnknownKind(v)),
     };
@@ -830,14 +834,18 @@ mod tests {
                 ("\\PC{0,16}", "[a-z.]{1,40}", "[a-z]{1,20}"),
                 proptest::option::of(any::<[u8; 32]>()),
                 ("\\PC{0,20}", any::<u64>(), "[0-9.]{0,10}", "[a-z]{0,10}"),
-                (proptest::option::of("[a-z_]{0,12}"), any::<u64>()),
+                (
+                    proptest::option::of("[a-z_]{0,12}"),
+                    any::<u64>(),
+                    proptest::option::of(any::<[u8; 32]>()),
+                ),
             )
                 .prop_map(
                     |(
                         (device_id, app, channel),
                         bundle,
                         (version, seq, native_version, status),
-                        (event, time),
+                        (event, time, failed),
                     )| {
                         Request::Report(DeviceReport {
                             device_id,
@@ -850,6 +858,7 @@ mod tests {
                             status,
                             event,
                             time,
+                            failed,
                         })
                     }
                 ),

@@ -86,12 +86,19 @@ fn write_capgo_seeds() {
     seeds::write_capgo(&corpus_dir());
 }
 
+#[test]
+#[ignore = "writes fuzz/corpus; run by hand before fuzzing"]
+fn write_report_seeds() {
+    seeds::write_reports(&corpus_dir());
+}
+
 mod seeds {
     use std::path::Path;
 
     use lanseed_protocol::pack::{PackOptions, pack_dir};
     use lanseed_protocol::release::Rollout;
     use lanseed_protocol::release_file::{ReleaseFile, export, export_bundle_zip};
+    use lanseed_protocol::report::DeviceReport;
     use lanseed_protocol::wire::{self, Packed, Request, Response};
     use lanseed_protocol::zip::{Layout, SafeZip};
     use lanseed_protocol::{BundleId, Hash, Release, Store, TrustList};
@@ -314,6 +321,45 @@ mod seeds {
                 fetching: vec![0x01],
             },
         ]
+        .into_iter()
+        .chain(reports())
+        .collect()
+    }
+
+    /// Device reports: one that rolled back from a failed bundle, one of a
+    /// device on its builtin bundle with no event yet.
+    pub fn reports() -> Vec<Request> {
+        let report = DeviceReport {
+            device_id: "kiosk-7".into(),
+            app: "com.example.kiosk".into(),
+            channel: "production".into(),
+            bundle: Some([6; 32]),
+            version: "1.2.3".into(),
+            seq: 1_800_000_000,
+            native_version: "2.0.0".into(),
+            status: "success".into(),
+            event: Some("update_fail".into()),
+            time: 1_800_000_100,
+            failed: Some([7; 32]),
+        };
+        let builtin = DeviceReport {
+            bundle: None,
+            version: "builtin".into(),
+            seq: 0,
+            event: None,
+            failed: None,
+            ..report.clone()
+        };
+        vec![Request::Report(report), Request::Report(builtin)]
+    }
+
+    /// The device reports of [`reports`], as seeds.
+    pub fn write_reports(corpus: &Path) {
+        for (i, request) in reports().iter().enumerate() {
+            let frame = wire::encode_request(request);
+            assert_eq!(&wire::decode_request(&frame).unwrap(), request);
+            put(corpus, "wire_request", &format!("report-{i}"), &frame);
+        }
     }
 
     fn responses() -> Vec<Response> {

@@ -1,5 +1,6 @@
 //! `lanseed rollout`: a new share of devices for a channel's current
-//! bundle, or back to an older bundle, as a new signed statement.
+//! bundle, or back to an older bundle, as a new signed statement; or a
+//! rollout in waves (the `rollout` module).
 
 use lanseed_protocol::SecretKey;
 use lanseed_protocol::rollout;
@@ -11,6 +12,18 @@ use crate::output::{ReleaseView, print_json};
 pub fn run(args: RolloutArgs) -> anyhow::Result<()> {
     let key = SecretKey::read(&args.key)?;
     let store = args.store.open()?;
+    if let Some(waves) = &args.waves {
+        let plan = crate::rollout::Plan {
+            app: args.app.clone(),
+            channel: args.channel.clone(),
+            waves: waves.clone(),
+            dwell: args.dwell,
+            max_failure_rate: args.max_failure_rate,
+            on_halt: args.on_halt,
+            count_gateway_stats: args.count_gateway_stats,
+        };
+        return crate::rollout::run(&store, &key, &plan);
+    }
     let now = super::now();
     let (app, channel) = (args.app.as_str(), args.channel.as_str());
     let (release, outcome) = match (&args.percent, &args.back_to) {

@@ -633,7 +633,9 @@ impl Actor {
                     .as_str()
                     .and_then(lanseed_protocol::report::capgo_action)
             });
-            if let Some(action) = name {
+            // A reload follows a `set` or an `update_fail`: the outcome is
+            // what the report's last event tells.
+            if let Some(action) = name.filter(|a| *a != "app_reloaded") {
                 self.last_event = Some(action.to_owned());
             }
             if self.recent.len() == RECENT {
@@ -713,6 +715,14 @@ impl Actor {
             status,
             event: self.last_event.clone(),
             time: unix_now(),
+            // The newest release's bundle among those whose trial failed.
+            failed: u
+                .state()
+                .failed
+                .iter()
+                .max_by_key(|(_, seq)| **seq)
+                .and_then(|(id, _)| id.parse::<BundleId>().ok())
+                .map(|b| *b.0.as_bytes()),
         }
     }
 

@@ -84,6 +84,10 @@ pub fn events(body: &[u8]) -> Result<Vec<serde_json::Map<String, serde_json::Val
         .collect())
 }
 
+/// The plugin's actions that tell its version failed on the device (the
+/// gate of `lanseed rollout --count-gateway-stats` counts them).
+pub const FAILURES: [&str; 3] = ["update_fail", "checksum_fail", "download_fail"];
+
 /// The bundle status an action tells of.
 pub fn status_of(action: &str) -> &'static str {
     match action {
@@ -131,6 +135,10 @@ pub fn to_report(
             info.version_build.clone()
         },
         status: status_of(&action).to_owned(),
+        failed: FAILURES
+            .contains(&action.as_str())
+            .then_some(known.map(|(b, _)| b))
+            .flatten(),
         event: Some(action),
         time,
     };

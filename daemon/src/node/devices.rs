@@ -222,6 +222,7 @@ mod tests {
             status: "success".into(),
             event: Some("set".into()),
             time: 5,
+            failed: None,
         }
     }
 

@@ -62,6 +62,9 @@ pub struct DeviceStatus {
     pub status: String,
     /// The last event, by Capgo's stats action name.
     pub last_event: Option<String>,
+    /// The bundle whose trial failed last on the device (rolled back), if
+    /// any; for gateway rows, the bundle of a failure the plugin posted.
+    pub failed_bundle: Option<String>,
     /// When the device made its report (Unix seconds, its clock).
     pub reported_at: u64,
     /// `local` (this node's device), `report` (a peer's) or `gateway`
@@ -94,6 +97,7 @@ impl DeviceStatus {
             native_version: r.native_version.clone(),
             status: r.status.clone(),
             last_event: r.event.clone(),
+            failed_bundle: r.failed.map(hex::encode),
             reported_at: r.time,
             source: row.source,
             peer_id: row.peer.map(|p| p.to_string()),

@@ -25,7 +25,7 @@ use libp2p::{Multiaddr, PeerId, identity, noise, pnet, tcp, yamux};
 use multistream_select::Negotiated;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// A negotiated `/lanseed/bundle/3` stream.
+/// A negotiated `/lanseed/bundle/4` stream.
 pub type Stream = Negotiated<SubstreamBox>;
 
 /// The node's transport (daemon `node::build_swarm`), with the fleet key
@@ -166,7 +166,7 @@ impl Conn {
             .map_err(io::Error::other)
     }
 
-    /// A new outbound `/lanseed/bundle/3` stream. Negotiation is lazy, as
+    /// A new outbound `/lanseed/bundle/4` stream. Negotiation is lazy, as
     /// the node's own: the protocol id goes with the first bytes written.
     pub async fn open(&self) -> io::Result<Stream> {
         let raw = self.open_raw().await?;
@@ -178,7 +178,7 @@ impl Conn {
     }
 }
 
-/// Accepts an inbound stream's negotiation for `/lanseed/bundle/3`.
+/// Accepts an inbound stream's negotiation for `/lanseed/bundle/4`.
 pub async fn accept(raw: SubstreamBox) -> io::Result<Stream> {
     let (_, s) = multistream_select::listener_select_proto(raw, [wire::PROTOCOL])
         .await

@@ -1,4 +1,4 @@
-//! Crafted frames of `/lanseed/bundle/3`: the byte-level lies the liar
+//! Crafted frames of `/lanseed/bundle/4`: the byte-level lies the liar
 //! sends, built by hand on the bincode 2 standard layout.
 //!
 //! Layout reminder (what [`lanseed_protocol::wire`] writes): integers are

@@ -1,5 +1,5 @@
 //! `lanseed-liar`: a peer that speaks lanseed's real wire protocol
-//! (`/lanseed/bundle/3`) over a real libp2p connection and misbehaves on
+//! (`/lanseed/bundle/4`) over a real libp2p connection and misbehaves on
 //! command, for multi-node security tests.
 //!
 //! It connects to nodes (`--dial`) or lets them connect (`--listen`), under
@@ -63,7 +63,7 @@ use self::serve::{Holdings, How, On, Policy, Server};
 #[command(
     name = "lanseed-liar",
     about = "A lanseed peer that lies on command, for security tests.",
-    long_about = "A lanseed peer that speaks the real wire protocol (/lanseed/bundle/3 over \
+    long_about = "A lanseed peer that speaks the real wire protocol (/lanseed/bundle/4 over \
 TCP + noise + yamux) and misbehaves on command. Prints one JSON object per line on stdout \
 for everything it does; exits 0 after --for seconds or when its mode is done. Run it only \
 inside a private network namespace."

@@ -564,5 +564,6 @@ fn fresh_report(i: usize, n: usize) -> lanseed_protocol::report::DeviceReport {
         status: "success".into(),
         event: None,
         time: 0,
+        failed: None,
     }
 }
