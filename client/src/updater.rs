@@ -27,7 +27,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lanseed_protocol::{BundleId, Store, VerifiedRelease};
+use lanseed_protocol::{BundleId, Release, Store, VerifiedRelease};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -473,9 +473,17 @@ impl Updater {
         releases: &'a [VerifiedRelease],
         now_unix: u64,
     ) -> Option<&'a VerifiedRelease> {
+        // Only the newest statement of a bundle counts: a bundle paused
+        // (a new statement at 0 %) is not installed from an older share.
+        let moot = |r: &Release| {
+            releases.iter().any(|o| {
+                let o = o.release();
+                o.seq > r.seq && o.bundle_id == r.bundle_id && o.supersedes(r)
+            })
+        };
         releases
             .iter()
-            .filter(|r| self.check(r, now_unix).is_ok())
+            .filter(|r| !moot(r.release()) && self.check(r, now_unix).is_ok())
             .max_by_key(|r| r.release().seq)
     }
 
@@ -1387,6 +1395,18 @@ mod tests {
         assert_eq!(u.pick(&all, 0).map(id), Some(id(&v2)));
         assert_eq!(u.pick(&all[..1], 0).map(id), Some(id(&v1)));
         assert_eq!(u.pick(&[beta], 0).map(id), None);
+        // 2.0.0 paused by a later statement of its bundle at 0 %: the
+        // earlier share no longer counts, 1.0.0 is what the device takes.
+        let paused = w.release("2.0.0", 13, "production", |o| {
+            o.rollout = "0".parse().unwrap()
+        });
+        assert_eq!(
+            paused.release().bundle_id,
+            v2.release().bundle_id,
+            "one bundle, two statements"
+        );
+        let all = [v1.clone(), v2.clone(), paused];
+        assert_eq!(u.pick(&all, 0).map(id), Some(id(&v1)));
     }
 
     #[tokio::test(start_paused = true)]

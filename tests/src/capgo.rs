@@ -105,7 +105,25 @@ pub fn request_from(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Resp {
-    let mut s = connect_from(source, port);
+    request_on(
+        connect_from(source, port),
+        port,
+        method,
+        path,
+        headers,
+        body,
+    )
+}
+
+/// [`request`] on a connection made already (e.g. inside a namespace).
+pub fn request_on(
+    mut s: std::net::TcpStream,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",

@@ -205,11 +205,11 @@ impl Catalog {
         self.refused.insert(record);
     }
 
-    /// Whether a release of `r`'s app and channel at least as new is held.
+    /// Whether a release held makes `r` moot ([`Release::supersedes`]).
     pub fn superseded(&self, r: &Release) -> bool {
         (self.held.values())
             .map(SignedRelease::release)
-            .any(|h| h.app == r.app && h.channel == r.channel && h.seq >= r.seq)
+            .any(|h| h.supersedes(r))
     }
 
     /// Starts looking release `id` up in the store; false when a look-up
@@ -248,11 +248,7 @@ pub fn judge<'a>(
     if let Err(e) = trust.check(&signed.publisher(), &r.app, &r.channel) {
         return Judgement::Refuse(e.to_string());
     }
-    let highest = held
-        .filter(|h| h.app == r.app && h.channel == r.channel)
-        .map(|h| h.seq)
-        .max();
-    if let Some(h) = highest.filter(|h| *h >= r.seq) {
+    if let Some(h) = held.filter(|h| h.supersedes(r)).map(|h| h.seq).max() {
         return Judgement::Older(format!("not newer than the release held (seq {h})"));
     }
     match signed.verify(trust) {
@@ -295,6 +291,38 @@ mod tests {
             channels: channels.iter().map(|c| c.to_string()).collect(),
         });
         t
+    }
+
+    #[test]
+    fn a_newer_release_for_some_devices_does_not_make_the_older_one_moot() {
+        let key = SecretKey::from_seed(&[1; 32]);
+        let follow = vec![Follow {
+            app: "com.example.kiosk".into(),
+            channel: Some("production".into()),
+        }];
+        let mut c = Catalog::new(follow, trust(&key, &["production"]));
+        let v1 = release("com.example.kiosk", "production", 10)
+            .sign(&key)
+            .unwrap();
+        let share = |seq, bp| {
+            let mut r = release("com.example.kiosk", "production", seq);
+            r.bundle_id = BundleId(Hash::of(b"v2"));
+            r.rollout = Rollout::from_basis_points(bp).unwrap();
+            r.sign(&key).unwrap()
+        };
+        let (ten, paused) = (share(11, 1_000), share(12, 0));
+        c.set(vec![paused.clone()]);
+        // A device outside 2.0.0's draw still needs 1.0.0: fetched, and
+        // not abandoned midway.
+        assert!(!c.superseded(v1.release()));
+        assert!(matches!(c.judge(&v1), Judgement::Fetch(_)));
+        // An earlier share of the paused bundle is moot.
+        assert!(c.superseded(ten.release()));
+        assert!(matches!(c.judge(&ten), Judgement::Older(_)));
+        // Once 2.0.0 reaches everyone, 1.0.0 is.
+        let full = share(13, 10_000);
+        c.set(vec![paused, full]);
+        assert!(c.superseded(v1.release()));
     }
 
     #[test]
