@@ -24,8 +24,9 @@
 //! headers and window updates, noise's length and tag, the protocol
 //! negotiation of each stream, the noise handshake; nor TCP, IP and
 //! Ethernet headers. For a bulk transfer the sum is a little under what
-//! the network interface counts (about 5 %, mostly TCP/IP headers: the
-//! `metrics` integration test holds it within 10 %). `kind` is the
+//! the network interface counts: 95 % of it on a 1,500-byte MTU, the
+//! rest mostly the 66 bytes of Ethernet, IP and TCP headers of each
+//! segment (the `metrics` integration test holds it within 10 %). `kind` is the
 //! exchange a frame belongs to (`announce`, `manifest`, `pieces`, `have`,
 //! `report`): a `pieces` request and the pieces answered to it are both
 //! `pieces`; a request that does not decode is `other`.
