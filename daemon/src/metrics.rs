@@ -281,7 +281,7 @@ impl Metrics {
             "Transfers ended, by result (completed, failed, abandoned)",
             ended_family,
         );
-        let transfer_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 14));
+        let transfer_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 16));
         registry.register_with_unit(
             "transfer_duration",
             "How long completed transfers took, from start to commit",
