@@ -10,6 +10,7 @@ mod dev;
 mod device;
 mod gateway;
 mod memory;
+mod metrics;
 mod node;
 mod output;
 mod rollout;

@@ -102,6 +102,7 @@ pub(crate) fn node_config(
                 .clone()
                 .zip(args.gateway.tls_key.clone()),
         }),
+        metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
     })
 }
 

@@ -207,13 +207,14 @@ enum Job {
 const COLLECT_RETRY: Duration = Duration::from_secs(5);
 
 /// Starts the actor over `updater`; `follow` gets the node's follow list
-/// whenever the channel changes.
+/// whenever the channel changes; rollbacks are counted in `metrics`.
 pub fn start(
     updater: Updater,
     store: Store,
     trust: TrustList,
     follow: watch::Sender<Vec<Follow>>,
     report: watch::Sender<Option<DeviceReport>>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Handle {
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     let (events, _) = broadcast::channel(256);
@@ -239,6 +240,7 @@ pub fn start(
         progress: HashMap::new(),
         events_seen: 0,
         last_seen: None,
+        metrics,
     };
     actor.updater.defer_removals();
     actor.set_follow();
@@ -289,6 +291,8 @@ struct Actor {
     events_seen: u64,
     /// What the last publication was made of.
     last_seen: Option<Seen>,
+    /// Where rollbacks are counted.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What the published report, rule and view are made of.
@@ -626,6 +630,7 @@ impl Actor {
             let json = serde_json::to_string(&e).unwrap_or_default();
             tracing::info!(target: "lanseed::events", "{json}");
             if matches!(e, Event::UpdateFailed { .. }) {
+                self.metrics.rollback();
                 self.want_collection();
             }
             let name = serde_json::to_value(&e).ok().and_then(|v| {

@@ -51,7 +51,14 @@ pub async fn run(
     tracing::info!(device = %updater.device_id(), channel = %updater.state().channel, serving = %updater.serve_dir().display(), "device started");
     let (follow_tx, follow_rx) = watch::channel(Vec::new());
     let (report_tx, report_rx) = watch::channel(None);
-    let agent = agent::start(updater, store.clone(), trust, follow_tx, report_tx);
+    let agent = agent::start(
+        updater,
+        store.clone(),
+        trust,
+        follow_tx,
+        report_tx,
+        cfg.node.metrics.clone(),
+    );
     cfg.node.reports = Some(report_rx);
     // The app's current channel only; the agent changes it on a switch.
     cfg.node.follow = follow_rx.borrow().clone();

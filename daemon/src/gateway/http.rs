@@ -32,6 +32,7 @@ use super::ratelimit::Verdict;
 use super::stats;
 use super::wire::{BadRequest, Info, NoOffer, Offer, text};
 use crate::device::files;
+use crate::metrics::Answered;
 
 /// Largest body of an update check or a channel request.
 pub const MAX_SMALL_BODY: usize = 64 << 10;
@@ -71,6 +72,7 @@ pub(crate) fn router(gw: Arc<Gateway>) -> Router {
         )
         .route("/capgo/zip/{name}", get(zip))
         .route("/capgo/file/{name}", get(file))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(gw)
 }
@@ -181,23 +183,17 @@ async fn updates(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes
     };
     let i = match choose::choose(&candidates, &device, unix_now()) {
         Choice::UnknownApp => {
-            return json_response(
-                StatusCode::OK,
-                &NoOffer {
-                    kind: "failed",
-                    error: "unknown_app",
-                    message: format!("this gateway holds no release of {}", info.app_id),
-                },
-            );
+            return no_offer(NoOffer {
+                kind: "failed",
+                error: "unknown_app",
+                message: format!("this gateway holds no release of {}", info.app_id),
+            });
         }
         Choice::UpToDate => {
-            return json_response(
-                StatusCode::OK,
-                &NoOffer::up_to_date(format!(
-                    "no newer release of {} on channel {channel} for this device",
-                    info.app_id
-                )),
-            );
+            return no_offer(NoOffer::up_to_date(format!(
+                "no newer release of {} on channel {channel} for this device",
+                info.app_id
+            )));
         }
         Choice::Offer(i) => i,
     };
@@ -205,17 +201,14 @@ async fn updates(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes
     if let Some(key_id) = &info.key_id
         && !capgo_key_matches(&held.release, key_id)
     {
-        return json_response(
-            StatusCode::OK,
-            &NoOffer {
-                kind: "blocked",
-                error: "key_id_mismatch",
-                message: format!(
-                    "release {} is not encrypted for this app's public key",
-                    held.display
-                ),
-            },
-        );
+        return no_offer(NoOffer {
+            kind: "blocked",
+            error: "key_id_mismatch",
+            message: format!(
+                "release {} is not encrypted for this app's public key",
+                held.display
+            ),
+        });
     }
     // An app with a Capgo public key (it sends its key id) takes only the
     // encrypted zip made for that key; one without, the plain zip.
@@ -253,7 +246,7 @@ async fn updates(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes
         _ => None,
     };
     tracing::info!(device = %info.device_id, app = %info.app_id, %channel, version = %held.display, manifest = manifest.is_some(), "gateway offered an update");
-    json_response(
+    let mut r = json_response(
         StatusCode::OK,
         &Offer {
             version: held.display.clone(),
@@ -262,7 +255,40 @@ async fn updates(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes
             session_key: zip.session_key,
             manifest,
         },
-    )
+    );
+    r.extensions_mut().insert(Answered("update"));
+    r
+}
+
+/// An update check's answer without an update, marked with its `kind` for
+/// the request counter.
+fn no_offer(n: NoOffer) -> Response {
+    let kind = n.kind;
+    let mut r = json_response(StatusCode::OK, &n);
+    r.extensions_mut().insert(Answered(kind));
+    r
+}
+
+/// `GET /metrics`: the node's metrics, in OpenMetrics for a scraper that
+/// asks for it, else in the classic text format.
+async fn metrics(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
+    let openmetrics = crate::metrics::wants_openmetrics(accept);
+    match gw.metrics.render(openmetrics).await {
+        Ok(text) => {
+            let mut r = text.into_response();
+            let ct = HeaderValue::from_static(crate::metrics::content_type(openmetrics));
+            r.headers_mut().insert(header::CONTENT_TYPE, ct);
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics_unavailable",
+            e.to_string(),
+        ),
+    }
 }
 
 /// `POST /updates/manifest_size`: how many bytes the files a device still

@@ -10,6 +10,8 @@
 //! - TLS handshakes: within [`super::tls::HANDSHAKE_TIMEOUT`], at most
 //!   [`super::tls::MAX_HANDSHAKES`] at once.
 //! - At the stop, requests still running get [`super::GRACE`].
+//!
+//! Every connection's bytes are counted (`lanseed_http_bytes_total`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::tls::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
+use crate::metrics::{CountedIo, Metrics};
 
 /// Most connections at once.
 pub const MAX_CONNECTIONS: usize = 512;
@@ -74,6 +77,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<TlsAcceptor>,
     app: Router,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -98,6 +102,7 @@ pub async fn serve(
             continue; // dropped: too many from this address
         };
         let _ = tcp.set_nodelay(true);
+        let tcp = CountedIo::new(tcp, metrics.clone());
         let (tls, handshakes, app, stop) =
             (tls.clone(), handshakes.clone(), app.clone(), stop.clone());
         conns.spawn(async move {

@@ -12,6 +12,7 @@
 //! | `GET/PUT/POST/DELETE /channel_self` | list, read, set, unset the device's channel |
 //! | `GET /capgo/zip/<sha256>.zip` | a bundle's deterministic zip |
 //! | `GET /capgo/file/<sha256>[.br]` | one file (manifest mode), `.br` Brotli |
+//! | `GET /metrics` | the node's Prometheus metrics ([`crate::metrics`]) |
 //!
 //! The gateway offers only what the node holds whole in its store: the
 //! node hands it its releases as they change (a [`Links`] watch), and it
@@ -97,6 +98,8 @@ pub struct Links {
     pub releases: watch::Receiver<Arc<Vec<SignedRelease>>>,
     /// Where stats become rows of the devices table.
     pub stats: mpsc::Sender<DeviceReport>,
+    /// The node's metrics, for `/metrics` and the gateway's own counters.
+    pub metrics: crate::metrics::Handle,
 }
 
 /// The gateway's state, shared by its handlers.
@@ -117,6 +120,8 @@ pub(crate) struct Gateway {
     scheme: &'static str,
     /// Its own address, for links when a request names no usable host.
     local: SocketAddr,
+    /// The node's metrics.
+    metrics: crate::metrics::Handle,
 }
 
 /// A bound gateway, ready to serve.
@@ -185,6 +190,7 @@ pub async fn serve(
         stats: links.stats,
         scheme: if bound.tls.is_some() { "https" } else { "http" },
         local,
+        metrics: links.metrics,
     });
     {
         let (gw, snap) = (gw.clone(), gw.snapshot());
@@ -197,8 +203,12 @@ pub async fn serve(
     tasks.spawn(prepare(gw.clone(), stop.clone()));
     gw.releases_changed.notify_one();
     tracing::info!(address = %local, scheme = gw.scheme, releases = gw.snapshot().held.len(), "capgo gateway listening");
-    let app = http::router(gw.clone());
-    listen::serve(bound.listener, bound.tls, app, stop.clone()).await;
+    let counters = gw.metrics.metrics.clone();
+    let app = http::router(gw.clone()).layer(axum::middleware::from_fn_with_state(
+        counters.clone(),
+        crate::metrics::count_requests,
+    ));
+    listen::serve(bound.listener, bound.tls, app, counters, stop.clone()).await;
     stop.cancel();
     while tasks.join_next().await.is_some() {}
     Ok(())

@@ -6,9 +6,16 @@
 //! to an answer of pieces, else one that grows with the bytes that
 //! actually arrive (a manifest). Such answers are written from where their
 //! body lies, through the upload [`Limiter`] when the node has one.
+//!
+//! Every byte of a frame read or written is counted in the node's
+//! [`Metrics`] (`lanseed_p2p_bytes_total`), under the exchange the stream
+//! carries, once per frame: what the stream took, whether the frame
+//! decoded or not.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -17,6 +24,7 @@ use libp2p::StreamProtocol;
 
 use super::buffers;
 use super::limit::{CHUNK, Limiter};
+use crate::metrics::{Direction, Kind, Metrics};
 
 /// The request-response codec of `/lanseed/bundle/4`. One clone serves
 /// one outbound stream, so it remembers what it asked: the answer to a
@@ -24,20 +32,74 @@ use super::limit::{CHUNK, Limiter};
 #[derive(Clone)]
 pub struct WireCodec {
     asked_piece: bool,
+    /// The exchange this clone's stream carries (for the byte counters).
+    kind: Kind,
     limiter: Option<Arc<Limiter>>,
     requests: Budget,
     manifests: Budget,
+    metrics: Arc<Metrics>,
 }
 
 impl WireCodec {
-    /// A codec whose data answers obey `limiter`.
-    pub fn new(limiter: Option<Arc<Limiter>>) -> WireCodec {
+    /// A codec whose data answers obey `limiter`, counting its bytes in
+    /// `metrics`.
+    pub fn new(limiter: Option<Arc<Limiter>>, metrics: Arc<Metrics>) -> WireCodec {
         WireCodec {
             asked_piece: false,
+            kind: Kind::Other,
             limiter,
             requests: Budget::new(REQUEST_BUDGET),
             manifests: Budget::new(MANIFEST_BUDGET),
+            metrics,
         }
+    }
+}
+
+/// A stream whose bytes are counted, for one frame.
+struct Tally<'a, T> {
+    io: &'a mut T,
+    bytes: u64,
+}
+
+impl<'a, T> Tally<'a, T> {
+    fn new(io: &'a mut T) -> Tally<'a, T> {
+        Tally { io, bytes: 0 }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tally<'_, T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut *self.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.bytes += *n as u64;
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tally<'_, T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut *self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.bytes += *n as u64;
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_close(cx)
     }
 }
 
@@ -390,25 +452,14 @@ impl libp2p::request_response::Codec for WireCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let bytes = match read_request_frame(io, wire::MAX_REQUEST_BYTES, &self.requests).await {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => {
-                let why = "too many large requests are being read at once".to_owned();
-                return Ok(Incoming::Malformed { why, strike: false });
-            }
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                let why = e.to_string();
-                return Ok(Incoming::Malformed { why, strike: false });
-            }
-            Err(e) => return Err(e),
+        let mut io = Tally::new(io);
+        let read = read_incoming(&mut io, &self.requests).await;
+        self.kind = match &read {
+            Ok(Incoming::Request(r)) => Kind::of(r),
+            _ => Kind::Other,
         };
-        Ok(match wire::decode_request(&bytes) {
-            Ok(r) => Incoming::Request(r),
-            Err(e) => Incoming::Malformed {
-                strike: !matches!(e, wire::WireError::UnknownKind(_)),
-                why: e.to_string(),
-            },
-        })
+        self.metrics.wire(self.kind, Direction::Received, io.bytes);
+        read
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Answer>
@@ -420,9 +471,10 @@ impl libp2p::request_response::Codec for WireCodec {
         } else {
             wire::MAX_RESPONSE_BYTES
         };
-        read_answer(io, max, &self.manifests)
-            .await
-            .map(Answer::from)
+        let mut io = Tally::new(io);
+        let read = read_answer(&mut io, max, &self.manifests).await;
+        self.metrics.wire(self.kind, Direction::Received, io.bytes);
+        read.map(Answer::from)
     }
 
     async fn write_request<T>(
@@ -438,7 +490,11 @@ impl libp2p::request_response::Codec for WireCodec {
             return Err(io::Error::other("a malformed request is never sent"));
         };
         self.asked_piece = matches!(req, Request::GetPieces { .. });
-        write_frame(io, &wire::encode_request(&req)).await
+        self.kind = Kind::of(&req);
+        let mut io = Tally::new(io);
+        let written = write_frame(&mut io, &wire::encode_request(&req)).await;
+        self.metrics.wire(self.kind, Direction::Sent, io.bytes);
+        written
     }
 
     async fn write_response<T>(
@@ -450,23 +506,62 @@ impl libp2p::request_response::Codec for WireCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        let Answer {
-            response: res,
-            mut slot,
-        } = answer;
-        // An answer carrying data is written from where its body lies.
-        let Some((head, body)) = wire::encode_data_head(&res) else {
-            return write_frame(io, &wire::encode_response(&res)).await;
-        };
-        let mut first = ((head.len() + body.len()) as u32).to_le_bytes().to_vec();
-        first.extend_from_slice(&head);
-        match &self.limiter {
-            Some(limiter) => write_limited(io, limiter, &first, body, &mut slot).await?,
-            None => {
-                write_all_live(io, &first, &mut slot).await?;
-                write_all_live(io, body, &mut slot).await?;
-            }
-        }
-        io.flush().await
+        let mut io = Tally::new(io);
+        let written = write_answer(&mut io, self.limiter.as_deref(), answer).await;
+        self.metrics.wire(self.kind, Direction::Sent, io.bytes);
+        written
     }
+}
+
+/// Reads a request (see [`Incoming`]).
+async fn read_incoming<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    budget: &Budget,
+) -> io::Result<Incoming> {
+    let bytes = match read_request_frame(io, wire::MAX_REQUEST_BYTES, budget).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            let why = "too many large requests are being read at once".to_owned();
+            return Ok(Incoming::Malformed { why, strike: false });
+        }
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            let why = e.to_string();
+            return Ok(Incoming::Malformed { why, strike: false });
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(match wire::decode_request(&bytes) {
+        Ok(r) => Incoming::Request(r),
+        Err(e) => Incoming::Malformed {
+            strike: !matches!(e, wire::WireError::UnknownKind(_)),
+            why: e.to_string(),
+        },
+    })
+}
+
+/// Writes an answer; one carrying data from where its body lies, within
+/// `limiter`.
+async fn write_answer<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    limiter: Option<&Limiter>,
+    answer: Answer,
+) -> io::Result<()> {
+    let Answer {
+        response: res,
+        mut slot,
+    } = answer;
+    // An answer carrying data is written from where its body lies.
+    let Some((head, body)) = wire::encode_data_head(&res) else {
+        return write_frame(io, &wire::encode_response(&res)).await;
+    };
+    let mut first = ((head.len() + body.len()) as u32).to_le_bytes().to_vec();
+    first.extend_from_slice(&head);
+    match limiter {
+        Some(limiter) => write_limited(io, limiter, &first, body, &mut slot).await?,
+        None => {
+            write_all_live(io, &first, &mut slot).await?;
+            write_all_live(io, body, &mut slot).await?;
+        }
+    }
+    io.flush().await
 }

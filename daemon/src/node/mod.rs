@@ -36,6 +36,9 @@
 //!   ([`guard`]), who we know and how each behaved ([`peers`]), which
 //!   releases to take ([`catalog`]); every table a peer can grow is
 //!   bounded there.
+//! - Metrics ([`crate::metrics`]): the codec counts its bytes, the loop
+//!   its transfers, announcements and bans, and answers the gateway's
+//!   `/metrics` with a sample of its state (peers, bans, devices).
 
 mod addr_dials;
 mod buffers;
@@ -80,6 +83,7 @@ use self::codec::WireCodec;
 use self::control::Command;
 use self::fetch::{Fault, Fetch, FetchError, Job, Opened, Stage, Written};
 use self::status::{DroppedStatus, PeerStatus, RefusedStatus, Status, TransferStatus};
+use crate::metrics::{Direction, Ended};
 use crate::output::ReleaseView;
 
 /// How long a transfer may wait with no peer to fetch from.
@@ -151,6 +155,8 @@ pub struct NodeConfig {
     /// The Capgo-compatible HTTP gateway (`--http`), run beside the node:
     /// it is handed the releases held and hands back the plugin's stats.
     pub gateway: Option<crate::gateway::Options>,
+    /// Where it counts what it does (shared with the device agent).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Progress of one fetch.
@@ -294,7 +300,7 @@ fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm
         .with_behaviour(|_| Behaviour {
             guard: guard::Guard::new(cfg.limit_loopback),
             rr: request_response::Behaviour::with_codec(
-                WireCodec::new(limiter),
+                WireCodec::new(limiter, cfg.metrics.clone()),
                 [(
                     StreamProtocol::new(lanseed_protocol::wire::PROTOCOL),
                     ProtocolSupport::Full,
@@ -394,15 +400,17 @@ pub async fn run(
     node.watch = Some(watch::Watch::start(node.cfg.store.clone(), seen, store_tx));
     node.clean_partials();
     let gateway_stop = tokio_util::sync::CancellationToken::new();
-    let (mut gateway, mut gateway_stats) = match gateway_bound {
+    let (mut gateway, mut gateway_stats, mut samples) = match gateway_bound {
         Some(bound) => {
             let held: Vec<SignedRelease> = node.catalog.held().cloned().collect();
             let (releases_tx, releases_rx) = tokio::sync::watch::channel(Arc::new(held));
             let (stats_tx, stats_rx) = mpsc::channel(crate::gateway::STATS_QUEUE);
+            let (sample_tx, sample_rx) = mpsc::channel(4);
             node.gateway_releases = Some(releases_tx);
             let links = crate::gateway::Links {
                 releases: releases_rx,
                 stats: stats_tx,
+                metrics: crate::metrics::Handle::new(node.cfg.metrics.clone(), sample_tx),
             };
             let task = tokio::spawn(crate::gateway::serve(
                 bound,
@@ -410,9 +418,9 @@ pub async fn run(
                 links,
                 gateway_stop.clone(),
             ));
-            (Some(task), Some(stats_rx))
+            (Some(task), Some(stats_rx), Some(sample_rx))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     tracing::info!(%peer_id, releases = node.catalog.held().count(), store = %node.cfg.store.root().display(), control_socket = %node.control_socket.display(), "node started");
     for addr in node.cfg.peers.clone() {
@@ -454,6 +462,12 @@ pub async fn run(
             stat = recv(&mut gateway_stats) => match stat {
                 Some(report) => node.on_gateway_stat(report),
                 None => gateway_stats = None,
+            },
+            asked = recv(&mut samples) => match asked {
+                Some(reply) => {
+                    let _ = reply.send(node.sample());
+                }
+                None => samples = None,
             },
             done = finished(&mut gateway) => {
                 gateway = None;
@@ -634,7 +648,14 @@ impl Node {
             catalog.follows(&r.release().app, &r.release().channel)
         };
         let before = self.fetches.len();
-        self.fetches.retain(|_, f| followed(&f.release));
+        let metrics = &self.cfg.metrics;
+        self.fetches.retain(|_, f| {
+            let keep = followed(&f.release);
+            if !keep {
+                metrics.transfer_ended(Ended::Abandoned, f.started.elapsed().as_secs_f64());
+            }
+            keep
+        });
         self.retries.retain(followed);
         if self.fetches.len() < before {
             tracing::info!(
@@ -671,6 +692,7 @@ impl Node {
                 let now = Instant::now();
                 for (_, f) in std::mem::take(&mut self.fetches) {
                     if !matches!(f.stage, Stage::Committing) {
+                        self.ended(&f, Ended::Abandoned);
                         self.retries.failed(f.release, now);
                     } else {
                         self.fetches.insert(f.bundle(), f);
@@ -764,6 +786,7 @@ impl Node {
     fn announce(&mut self, peer: PeerId, records: &[Vec<u8>]) {
         for req in lanseed_protocol::wire::announcements(records) {
             self.send(peer, req, Pending::Announce);
+            self.cfg.metrics.announcement(Direction::Sent);
         }
     }
 
@@ -771,6 +794,7 @@ impl Node {
     /// fetches stalled for too long (their staging holds the gc lock).
     fn drop_superseded(&mut self) {
         let catalog = &self.catalog;
+        let metrics = &self.cfg.metrics;
         let mut unwanted = Vec::new();
         self.fetches.retain(|bundle, f| {
             if matches!(f.stage, Stage::Committing) {
@@ -783,6 +807,9 @@ impl Node {
             }
             if newer {
                 unwanted.push(f.partial.clone()); // never wanted again
+            }
+            if newer || stale {
+                metrics.transfer_ended(Ended::Abandoned, f.started.elapsed().as_secs_f64());
             }
             !(newer || stale)
         });
@@ -896,6 +923,17 @@ impl Node {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+        }
+    }
+
+    /// What the metrics' gauges show of the node's state now.
+    fn sample(&self) -> crate::metrics::Sample {
+        crate::metrics::Sample {
+            peers: self.book.connected().len(),
+            banned: self.book.banned(Instant::now()),
+            devices: crate::metrics::Sample::count_devices(
+                (self.devices.rows()).map(|r| (r.report.status.as_str(), r.authenticated)),
+            ),
         }
     }
 
@@ -1209,6 +1247,7 @@ impl Node {
     ) {
         let job: Box<dyn FnOnce() -> Response + Send> = match request {
             Request::Announce { releases } => {
+                self.cfg.metrics.announcement(Direction::Received);
                 if !self.book.allow_announce(&peer, Instant::now()) {
                     self.mark(
                         peer,
@@ -1370,7 +1409,9 @@ impl Node {
             Done::Checked(c) => self.on_checked(*c),
             Done::Panicked(bundle) => {
                 tracing::error!(bundle = %bundle, "a transfer job failed unexpectedly; the transfer stops (its verified pieces stay for the next start)");
-                self.fetches.remove(&bundle);
+                if let Some(f) = self.fetches.remove(&bundle) {
+                    self.ended(&f, Ended::Failed);
+                }
             }
             Done::Written(w) => {
                 let (bundle, peer) = (w.bundle, w.peer);
@@ -1391,6 +1432,7 @@ impl Node {
                 match *result {
                     Ok((release, done)) => {
                         let secs = fetch.started.elapsed().as_secs_f64();
+                        self.cfg.metrics.transfer_ended(Ended::Completed, secs);
                         let r = release.release();
                         let bytes = fetch.bytes_done - fetch.reused;
                         let rest = if done.outcome.is_some() {
@@ -1426,11 +1468,17 @@ impl Node {
                     }
                     Err(e) => {
                         tracing::error!(bundle = %bundle, "cannot commit the fetched release: {e}");
+                        self.ended(&fetch, Ended::Failed);
                         self.retry_later(fetch.release);
                     }
                 }
             }
         }
+    }
+
+    /// Counts a transfer that ended other than by its commit.
+    fn ended(&self, f: &Fetch, how: Ended) {
+        (self.cfg.metrics).transfer_ended(how, f.started.elapsed().as_secs_f64());
     }
 
     /// Tells the device agent how far the fetch of a release's own bundle
@@ -1468,6 +1516,7 @@ impl Node {
         let (new, evicted) = self.book.ban(peer, reason, Instant::now());
         if new {
             tracing::warn!(%peer, "banned peer: it {reason}");
+            self.cfg.metrics.banned();
         }
         let guard = &mut self.swarm.behaviour_mut().guard;
         if let Some(e) = evicted {
@@ -1770,6 +1819,7 @@ impl Node {
             }
         }
         self.fetches.insert(bundle, f);
+        self.cfg.metrics.transfer_started();
         self.spawn(Some(bundle), move || Done::Opened(open.run()));
     }
 
@@ -1820,6 +1870,7 @@ impl Node {
             FetchError::Store(e) => {
                 tracing::error!(bundle = %bundle, "transfer failed: {e}");
                 if let Some(f) = self.fetches.remove(&bundle) {
+                    self.ended(&f, Ended::Failed);
                     self.retry_later(f.release);
                 }
             }

@@ -509,6 +509,11 @@ impl PeerBook {
         out
     }
 
+    /// Peers banned at `now`.
+    pub fn banned(&self, now: Instant) -> usize {
+        self.bans.values().filter(|t| **t > now).count()
+    }
+
     /// Whether `peer` is banned.
     pub fn is_banned(&self, peer: &PeerId, now: Instant) -> bool {
         self.bans.get(peer).is_some_and(|t| *t > now)
