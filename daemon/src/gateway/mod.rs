@@ -31,6 +31,7 @@ pub mod choose;
 mod http;
 pub mod listen;
 pub mod overrides;
+pub mod page;
 pub mod ratelimit;
 pub mod stats;
 pub mod tls;
@@ -97,6 +98,8 @@ pub struct Links {
     pub releases: watch::Receiver<Arc<Vec<SignedRelease>>>,
     /// Where stats become rows of the devices table.
     pub stats: mpsc::Sender<DeviceReport>,
+    /// Asks the node for its status, for the status page ([`page`]).
+    pub status: crate::node::control::StatusHandle,
 }
 
 /// The gateway's state, shared by its handlers.
@@ -117,6 +120,8 @@ pub(crate) struct Gateway {
     scheme: &'static str,
     /// Its own address, for links when a request names no usable host.
     local: SocketAddr,
+    /// The status page's streams and latest snapshot.
+    page: Arc<page::Page>,
 }
 
 /// A bound gateway, ready to serve.
@@ -172,6 +177,8 @@ pub async fn serve(
     })
     .await
     .unwrap_or_default();
+    let (page, page_tx) = page::Page::new();
+    let page = Arc::new(page);
     let gw = Arc::new(Gateway {
         artifacts: Artifacts::new(store.clone()),
         store,
@@ -185,6 +192,7 @@ pub async fn serve(
         stats: links.stats,
         scheme: if bound.tls.is_some() { "https" } else { "http" },
         local,
+        page: page.clone(),
     });
     {
         let (gw, snap) = (gw.clone(), gw.snapshot());
@@ -195,6 +203,7 @@ pub async fn serve(
     tasks.spawn(follow_channels(gw.clone(), stop.clone()));
     tasks.spawn(save_overrides(gw.clone(), stop.clone()));
     tasks.spawn(prepare(gw.clone(), stop.clone()));
+    tasks.spawn(page::feed(page, links.status, page_tx, stop.clone()));
     gw.releases_changed.notify_one();
     tracing::info!(address = %local, scheme = gw.scheme, releases = gw.snapshot().held.len(), "capgo gateway listening");
     let app = http::router(gw.clone());

@@ -358,6 +358,7 @@ pub async fn run(
     let (cmd_tx, mut cmd_rx) = mpsc::channel(16);
     let listener = control::bind(cfg.store.root(), cfg.control_access).await?;
     let socket = listener.path().to_owned();
+    let status_handle = control::StatusHandle::new(cmd_tx.clone());
     let control = tokio::spawn(control::serve(listener, cmd_tx));
     let mut node = Node {
         swarm,
@@ -403,6 +404,7 @@ pub async fn run(
             let links = crate::gateway::Links {
                 releases: releases_rx,
                 stats: stats_tx,
+                status: status_handle,
             };
             let task = tokio::spawn(crate::gateway::serve(
                 bound,
