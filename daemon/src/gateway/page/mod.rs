@@ -52,7 +52,7 @@ pub const PACE: Duration = Duration::from_millis(500);
 /// status is asked for less often ([`pace_for`]).
 pub const BYTES_PER_SEC: usize = 256 << 10;
 /// A heartbeat event on an idle stream this often.
-pub const HEARTBEAT: Duration = Duration::from_secs(10);
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Longest life of one stream.
 pub const MAX_LIFE: Duration = Duration::from_secs(600);
 /// How old a snapshot `/status.json` answers with may be.
