@@ -22,6 +22,9 @@
 //! rest of the bookkeeping. With `--tls-cert` and `--tls-key` it speaks
 //! HTTPS ([`tls`]).
 //!
+//! The same server answers `GET /` with the node's live status page
+//! ([`page`]), read-only and open to whoever reaches it.
+//!
 //! Every byte from the network is hostile: bodies are bounded per path,
 //! JSON is read field by field ([`wire`]), bad input is a `4xx` with
 //! `error` and `message`, and every table a client can grow is bounded.
