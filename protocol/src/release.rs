@@ -312,15 +312,19 @@ impl Release {
 
     /// Whether this statement makes `older` moot, for every device: it is
     /// of the same app and channel, at least as new, and either reaches
-    /// every device or is a later statement of the same bundle (a new
-    /// share of it: only the newest statement of a bundle counts). A
-    /// newer release that reaches only some devices does not: the others
-    /// still need the older one.
+    /// every device (its whole share, no minimum native version, no
+    /// expiry) or is a later statement of the same bundle (a new share of
+    /// it: only the newest statement of a bundle counts). A newer release
+    /// that reaches only some devices does not: the others still need the
+    /// older one.
     pub fn supersedes(&self, older: &Release) -> bool {
+        let everyone = self.rollout == Rollout::FULL
+            && self.min_native_version.is_none()
+            && self.expires.is_none();
         self.app == older.app
             && self.channel == older.channel
             && self.seq >= older.seq
-            && (self.rollout == Rollout::FULL || self.bundle_id == older.bundle_id)
+            && (everyone || self.bundle_id == older.bundle_id)
     }
 
     /// Every bundle the release needs whole: its own, then the Capgo

@@ -400,6 +400,184 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Opens `url` in a `width` x `height` window of a browser that stays
+    /// open (inside `ns`), driven through the DevTools protocol on
+    /// `debug_port` (in `ns`): for pages whose content arrives after
+    /// their load event, which `--dump-dom` does not wait for.
+    pub fn open_devtools(
+        ns: &Netns,
+        url: &str,
+        (width, height): (u32, u32),
+        debug_port: u16,
+    ) -> (Browser, DevTools) {
+        let profile = tempfile::tempdir().unwrap();
+        let child = ns
+            .command(Path::new("chromium"))
+            .args(CHROMIUM_FLAGS)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("--window-size={width},{height}"))
+            .arg("--hide-scrollbars")
+            .arg(format!("--remote-debugging-port={debug_port}"))
+            .arg(url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromium (Debian package `chromium`)");
+        let browser = Browser {
+            child,
+            _profile: profile,
+        };
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], debug_port));
+        let start = Instant::now();
+        let ws = loop {
+            let page = ns.connect(addr).ok().and_then(|mut s| {
+                use std::io::{Read, Write};
+                write!(
+                    s,
+                    "GET /json/list HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                )
+                .ok()?;
+                // DevTools keeps the connection open: read until the
+                // body is whole JSON.
+                s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+                let (mut raw, mut buf) = (Vec::new(), [0u8; 4096]);
+                let list: serde_json::Value = loop {
+                    let n = s.read(&mut buf).ok().filter(|&n| n > 0)?;
+                    raw.extend_from_slice(&buf[..n]);
+                    let at = raw.windows(4).position(|w| w == b"\r\n\r\n");
+                    if let Some(v) = at.and_then(|i| serde_json::from_slice(&raw[i + 4..]).ok()) {
+                        break v;
+                    }
+                };
+                list.as_array()?
+                    .iter()
+                    .find(|t| t["type"] == "page" && t["url"] == url)?["webSocketDebuggerUrl"]
+                    .as_str()
+                    .map(str::to_owned)
+            });
+            if let Some(ws) = page {
+                break ws;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no DevTools page on port {debug_port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let at = ws.find("/devtools/");
+        let path = &ws[at.unwrap_or_else(|| panic!("not a DevTools URL: {ws}"))..];
+        let devtools = DevTools::connect(ns.connect(addr).expect("DevTools"), path);
+        (browser, devtools)
+    }
+}
+
+/// A DevTools protocol session with one page, over a minimal WebSocket
+/// client (text frames; what Chromium sends back unmasked).
+pub struct DevTools {
+    stream: std::net::TcpStream,
+    next_id: u64,
+}
+
+impl DevTools {
+    fn connect(mut stream: std::net::TcpStream, path: &str) -> DevTools {
+        use std::io::{Read, Write};
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream
+                .read_exact(&mut byte)
+                .expect("the WebSocket handshake");
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        DevTools { stream, next_id: 1 }
+    }
+
+    /// Calls `method` with `params`; its `result`.
+    pub fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use std::io::Write;
+        let id = self.next_id;
+        self.next_id += 1;
+        let text = serde_json::json!({ "id": id, "method": method, "params": params }).to_string();
+        let len = text.len();
+        let mut frame = vec![0x81u8];
+        if len < 126 {
+            frame.push(0x80 | len as u8);
+        } else if len < 1 << 16 {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        frame.extend_from_slice(&[0; 4]); // a zero mask leaves the text as it is
+        frame.extend_from_slice(text.as_bytes());
+        self.stream.write_all(&frame).unwrap();
+        loop {
+            let reply: serde_json::Value =
+                serde_json::from_slice(&self.message()).expect("DevTools sends JSON");
+            if reply["id"] == id {
+                assert!(reply.get("error").is_none(), "{method}: {reply}");
+                return reply["result"].clone();
+            }
+        }
+    }
+
+    /// The value of the JavaScript expression `expr` in the page.
+    pub fn eval(&mut self, expr: &str) -> serde_json::Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": expr, "returnByValue": true }),
+        );
+        r["result"]["value"].clone()
+    }
+
+    /// One whole message (its frames joined).
+    fn message(&mut self) -> Vec<u8> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        loop {
+            let mut h = [0u8; 2];
+            self.stream.read_exact(&mut h).expect("a DevTools frame");
+            let len = match h[1] & 0x7f {
+                126 => {
+                    let mut b = [0u8; 2];
+                    self.stream.read_exact(&mut b).unwrap();
+                    u64::from(u16::from_be_bytes(b))
+                }
+                127 => {
+                    let mut b = [0u8; 8];
+                    self.stream.read_exact(&mut b).unwrap();
+                    u64::from_be_bytes(b)
+                }
+                n => u64::from(n),
+            };
+            let mut payload = vec![0u8; usize::try_from(len).unwrap()];
+            self.stream.read_exact(&mut payload).unwrap();
+            if h[0] & 0x0f == 0x9 || h[0] & 0x0f == 0xa {
+                continue; // ping, pong
+            }
+            out.extend_from_slice(&payload);
+            if h[0] & 0x80 != 0 {
+                return out;
+            }
+        }
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -24,12 +24,17 @@ use lanseed_protocol::BundleId;
 use lanseed_protocol::release::Rollout;
 use lanseed_tests::capgo::{info, request_on};
 use lanseed_tests::net::{Netns, NodeProc};
-use lanseed_tests::{free_port, json, keygen, lanseed, run_ok};
+use lanseed_tests::{json, keygen, lanseed, run_ok};
 use serde_json::{Value, json};
 
 const APP: &str = "com.example.kiosk";
 const CHANNEL: &str = "production";
 const T: Duration = Duration::from_secs(90);
+/// The publisher's node's port (and its gateway's, the next one), in the
+/// fleet's namespace.
+const SEEDER_PORT: u16 = 19_000;
+/// The first kiosk's page port; the others follow.
+const DEVICE_PORTS: u16 = 20_000;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -107,8 +112,10 @@ impl Fleet {
         }
         let publisher = dir.path().join("publisher");
         let a = pack(dir.path(), &key, &publisher, "1.0.0", 100, true);
-        let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
-        let http = free_port();
+        // The namespace is the fleet's own: fixed ports below the ephemeral
+        // range, which no node listening on port 0 there can take first.
+        let listen = format!("/ip4/127.0.0.1/tcp/{SEEDER_PORT}");
+        let http = SEEDER_PORT + 1;
         let http_addr = format!("127.0.0.1:{http}");
         let mut args = vec!["--no-mdns", "--listen", &listen, "--http", &http_addr];
         if let Some(f) = &fleet_key {
@@ -154,7 +161,7 @@ impl Fleet {
         std::fs::write(builtin.join("index.html"), "<h1>builtin</h1>").unwrap();
         for id in ids {
             let store = self.dir.path().join(format!("dev-{id}"));
-            let port = free_port();
+            let port = DEVICE_PORTS + self.devices.len() as u16;
             let serve = format!("127.0.0.1:{port}");
             let mut args = vec![
                 "--app",
@@ -455,7 +462,15 @@ fn waves_advance_by_themselves_reach_exactly_the_drawn_devices_and_resume_after_
     fleet.start_devices(&ids);
     fleet.wait_all_on(&a);
     fleet.healthy.lock().unwrap().insert(b.clone());
-    let mut rollout = fleet.rollout(&["--waves", "10,25,50,100", "--dwell", "5s"]);
+    // One kiosk of the first wave hangs (frozen): its wave must wait for it.
+    let frozen = fleet
+        .devices
+        .iter()
+        .find(|d| inside(&b, pct(10), &d.id))
+        .unwrap();
+    frozen.node.pause();
+    let mut rollout = fleet.rollout(&["--waves", "10,25,50,100", "--dwell", "8s"]);
+    let mut history = String::new();
     // Stats any LAN host can post: update_fail of 2.0.0 for 20 made-up
     // devices the first wave draws. Not authenticated: the gate ignores them.
     let liars: Vec<Value> = (0..)
@@ -479,15 +494,36 @@ fn waves_advance_by_themselves_reach_exactly_the_drawn_devices_and_resume_after_
             !want.is_empty(),
             "the ids were chosen so that wave {w} % draws someone"
         );
+        if k == 0 {
+            let line = rollout.wait_line("dwell over; waiting for");
+            assert!(line.contains(&frozen.id), "{line}");
+            std::thread::sleep(Duration::from_secs(3));
+            assert!(
+                !rollout.text().contains("wave 2/4"),
+                "a wave went through with a selected device pending:\n{}",
+                rollout.text()
+            );
+            frozen.node.resume();
+        }
         // Every drawn device ends on 2.0.0, confirmed, and only those.
-        let table = wait_for(&format!("the {w} % wave on 2.0.0"), || {
+        let start = Instant::now();
+        let table = loop {
             let t = fleet.table();
             let on_b = t
                 .iter()
                 .filter(|(_, bundle, st)| *bundle == b && st == "success")
                 .count();
-            (on_b >= want.len()).then_some(t)
-        });
+            if on_b >= want.len() {
+                break t;
+            }
+            assert!(
+                start.elapsed() < T,
+                "the {w} % wave not on 2.0.0: {t:?}\nrollout:\n{}\nfrozen kiosk's log:\n{}",
+                rollout.text(),
+                frozen.node.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
         let on_b: HashSet<String> = table
             .iter()
             .filter(|(_, bundle, _)| *bundle == b)
@@ -506,6 +542,7 @@ fn waves_advance_by_themselves_reach_exactly_the_drawn_devices_and_resume_after_
             // A restart mid-wave resumes it.
             rollout.child.kill().unwrap();
             rollout.child.wait().unwrap();
+            history.push_str(&rollout.text());
             let state: Value = serde_json::from_slice(
                 &std::fs::read(
                     fleet
@@ -520,7 +557,7 @@ fn waves_advance_by_themselves_reach_exactly_the_drawn_devices_and_resume_after_
                 (state["wave"].as_u64(), state["outcome"]["state"].as_str()),
                 (Some(1), Some("running"))
             );
-            rollout = fleet.rollout(&["--waves", "10,25,50,100", "--dwell", "5s"]);
+            rollout = fleet.rollout(&["--waves", "10,25,50,100", "--dwell", "8s"]);
             let line = rollout.wait_line("resuming");
             assert!(line.contains("wave 2/4 (25 %)"), "{line}");
         }
@@ -532,6 +569,20 @@ fn waves_advance_by_themselves_reach_exactly_the_drawn_devices_and_resume_after_
     assert!(
         out.contains("not counted"),
         "the liars' stats are shown as not counted:\n{out}"
+    );
+    // Each wave went through on the reports of exactly its drawn devices.
+    let out = history + &out;
+    for (k, &w) in waves[..3].iter().enumerate() {
+        let n = drawn(&fleet.devices, &b, w).len();
+        let through = format!(
+            "wave {}/4 ({w} %) through: {n} of {n} selected reported ({n} confirmed, 0 failed)",
+            k + 1
+        );
+        assert!(out.contains(&through), "no {through:?} in\n{out}");
+    }
+    assert!(
+        out.contains("done: 2.0.0 on 100 % (16 confirmed, 0 failed)"),
+        "{out}"
     );
     // Each device installed 1.0.0 and 2.0.0 once and reloaded twice: the
     // statements that raised the share did not touch devices already on it.
@@ -707,35 +758,20 @@ fn the_fleet_view_lists_six_devices_and_marks_a_killed_one_stale() {
 }
 
 #[test]
-fn reports_from_peers_without_the_fleet_key_do_not_move_the_gate() {
-    // No fleet key: anyone on the LAN could have sent these reports. The
-    // devices fail the bundle and say so, and the gate counts none of it.
-    let (mut fleet, a) = Fleet::with_fleet_key(false);
-    let bad = fleet.pack("2.0.0", 0, false);
-    let ids = ids_for_waves(&bad, &[50, 100], 4);
-    fleet.start_devices(&ids);
-    fleet.wait_all_on(&a);
-    let first = drawn(&fleet.devices, &bad, 50);
-    let rollout = fleet.rollout(&["--waves", "50,100", "--dwell", "8s"]);
-    wait_for("the first wave's failures in the publisher's table", || {
-        let status = lanseed_tests::node_status(&fleet.publisher);
-        let failed: HashSet<String> = status["devices"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| r["failed_bundle"] == *bad && r["authenticated"] == false)
-            .map(|r| r["device_id"].as_str().unwrap().to_owned())
-            .collect();
-        (failed == first).then_some(())
-    });
-    let out_path = rollout.out.clone();
+fn without_a_fleet_key_a_rollout_in_waves_is_refused() {
+    // No fleet key: anyone on the LAN could have sent the devices'
+    // reports, none is authenticated, and a gate that counts nothing would
+    // only wait out its dwells: refused, saying why.
+    let (mut fleet, _a) = Fleet::with_fleet_key(false);
+    fleet.pack("2.0.0", 0, true);
+    let rollout = fleet.rollout(&["--waves", "50,100", "--dwell", "1s"]);
     let (ok, err) = rollout.finish();
-    let out = std::fs::read_to_string(out_path).unwrap();
-    assert!(ok, "{err}\n{out}");
-    assert!(!out.contains("halting in"), "{out}");
-    assert!(
-        out.contains("selected no device") && out.contains("not counted"),
-        "{out}"
-    );
-    assert!(out.contains("done: 2.0.0 on 100 %"), "{out}");
+    assert!(!ok);
+    assert!(err.contains("without --fleet-key"), "{err}");
+    let newest = lanseed_tests::store_releases(&fleet.publisher)
+        .into_iter()
+        .max_by_key(|r| r["seq"].as_u64())
+        .unwrap();
+    assert_eq!(newest["rollout_percent"], 0.0, "nothing was published");
+    fleet.devices.clear();
 }

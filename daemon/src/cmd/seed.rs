@@ -20,6 +20,7 @@ pub(crate) fn parse_follow(text: &str) -> anyhow::Result<Follow> {
     Ok(Follow {
         app: app.to_owned(),
         channel,
+        above: 0,
     })
 }
 

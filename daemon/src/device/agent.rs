@@ -613,9 +613,19 @@ impl Actor {
 
     /// Sets the node's follow list to the app's current channel.
     fn set_follow(&mut self) {
+        let channel = self.updater.state().channel.clone();
         let follow = vec![Follow {
             app: self.updater.app().to_owned(),
-            channel: Some(self.updater.state().channel.clone()),
+            // Releases at or below the installed one are refused: the node
+            // need not fetch them (nor fetch again what a collection drops).
+            above: self
+                .updater
+                .state()
+                .installed_seq
+                .get(&channel)
+                .copied()
+                .unwrap_or(0),
+            channel: Some(channel),
         }];
         self.follow.send_if_modified(|f| {
             let changed = *f != follow;
@@ -683,6 +693,7 @@ impl Actor {
             }
             changed
         });
+        self.set_follow();
         let rule = KeepRule::of(&self.updater);
         {
             let mut shared = self.rule.lock().unwrap_or_else(|e| e.into_inner());

@@ -73,6 +73,10 @@ pub(crate) fn router(gw: Arc<Gateway>) -> Router {
         .route("/capgo/zip/{name}", get(zip))
         .route("/capgo/file/{name}", get(file))
         .route("/metrics", get(metrics))
+        .route("/", get(super::page::index))
+        .route("/status", get(super::page::index))
+        .route("/status.json", get(super::page::snapshot))
+        .route("/status/events", get(super::page::events))
         .fallback(not_found)
         .with_state(gw)
 }

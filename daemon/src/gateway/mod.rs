@@ -23,6 +23,9 @@
 //! rest of the bookkeeping. With `--tls-cert` and `--tls-key` it speaks
 //! HTTPS ([`tls`]).
 //!
+//! The same server answers `GET /` with the node's live status page
+//! ([`page`]), read-only and open to whoever reaches it.
+//!
 //! Every byte from the network is hostile: bodies are bounded per path,
 //! JSON is read field by field ([`wire`]), bad input is a `4xx` with
 //! `error` and `message`, and every table a client can grow is bounded.
@@ -32,6 +35,7 @@ pub mod choose;
 mod http;
 pub mod listen;
 pub mod overrides;
+pub mod page;
 pub mod ratelimit;
 pub mod stats;
 pub mod tls;
@@ -100,6 +104,8 @@ pub struct Links {
     pub stats: mpsc::Sender<DeviceReport>,
     /// The node's metrics, for `/metrics` and the gateway's own counters.
     pub metrics: crate::metrics::Handle,
+    /// Asks the node for its status, for the status page ([`page`]).
+    pub status: crate::node::control::StatusHandle,
 }
 
 /// The gateway's state, shared by its handlers.
@@ -122,6 +128,8 @@ pub(crate) struct Gateway {
     local: SocketAddr,
     /// The node's metrics.
     metrics: crate::metrics::Handle,
+    /// The status page's streams and latest snapshot.
+    page: Arc<page::Page>,
 }
 
 /// A bound gateway, ready to serve.
@@ -177,6 +185,8 @@ pub async fn serve(
     })
     .await
     .unwrap_or_default();
+    let (page, page_tx) = page::Page::new();
+    let page = Arc::new(page);
     let gw = Arc::new(Gateway {
         artifacts: Artifacts::new(store.clone()),
         store,
@@ -191,6 +201,7 @@ pub async fn serve(
         scheme: if bound.tls.is_some() { "https" } else { "http" },
         local,
         metrics: links.metrics,
+        page: page.clone(),
     });
     {
         let (gw, snap) = (gw.clone(), gw.snapshot());
@@ -201,6 +212,7 @@ pub async fn serve(
     tasks.spawn(follow_channels(gw.clone(), stop.clone()));
     tasks.spawn(save_overrides(gw.clone(), stop.clone()));
     tasks.spawn(prepare(gw.clone(), stop.clone()));
+    tasks.spawn(page::feed(page, links.status, page_tx, stop.clone()));
     gw.releases_changed.notify_one();
     tracing::info!(address = %local, scheme = gw.scheme, releases = gw.snapshot().held.len(), "capgo gateway listening");
     let counters = gw.metrics.metrics.clone();

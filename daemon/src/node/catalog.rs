@@ -48,11 +48,20 @@ pub struct Follow {
     pub app: String,
     /// Channel; `None` follows every channel.
     pub channel: Option<String>,
+    /// Releases at or below this sequence number are not wanted (a device
+    /// installs only releases above the one it runs; 0 for a seeder,
+    /// which wants them all).
+    pub above: u64,
 }
 
 impl Follow {
     fn covers(&self, app: &str, channel: &str) -> bool {
         self.app == app && self.channel.as_deref().is_none_or(|c| c == channel)
+    }
+
+    /// Whether release `r` is at or below what this follow wants.
+    fn below(&self, r: &Release) -> bool {
+        self.covers(&r.app, &r.channel) && r.seq <= self.above
     }
 }
 
@@ -189,6 +198,13 @@ impl Catalog {
 
     /// Judges an offered release against the trust list and what is held.
     pub fn judge(&self, signed: &SignedRelease) -> Judgement {
+        let r = signed.release();
+        if let Some(f) = self.follow.iter().find(|f| f.below(r)) {
+            return Judgement::Older(format!(
+                "not above the release the device runs (seq {})",
+                f.above
+            ));
+        }
         judge(
             &self.trust,
             signed,
@@ -205,11 +221,13 @@ impl Catalog {
         self.refused.insert(record);
     }
 
-    /// Whether a release held makes `r` moot ([`Release::supersedes`]).
+    /// Whether a release held makes `r` moot ([`Release::supersedes`]),
+    /// or the node's device runs a release at least as new.
     pub fn superseded(&self, r: &Release) -> bool {
-        (self.held.values())
-            .map(SignedRelease::release)
-            .any(|h| h.supersedes(r))
+        self.follow.iter().any(|f| f.below(r))
+            || (self.held.values())
+                .map(SignedRelease::release)
+                .any(|h| h.supersedes(r))
     }
 
     /// Starts looking release `id` up in the store; false when a look-up
@@ -299,6 +317,7 @@ mod tests {
         let follow = vec![Follow {
             app: "com.example.kiosk".into(),
             channel: Some("production".into()),
+            above: 0,
         }];
         let mut c = Catalog::new(follow, trust(&key, &["production"]));
         let v1 = release("com.example.kiosk", "production", 10)
@@ -323,6 +342,20 @@ mod tests {
         let full = share(13, 10_000);
         c.set(vec![paused, full]);
         assert!(c.superseded(v1.release()));
+        // A device that runs seq 11 wants nothing at or below it, whatever
+        // the store holds: not refetched after its collection drops it.
+        let mut device = Catalog::new(
+            vec![Follow {
+                app: "com.example.kiosk".into(),
+                channel: Some("production".into()),
+                above: 11,
+            }],
+            trust(&key, &["production"]),
+        );
+        assert!(device.superseded(ten.release()) && device.superseded(v1.release()));
+        assert!(matches!(device.judge(&v1), Judgement::Older(_)));
+        device.set(vec![]);
+        assert!(matches!(device.judge(&share(12, 0)), Judgement::Fetch(_)));
     }
 
     #[test]
@@ -331,6 +364,7 @@ mod tests {
         let follow = vec![Follow {
             app: "com.example.kiosk".into(),
             channel: Some("production".into()),
+            above: 0,
         }];
         let mut c = Catalog::new(follow, trust(&key, &["production"]));
         assert!(c.follows("com.example.kiosk", "production"));
@@ -435,6 +469,7 @@ mod tests {
             vec![Follow {
                 app: "com.example.kiosk".into(),
                 channel: Some("production".into()),
+                above: 0,
             }],
             TrustList::default(),
         );
@@ -448,6 +483,7 @@ mod tests {
         let replay = c.set_follow(vec![Follow {
             app: "com.example.kiosk".into(),
             channel: Some("beta".into()),
+            above: 0,
         }]);
         assert_eq!(replay, vec![(b"beta record".to_vec(), vec![p1, p2])]);
         assert!(c.follows("com.example.kiosk", "beta"));

@@ -27,6 +27,28 @@ pub enum Command {
     Status(oneshot::Sender<Status>),
 }
 
+/// A cloneable handle that asks the node's event loop for its status
+/// (the status page's way in; the control socket sends the same
+/// [`Command`]).
+#[derive(Clone)]
+pub struct StatusHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl StatusHandle {
+    /// A handle sending into the node's command queue.
+    pub fn new(commands: mpsc::Sender<Command>) -> StatusHandle {
+        StatusHandle { commands }
+    }
+
+    /// The node's status now, or `None` once the node has stopped.
+    pub async fn status(&self) -> Option<Status> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
 /// Binds the control socket of the node on `store`.
 pub async fn bind(store: &Path, access: Access) -> anyhow::Result<ControlListener> {
     Ok(ControlListener::bind(store, control_socket::NODE, "node", access).await?)

@@ -133,6 +133,16 @@ impl Devices {
                         self.authenticated - 1
                     };
                 }
+                // The plugin follows a failure with other stats (`delete`
+                // of the failed bundle, a check): the failure stays on the
+                // row until that bundle succeeds. A lanseed report always
+                // says which bundle failed last itself.
+                let kept = (source == Source::Gateway && report.failed.is_none())
+                    .then_some(row.report.failed)
+                    .flatten()
+                    .filter(|f| !(report.bundle == Some(*f) && report.status == "success"));
+                let mut report = report;
+                report.failed = report.failed.or(kept);
                 row.report = report;
                 row.source = source;
                 row.authenticated = authenticated;
@@ -224,6 +234,50 @@ mod tests {
             time: 5,
             failed: None,
         }
+    }
+
+    #[test]
+    fn a_gateway_failure_stays_on_its_row_until_that_bundle_succeeds() {
+        let mut d = Devices::default();
+        let stat = |event: &str, status: &str, bundle: u8, failed: Option<u8>| DeviceReport {
+            event: Some(event.into()),
+            status: status.into(),
+            bundle: Some([bundle; 32]),
+            failed: failed.map(|f| [f; 32]),
+            ..report("phone", "2.0.0")
+        };
+        let failed = |d: &Devices| d.rows().next().unwrap().report.failed;
+        d.take(
+            stat("update_fail", "error", 2, Some(2)),
+            Source::Gateway,
+            None,
+            false,
+            1,
+        );
+        d.take(
+            stat("delete", "unknown", 2, None),
+            Source::Gateway,
+            None,
+            false,
+            2,
+        );
+        assert_eq!(failed(&d), Some([2; 32]), "kept past the plugin's delete");
+        d.take(
+            stat("app_ready", "success", 1, None),
+            Source::Gateway,
+            None,
+            false,
+            3,
+        );
+        assert_eq!(failed(&d), Some([2; 32]), "another bundle's success");
+        d.take(
+            stat("app_ready", "success", 2, None),
+            Source::Gateway,
+            None,
+            false,
+            4,
+        );
+        assert_eq!(failed(&d), None, "the bundle itself succeeded");
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub mod space;
 pub mod status;
 pub mod watch;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -268,6 +268,11 @@ struct Node {
     addr_dials: addr_dials::AddrDials,
     /// Every device heard of.
     devices: devices::Devices,
+    /// Connected peers an announcement did not reach (they were frozen,
+    /// or their stream failed): told everything again as soon as they are
+    /// heard from, or at the next report tick. At most one per connected
+    /// peer.
+    unannounced: HashSet<PeerId>,
     /// This node's own device report (a device agent's).
     own_report: Option<DeviceReport>,
     /// The releases held, for the gateway.
@@ -364,6 +369,7 @@ pub async fn run(
     let (cmd_tx, mut cmd_rx) = mpsc::channel(16);
     let listener = control::bind(cfg.store.root(), cfg.control_access).await?;
     let socket = listener.path().to_owned();
+    let status_handle = control::StatusHandle::new(cmd_tx.clone());
     let control = tokio::spawn(control::serve(listener, cmd_tx));
     let mut node = Node {
         swarm,
@@ -388,6 +394,7 @@ pub async fn run(
         control_socket: socket.clone(),
         addr_dials: addr_dials::AddrDials::default(),
         devices: devices::Devices::default(),
+        unannounced: HashSet::new(),
         own_report: None,
         gateway_releases: None,
     };
@@ -411,6 +418,7 @@ pub async fn run(
                 releases: releases_rx,
                 stats: stats_tx,
                 metrics: crate::metrics::Handle::new(node.cfg.metrics.clone(), sample_tx),
+                status: status_handle,
             };
             let task = tokio::spawn(crate::gateway::serve(
                 bound,
@@ -562,6 +570,7 @@ impl Node {
     /// Every [`REPORT_EVERY`](lanseed_protocol::report::REPORT_EVERY):
     /// the own report again, and old rows forgotten.
     fn report_again(&mut self) {
+        self.announce_again();
         let now = unix_now();
         self.devices.expire(now);
         if let Some(r) = self.own_report.clone() {
@@ -781,6 +790,25 @@ impl Node {
         }
     }
 
+    /// Announces every release held to `peer`, newest first: if the peer
+    /// takes fewer than all (its rate limit), it takes those that matter.
+    fn announce_all(&mut self, peer: PeerId) {
+        let mut held: Vec<&SignedRelease> = self.catalog.held().collect();
+        held.sort_by_key(|r| std::cmp::Reverse(r.release().seq));
+        let releases: Vec<Vec<u8>> = held.iter().map(|r| r.to_bytes()).collect();
+        self.announce(peer, &releases);
+    }
+
+    /// Announces again to the peers an announcement did not reach.
+    fn announce_again(&mut self) {
+        let connected: HashSet<PeerId> = self.connected_peers().into_iter().collect();
+        let peers: Vec<PeerId> = self.unannounced.drain().collect();
+        for peer in peers.into_iter().filter(|p| connected.contains(p)) {
+            tracing::debug!(%peer, "announcing again what did not reach it");
+            self.announce_all(peer);
+        }
+    }
+
     /// Sends `records` to `peer`, in announcements within the wire's
     /// limits.
     fn announce(&mut self, peer: PeerId, records: &[Vec<u8>]) {
@@ -977,6 +1005,7 @@ impl Node {
             releases,
             device: self.cfg.extra_status.as_ref().map(|f| f()),
             waiting: self.low_space.clone(),
+            authenticated_reports: self.cfg.fleet_key.is_some(),
             devices: {
                 let mut d: Vec<status::DeviceStatus> = (self.devices.rows())
                     .map(|r| status::DeviceStatus::new(r, unix_now()))
@@ -1072,12 +1101,7 @@ impl Node {
                 }
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
-                    // Newest first: if the peer takes fewer than all (its
-                    // rate limit), it takes those that matter.
-                    let mut held: Vec<&SignedRelease> = self.catalog.held().collect();
-                    held.sort_by_key(|r| std::cmp::Reverse(r.release().seq));
-                    let releases: Vec<Vec<u8>> = held.iter().map(|r| r.to_bytes()).collect();
-                    self.announce(peer_id, &releases);
+                    self.announce_all(peer_id);
                     self.send_report(peer_id);
                 }
             }
@@ -1088,6 +1112,7 @@ impl Node {
                 ..
             } => {
                 self.book.disconnected(&peer_id, Instant::now());
+                self.unannounced.remove(&peer_id); // told all on reconnecting
                 for f in self.fetches.values_mut() {
                     f.told.remove(&peer_id); // it may restart and forget
                     f.forget_peer(&peer_id); // back when it announces again
@@ -1188,7 +1213,10 @@ impl Node {
                     self.on_fetch_answer(bundle, request_id, peer, Err(failed))
                 }
                 Some((_, Pending::Announce)) => {
-                    tracing::debug!(%peer, "announcement not delivered: {error}")
+                    tracing::debug!(%peer, "announcement not delivered: {error}");
+                    if self.book.is_connected(&peer) {
+                        self.unannounced.insert(peer);
+                    }
                 }
                 Some((_, Pending::Report)) => {
                     tracing::debug!(%peer, "device report not delivered: {error}")
@@ -1245,6 +1273,11 @@ impl Node {
         request: Request,
         channel: ResponseChannel<codec::Answer>,
     ) {
+        if self.unannounced.remove(&peer) {
+            // Heard from again: what it missed, now.
+            tracing::debug!(%peer, "announcing again what did not reach it");
+            self.announce_all(peer);
+        }
         let job: Box<dyn FnOnce() -> Response + Send> = match request {
             Request::Announce { releases } => {
                 self.cfg.metrics.announcement(Direction::Received);

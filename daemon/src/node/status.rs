@@ -30,6 +30,9 @@ pub struct Status {
     /// Why fetches wait (free space below `--min-free`), if they do.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// Whether peers' device reports are authenticated (the node runs
+    /// with `--fleet-key`); rollouts count only those.
+    pub authenticated_reports: bool,
     /// Every device heard of (see the node's `devices`).
     pub devices: Vec<DeviceStatus>,
     /// `--peer` addresses without a peer id that nothing answered at yet.

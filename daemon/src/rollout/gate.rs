@@ -20,9 +20,13 @@
 //! Wilson lower bound of the failure rate (failed over confirmed + failed)
 //! exceeds the bound.
 
+use std::collections::BTreeMap;
+
 use lanseed_protocol::BundleId;
 use lanseed_protocol::release::Rollout;
 use serde::Deserialize;
+
+use crate::gateway::choose::native_at_least;
 
 /// Devices not seen for this long (seconds) do not count.
 pub const SEEN_WITHIN: u64 = 3600;
@@ -46,8 +50,10 @@ pub struct Device {
     pub bundle_id: String,
     /// That bundle's status (`success`, `trial`, …).
     pub status: String,
-    /// The bundle whose trial failed last, if any.
-    #[serde(default)]
+    /// The native app's version.
+    pub native_version: String,
+    /// The bundle whose trial failed last, if any (required: a node too
+    /// old to say is refused, rather than counted as never failing).
     pub failed_bundle: Option<String>,
     /// `local`, `report` or `gateway`.
     pub source: String,
@@ -66,6 +72,9 @@ pub struct Target {
     pub channel: String,
     /// The bundle rolled out.
     pub bundle: BundleId,
+    /// The release's minimum native version: devices below it can never
+    /// take the bundle, and are not waited for.
+    pub min_native_version: Option<String>,
     /// Whether gateway stats count.
     pub count_gateway_stats: bool,
 }
@@ -82,6 +91,9 @@ pub struct Tally {
     /// Devices of the app and channel that do not count (not
     /// authenticated, or gateway stats without `--count-gateway-stats`).
     pub ignored: usize,
+    /// Devices the draw selects whose native app is too old for the
+    /// release (never waited for).
+    pub too_old: usize,
 }
 
 impl Tally {
@@ -91,10 +103,43 @@ impl Tally {
     }
 }
 
-/// Counts `devices` for a wave of `share` at `now` (Unix seconds).
-pub fn tally(devices: &[Device], target: &Target, share: Rollout, now: u64) -> Tally {
+/// Whether row `d` counts for the gate (authenticated, or gateway stats
+/// with `--count-gateway-stats`), of the app and channel, seen recently.
+pub fn counts(d: &Device, target: &Target, now: u64) -> bool {
+    d.app == target.app
+        && d.channel == target.channel
+        && now.saturating_sub(d.last_seen) <= SEEN_WITHIN
+        && if d.source == "gateway" {
+            target.count_gateway_stats
+        } else {
+            d.authenticated
+        }
+}
+
+/// Counts `devices` for a wave of `share` at `now` (Unix seconds), with
+/// `remembered`: devices that counted earlier in the rollout (id → when
+/// last seen) and are missing from the table now (the node restarted and
+/// they have not reported again yet): selected ones are pending, so an
+/// empty or half-filled table never lets a wave through.
+pub fn tally(
+    devices: &[Device],
+    remembered: &BTreeMap<String, u64>,
+    target: &Target,
+    share: Rollout,
+    now: u64,
+) -> (Tally, Vec<String>) {
     let bundle = target.bundle.to_string();
     let mut t = Tally::default();
+    let mut pending = Vec::new();
+    for (id, seen) in remembered {
+        if now.saturating_sub(*seen) <= SEEN_WITHIN
+            && !devices.iter().any(|d| d.device_id == *id)
+            && share.includes(&target.app, &target.bundle, id)
+        {
+            t.selected += 1;
+            pending.push(id.clone());
+        }
+    }
     for d in devices {
         if d.app != target.app
             || d.channel != target.channel
@@ -102,26 +147,32 @@ pub fn tally(devices: &[Device], target: &Target, share: Rollout, now: u64) -> T
         {
             continue;
         }
-        let counts = if d.source == "gateway" {
-            target.count_gateway_stats
-        } else {
-            d.authenticated
-        };
-        if !counts {
+        if !counts(d, target, now) {
             t.ignored += 1;
             continue;
         }
         if !share.includes(&target.app, &target.bundle, &d.device_id) {
             continue;
         }
-        t.selected += 1;
         if d.bundle_id == bundle && d.status == "success" {
+            t.selected += 1;
             t.confirmed += 1;
         } else if d.failed_bundle.as_deref() == Some(bundle.as_str()) {
+            t.selected += 1;
             t.failed += 1;
+        } else if target
+            .min_native_version
+            .as_deref()
+            .is_some_and(|min| !native_at_least(&d.native_version, min))
+        {
+            t.too_old += 1;
+        } else {
+            t.selected += 1;
+            pending.push(d.device_id.clone());
         }
     }
-    t
+    pending.sort();
+    (t, pending)
 }
 
 /// The lower bound of the 95 % Wilson score interval of `failed` out of
@@ -191,6 +242,7 @@ mod tests {
             app: APP.into(),
             channel: "production".into(),
             bundle: BundleId(blake3::hash(b"new").into()),
+            min_native_version: None,
             count_gateway_stats: false,
         }
     }
@@ -202,6 +254,7 @@ mod tests {
             channel: "production".into(),
             bundle_id: bundle.into(),
             status: status.into(),
+            native_version: "2.0.0".into(),
             failed_bundle: failed.map(str::to_owned),
             source: "report".into(),
             authenticated: true,
@@ -236,12 +289,13 @@ mod tests {
             device(&inside[3], "old", "success", Some("another")),
             device(&outside[0], &new, "success", None),
         ];
-        let tally_now = |d: &[Device]| tally(d, &t, pct(25), 10_000);
+        let tally_now = |d: &[Device]| tally(d, &BTreeMap::new(), &t, pct(25), 10_000).0;
         let want = Tally {
             selected: 4,
             confirmed: 1,
             failed: 1,
             ignored: 0,
+            too_old: 0,
         };
         assert_eq!(tally_now(&devices), want);
         assert_eq!(want.pending(), 2);
@@ -265,10 +319,15 @@ mod tests {
             count_gateway_stats: true,
             ..t.clone()
         };
-        let t2 = tally(&devices, &counted, pct(25), 10_000);
+        let t2 = tally(&devices, &BTreeMap::new(), &counted, pct(25), 10_000).0;
         assert_eq!(t2.ignored, 1);
         stats.device_id = ids(&t, pct(25), true, 6)[5].clone();
-        assert_eq!(tally(&[stats], &counted, pct(25), 10_000).failed, 1);
+        assert_eq!(
+            tally(&[stats], &BTreeMap::new(), &counted, pct(25), 10_000)
+                .0
+                .failed,
+            1
+        );
     }
 
     #[test]
@@ -294,6 +353,7 @@ mod tests {
             confirmed,
             failed: 0,
             ignored: 0,
+            too_old: 0,
         };
         assert_eq!(
             decide(&gate, &t(10, 10), 1_000, 1_059, false),
@@ -334,6 +394,7 @@ mod tests {
             confirmed,
             failed,
             ignored: 0,
+            too_old: 0,
         };
         // Halting does not wait for the dwell.
         assert!(matches!(
@@ -354,5 +415,36 @@ mod tests {
             decide(&gate, &t(950, 50), 1_000, 1_000, false),
             Decision::Halt { .. }
         ));
+    }
+
+    #[test]
+    fn devices_missing_after_a_restart_are_pending_and_too_old_ones_are_not_waited_for() {
+        let t = target();
+        let new = t.bundle.to_string();
+        let inside = ids(&t, pct(50), true, 3);
+        // The node restarted: only inside[0] has reported again.
+        let devices = vec![device(&inside[0], &new, "success", None)];
+        let remembered: BTreeMap<String, u64> =
+            inside.iter().map(|id| (id.clone(), 9_000)).collect();
+        let (tally_now, pending) = tally(&devices, &remembered, &t, pct(50), 10_000);
+        assert_eq!((tally_now.selected, tally_now.confirmed), (3, 1));
+        assert_eq!(pending, inside[1..].to_vec());
+        let gate = Gate {
+            dwell: 0,
+            max_failure_rate: 0.02,
+        };
+        assert_eq!(decide(&gate, &tally_now, 0, 10_000, false), Decision::Wait);
+        // Remembered too long ago: gone.
+        let old: BTreeMap<String, u64> = inside.iter().map(|id| (id.clone(), 1)).collect();
+        assert_eq!(tally(&devices, &old, &t, pct(50), 10_000).0.selected, 1);
+        // A native app below the release's minimum never takes it.
+        let needs = Target {
+            min_native_version: Some("3.0.0".into()),
+            ..t.clone()
+        };
+        let waiting = vec![device(&inside[1], "old", "success", None)];
+        let (tally_now, pending) = tally(&waiting, &BTreeMap::new(), &needs, pct(50), 10_000);
+        assert_eq!((tally_now.selected, tally_now.too_old), (0, 1));
+        assert!(pending.is_empty());
     }
 }

@@ -3,6 +3,7 @@
 //! atomically (a temp file, fsync, rename), so that a restarted `lanseed
 //! rollout` resumes the wave it was in, with the time that wave began.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use lanseed_protocol::store::durable::write_atomic;
@@ -24,8 +25,12 @@ pub enum Outcome {
         /// Why.
         why: String,
     },
-    /// Another release of the channel was published meanwhile.
-    Superseded,
+    /// Another release of the channel was published meanwhile, or its
+    /// share was changed by hand.
+    Superseded {
+        /// What happened.
+        why: String,
+    },
 }
 
 /// A rollout in waves.
@@ -55,6 +60,11 @@ pub struct WaveState {
     pub count_gateway_stats: bool,
     /// How it stands.
     pub outcome: Outcome,
+    /// Devices that counted for the gate during the rollout, with when
+    /// they were last seen (Unix seconds): a device the node forgot (it
+    /// restarted) is still waited for.
+    #[serde(default)]
+    pub devices: BTreeMap<String, u64>,
 }
 
 /// Why a state file cannot be read or written.
@@ -139,6 +149,7 @@ mod tests {
             outcome: Outcome::Halted {
                 why: "too many failures".into(),
             },
+            devices: BTreeMap::from([("kiosk-1".to_owned(), 1_800_000_000)]),
         };
         save(&p, &s).unwrap();
         assert_eq!(load(&p).unwrap(), Some(s));
