@@ -201,8 +201,8 @@ pub struct RolloutArgs {
     pub key: PathBuf,
     #[command(flatten)]
     pub store: StoreArg,
-    /// Print the new release as JSON.
-    #[arg(long)]
+    /// Print the new release as JSON (with --percent or --back-to).
+    #[arg(long, conflicts_with = "waves")]
     pub json: bool,
 }
 

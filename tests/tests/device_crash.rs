@@ -491,7 +491,7 @@ fn sigkill_at_every_phase_leaves_a_whole_bundle_and_the_rules_hold() {
     for (phase, most) in [
         ("download", 12),
         ("materialise", 16),
-        ("switch", 12),
+        ("switch", 16),
         ("trial", 12),
         ("rollback", 12),
         ("collect", 14),
