@@ -142,9 +142,9 @@ pub enum Command {
     /// --waves 5,25,50,100: a staged rollout that stays running. Each wave
     /// raises the share; it advances when at least 90 % of the devices its
     /// draw selects (among authenticated devices of the app and channel
-    /// seen in the last hour, as the node running on --store knows them)
-    /// have confirmed the new bundle (notifyAppReady) or failed it, and
-    /// --dwell has passed. As soon as the 95 % Wilson lower bound of the
+    /// seen in the last hour, as the node running on --store knows them:
+    /// the fleet must run with --fleet-key) have confirmed the new bundle
+    /// (notifyAppReady) or failed it, and --dwell has passed. As soon as the 95 % Wilson lower bound of the
     /// failure rate exceeds --max-failure-rate it halts: the share goes to
     /// 0 (with --on-halt back-to, the channel goes back to the previous
     /// bundle too) and it exits non-zero. Its progress is kept in the store
