@@ -293,3 +293,35 @@ fn a_build_written_like_vite_writes_it_is_one_release_of_the_whole_build() {
     assert_eq!(manifest.files().len(), files.len() + 1);
     let _ = &l.dir;
 }
+
+#[test]
+fn a_build_no_page_confirms_is_reported_as_update_fail_with_the_bundle_rolled_back_to() {
+    // No browser here: nothing calls notifyAppReady, so each device's trial
+    // of the first build runs out and it goes back to its builtin page.
+    // The dev loop says so, per device (the report's last event is the
+    // failure, not the reload that follows it).
+    let l = start(1);
+    let (_, v1) = wait_for("the first release", T, || {
+        store_releases(&l.dev_store).first().map(|r| {
+            (
+                r["seq"].as_u64().unwrap(),
+                r["bundle_id"].as_str().unwrap().to_owned(),
+            )
+        })
+    });
+    for d in &l.devices {
+        wait_for("the build on trial", T, || {
+            let st = json(&run_ok(&["device", "list", "--store", s(&d.store)]));
+            (st["current"]["bundle_id"] == v1.as_str()).then_some(())
+        });
+    }
+    for i in 1..3 {
+        let line = l.dev.wait_log(&format!("phone-{i}: update_fail"), T);
+        assert!(line.contains("back on builtin"), "{line}");
+    }
+    let st = node_status(&l.dev_store);
+    for d in st["devices"].as_array().unwrap() {
+        assert_eq!(d["failed_bundle"], v1.as_str(), "{d}");
+        assert_eq!(d["last_event"], "update_fail", "{d}");
+    }
+}
