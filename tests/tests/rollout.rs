@@ -489,6 +489,29 @@ fn waves_advance_by_themselves_reach_exactly_the_drawn_devices_and_resume_after_
     for (k, &w) in waves.iter().enumerate() {
         let begins = format!("wave {}/4 ({w} %) begins", k + 1);
         rollout.wait_line(&begins);
+        if k == 1 {
+            // A restart mid-wave resumes it.
+            rollout.child.kill().unwrap();
+            rollout.child.wait().unwrap();
+            history.push_str(&rollout.text());
+            let state: Value = serde_json::from_slice(
+                &std::fs::read(
+                    fleet
+                        .publisher
+                        .join("rollouts")
+                        .join(format!("{APP}@{CHANNEL}.json")),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                (state["wave"].as_u64(), state["outcome"]["state"].as_str()),
+                (Some(1), Some("running"))
+            );
+            rollout = fleet.rollout(&["--waves", "10,25,50,100", "--dwell", "8s"]);
+            let line = rollout.wait_line("resuming");
+            assert!(line.contains("wave 2/4 (25 %)"), "{line}");
+        }
         let want = drawn(&fleet.devices, &b, w);
         assert!(
             !want.is_empty(),
@@ -529,37 +552,30 @@ fn waves_advance_by_themselves_reach_exactly_the_drawn_devices_and_resume_after_
             .filter(|(_, bundle, _)| *bundle == b)
             .map(|(id, _, _)| id.clone())
             .collect();
-        assert_eq!(on_b, want, "wave {w} %: devices on 2.0.0 against the draw");
+        // Devices on 2.0.0 are the drawn ones; on a slow machine the next
+        // wave may have begun meanwhile (its dwell over), and then those
+        // it draws may be on it too, but never anyone else.
+        let next = waves.get(k + 1).map(|&n| drawn(&fleet.devices, &b, n));
+        let began = |text: &str| text.contains(&format!("wave {}/4", k + 2));
+        let allowed = |id: &String| {
+            want.contains(id)
+                || (began(&rollout.text()) && next.as_ref().is_some_and(|n| n.contains(id)))
+        };
         assert!(
-            !rollout.text().contains(&format!("wave {}/4", k + 2)) || k == 3,
-            "the next wave began before this one was checked"
+            want.is_subset(&on_b),
+            "wave {w} %: {on_b:?} against the draw {want:?}"
+        );
+        assert!(
+            on_b.iter().all(&allowed),
+            "wave {w} %: {on_b:?} against the draw {want:?}"
         );
         for d in &fleet.devices {
             let (bundle, _) = d.current();
-            assert_eq!(bundle == b, want.contains(&d.id), "{} at {w} %", d.id);
-        }
-        if k == 1 {
-            // A restart mid-wave resumes it.
-            rollout.child.kill().unwrap();
-            rollout.child.wait().unwrap();
-            history.push_str(&rollout.text());
-            let state: Value = serde_json::from_slice(
-                &std::fs::read(
-                    fleet
-                        .publisher
-                        .join("rollouts")
-                        .join(format!("{APP}@{CHANNEL}.json")),
-                )
-                .unwrap(),
-            )
-            .unwrap();
-            assert_eq!(
-                (state["wave"].as_u64(), state["outcome"]["state"].as_str()),
-                (Some(1), Some("running"))
-            );
-            rollout = fleet.rollout(&["--waves", "10,25,50,100", "--dwell", "8s"]);
-            let line = rollout.wait_line("resuming");
-            assert!(line.contains("wave 2/4 (25 %)"), "{line}");
+            if want.contains(&d.id) {
+                assert_eq!(bundle, b, "{} at {w} %", d.id);
+            } else if bundle == b {
+                assert!(allowed(&d.id), "{} on 2.0.0 outside the {w} % draw", d.id);
+            }
         }
     }
     let out_path = rollout.out.clone();

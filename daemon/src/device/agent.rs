@@ -218,6 +218,15 @@ pub fn start(
 ) -> Handle {
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     let (events, _) = broadcast::channel(256);
+    // The bundle whose trial failed last: the newest release's among
+    // those the state marks failed (from then on, each failure as it
+    // comes, whatever its channel and sequence number).
+    let last_failed = updater
+        .state()
+        .failed
+        .iter()
+        .max_by_key(|(_, seq)| **seq)
+        .and_then(|(id, _)| id.parse::<BundleId>().ok());
     let mut actor = Actor {
         updater,
         store,
@@ -225,6 +234,7 @@ pub fn start(
         follow,
         report,
         last_event: None,
+        last_failed,
         tx: tx.clone(),
         view: None,
         events: events.clone(),
@@ -266,6 +276,8 @@ struct Actor {
     report: watch::Sender<Option<DeviceReport>>,
     /// The last updater event, by Capgo's stats action name.
     last_event: Option<String>,
+    /// The bundle whose trial failed last (the report's `failed`).
+    last_failed: Option<BundleId>,
     tx: SyncSender<Msg>,
     view: Option<watch::Sender<Arc<View>>>,
     events: broadcast::Sender<Event>,
@@ -639,7 +651,8 @@ impl Actor {
             self.events_seen += 1;
             let json = serde_json::to_string(&e).unwrap_or_default();
             tracing::info!(target: "lanseed::events", "{json}");
-            if matches!(e, Event::UpdateFailed { .. }) {
+            if let Event::UpdateFailed { bundle, .. } = &e {
+                self.last_failed = bundle.parse().ok().or(self.last_failed);
                 self.metrics.rollback();
                 self.want_collection();
             }
@@ -731,13 +744,9 @@ impl Actor {
             status,
             event: self.last_event.clone(),
             time: unix_now(),
-            // The newest release's bundle among those whose trial failed.
-            failed: u
-                .state()
-                .failed
-                .iter()
-                .max_by_key(|(_, seq)| **seq)
-                .and_then(|(id, _)| id.parse::<BundleId>().ok())
+            failed: self
+                .last_failed
+                .filter(|b| u.state().failed.contains_key(&b.to_string()))
                 .map(|b| *b.0.as_bytes()),
         }
     }
