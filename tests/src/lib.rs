@@ -184,6 +184,19 @@ impl Rng {
     }
 }
 
+/// Writes `files` incompressible files `media-N.bin` of `total / files`
+/// bytes together under `dir`, from `seed` (the same arguments give the
+/// same bytes).
+pub fn generate_media(dir: &Path, files: usize, total: u64, seed: u64) {
+    let mut rng = Rng::new(seed);
+    for i in 0..files {
+        let data: Vec<u8> = (0..total / files as u64 / 8)
+            .flat_map(|_| rng.next_u64().to_le_bytes())
+            .collect();
+        std::fs::write(dir.join(format!("media-{i}.bin")), data).unwrap();
+    }
+}
+
 /// Generates a web build under `dir`: `index.html` plus `files - 1` files
 /// in nested folders, about `total_bytes` in all, sizes spread like a real
 /// build (many small files, a few large ones), half text-like and half

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use lanseed_tests::capgo::{device_id, info, post, request};
 use lanseed_tests::net::{Lan, Netns, NodeProc};
-use lanseed_tests::{Rng, free_port, json, keygen, node_status, path_str, run_ok};
+use lanseed_tests::{free_port, json, keygen, node_status, path_str, run_ok};
 use serde_json::json;
 
 const APP: &str = "com.example.kiosk";
@@ -33,13 +33,7 @@ fn setup(total: u64, files: usize) -> Setup {
     let build = dir.path().join("build");
     std::fs::create_dir_all(&build).unwrap();
     std::fs::write(build.join("index.html"), "<h1>metrics</h1>").unwrap();
-    let mut rng = Rng::new(total ^ 0x5eed);
-    for i in 0..files {
-        let data: Vec<u8> = (0..total / files as u64 / 8)
-            .flat_map(|_| rng.next_u64().to_le_bytes())
-            .collect();
-        std::fs::write(build.join(format!("media-{i}.bin")), data).unwrap();
-    }
+    lanseed_tests::generate_media(&build, files, total, total ^ 0x5eed);
     Setup {
         dir,
         key,

@@ -382,8 +382,9 @@ impl Running {
         })
     }
 
-    /// Waits for it to exit; returns whether it succeeded, and its stderr.
-    fn finish(mut self) -> (bool, String) {
+    /// Waits for it to exit; returns whether it succeeded, its stderr and
+    /// its whole output.
+    fn finish(mut self) -> (bool, String, String) {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -394,7 +395,7 @@ impl Running {
                         err.push('\n');
                     }
                 }
-                return (status.success(), err);
+                return (status.success(), err, self.text());
             }
             assert!(
                 start.elapsed() < T * 2,
@@ -578,9 +579,7 @@ fn waves_advance_by_themselves_reach_exactly_the_drawn_devices_and_resume_after_
             }
         }
     }
-    let out_path = rollout.out.clone();
-    let (ok, err) = rollout.finish();
-    let out = std::fs::read_to_string(out_path).unwrap();
+    let (ok, err, out) = rollout.finish();
     assert!(ok, "rollout failed: {err}\n{out}");
     assert!(
         out.contains("not counted"),
@@ -627,29 +626,20 @@ fn a_bundle_that_never_calls_ready_halts_in_its_first_wave_and_goes_back() {
         "back-to",
     ]);
     let out_wait = rollout.wait_line("halting in wave 1/4 (10 %)");
-    let out_path = rollout.out.clone();
-    let (ok, err) = rollout.finish();
-    let out = std::fs::read_to_string(out_path).unwrap();
+    let (ok, err, out) = rollout.finish();
     assert!(!ok, "a halted rollout exits non-zero:\n{out}");
     assert!(err.contains("halted"), "{err}");
     assert!(out.contains("back to 1.0.0"), "{out}\n{out_wait}");
     // Every device is back on (or still on) 1.0.0; only the first wave
     // ever ran 2.0.0.
+    // (Given time to go wrong after the halt.)
     fleet.wait_all_on(&a);
-    for d in &fleet.devices {
-        assert_eq!(
-            d.events("set", Some(&bad)) > 0,
-            first.contains(&d.id),
-            "{}: installed the broken bundle",
-            d.id
-        );
-    }
     std::thread::sleep(Duration::from_secs(3));
     for d in &fleet.devices {
         assert_eq!(
             d.events("set", Some(&bad)) > 0,
             first.contains(&d.id),
-            "{} later",
+            "{}: installed the broken bundle",
             d.id
         );
         assert_eq!(d.current().0, a, "{}", d.id);
@@ -781,7 +771,7 @@ fn without_a_fleet_key_a_rollout_in_waves_is_refused() {
     let (mut fleet, _a) = Fleet::with_fleet_key(false);
     fleet.pack("2.0.0", 0, true);
     let rollout = fleet.rollout(&["--waves", "50,100", "--dwell", "1s"]);
-    let (ok, err) = rollout.finish();
+    let (ok, err, _) = rollout.finish();
     assert!(!ok);
     assert!(err.contains("without --fleet-key"), "{err}");
     let newest = lanseed_tests::store_releases(&fleet.publisher)

@@ -40,13 +40,7 @@ fn setup_random(total: u64, files: usize) -> Setup {
     let build = dir.path().join("build");
     std::fs::create_dir_all(&build).unwrap();
     std::fs::write(build.join("index.html"), "<h1>hi</h1>").unwrap();
-    let mut rng = Rng::new(total ^ files as u64);
-    for i in 0..files {
-        let data: Vec<u8> = (0..total / files as u64 / 8)
-            .flat_map(|_| rng.next_u64().to_le_bytes())
-            .collect();
-        std::fs::write(build.join(format!("media-{i}.bin")), data).unwrap();
-    }
+    lanseed_tests::generate_media(&build, files, total, total ^ files as u64);
     Setup {
         dir,
         key,

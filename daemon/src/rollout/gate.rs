@@ -116,6 +116,40 @@ pub fn counts(d: &Device, target: &Target, now: u64) -> bool {
         }
 }
 
+/// Devices remembered at most (the devices table's own bound: with
+/// `--count-gateway-stats`, ids any LAN host mints would count too).
+pub const MAX_REMEMBERED: usize = 15_000;
+
+/// Adds the devices of `devices` that count to `remembered` (id → last
+/// seen), forgets those not seen for [`SEEN_WITHIN`] and, past
+/// [`MAX_REMEMBERED`], the least recently seen; true when an id was added
+/// or forgotten (worth saving).
+pub fn remember(
+    remembered: &mut BTreeMap<String, u64>,
+    devices: &[Device],
+    target: &Target,
+    now: u64,
+) -> bool {
+    let before = remembered.len();
+    let mut added = false;
+    for d in devices.iter().filter(|d| counts(d, target, now)) {
+        added |= remembered
+            .insert(d.device_id.clone(), d.last_seen)
+            .is_none();
+    }
+    remembered.retain(|_, seen| now.saturating_sub(*seen) <= SEEN_WITHIN);
+    if remembered.len() > MAX_REMEMBERED {
+        let mut by_age: Vec<(u64, String)> =
+            remembered.iter().map(|(id, s)| (*s, id.clone())).collect();
+        by_age.sort_unstable();
+        let excess = by_age.len() - MAX_REMEMBERED;
+        for (_, id) in &by_age[..excess] {
+            remembered.remove(id);
+        }
+    }
+    added || remembered.len() != before
+}
+
 /// Counts `devices` for a wave of `share` at `now` (Unix seconds), with
 /// `remembered`: devices that counted earlier in the rollout (id → when
 /// last seen) and are missing from the table now (the node restarted and
@@ -446,5 +480,26 @@ mod tests {
         let (tally_now, pending) = tally(&waiting, &BTreeMap::new(), &needs, pct(50), 10_000);
         assert_eq!((tally_now.selected, tally_now.too_old), (0, 1));
         assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn remembered_devices_are_bounded_and_forgotten_after_an_hour() {
+        let t = target();
+        let mut remembered = BTreeMap::new();
+        let many: Vec<Device> = (0..MAX_REMEMBERED + 10)
+            .map(|i| {
+                let mut d = device(&format!("kiosk-{i}"), "old", "success", None);
+                d.last_seen = 10_000 + i as u64 % 7;
+                d
+            })
+            .collect();
+        assert!(remember(&mut remembered, &many, &t, 10_010));
+        assert_eq!(remembered.len(), MAX_REMEMBERED);
+        assert!(
+            !remember(&mut remembered, &[], &t, 10_010),
+            "nothing changed"
+        );
+        assert!(remember(&mut remembered, &[], &t, 10_007 + SEEN_WITHIN + 1));
+        assert!(remembered.is_empty(), "all older than an hour");
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lanseed_protocol::release::Rollout;
-use lanseed_protocol::rollout as statements;
+use lanseed_protocol::rollout::{self as statements, newest};
 use lanseed_protocol::{BundleId, Release, SecretKey, SignedRelease, Store};
 
 use self::gate::{Decision, Device, Gate, Tally, Target};
@@ -63,11 +63,6 @@ pub fn check_waves(waves: &[Rollout]) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// The newest statement of the channel.
-fn newest<'a>(held: &'a [SignedRelease], app: &str, channel: &str) -> Option<&'a Release> {
-    statements::newest(held, app, channel)
 }
 
 /// The version a rollback goes back to: the newest statement of the
@@ -215,18 +210,7 @@ pub fn run(store: &Store, key: &SecretKey, plan: &Plan) -> anyhow::Result<()> {
             }
         };
         let now = crate::cmd::now();
-        let mut new_devices = false;
-        for d in node
-            .devices
-            .iter()
-            .filter(|d| gate::counts(d, &target, now))
-        {
-            new_devices |= st
-                .devices
-                .insert(d.device_id.clone(), d.last_seen)
-                .is_none();
-        }
-        if new_devices {
+        if gate::remember(&mut st.devices, &node.devices, &target, now) {
             state::save(&path, &st)?;
         }
         let share = share_of(&st);
