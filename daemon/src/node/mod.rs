@@ -88,6 +88,9 @@ use crate::output::ReleaseView;
 
 /// How long a transfer may wait with no peer to fetch from.
 const STALL_LIMIT: Duration = Duration::from_secs(600);
+/// Least time between an announcement a peer did not take and telling it
+/// everything again when it is heard from (see `Node::unannounced`).
+const ANNOUNCE_AGAIN_AFTER: Duration = Duration::from_secs(5);
 
 /// How often a fetching node tells its peers what it holds (when that
 /// changed), and gives its fetches a nudge (peers done resting).
@@ -269,10 +272,12 @@ struct Node {
     /// Every device heard of.
     devices: devices::Devices,
     /// Connected peers an announcement did not reach (they were frozen,
-    /// or their stream failed): told everything again as soon as they are
-    /// heard from, or at the next report tick. At most one per connected
-    /// peer.
-    unannounced: HashSet<PeerId>,
+    /// or their stream failed), with when: told everything again when they
+    /// are heard from at least [`ANNOUNCE_AGAIN_AFTER`] later, or at the
+    /// next report tick. At most one per connected peer; a peer that
+    /// fails its streams on purpose gets everything again at most that
+    /// often.
+    unannounced: HashMap<PeerId, Instant>,
     /// This node's own device report (a device agent's).
     own_report: Option<DeviceReport>,
     /// The releases held, for the gateway.
@@ -394,7 +399,7 @@ pub async fn run(
         control_socket: socket.clone(),
         addr_dials: addr_dials::AddrDials::default(),
         devices: devices::Devices::default(),
-        unannounced: HashSet::new(),
+        unannounced: HashMap::new(),
         own_report: None,
         gateway_releases: None,
     };
@@ -802,7 +807,7 @@ impl Node {
     /// Announces again to the peers an announcement did not reach.
     fn announce_again(&mut self) {
         let connected: HashSet<PeerId> = self.connected_peers().into_iter().collect();
-        let peers: Vec<PeerId> = self.unannounced.drain().collect();
+        let peers: Vec<PeerId> = self.unannounced.drain().map(|(p, _)| p).collect();
         for peer in peers.into_iter().filter(|p| connected.contains(p)) {
             tracing::debug!(%peer, "announcing again what did not reach it");
             self.announce_all(peer);
@@ -1215,7 +1220,7 @@ impl Node {
                 Some((_, Pending::Announce)) => {
                     tracing::debug!(%peer, "announcement not delivered: {error}");
                     if self.book.is_connected(&peer) {
-                        self.unannounced.insert(peer);
+                        self.unannounced.entry(peer).or_insert_with(Instant::now);
                     }
                 }
                 Some((_, Pending::Report)) => {
@@ -1273,8 +1278,13 @@ impl Node {
         request: Request,
         channel: ResponseChannel<codec::Answer>,
     ) {
-        if self.unannounced.remove(&peer) {
+        if self
+            .unannounced
+            .get(&peer)
+            .is_some_and(|at| at.elapsed() >= ANNOUNCE_AGAIN_AFTER)
+        {
             // Heard from again: what it missed, now.
+            self.unannounced.remove(&peer);
             tracing::debug!(%peer, "announcing again what did not reach it");
             self.announce_all(peer);
         }
