@@ -93,6 +93,22 @@ impl Netns {
         all.extend_from_slice(args);
         ip(&all);
     }
+
+    /// Runs iproute2's `tool ARGS` (`tc`, say) inside the namespace.
+    pub fn ip_tool(&self, tool: &str, args: &[&str]) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, tool])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+        assert!(
+            out.status.success(),
+            "{tool} {} in {} failed: {}",
+            args.join(" "),
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 impl Default for Netns {
@@ -116,7 +132,8 @@ pub struct Lan {
     pub hosts: Vec<Netns>,
     /// Their addresses.
     pub addrs: Vec<String>,
-    _switch: Netns,
+    /// The namespace holding the bridge and its ports (`s0`, `s1`, …).
+    pub switch: Netns,
 }
 
 impl Lan {
@@ -155,7 +172,34 @@ impl Lan {
         Lan {
             hosts,
             addrs,
-            _switch: switch,
+            switch,
+        }
+    }
+
+    /// Caps host `i`'s link at `mbit` megabits per second in both
+    /// directions: a token bucket (`tc tbf`) on the host's end of its veth
+    /// (what it sends) and on the bridge's port (what it receives). The
+    /// bucket holds a 64 KiB segment whole (veth passes GSO segments that
+    /// size; a smaller bucket would drop them) and queues up to 50 ms.
+    pub fn shape(&self, i: usize, mbit: u32) {
+        let rate = format!("{mbit}mbit");
+        let tbf = ["rate", &rate, "burst", "160kb", "latency", "50ms"];
+        let host_end = Self::dev(i);
+        let port = format!("s{i}");
+        for (ns, dev) in [
+            (&self.hosts[i], host_end.as_str()),
+            (&self.switch, port.as_str()),
+        ] {
+            let mut args = vec!["qdisc", "replace", "dev", dev, "root", "tbf"];
+            args.extend_from_slice(&tbf);
+            ns.ip_tool("tc", &args);
+        }
+    }
+
+    /// Caps every host's link at `mbit` megabits per second both ways.
+    pub fn shape_all(&self, mbit: u32) {
+        for i in 0..self.hosts.len() {
+            self.shape(i, mbit);
         }
     }
 }
