@@ -237,7 +237,10 @@ impl NodeProc {
         let file = std::fs::File::create(&log).unwrap();
         cmd.args([subcommand, "--store", store.to_str().unwrap()])
             .args(args)
-            .env("RUST_LOG", "lanseed=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("LANSEED_LOG").unwrap_or_else(|_| "lanseed=debug".into()),
+            )
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(file);

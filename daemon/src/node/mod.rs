@@ -286,7 +286,7 @@ struct Node {
 
 fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm<Behaviour>> {
     let psk = cfg.fleet_key;
-    let limiter = cfg.upload_limit.map(|r| Arc::new(limit::Limiter::new(r)));
+    let limiter = Arc::new(limit::Limiter::new(cfg.upload_limit));
     let rr_cfg = request_response::Config::default()
         .with_request_timeout(cfg.request_timeout)
         .with_max_concurrent_streams(MAX_STREAMS);
@@ -1932,6 +1932,9 @@ impl Node {
             let Some((peer, req, want)) = f.next_request(now) else {
                 break;
             };
+            if let fetch::Want::Pieces(pieces, bytes) = &want {
+                tracing::trace!(%peer, pieces = pieces.len(), bytes, "pieces asked");
+            }
             let id = self.send(peer, req, Pending::Fetch(bundle));
             if let Some(f) = self.fetches.get_mut(&bundle) {
                 f.sent(id, peer, want, now);
