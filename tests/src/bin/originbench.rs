@@ -8,7 +8,9 @@
 //! (one copy, as the origin stores them), the bytes host 0 sent (frames,
 //! headers included, as the kernel counts them on its interface), their
 //! ratio (target: at most 1.05, whatever N) and the time until every
-//! device holds the release.
+//! device holds the release. "meta B" is what the release added to the
+//! tree besides blobs (signed record, manifest, file list) plus the whole
+//! new `index.json`: the metadata the cache fetches once.
 //!
 //! ```text
 //! cargo build -p lanseed -p lanseed-tests --bin lanseed-originbench
@@ -127,22 +129,31 @@ impl Drop for Nginx {
     }
 }
 
-/// Blob files of the tree and their sizes.
-fn blobs(www: &Path) -> Vec<(PathBuf, u64)> {
+/// Files of the tree (but `index.json`) and their sizes.
+fn tree_files(dir: &Path) -> Vec<(PathBuf, u64)> {
     let mut out = Vec::new();
-    for dir in std::fs::read_dir(www.join("blobs")).into_iter().flatten() {
-        for f in std::fs::read_dir(dir.unwrap().path()).into_iter().flatten() {
-            let f = f.unwrap();
-            out.push((f.path(), f.metadata().unwrap().len()));
+    for e in std::fs::read_dir(dir).into_iter().flatten() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            out.extend(tree_files(&e.path()));
+        } else if e.file_name() != "index.json" {
+            out.push((e.path(), e.metadata().unwrap().len()));
         }
     }
     out
 }
 
-/// Packs `version` of `build` and publishes the tree; returns the
-/// compressed bytes of the blobs the tree gained.
-fn release(build: &Path, version: &str, key: &Path, publisher: &Path, www: &Path) -> u64 {
-    let before: Vec<PathBuf> = blobs(www).into_iter().map(|b| b.0).collect();
+/// What a release added to the tree: its blobs' bytes as stored, and the
+/// bytes of its metadata (signed record, manifest, file list, and the
+/// whole new `index.json`).
+struct Added {
+    blobs: u64,
+    meta: u64,
+}
+
+/// Packs `version` of `build` and publishes the tree.
+fn release(build: &Path, version: &str, key: &Path, publisher: &Path, www: &Path) -> Added {
+    let before: Vec<PathBuf> = tree_files(www).into_iter().map(|b| b.0).collect();
     std::fs::write(build.join("index.html"), format!("<h1>{version}</h1>")).unwrap();
     run_ok(&lanseed_tests::pack_args(
         build,
@@ -153,11 +164,22 @@ fn release(build: &Path, version: &str, key: &Path, publisher: &Path, www: &Path
         &[],
     ));
     run_ok(&["publish-static", "--store", s(publisher), "--out", s(www)]);
-    blobs(www)
+    let new: Vec<(PathBuf, u64)> = tree_files(www)
         .into_iter()
         .filter(|b| !before.contains(&b.0))
-        .map(|b| b.1)
-        .sum()
+        .collect();
+    let blobs_dir = www.join("blobs");
+    let sum = |blobs: bool| -> u64 {
+        new.iter()
+            .filter(|f| f.0.starts_with(&blobs_dir) == blobs)
+            .map(|f| f.1)
+            .sum()
+    };
+    let index = std::fs::metadata(www.join("index.json")).unwrap().len();
+    Added {
+        blobs: sum(true),
+        meta: sum(false) + index,
+    }
 }
 
 /// Changes about a quarter of the build's files (same sizes).
@@ -214,6 +236,7 @@ struct Row {
     release: &'static str,
     bundle: u64,
     new_blobs: u64,
+    meta: u64,
     wan: u64,
     time: Duration,
 }
@@ -266,7 +289,8 @@ fn run(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
             n,
             release: "first",
             bundle,
-            new_blobs: new1,
+            new_blobs: new1.blobs,
+            meta: new1.meta,
             wan: wan1,
             time: time1,
         },
@@ -274,7 +298,8 @@ fn run(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
             n,
             release: "second",
             bundle: bundle2,
-            new_blobs: new2,
+            new_blobs: new2.blobs,
+            meta: new2.meta,
             wan: wan2,
             time: time2,
         },
@@ -289,8 +314,15 @@ fn main() -> anyhow::Result<()> {
         args.mb, args.files
     );
     println!(
-        "{:>3} {:>7} {:>12} {:>16} {:>12} {:>7} {:>18}",
-        "N", "release", "bundle B", "compressed new B", "WAN B", "ratio", "time to all (s)"
+        "{:>3} {:>7} {:>12} {:>16} {:>8} {:>12} {:>7} {:>18}",
+        "N",
+        "release",
+        "bundle B",
+        "compressed new B",
+        "meta B",
+        "WAN B",
+        "ratio",
+        "time to all (s)"
     );
     let mut ok = true;
     for &n in &args.devices {
@@ -298,11 +330,12 @@ fn main() -> anyhow::Result<()> {
             let ratio = r.wan as f64 / r.new_blobs.max(1) as f64;
             ok &= ratio <= TARGET;
             println!(
-                "{:>3} {:>7} {:>12} {:>16} {:>12} {:>7.3} {:>18.1}",
+                "{:>3} {:>7} {:>12} {:>16} {:>8} {:>12} {:>7.3} {:>18.1}",
                 r.n,
                 r.release,
                 r.bundle,
                 r.new_blobs,
+                r.meta,
                 r.wan,
                 ratio,
                 r.time.as_secs_f64()
