@@ -4,7 +4,7 @@
 //! release that moves only its new blobs, then seeded to a LAN node; each
 //! bad origin (a 404, a truncated blob, a tampered blob, a release signed
 //! by another key) gets a clear error and nothing stored; a restart in the
-//! middle of a download resumes it with `Range`.
+//! middle of a download resumes it with `Range`; `--origin-rate` holds.
 //!
 //! Run inside `/work/shared/tools/isolated` (nodes listen on loopback).
 
@@ -69,23 +69,26 @@ impl Setup {
 
     /// A site cache on a store of its own, polling `url` often.
     fn cache(&self, name: &str, url: &str) -> NodeProc {
-        NodeProc::start_here(
-            "seed",
-            &self.dir.path().join(name),
-            &[
-                "--origin",
-                url,
-                "--origin-every",
-                "300ms",
-                "--follow",
-                APP,
-                "--trust",
-                &self.trust,
-                "--no-mdns",
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-            ],
-        )
+        self.cache_with(name, url, &[])
+    }
+
+    /// [`Setup::cache`] with more flags.
+    fn cache_with(&self, name: &str, url: &str, extra: &[&str]) -> NodeProc {
+        let mut args = vec![
+            "--origin",
+            url,
+            "--origin-every",
+            "300ms",
+            "--follow",
+            APP,
+            "--trust",
+            &self.trust,
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ];
+        args.extend_from_slice(extra);
+        NodeProc::start_here("seed", &self.dir.path().join(name), &args)
     }
 }
 
@@ -381,5 +384,27 @@ fn a_restart_in_the_middle_of_a_download_resumes_it() {
     assert!(
         !store.join("partial-origin").exists(),
         "the partial folder is emptied once nothing is pending"
+    );
+}
+
+#[test]
+fn the_origin_rate_caps_the_download() {
+    let t = setup(4, 20_000);
+    let media = t.build.join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    lanseed_tests::generate_media(&media, 1, 1_500_000, 5);
+    t.release("1.0.0");
+    let server = OriginServer::start(&t.www);
+    let rate = 500_000.0;
+    let started = std::time::Instant::now();
+    let cache = t.cache_with("cache", &server.url(), &["--origin-rate", "500K"]);
+    wait_for("the release", T, || {
+        (versions(&cache.store) == ["1.0.0"]).then_some(())
+    });
+    let took = started.elapsed().as_secs_f64();
+    let bytes = server.blob_body_bytes() as f64;
+    assert!(
+        took >= 0.8 * bytes / rate,
+        "{bytes} bytes in {took:.2} s: faster than 500 KB/s"
     );
 }

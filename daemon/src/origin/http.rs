@@ -204,6 +204,18 @@ impl Origin {
         Ok(chunk)
     }
 
+    /// GETs `path`, at most `max` bytes.
+    pub async fn get(&self, path: &str, max: u64) -> Result<Vec<u8>, HttpError> {
+        match self.get_small(path, max, None).await? {
+            Small::Body { bytes, .. } => Ok(bytes),
+            // Only a conditional GET takes a 304 (see get_small).
+            Small::NotModified { .. } => Err(HttpError::Status {
+                url: self.url(path)?,
+                status: 304,
+            }),
+        }
+    }
+
     /// GETs `path`, at most `max` bytes, conditionally on `validators`.
     pub async fn get_small(
         &self,

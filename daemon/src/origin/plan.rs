@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use lanseed_protocol::limits::{MAX_FILES, MAX_INDEX_RELEASES};
+use lanseed_protocol::limits::{MAX_FILES, MAX_INDEX_RELEASES, MAX_PATH_LEN};
 use lanseed_protocol::static_tree::{FORMAT, StaticBundle, StaticIndex, StaticRelease};
 use lanseed_protocol::{BundleId, Hash, Manifest, ReleaseId, SignedRelease};
 
@@ -20,9 +20,20 @@ use crate::node::Follow;
 /// Largest `index.json` read: 100,000 releases of about 600 bytes each.
 pub const MAX_INDEX_BYTES: u64 = 64 << 20;
 
-/// Largest `bundles/<id>.json` read: a file list of [`MAX_FILES`] entries
-/// whose paths are long.
+/// Largest `bundles/<id>.json` read whatever its manifest: a file list of
+/// [`MAX_FILES`] entries whose paths are long (see [`max_listing_bytes`]).
 pub const MAX_LISTING_BYTES: u64 = 256 << 20;
+
+/// Most bytes one file's entry in `bundles/<id>.json` takes: its path
+/// escaped in JSON (6 bytes a byte at worst), two hashes in hex, the blob
+/// path, size, encoding and pretty-printing.
+const MAX_LISTING_ENTRY: u64 = 6 * MAX_PATH_LEN as u64 + 512;
+
+/// Largest `bundles/<id>.json` read for a verified manifest of `files`
+/// files.
+pub fn max_listing_bytes(files: usize) -> u64 {
+    (4096 + files as u64 * MAX_LISTING_ENTRY).min(MAX_LISTING_BYTES)
+}
 
 /// Longest wait between polls whatever `Cache-Control` says: a hostile or
 /// careless `max-age` cannot hold updates back for longer.
@@ -472,6 +483,17 @@ mod tests {
             blob_sources(&id, &m, &listing(&id, &m, "br")),
             Err(PlanError::BadListing { .. })
         ));
+    }
+
+    #[test]
+    fn a_file_list_is_bounded_by_its_manifest() {
+        let m = manifest(&[("index.html", b"x")]);
+        let id = m.id();
+        let real = listing(&id, &m, "gzip").len() as u64;
+        assert!(real <= max_listing_bytes(1), "{real}");
+        assert!(max_listing_bytes(1) < 16 << 10);
+        assert_eq!(max_listing_bytes(MAX_FILES), MAX_LISTING_BYTES);
+        assert!(max_listing_bytes(0) > 0);
     }
 
     #[test]

@@ -256,7 +256,8 @@ impl Pass<'_> {
             reason: e.to_string(),
         })?;
         let path = format!("bundles/{bundle}.json");
-        let listing = self.small(&path, plan::MAX_LISTING_BYTES).await?;
+        let max = plan::max_listing_bytes(manifest.files().len());
+        let listing = self.small(&path, max).await?;
         let sources =
             plan::blob_sources(bundle, &manifest, &listing).map_err(|source| SyncError::Plan {
                 url: self
@@ -333,10 +334,7 @@ impl Pass<'_> {
 
     /// GETs a small file of the tree, unconditionally.
     async fn small(&self, path: &str, max: u64) -> Result<Vec<u8>, SyncError> {
-        match self.origin.get_small(path, max, None).await? {
-            Small::Body { bytes, .. } => Ok(bytes),
-            Small::NotModified { .. } => unreachable!("an unconditional GET is never answered 304"),
-        }
+        Ok(self.origin.get(path, max).await?)
     }
 }
 
