@@ -381,6 +381,12 @@ fn a_restart_in_the_middle_of_a_download_resumes_it() {
         big_len,
         "every byte of the big blob crossed once: {asks:?}"
     );
+    let all_blobs: u64 = files(&t.www.join("blobs")).iter().map(|f| f.1).sum();
+    assert_eq!(
+        server.blob_body_bytes(),
+        all_blobs,
+        "blobs finished before the restart were not fetched again"
+    );
     assert!(
         !store.join("partial-origin").exists(),
         "the partial folder is emptied once nothing is pending"

@@ -310,8 +310,18 @@ impl Origin {
             }
             StatusCode::OK => start = 0,
             StatusCode::RANGE_NOT_SATISFIABLE if start > 0 => {
-                // The file is shorter than what we hold: the blob on the
-                // origin changed, or what we hold is not it.
+                let len = resp
+                    .headers()
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(plan::unsatisfied_length);
+                if len == Some(start) {
+                    // What we hold is the whole file (a compressed blob is
+                    // shorter than the bound it was asked with).
+                    return Ok(());
+                }
+                // The file is shorter than what we hold: what we hold is
+                // not it. The next try starts afresh.
                 let _ = tokio::fs::remove_file(dest).await;
                 return Err(HttpError::Status { url, status: 416 });
             }

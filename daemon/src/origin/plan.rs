@@ -273,6 +273,11 @@ pub fn content_range_start(header: &str) -> Option<u64> {
     start.trim().parse().ok()
 }
 
+/// The file's length a `416` answer gives (`Content-Range: bytes */N`).
+pub fn unsatisfied_length(header: &str) -> Option<u64> {
+    header.trim().strip_prefix("bytes */")?.trim().parse().ok()
+}
+
 /// What `Cache-Control` says about polling again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Freshness {
@@ -507,6 +512,8 @@ mod tests {
         assert_eq!(content_range_start("bytes 10-99/100"), Some(10));
         assert_eq!(content_range_start("bytes */100"), None);
         assert_eq!(content_range_start("lines 1-2/3"), None);
+        assert_eq!(unsatisfied_length("bytes */100"), Some(100));
+        assert_eq!(unsatisfied_length("bytes 0-1/100"), None);
     }
 
     #[test]

@@ -156,6 +156,10 @@ impl Pass<'_> {
             url: url("index.json"),
             source,
         };
+        self.status.send_modify(|s| {
+            s.blobs_pending = 0;
+            s.bytes_pending = 0;
+        });
         let index = plan::parse_index(&bytes).map_err(plan_err)?;
         drop(bytes);
         let held = self.store.releases()?;
@@ -171,10 +175,9 @@ impl Pass<'_> {
                 signed.release().channel
             ));
         }
-        if self.status.borrow().blobs_pending == 0 {
-            // Nothing left half-done: what is in the folder is of no use.
-            let _ = tokio::fs::remove_dir_all(self.partial_dir()).await;
-        }
+        // Every release wanted is in: what is left in the folder is of no
+        // use.
+        let _ = tokio::fs::remove_dir_all(self.partial_dir()).await;
         Ok(Outcome {
             validators: Some(validators),
             cache_control,
