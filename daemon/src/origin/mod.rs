@@ -60,7 +60,7 @@ pub struct OriginStatus {
     pub bytes_fetched: u64,
     /// Blobs downloaded and verified since start.
     pub blobs_fetched: u64,
-    /// Blobs still to fetch for the release being synced.
+    /// Blobs still to fetch for the releases of the last or current pass.
     pub blobs_pending: u64,
     /// Their size, uncompressed.
     pub bytes_pending: u64,
@@ -134,9 +134,6 @@ pub fn spawn(
                         });
                         if let Some(v) = outcome.validators {
                             validators = Some(v);
-                        }
-                        for a in &outcome.added {
-                            tracing::info!("origin: added {a}");
                         }
                         plan::freshness(outcome.cache_control.as_deref())
                     }

@@ -166,14 +166,24 @@ impl Pass<'_> {
         let wanted = plan::wanted(&index, &held, self.follow).map_err(plan_err)?;
         drop(index);
         let mut added = Vec::new();
+        let mut first_error = None;
+        // One bad release (a channel signed by another key, say) does not
+        // hold the others back.
         for w in &wanted {
-            let signed = self.release(w).await?;
-            added.push(format!(
-                "{} {} ({})",
-                signed.release().app,
-                signed.release().version,
-                signed.release().channel
-            ));
+            match self.release(w).await {
+                Ok(signed) => {
+                    let r = signed.release();
+                    let line = format!("{} {} ({})", r.app, r.version, r.channel);
+                    tracing::info!("origin: added {line}");
+                    added.push(line);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         // Every release wanted is in: what is left in the folder is of no
         // use.
@@ -276,8 +286,8 @@ impl Pass<'_> {
             .filter(|s| !self.store.has_blob(&s.hash))
             .collect();
         self.status.send_modify(|s| {
-            s.blobs_pending = missing.len() as u64;
-            s.bytes_pending = missing.iter().map(|m| m.size).sum();
+            s.blobs_pending += missing.len() as u64;
+            s.bytes_pending += missing.iter().map(|m| m.size).sum::<u64>();
         });
         let dir = self.partial_dir();
         tokio::fs::create_dir_all(&dir)
