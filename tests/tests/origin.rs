@@ -414,3 +414,37 @@ fn the_origin_rate_caps_the_download() {
         "{bytes} bytes in {took:.2} s: faster than 500 KB/s"
     );
 }
+
+#[test]
+fn a_bad_release_does_not_hold_back_the_others() {
+    let t = setup(8, 100_000);
+    t.release("1.0.0");
+    // The same origin also lists a beta signed by a key nobody trusts.
+    let stranger = t.dir.path().join("stranger-key");
+    std::fs::create_dir_all(&stranger).unwrap();
+    let other_key = keygen(&stranger);
+    std::fs::write(t.build.join("index.html"), "<h1>beta</h1>").unwrap();
+    run_ok(&lanseed_tests::pack_args(
+        &t.build,
+        APP,
+        "2.0.0-beta.1",
+        &other_key,
+        &t.publisher,
+        &["--channel", "beta"],
+    ));
+    run_ok(&[
+        "publish-static",
+        "--store",
+        s(&t.publisher),
+        "--out",
+        s(&t.www),
+    ]);
+    let server = OriginServer::start(&t.www);
+    let cache = t.cache("cache", &server.url());
+    let error = wait_error(&cache.store, "is not trusted");
+    assert!(error.contains("2.0.0-beta.1 (beta)"), "{error}");
+    wait_for("the trusted release", T, || {
+        (versions(&cache.store) == ["1.0.0"]).then_some(())
+    });
+    verify_store(&cache.store, &t.trust);
+}

@@ -181,7 +181,7 @@ impl Origin {
             .await
             .map_err(|e| HttpError::Request {
                 url: url.clone(),
-                reason: chain(&e),
+                reason: chain(&e.without_url()),
             })
     }
 
@@ -193,7 +193,7 @@ impl Origin {
     ) -> Result<Option<bytes::Bytes>, HttpError> {
         let chunk = resp.chunk().await.map_err(|e| HttpError::Request {
             url: url.clone(),
-            reason: chain(&e),
+            reason: chain(&e.without_url()),
         })?;
         if let Some(c) = &chunk {
             self.fetched.fetch_add(c.len() as u64, Ordering::Relaxed);
