@@ -432,11 +432,14 @@ fn print_origin(o: &serde_json::Value) {
     if let Some(e) = o["last_error"].as_str() {
         println!("  {e}");
     }
-    if let Some(r) = o["syncing"].as_str() {
-        println!(
-            "  syncing {r}: {} blobs ({} bytes) to fetch",
-            o["blobs_pending"], o["bytes_pending"]
-        );
+    let pending = format!(
+        "{} blobs ({} bytes) to fetch",
+        o["blobs_pending"], o["bytes_pending"]
+    );
+    match o["syncing"].as_str() {
+        Some(r) => println!("  syncing {r}: {pending}"),
+        None if o["blobs_pending"].as_u64().unwrap_or(0) > 0 => println!("  still {pending}"),
+        None => {}
     }
     println!(
         "  fetched {} bytes, {} blobs, {} releases since start",
