@@ -152,6 +152,8 @@ pub struct NodeConfig {
     pub device_events: Option<mpsc::UnboundedSender<DeviceReport>>,
     /// Extra status to show under `device` (the device agent's bundles).
     pub extra_status: Option<std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
+    /// The site cache's state for `lanseed status` (`seed --origin`).
+    pub origin_status: Option<std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     /// Where to report fetch progress (the device agent turns it into
     /// `download` events).
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
@@ -1009,6 +1011,7 @@ impl Node {
             },
             releases,
             device: self.cfg.extra_status.as_ref().map(|f| f()),
+            origin: self.cfg.origin_status.as_ref().map(|f| f()),
             waiting: self.low_space.clone(),
             authenticated_reports: self.cfg.fleet_key.is_some(),
             devices: {
