@@ -145,7 +145,7 @@ impl Origin {
         Ok(Origin {
             client,
             base,
-            limiter: rate.map(Limiter::new),
+            limiter: rate.map(|r| Limiter::new(Some(r))),
             fetched: Arc::new(AtomicU64::new(0)),
         })
     }
