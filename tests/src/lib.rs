@@ -6,6 +6,7 @@ pub mod capgo;
 pub mod devloop;
 pub mod liar;
 pub mod net;
+pub mod sim;
 pub mod zipcraft;
 
 use std::path::{Path, PathBuf};
