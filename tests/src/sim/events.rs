@@ -1,6 +1,7 @@
 //! The event queue: what happens next, in time order. Events at the same
 //! instant come out in the order they were scheduled (a sequence number
-//! breaks ties), so a run is a pure function of its seed.
+//! breaks ties). (A run still varies a little from one process to the
+//! next: the scheduler's hash maps iterate in a random order.)
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -3,16 +3,18 @@
 //! one-way latency for every message.
 //!
 //! Bulk data moves as fluid: a connection from one host to another is
-//! active while it carries answers, and its rate is the **per-connection
-//! equal share** of both its ends, `min(up(s) / conns_up(s), down(r) /
-//! conns_down(r))`, as TCP connections sharing a bottleneck get about
-//! equal shares. It is not max-min fair: a connection held back at one end
-//! leaves part of its share at the other end unused (the figures this
-//! costs are in docs/PERF.md). The answers in flight on one connection
-//! share its rate equally (yamux streams interleave). A change at a host
-//! (a connection starts or ends) changes the rates of that host's
-//! connections only, so each event costs what the host has, not what the
-//! network has.
+//! active while it carries answers, and the active connections share the
+//! links **max-min fairly** (as TCP connections sharing bottlenecks do,
+//! roughly): every link side (a host's uplink, a host's downlink) has a
+//! water level, the share of the connections not held back elsewhere, and
+//! a connection runs at the lower level of its two ends. When a connection
+//! starts or ends, the levels of its two ends are computed again, and of
+//! the links whose connections that changed, and so on while levels move
+//! by more than [`SETTLE`] (at most [`MAX_RELEVEL`] links per change): the
+//! work of an event is local, what the hosts around it carry, not what the
+//! network carries. The answers in flight on one connection either share
+//! its rate equally (yamux streams interleaving fully) or go one after the
+//! other ([`Order`]).
 //!
 //! Small messages (`Have`, requests, `Busy`) take the latency only: at
 //! tens of bytes each they do not compete with bulk data in this model
@@ -24,6 +26,26 @@ use super::events::{Nanos, SEC};
 
 /// Below this many bytes left, an answer has arrived (float dust).
 const DONE_EPSILON: f64 = 0.5;
+/// A level that moved by less than this share of itself moves no other.
+pub const SETTLE: f64 = 0.005;
+/// Most link levels computed again after one change.
+pub const MAX_RELEVEL: usize = 512;
+
+/// How the answers in flight on one connection share it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Equally, all at once.
+    Shared,
+    /// One after the other, in the order they started.
+    Fifo,
+}
+
+/// One side of a host's link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Side {
+    Up(u32),
+    Down(u32),
+}
 
 /// One host's link, bytes a second each way.
 #[derive(Clone, Copy, Debug)]
@@ -58,16 +80,19 @@ struct Conn<T> {
     version: u64,
 }
 
-#[derive(Default)]
 struct Host {
     /// Peers this host sends to now.
     up: Vec<u32>,
     /// Peers this host receives from now.
     down: Vec<u32>,
+    /// Water level of its uplink and downlink.
+    level_up: f64,
+    level_down: f64,
 }
 
 /// The bulk data in flight, tagged `T` by the caller.
 pub struct Net<T> {
+    order: Order,
     links: Vec<Link>,
     hosts: Vec<Host>,
     conns: HashMap<(u32, u32), Conn<T>>,
@@ -75,19 +100,43 @@ pub struct Net<T> {
     pub peak_active: Vec<u32>,
 }
 
-/// The equal share of a connection from a host with `up` capacity and
-/// `n_up` active connections to one with `down` and `n_down`.
-pub fn equal_share(up: f64, n_up: usize, down: f64, n_down: usize) -> f64 {
-    (up / n_up.max(1) as f64).min(down / n_down.max(1) as f64)
+/// The water level of a link of `capacity` whose connections are held
+/// back elsewhere at `caps`: the share of those that are not, so that
+/// `min(cap, level)` summed over them fills the link. When every one is
+/// held back below it, the most any one could get (the largest cap plus
+/// what is left). No connection: the capacity.
+pub fn water_level(capacity: f64, caps: &mut [f64]) -> f64 {
+    if caps.is_empty() {
+        return capacity;
+    }
+    caps.sort_by(f64::total_cmp);
+    let mut left = capacity;
+    let mut n = caps.len();
+    for &c in caps.iter() {
+        if c * n as f64 >= left {
+            return left / n as f64;
+        }
+        left -= c;
+        n -= 1;
+    }
+    caps[caps.len() - 1] + left.max(0.0)
 }
 
 impl<T> Net<T> {
     /// A network of hosts with these links.
-    pub fn new(links: Vec<Link>) -> Self {
+    pub fn new(links: Vec<Link>, order: Order) -> Self {
         let n = links.len();
         Net {
+            order,
+            hosts: (links.iter())
+                .map(|l| Host {
+                    up: Vec::new(),
+                    down: Vec::new(),
+                    level_up: l.up,
+                    level_down: l.down,
+                })
+                .collect(),
             links,
-            hosts: (0..n).map(|_| Host::default()).collect(),
             conns: HashMap::new(),
             peak_active: vec![0; n],
         }
@@ -108,7 +157,7 @@ impl<T> Net<T> {
             updated: now,
             version: 0,
         });
-        advance(conn, now);
+        advance(conn, now, self.order);
         conn.transfers.push((bytes as f64, tag));
         let mut checks = Vec::new();
         if fresh {
@@ -116,11 +165,10 @@ impl<T> Net<T> {
             self.hosts[to as usize].down.push(from);
             self.note_peak(from);
             self.note_peak(to);
-            self.touch(now, from, &mut checks);
-            self.touch(now, to, &mut checks);
+            self.relevel(now, vec![Side::Up(from), Side::Down(to)], &mut checks);
         } else {
             let conn = self.conns.get_mut(&(from, to)).expect("just made");
-            checks.push(reschedule(conn, now, from, to));
+            checks.push(reschedule(conn, now, self.order, from, to));
         }
         checks
     }
@@ -142,12 +190,12 @@ impl<T> Net<T> {
         if conn.version != c.version {
             return (Vec::new(), Vec::new());
         }
-        advance(conn, now);
+        advance(conn, now, self.order);
         let mut done = Vec::new();
         let mut i = 0;
         while i < conn.transfers.len() {
             if conn.transfers[i].0 <= DONE_EPSILON {
-                done.push(conn.transfers.swap_remove(i).1);
+                done.push(conn.transfers.remove(i).1);
             } else {
                 i += 1;
             }
@@ -157,10 +205,9 @@ impl<T> Net<T> {
             self.conns.remove(&(c.from, c.to));
             self.hosts[c.from as usize].up.retain(|&p| p != c.to);
             self.hosts[c.to as usize].down.retain(|&p| p != c.from);
-            self.touch(now, c.from, &mut checks);
-            self.touch(now, c.to, &mut checks);
+            self.relevel(now, vec![Side::Up(c.from), Side::Down(c.to)], &mut checks);
         } else {
-            checks.push(reschedule(conn, now, c.from, c.to));
+            checks.push(reschedule(conn, now, self.order, c.from, c.to));
         }
         (done, checks)
     }
@@ -178,63 +225,122 @@ impl<T> Net<T> {
                 lost.extend(c.transfers.into_iter().map(|(_, t)| t));
             }
             self.hosts[to as usize].down.retain(|&p| p != h);
-            others.push(to);
+            others.push(Side::Down(to));
         }
         for from in down {
             if let Some(c) = self.conns.remove(&(from, h)) {
                 lost.extend(c.transfers.into_iter().map(|(_, t)| t));
             }
             self.hosts[from as usize].up.retain(|&p| p != h);
-            others.push(from);
+            others.push(Side::Up(from));
         }
         let mut checks = Vec::new();
-        for o in others {
-            self.touch(now, o, &mut checks);
-        }
+        self.relevel(now, others, &mut checks);
         (lost, checks)
     }
 
-    /// Host `h`'s connections changed in number: every connection at it
-    /// gets its new rate.
-    fn touch(&mut self, now: Nanos, h: u32, checks: &mut Vec<Check>) {
-        let host = &self.hosts[h as usize];
-        let pairs: Vec<(u32, u32)> = (host.up.iter().map(|&to| (h, to)))
-            .chain(host.down.iter().map(|&from| (from, h)))
-            .collect();
-        for (from, to) in pairs {
-            let rate = equal_share(
-                self.links[from as usize].up,
-                self.hosts[from as usize].up.len(),
-                self.links[to as usize].down,
-                self.hosts[to as usize].down.len(),
-            );
+    /// The connections at `start` changed: their levels are computed
+    /// again, and those of the links their level changes reach; every
+    /// connection at a link computed again gets its new rate.
+    fn relevel(&mut self, now: Nanos, start: Vec<Side>, checks: &mut Vec<Check>) {
+        let mut work: std::collections::VecDeque<Side> = start.into();
+        let mut seen: std::collections::HashSet<Side> = work.iter().copied().collect();
+        let mut touched: Vec<(u32, u32)> = Vec::new();
+        let mut budget = MAX_RELEVEL;
+        let mut caps = Vec::new();
+        while let Some(side) = work.pop_front() {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            seen.remove(&side);
+            let (h, up) = match side {
+                Side::Up(h) => (h, true),
+                Side::Down(h) => (h, false),
+            };
+            let host = &self.hosts[h as usize];
+            let peers = if up { &host.up } else { &host.down };
+            caps.clear();
+            caps.extend(peers.iter().map(|&p| {
+                let other = &self.hosts[p as usize];
+                if up { other.level_down } else { other.level_up }
+            }));
+            let link = self.links[h as usize];
+            let level = water_level(if up { link.up } else { link.down }, &mut caps);
+            let host = &mut self.hosts[h as usize];
+            let old = if up {
+                std::mem::replace(&mut host.level_up, level)
+            } else {
+                std::mem::replace(&mut host.level_down, level)
+            };
+            let peers = if up { &host.up } else { &host.down };
+            touched.extend(peers.iter().map(|&p| if up { (h, p) } else { (p, h) }));
+            if (level - old).abs() > SETTLE * level.max(old) {
+                for &p in peers {
+                    let next = if up { Side::Down(p) } else { Side::Up(p) };
+                    if seen.insert(next) {
+                        work.push_back(next);
+                    }
+                }
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for (from, to) in touched {
+            let rate = self.hosts[from as usize]
+                .level_up
+                .min(self.hosts[to as usize].level_down)
+                .min(self.links[from as usize].up)
+                .min(self.links[to as usize].down);
             let conn = self.conns.get_mut(&(from, to)).expect("listed");
-            advance(conn, now);
+            if conn.rate == rate && conn.version > 0 {
+                continue;
+            }
+            advance(conn, now, self.order);
             conn.rate = rate;
-            checks.push(reschedule(conn, now, from, to));
+            checks.push(reschedule(conn, now, self.order, from, to));
         }
     }
 }
 
 /// Brings the bytes left of every answer on `conn` up to `now`.
-fn advance<T>(conn: &mut Conn<T>, now: Nanos) {
+fn advance<T>(conn: &mut Conn<T>, now: Nanos, order: Order) {
     let k = conn.transfers.len();
     if k > 0 && now > conn.updated {
-        let each = conn.rate / k as f64 * (now - conn.updated) as f64 / SEC as f64;
-        for t in &mut conn.transfers {
-            t.0 -= each;
+        let mut bytes = conn.rate * (now - conn.updated) as f64 / SEC as f64;
+        match order {
+            Order::Shared => {
+                for t in &mut conn.transfers {
+                    t.0 -= bytes / k as f64;
+                }
+            }
+            Order::Fifo => {
+                for t in &mut conn.transfers {
+                    let take = bytes.min(t.0.max(0.0));
+                    t.0 -= take;
+                    bytes -= take;
+                    if bytes <= 0.0 {
+                        break;
+                    }
+                }
+            }
         }
     }
     conn.updated = now;
 }
 
 /// A new version of `conn`, checked when its smallest answer would end.
-fn reschedule<T>(conn: &mut Conn<T>, now: Nanos, from: u32, to: u32) -> Check {
+fn reschedule<T>(conn: &mut Conn<T>, now: Nanos, order: Order, from: u32, to: u32) -> Check {
     conn.version += 1;
-    let k = conn.transfers.len() as f64;
-    let least = (conn.transfers.iter().map(|t| t.0)).fold(f64::INFINITY, f64::min);
+    let need = match order {
+        Order::Shared => {
+            let least = (conn.transfers.iter().map(|t| t.0)).fold(f64::INFINITY, f64::min);
+            least.max(0.0) * conn.transfers.len() as f64
+        }
+        Order::Fifo => conn.transfers.first().map_or(0.0, |t| t.0.max(0.0)),
+    };
     let secs = if conn.rate > 0.0 {
-        (least.max(0.0) * k / conn.rate).min(1e6)
+        (need / conn.rate).min(1e6)
     } else {
         1e6
     };
@@ -253,7 +359,7 @@ mod tests {
     const MB: f64 = 1e6;
 
     fn net(n: usize, up: f64, down: f64) -> Net<&'static str> {
-        Net::new(vec![Link { up, down }; n])
+        Net::new(vec![Link { up, down }; n], Order::Shared)
     }
 
     /// Runs checks until none is left; returns (tag, time) of arrivals.
@@ -270,21 +376,58 @@ mod tests {
     }
 
     #[test]
-    fn equal_share_is_the_smaller_end() {
-        assert_eq!(equal_share(8.0, 4, 10.0, 1), 2.0);
-        assert_eq!(equal_share(8.0, 1, 10.0, 5), 2.0);
-        assert_eq!(equal_share(8.0, 0, 10.0, 0), 8.0);
+    fn the_water_level_shares_what_the_held_back_leave() {
+        // Nobody held back: equal shares.
+        assert_eq!(water_level(8.0, &mut [100.0, 100.0, 100.0, 100.0]), 2.0);
+        // One held back at 1: the other three share 7.
+        let l = water_level(8.0, &mut [1.0, 100.0, 100.0, 100.0]);
+        assert!((l - 7.0 / 3.0).abs() < 1e-12, "{l}");
+        // Everyone held back: the largest could grow by what is left.
+        assert_eq!(water_level(8.0, &mut [1.0, 2.0]), 7.0);
+        assert_eq!(water_level(8.0, &mut []), 8.0);
+    }
+
+    #[test]
+    fn a_receiver_gives_what_a_slow_sender_leaves_to_a_fast_one() {
+        // Host 2 (downlink 1 MB/s) receives from 0 (uplink 0.2 MB/s) and
+        // from 1 (uplink 10 MB/s): max-min gives 0.2 and 0.8, not halves.
+        let mut n = Net::new(
+            vec![
+                Link {
+                    up: 0.2 * MB,
+                    down: MB,
+                },
+                Link {
+                    up: 10.0 * MB,
+                    down: MB,
+                },
+                Link { up: MB, down: MB },
+            ],
+            Order::Shared,
+        );
+        let mut checks = n.start(0, 0, 2, 10_000_000, "slow");
+        checks.extend(n.start(0, 1, 2, 10_000_000, "fast"));
+        assert!((n.rate(0, 2) - 0.2 * MB).abs() < 1.0, "{}", n.rate(0, 2));
+        assert!(
+            (n.rate(1, 2) - 0.8 * MB).abs() < 1e-3 * MB,
+            "{}",
+            n.rate(1, 2)
+        );
+        drop(checks);
     }
 
     #[test]
     fn one_transfer_takes_bytes_over_the_slower_link() {
-        let mut n = Net::new(vec![
-            Link { up: MB, down: MB },
-            Link {
-                up: MB,
-                down: MB / 2.0,
-            },
-        ]);
+        let mut n = Net::new(
+            vec![
+                Link { up: MB, down: MB },
+                Link {
+                    up: MB,
+                    down: MB / 2.0,
+                },
+            ],
+            Order::Shared,
+        );
         let checks = n.start(0, 0, 1, 1_000_000, "a");
         let done = drain(&mut n, checks);
         assert_eq!(done.len(), 1);
@@ -325,6 +468,17 @@ mod tests {
         assert!((t("c") - 1.0).abs() < 1e-6);
         assert!((t("a") - 1.5).abs() < 1e-6);
         assert!((t("b") - 1.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn in_fifo_order_the_first_answer_ends_first() {
+        let mut n = Net::new(vec![Link { up: MB, down: MB }; 2], Order::Fifo);
+        let mut checks = n.start(0, 0, 1, 1_000_000, "first");
+        checks.extend(n.start(0, 0, 1, 1_000_000, "second"));
+        let done = drain(&mut n, checks);
+        let t = |tag| done.iter().find(|d| d.0 == tag).unwrap().1 as f64 / SEC as f64;
+        assert!((t("first") - 1.0).abs() < 1e-6);
+        assert!((t("second") - 2.0).abs() < 1e-6);
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub fn spread(total: u64, n: u32, rng: &mut Rng) -> Vec<u64> {
 /// Pieces of a file of `len` bytes: full pieces, then the rest.
 pub fn pieces_of(len: u64) -> Vec<u64> {
     let mut out = vec![PIECE_SIZE; (len / PIECE_SIZE) as usize];
-    if len % PIECE_SIZE > 0 || len == 0 {
+    if !len.is_multiple_of(PIECE_SIZE) || len == 0 {
         out.push(len % PIECE_SIZE);
     }
     out
