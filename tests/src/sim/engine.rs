@@ -885,6 +885,71 @@ mod tests {
         b
     }
 
+    fn small(nodes: usize) -> Config {
+        Config {
+            nodes,
+            mbit: 50.0,
+            efficiency: 0.91,
+            latency: MS / 5,
+            order: Order::Fifo,
+            join_late: 0.0,
+            leave: 0.0,
+            window: SEC,
+            seed: 7,
+            bundle: Spec {
+                bytes: 4_000_000,
+                text_bytes: 1_000_000,
+                text_files: 100,
+                media_files: 6,
+                text_ratio: 0.3,
+                seed: 7,
+            },
+            max_uploads: 8,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            serve_ns_per_byte: 2.0,
+            verify_ns_per_byte: 2.0,
+            open: 20 * MS,
+            commit: 50 * MS,
+            sim_limit: 120 * SEC,
+            wall_limit: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn every_follower_ends_whole_no_sooner_than_the_bound() {
+        let r = run(&small(6));
+        assert_eq!(r.stopped, None);
+        assert_eq!(r.done, 6);
+        let t = r.time_to_all.unwrap();
+        assert!(t >= r.bound, "{t} s, bound {} s", r.bound);
+        assert!(t < 10.0 * r.bound, "{t} s, bound {} s", r.bound);
+        // The publisher sent at least the wire bytes of one bundle.
+        let wire = r.bundle_wire as f64 / r.bundle_bytes as f64;
+        assert!(r.publisher_upload >= wire - 1e-9, "{}", r.publisher_upload);
+        assert!(r.haves_per_sec > 0.0 && r.requests_per_sec > 0.0);
+        assert_eq!(r.max_connections, 6);
+    }
+
+    #[test]
+    fn followers_that_stay_end_whole_when_others_join_late_or_leave() {
+        let mut cfg = small(10);
+        cfg.join_late = 0.3;
+        cfg.leave = 0.3;
+        let r = run(&cfg);
+        assert_eq!(r.stopped, None);
+        assert_eq!(r.followers, 7, "three leave");
+        assert_eq!(r.done, 7);
+    }
+
+    #[test]
+    fn a_bounded_neighbour_set_bounds_connections() {
+        let mut cfg = small(30);
+        cfg.max_connections = 4;
+        let r = run(&cfg);
+        assert_eq!(r.done, 30);
+        assert!(r.max_connections <= 4);
+    }
+
     #[test]
     fn a_have_offers_new_pieces_only_when_neither_held_nor_asked() {
         let have = bits(&[0, 1]);
