@@ -13,7 +13,9 @@
 //! - Every 100 ms (`HAVE_EVERY`, each node at its own phase) a fetching
 //!   node that gained pieces sends `Have {bits, fetching}` to every peer it
 //!   is connected to that is not whole, then drives. A `Have` received is
-//!   `add_partial` and a drive, as in the node.
+//!   `add_partial` and a drive, as in the node (the drive is run only when
+//!   the `Have` offers a piece neither held nor asked for, the only case
+//!   where it can ask for more; the others are counted, see `on_have`).
 //! - A drive asks the scheduler for requests (`Sched::pick` over its peers,
 //!   as `Fetch::next_request` does) until it has none.
 //! - A server admits a request within its upload slots ([`Uploads`]) or
