@@ -7,6 +7,7 @@ pub mod devloop;
 pub mod liar;
 pub mod net;
 pub mod origin_server;
+pub mod sim;
 pub mod zipcraft;
 
 use std::path::{Path, PathBuf};
