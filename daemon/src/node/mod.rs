@@ -1341,7 +1341,12 @@ impl Node {
                     // useful only while we fetch it too.
                     if let Some(f) = self.fetches.get_mut(&id) {
                         f.add_partial(peer, (bits, fetching));
-                        self.drive(id);
+                        // What is new is what it holds: only it may be
+                        // asked for more now (the others' turn comes with
+                        // their answers, and the tick). With many peers,
+                        // offering every one to the picker on each `Have`
+                        // was most of a node's work.
+                        self.drive_from(id, Some(peer));
                     }
                 } else if SignedRelease::from_bytes(&release)
                     .is_ok_and(|r| r.release().bundles().any(|b| b == id))
@@ -1926,13 +1931,19 @@ impl Node {
     /// Fills every peer's pipeline for the fetch, or starts its commit when
     /// complete.
     fn drive(&mut self, bundle: BundleId) {
+        self.drive_from(bundle, None);
+    }
+
+    /// Sends what fetch `bundle` asks next, of `only` if given (else of
+    /// any peer), and commits it once complete.
+    fn drive_from(&mut self, bundle: BundleId, only: Option<PeerId>) {
         let now = Instant::now();
         // Below the free-space floor, no piece is asked for.
         while self.low_space.is_none() {
             let Some(f) = self.fetches.get(&bundle) else {
                 return;
             };
-            let Some((peer, req, want)) = f.next_request(now) else {
+            let Some((peer, req, want)) = f.next_request(only, now) else {
                 break;
             };
             if let fetch::Want::Pieces(pieces, bytes) = &want {

@@ -37,6 +37,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use either::Either;
 use lanseed_protocol::hash::{BundleId, Hash};
 use lanseed_protocol::limits::MAX_MANIFEST_BYTES;
 use lanseed_protocol::manifest::Manifest;
@@ -605,8 +606,13 @@ impl Fetch {
         self.sched.rest(peer, until);
     }
 
-    /// The next request to send, if any peer has room for one.
-    pub fn next_request(&self, now: Instant) -> Option<(PeerId, Request, Want)> {
+    /// The next request to send, to `only` if given (else to any peer
+    /// with room for one).
+    pub fn next_request(
+        &self,
+        only: Option<PeerId>,
+        now: Instant,
+    ) -> Option<(PeerId, Request, Want)> {
         match &self.stage {
             Stage::Opening(_) | Stage::Committing => None,
             Stage::Manifest(asks) => {
@@ -619,7 +625,11 @@ impl Fetch {
             }
             Stage::Pieces(t) => {
                 let len = |n: u32| t.map.piece_len(n);
-                self.sched.peers().find_map(|peer| {
+                let peers = match only {
+                    Some(p) => Either::Left(std::iter::once(p)),
+                    None => Either::Right(self.sched.peers()),
+                };
+                peers.into_iter().find_map(|peer| {
                     let pieces = self.sched.pick(&peer, now, len)?;
                     let bytes = pieces.iter().map(|&n| len(n)).sum();
                     let ids = pieces
