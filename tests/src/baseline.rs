@@ -267,6 +267,33 @@ pub fn http_fetch_all(
     })
 }
 
+/// Plain TCP goodput from `ns` fetching `url` (curl into `/dev/null`, as
+/// curl times it from its request to the last byte), in bytes/s.
+pub fn http_goodput(ns: &Netns, url: &str) -> Result<f64> {
+    let curl = require("curl")?;
+    let out = ns
+        .command(&curl)
+        .args(["-sS", "--fail", "--noproxy", "*", "-o", "/dev/null", "-w"])
+        .arg("%{size_download} %{time_total} %{time_starttransfer}")
+        .arg(url)
+        .output()
+        .map_err(io("run curl"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    match f.as_slice() {
+        [bytes, total, first, ..] if out.status.success() && total > first => {
+            Ok(bytes / (total - first))
+        }
+        _ => Err(BaselineError::Failed {
+            what: format!("curl {url}"),
+            detail: format!("{text:?} {}", String::from_utf8_lossy(&out.stderr)),
+        }),
+    }
+}
+
 /// A torrent file and its info-hash.
 #[derive(Clone, Debug)]
 pub struct Torrent {

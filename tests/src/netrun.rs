@@ -67,9 +67,10 @@ fn namespaces_with_prefix(list: &str, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Kills every process in this run's namespaces, deletes them, and
-/// removes the folders registered for it. Safe to call more than once.
-pub fn teardown() {
+/// Kills (SIGKILL) every process inside this run's namespaces: what a
+/// server that forks (nginx's workers) leaves behind when only the
+/// process that was started is killed.
+pub fn kill_own_processes() {
     for ns in own_namespaces() {
         let pids = Command::new("ip")
             .args(["netns", "pids", &ns])
@@ -80,6 +81,23 @@ pub fn teardown() {
         if !pids.is_empty() {
             let _ = Command::new("kill").arg("-KILL").args(&pids).output();
         }
+    }
+}
+
+/// Kills (SIGKILL) `root` and its descendants, all found before any is
+/// killed (a child whose parent died first would be out of reach).
+pub fn kill_tree(root: u32) {
+    let mut pids = descendants(root, &process_parents());
+    pids.push(root);
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let _ = Command::new("kill").arg("-KILL").args(&pids).output();
+}
+
+/// Kills every process in this run's namespaces, deletes them, and
+/// removes the folders registered for it. Safe to call more than once.
+pub fn teardown() {
+    kill_own_processes();
+    for ns in own_namespaces() {
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
     }
     let dirs = std::mem::take(&mut *DIRS.lock().unwrap_or_else(|e| e.into_inner()));
@@ -173,12 +191,8 @@ fn descendants(root: u32, parents: &[(u32, u32)]) -> Vec<u32> {
     out
 }
 
-/// CPU seconds used so far by `root` and its descendants, living ones and
-/// those that ended and were reaped inside the tree; `None` when `root`
-/// is gone. (A descendant that ended unreaped, or whose parent is gone,
-/// is not counted: every process this is used on reaps its children.)
-pub fn tree_cpu_secs(root: u32) -> Option<f64> {
-    let top = stat(root)?;
+/// Every process now, with its parent.
+fn process_parents() -> Vec<(u32, u32)> {
     let mut parents = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
@@ -188,8 +202,17 @@ pub fn tree_cpu_secs(root: u32) -> Option<f64> {
             parents.push((pid, s.ppid));
         }
     }
+    parents
+}
+
+/// CPU seconds used so far by `root` and its descendants, living ones and
+/// those that ended and were reaped inside the tree; `None` when `root`
+/// is gone. (A descendant that ended unreaped, or whose parent is gone,
+/// is not counted: every process this is used on reaps its children.)
+pub fn tree_cpu_secs(root: u32) -> Option<f64> {
+    let top = stat(root)?;
     let mut ticks = top.ticks + top.child_ticks;
-    for pid in descendants(root, &parents) {
+    for pid in descendants(root, &process_parents()) {
         if let Some(s) = stat(pid) {
             ticks += s.ticks + s.child_ticks;
         }
@@ -272,8 +295,8 @@ impl Drop for Job {
     }
 }
 
-/// A long-running child (a server, a seeding client) killed and reaped on
-/// drop; its tree's CPU is read while it runs.
+/// A long-running child (a server, a seeding client) killed with its
+/// descendants and reaped on drop; its tree's CPU is read while it runs.
 pub struct Daemon {
     child: Child,
     what: String,
@@ -319,7 +342,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        kill_tree(self.child.id());
         let _ = self.child.wait();
     }
 }
@@ -385,6 +408,29 @@ mod tests {
         d.sort_unstable();
         assert_eq!(d, [11, 12, 13]);
         assert!(descendants(99, &parents).is_empty());
+    }
+
+    #[test]
+    fn a_daemon_is_killed_with_its_children() {
+        let d = Daemon::spawn(
+            Command::new("sh").args(["-c", "sleep 30 & sleep 30 & wait"]),
+            "sh",
+            &std::env::temp_dir().join(format!("netrun-test-{}.log", std::process::id())),
+        )
+        .unwrap();
+        let kids = poll(Duration::from_secs(5), Duration::from_millis(10), || {
+            let k = descendants(d.pid(), &process_parents());
+            (k.len() == 2).then_some(k)
+        })
+        .expect("two sleeps");
+        drop(d);
+        for k in kids {
+            // Gone, or a zombie until init reaps it.
+            assert!(stat(k).is_none_or(|s| s.state == 'Z'), "{k} lives on");
+        }
+        let _ = std::fs::remove_file(
+            std::env::temp_dir().join(format!("netrun-test-{}.log", std::process::id())),
+        );
     }
 
     #[test]

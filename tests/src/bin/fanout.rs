@@ -425,7 +425,9 @@ fn run_lanseed(s: &Setup, n: usize, mbit: u32) -> anyhow::Result<Measure> {
     ])
     .env("RUST_LOG", "warn")
     .stderr(std::process::Stdio::piped());
+    let pack_start = Instant::now();
     let pack = Job::run(&mut cmd)?;
+    let pack_secs = pack_start.elapsed().as_secs_f64();
     if !pack.output.status.success() {
         bail!(
             "lanseed pack failed: {}",
@@ -453,6 +455,31 @@ fn run_lanseed(s: &Setup, n: usize, mbit: u32) -> anyhow::Result<Measure> {
         std::thread::sleep(Duration::from_millis(25));
     }
     let last = done.iter().flatten().copied().max().unwrap_or(t0);
+    // Where the time went, from the logs.
+    let since = |us: i64| (us - t0) as f64 / 1e6;
+    let first_line = |node: &NodeProc, needle: &str| {
+        node.log_text()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(log_time_us)
+            .find(|&us| us >= t0)
+    };
+    let announced = first_line(&publisher, "release in store").map(since);
+    let fetching = devices
+        .iter()
+        .filter_map(|d| first_line(d, "fetching release"))
+        .min()
+        .map(since);
+    let mut times: Vec<f64> = done.iter().flatten().map(|&us| since(us)).collect();
+    times.sort_by(f64::total_cmp);
+    println!(
+        "  lanseed: pack {pack_secs:.2} s; the publisher has the release at {}, the first device fetches from {}; devices done from {:.2} s, median {:.2} s, last {:.2} s",
+        fmt_opt(announced, " s"),
+        fmt_opt(fetching, " s"),
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
     let cpu: f64 = nodes
         .iter()
         .zip(&cpu0)
@@ -462,6 +489,7 @@ fn run_lanseed(s: &Setup, n: usize, mbit: u32) -> anyhow::Result<Measure> {
     let sent = lan.bytes(0).1 - sent0;
     drop(devices);
     drop(publisher);
+    netrun::kill_own_processes();
     drop(lan);
     std::fs::remove_dir_all(&dir)?;
     Ok(Measure {
@@ -488,11 +516,28 @@ fn run_nginx(s: &Setup, n: usize, mbit: u32) -> anyhow::Result<Measure> {
     let sent0 = lan.bytes(0).1;
     let got = baseline::http_fetch_all(&lan, &clients, &url, &sha, &dir, timeout_for(n, f, rate))?;
     let sent = lan.bytes(0).1 - sent0;
+    println!("  nginx: {}", spread(&got));
     let cpu = server.cpu_secs() - cpu0 + got.cpu_secs;
     drop(server);
+    netrun::kill_own_processes();
     drop(lan);
     std::fs::remove_dir_all(&dir)?;
     Ok(measure(&got, cpu, sent, f))
+}
+
+/// When the devices were done: first, median, last.
+fn spread(got: &Finished) -> String {
+    let mut t = got.done_secs.clone();
+    t.sort_by(f64::total_cmp);
+    match t.as_slice() {
+        [] => "no device".to_owned(),
+        _ => format!(
+            "devices done from {:.2} s, median {:.2} s, last {:.2} s",
+            t[0],
+            t[t.len() / 2],
+            t[t.len() - 1]
+        ),
+    }
 }
 
 fn measure(got: &Finished, cpu: f64, sent: u64, f: f64) -> Measure {
@@ -514,6 +559,8 @@ fn run_aria2(s: &Setup, n: usize, mbit: u32) -> anyhow::Result<Measure> {
     let sent0 = lan.bytes(0).1;
     let got = baseline::torrent_fan_out(&lan, 0, &clients, &s.zip, &dir, timeout_for(n, f, rate))?;
     let sent = lan.bytes(0).1 - sent0;
+    println!("  aria2: {}", spread(&got));
+    netrun::kill_own_processes();
     drop(lan);
     std::fs::remove_dir_all(&dir)?;
     Ok(measure(&got, got.cpu_secs, sent, f))
@@ -528,18 +575,15 @@ fn link_check(s: &Setup, mbit: u32) -> anyhow::Result<f64> {
     let www = dir.join("www");
     std::fs::create_dir_all(&www)?;
     std::fs::copy(&s.zip, www.join("bundle.zip"))?;
-    let sha = baseline::sha256_hex(&s.zip)?;
     let server = baseline::Nginx::start(&lan.hosts[0], &lan.addrs[0], &www, &dir.join("nginx"))?;
     let url = format!("{}bundle.zip", server.base_url);
-    let size = std::fs::metadata(&s.zip)?.len() as f64;
     let rate = f64::from(mbit) * 1e6 / 8.0;
-    let got = baseline::http_fetch_all(&lan, &[1], &url, &sha, &dir, timeout_for(1, size, rate))?;
+    let goodput = baseline::http_goodput(&lan.hosts[1], &url)?;
     drop(server);
+    netrun::kill_own_processes();
     drop(lan);
     std::fs::remove_dir_all(&dir)?;
-    // curl's own start (process, connect) is in the time: a slight
-    // underestimate of the link's goodput.
-    Ok(size / got.last() / rate)
+    Ok(goodput / rate)
 }
 
 /// One configuration's results.
@@ -853,7 +897,7 @@ fn main() -> anyhow::Result<()> {
     for &mbit in &rates {
         let share = link_check(&setup, mbit)?;
         println!(
-            "plain TCP check at {mbit} Mbit/s: nginx → curl of the zip over one shaped link: {:.1} Mbit/s = {:.1} % of the link",
+            "plain TCP check at {mbit} Mbit/s: nginx → curl of the zip over one shaped link (curl's own timing): {:.1} Mbit/s = {:.1} % of the link",
             share * f64::from(mbit),
             100.0 * share
         );
