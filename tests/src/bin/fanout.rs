@@ -84,14 +84,17 @@ struct Args {
     agents: bool,
     svg: Option<PathBuf>,
     dir: Option<PathBuf>,
+    /// Where to keep each lanseed run's node logs.
+    logs: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: lanseed-fanout [--nodes 4,16,48] [--mbit M] [--only lanseed|nginx|aria2] [--runs 1] [--agents] [--svg PATH] [--dir DIR]\n\
+const USAGE: &str = "usage: lanseed-fanout [--nodes 4,16,48] [--mbit M] [--only lanseed|nginx|aria2] [--runs 1] [--agents] [--svg PATH] [--dir DIR] [--logs DIR]\n\
   --nodes: device counts, one configuration each\n\
   --mbit:  link rate of every host, both ways (default 50 Mbit/s, 10 from 32 devices on)\n\
   --agents: lanseed devices are `lanseed device` agents, not `seed --follow` nodes\n\
   --svg:   write the scaling plot (time to the last device against N) there\n\
-  --dir:   where the stores and downloads go (default: the system's temporary folder)";
+  --dir:   where the stores and downloads go (default: the system's temporary folder)\n\
+  --logs:  keep each lanseed run's node logs there (DIR/lanseed-N-runR/nodeI.log)";
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Args> {
     let mut it = args.into_iter();
@@ -103,6 +106,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Args> {
         agents: false,
         svg: None,
         dir: None,
+        logs: None,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -134,6 +138,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Args> {
             "--agents" => a.agents = true,
             "--svg" => a.svg = Some(value()?.into()),
             "--dir" => a.dir = Some(value()?.into()),
+            "--logs" => a.logs = Some(value()?.into()),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -310,6 +315,7 @@ struct Setup {
     builtin: PathBuf,
     bundle: Bundle,
     agents: bool,
+    logs: Option<PathBuf>,
 }
 
 /// A timeout for one system's fan-out: generous against the HTTP
@@ -354,7 +360,7 @@ fn done_line(node: &NodeProc, agents: bool) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn run_lanseed(s: &Setup, n: usize, mbit: u32) -> anyhow::Result<Measure> {
+fn run_lanseed(s: &Setup, n: usize, mbit: u32, run: usize) -> anyhow::Result<Measure> {
     let lan = Lan::new(n + 1);
     lan.shape_all(mbit);
     let dir = s.root.join(format!("lanseed-{n}"));
@@ -442,10 +448,8 @@ fn run_lanseed(s: &Setup, n: usize, mbit: u32) -> anyhow::Result<Measure> {
     while done.iter().any(Option::is_none) {
         if start.elapsed() > timeout {
             let have = done.iter().flatten().count();
-            bail!(
-                "lanseed: {have} of {n} devices had the release after {timeout:?}; logs in {}",
-                dir.display()
-            );
+            keep_logs(s, &dir, n, run)?;
+            bail!("lanseed: {have} of {n} devices had the release after {timeout:?}");
         }
         for (slot, node) in done.iter_mut().zip(&devices) {
             if slot.is_none() {
@@ -490,6 +494,7 @@ fn run_lanseed(s: &Setup, n: usize, mbit: u32) -> anyhow::Result<Measure> {
     drop(devices);
     drop(publisher);
     netrun::kill_own_processes();
+    keep_logs(s, &dir, n, run)?;
     drop(lan);
     std::fs::remove_dir_all(&dir)?;
     Ok(Measure {
@@ -497,6 +502,21 @@ fn run_lanseed(s: &Setup, n: usize, mbit: u32) -> anyhow::Result<Measure> {
         cpu,
         upload_multiple: sent as f64 / f,
     })
+}
+
+/// Copies the node logs of a lanseed run (in `dir`) to `--logs`, if
+/// given.
+fn keep_logs(s: &Setup, dir: &Path, n: usize, run: usize) -> anyhow::Result<()> {
+    let Some(logs) = &s.logs else {
+        return Ok(());
+    };
+    let to = logs.join(format!("lanseed-{n}-run{run}"));
+    std::fs::create_dir_all(&to)?;
+    for i in 0..=n {
+        let name = format!("node{i}.log");
+        std::fs::copy(dir.join(&name), to.join(&name))?;
+    }
+    Ok(())
 }
 
 fn run_nginx(s: &Setup, n: usize, mbit: u32) -> anyhow::Result<Measure> {
@@ -824,6 +844,16 @@ mod plot {
     }
 }
 
+/// The 1, 5 and 15 minute load averages (other work on the machine
+/// skews every figure: print it with them).
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn main() -> anyhow::Result<()> {
     netrun::install_teardown()?;
     let a = parse_args(std::env::args().skip(1))?;
@@ -860,12 +890,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(builtin.join("index.html"), "<h1>builtin</h1>")?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!("CPU: {} ({cores} cores)", cpu_model());
-    println!(
-        "load average at the start: {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
+    println!("load average at the start: {}", load_average());
     println!("lanseed: {}", lanseed_bin().display());
     println!(
         "bundle: {} bytes in {} files ({} bytes of JS and CSS in {} files, the rest incompressible media); its zip {zip_bytes} bytes",
@@ -888,6 +913,7 @@ fn main() -> anyhow::Result<()> {
         builtin,
         bundle,
         agents: a.agents,
+        logs: a.logs.clone(),
     };
 
     let mbit_of = |n: usize| a.mbit.unwrap_or_else(|| default_mbit(n));
@@ -919,14 +945,14 @@ fn main() -> anyhow::Result<()> {
             for run in 0..a.runs {
                 let t = Instant::now();
                 let m = match sys {
-                    System::Lanseed => run_lanseed(&setup, n, mbit),
+                    System::Lanseed => run_lanseed(&setup, n, mbit, run),
                     System::Nginx => run_nginx(&setup, n, mbit),
                     System::Aria2 => run_aria2(&setup, n, mbit),
                 }
                 .with_context(|| format!("{} at N = {n}", sys.name()))?;
                 let busy = m.cpu / m.secs;
                 println!(
-                    "  {} run {run}: last device at {:.2} s ({:.2} x the bound); CPU {:.1} s = {busy:.2} of {cores} cores busy{}; publisher sent {:.2} x the bundle ({:.0} s in all)",
+                    "  {} run {run}: last device at {:.2} s ({:.2} x the bound); CPU {:.1} s = {busy:.2} of {cores} cores busy{}; publisher sent {:.2} x the bundle ({:.0} s in all; load average now {})",
                     sys.name(),
                     m.secs,
                     m.secs / bound,
@@ -937,7 +963,8 @@ fn main() -> anyhow::Result<()> {
                         ""
                     },
                     m.upload_multiple,
-                    t.elapsed().as_secs_f64()
+                    t.elapsed().as_secs_f64(),
+                    load_average()
                 );
                 runs.push(m);
             }
@@ -1012,7 +1039,9 @@ mod tests {
 
     #[test]
     fn flags_are_parsed_and_checked() {
-        let a = args("--nodes 4,16 --mbit 20 --only aria2 --runs 3 --agents --svg x.svg").unwrap();
+        let a = args("--nodes 4,16 --mbit 20 --only aria2 --runs 3 --agents --svg x.svg --logs l")
+            .unwrap();
+        assert_eq!(a.logs.as_deref(), Some(Path::new("l")));
         assert_eq!(a.nodes, [4, 16]);
         assert_eq!(a.mbit, Some(20));
         assert_eq!(a.only, Some(System::Aria2));
