@@ -187,7 +187,7 @@ impl Nginx {
             });
         }
         Ok(Nginx {
-            daemon: daemon,
+            daemon,
             base_url: format!("http://{addr}:{port}/"),
         })
     }

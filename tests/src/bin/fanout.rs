@@ -787,7 +787,9 @@ mod plot {
             TOP + (H - TOP - BOTTOM) / 2.0
         ));
         // Lines: the bound, then each system.
-        let mut series: Vec<(&str, Vec<(f64, f64)>, bool)> = Vec::new();
+        // (name, (N, seconds) points, dashed)
+        type Series<'a> = (&'a str, Vec<(f64, f64)>, bool);
+        let mut series: Vec<Series> = Vec::new();
         let mut b: Vec<(f64, f64)> = bounds.iter().map(|(n, _, s)| (*n as f64, *s)).collect();
         b.sort_by(|p, q| p.0.total_cmp(&q.0));
         series.push(("bound", b, true));
