@@ -312,7 +312,31 @@ pub struct SeedArgs {
     #[arg(long, value_name = "FILE")]
     pub trust: Option<PathBuf>,
     #[command(flatten)]
+    pub origin: OriginArgs,
+    #[command(flatten)]
     pub node: NodeArgs,
+}
+
+/// A site cache's origin (`seed --origin`).
+#[derive(Debug, Args)]
+pub struct OriginArgs {
+    /// Also pull the followed releases from this static origin (a
+    /// `lanseed publish-static` tree on a web server, http or https):
+    /// only the blobs the store lacks, each verified before it is stored.
+    #[arg(long, value_name = "URL", requires_all = ["follow", "trust"])]
+    pub origin: Option<String>,
+    /// Time between polls of the origin's index.json (longer while its
+    /// Cache-Control says it is fresh, at most an hour).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration, requires = "origin")]
+    pub origin_every: std::time::Duration,
+    /// A header sent with every request to the origin, e.g.
+    /// 'Authorization: Bearer TOKEN' (repeatable).
+    #[arg(long, value_name = "NAME: VALUE", requires = "origin")]
+    pub origin_header: Vec<String>,
+    /// Cap on what is downloaded from the origin: e.g. 500K, 2M (bytes per
+    /// second) or 8mbit. Unlimited by default.
+    #[arg(long, value_name = "RATE", value_parser = crate::node::limit::parse_rate, requires = "origin")]
+    pub origin_rate: Option<u64>,
 }
 
 /// How a node talks to the network (`seed` and `device`).

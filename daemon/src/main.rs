@@ -12,6 +12,7 @@ mod gateway;
 mod memory;
 mod metrics;
 mod node;
+mod origin;
 mod output;
 mod rollout;
 

@@ -8,6 +8,8 @@ pub mod devloop;
 pub mod liar;
 pub mod net;
 pub mod netrun;
+pub mod origin_server;
+pub mod sim;
 pub mod zipcraft;
 
 use std::path::{Path, PathBuf};

@@ -249,7 +249,10 @@ impl NodeProc {
     }
 
     fn spawn(mut cmd: Command, subcommand: &str, store: &Path, args: &[&str]) -> NodeProc {
-        cmd.env("RUST_LOG", "lanseed=debug");
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("LANSEED_LOG").unwrap_or_else(|_| "lanseed=debug".into()),
+        );
         Self::spawn_env(cmd, subcommand, store, args)
     }
 

@@ -652,6 +652,37 @@ fn twenty_silent_peers_next_to_one_honest_seeder_cost_seconds() {
     );
 }
 
+/// Peer-first choice has a follower wait for pieces other followers say
+/// they are fetching rather than ask the source: a liar that says it
+/// fetches every piece, holds none and lacks whatever it is asked, must
+/// cost the fetch its patience (2 s), not the release.
+#[test]
+fn a_follower_that_claims_to_fetch_every_piece_cannot_hold_a_fetch_up() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let w = World::new(3, 16 * MIB);
+    let liar_store = w.copy_of_seed("liar");
+    let alone = w.baseline();
+    let (liar, liar_addr, _) = w.listening_liar(2, &liar_store, &["have", "--claim-fetching"]);
+    let start = Instant::now();
+    let follower = w.follower("f", &[&liar_addr]);
+    let idle_f = follower.rss().0;
+    std::thread::sleep(Duration::from_millis(500));
+    let seeder = w.seeder_with(&["--peer", &w.addr(&follower, 1)]);
+    let idle_s = seeder.rss().0;
+    let bound = alone * 2 + Duration::from_secs(5) + Duration::from_millis(500);
+    let took = wait_release(&w, &follower, start, bound);
+    eprintln!("a liar claiming every piece: {took:?}, {alone:?} alone (bound {bound:?})");
+    let mut run = Run {
+        seeder,
+        follower,
+        liars: vec![liar],
+    };
+    run.check_health(
+        &w,
+        &[("seeder".into(), idle_s), ("follower".into(), idle_f)],
+    );
+}
+
 #[test]
 fn a_release_signed_by_an_untrusted_key_is_refused_without_fetching() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use lanseed_protocol::TrustList;
 use lanseed_protocol::release::{check_app_id, check_channel};
 
-use crate::cli::{NodeArgs, SeedArgs, StatusArgs};
+use crate::cli::{NodeArgs, OriginArgs, SeedArgs, StatusArgs};
 use crate::control_socket::Access;
 use crate::node::{self, Follow, Mdns, NodeConfig};
 
@@ -48,10 +48,57 @@ pub fn seed(args: SeedArgs) -> anyhow::Result<()> {
         }
         None => TrustList::default(),
     };
+    let origin = origin_config(&args.origin)?;
     let store = args.store.create()?;
-    let cfg = node_config(&args.node, store, follow, trust)?;
+    let mut cfg = node_config(&args.node, store.clone(), follow.clone(), trust.clone())?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async { node::run(cfg, shutdown_signal()?).await })
+    runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
+        let Some(origin) = origin else {
+            return node::run(cfg, shutdown).await;
+        };
+        // The site cache runs beside the node and stops with it; what it
+        // commits, the node's store watch announces on the LAN.
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let (handle, task) = crate::origin::spawn(origin, store, trust, follow, cancel.clone())
+            .map_err(anyhow::Error::msg)?;
+        cfg.origin_status = Some(std::sync::Arc::new(move || handle.status_json()));
+        let stop = cancel.clone();
+        let result = node::run(cfg, async move {
+            shutdown.await;
+            stop.cancel();
+        })
+        .await;
+        cancel.cancel();
+        let _ = task.await;
+        result
+    })
+}
+
+/// The site cache's settings from `--origin*`, if it has an origin.
+fn origin_config(args: &OriginArgs) -> anyhow::Result<Option<crate::origin::OriginConfig>> {
+    let Some(url) = &args.origin else {
+        return Ok(None);
+    };
+    let url: reqwest::Url = url.parse().map_err(|e| {
+        anyhow::anyhow!(
+            "--origin `{url}` is not a URL ({e}), e.g. https://updates.example.com/tree/"
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        bail!("--origin `{url}` is not an http or https URL");
+    }
+    let headers = args
+        .origin_header
+        .iter()
+        .map(|h| crate::origin::http::parse_header(h).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(crate::origin::OriginConfig {
+        url,
+        every: args.origin_every.max(std::time::Duration::from_millis(100)),
+        headers,
+        rate: args.origin_rate,
+    }))
 }
 
 /// The node's configuration from its command-line flags.
@@ -94,6 +141,7 @@ pub(crate) fn node_config(
         reports: None,
         device_events: None,
         extra_status: None,
+        origin_status: None,
         progress: None,
         gateway: args.gateway.http.map(|addr| crate::gateway::Options {
             addr,
@@ -292,6 +340,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             }
         );
     }
+    print_origin(&status["origin"]);
     let releases = status["releases"].as_array().cloned().unwrap_or_default();
     println!("{} releases", releases.len());
     for r in &releases {
@@ -363,4 +412,37 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         d["peers_forgotten"]
     );
     Ok(())
+}
+
+/// The site cache's part of `lanseed status`, if the node has an origin.
+fn print_origin(o: &serde_json::Value) {
+    let Some(url) = o["url"].as_str() else {
+        return;
+    };
+    println!("origin {url}");
+    let polled = match o["last_poll"].as_u64() {
+        Some(t) => format!("{}s ago", super::now().saturating_sub(t)),
+        None => "not yet".into(),
+    };
+    println!(
+        "  last poll {polled}: {}; next in {}s",
+        o["last_result"].as_str().unwrap_or("-"),
+        o["next_poll_secs"]
+    );
+    if let Some(e) = o["last_error"].as_str() {
+        println!("  {e}");
+    }
+    let pending = format!(
+        "{} blobs ({} bytes) to fetch",
+        o["blobs_pending"], o["bytes_pending"]
+    );
+    match o["syncing"].as_str() {
+        Some(r) => println!("  syncing {r}: {pending}"),
+        None if o["blobs_pending"].as_u64().unwrap_or(0) > 0 => println!("  still {pending}"),
+        None => {}
+    }
+    println!(
+        "  fetched {} bytes, {} blobs, {} releases since start",
+        o["bytes_fetched"], o["blobs_fetched"], o["releases_added"]
+    );
 }

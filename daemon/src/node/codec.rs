@@ -5,7 +5,7 @@
 //! straight into a buffer of its own: a recycled one ([`buffers`]) for up
 //! to an answer of pieces, else one that grows with the bytes that
 //! actually arrive (a manifest). Such answers are written from where their
-//! body lies, through the upload [`Limiter`] when the node has one.
+//! body lies, taking turns through the node's upload [`Limiter`].
 //!
 //! Every byte of a frame read or written is counted in the node's
 //! [`Metrics`] (`lanseed_p2p_bytes_total`), under the exchange the stream
@@ -23,7 +23,7 @@ use lanseed_protocol::wire::{self, Request, Response};
 use libp2p::StreamProtocol;
 
 use super::buffers;
-use super::limit::{CHUNK, Limiter};
+use super::limit::Limiter;
 use crate::metrics::{Direction, Kind, Metrics};
 
 /// The request-response codec of `/lanseed/bundle/4`. One clone serves
@@ -34,7 +34,7 @@ pub struct WireCodec {
     asked_piece: bool,
     /// The exchange this clone's stream carries (for the byte counters).
     kind: Kind,
-    limiter: Option<Arc<Limiter>>,
+    limiter: Arc<Limiter>,
     requests: Budget,
     manifests: Budget,
     metrics: Arc<Metrics>,
@@ -43,7 +43,7 @@ pub struct WireCodec {
 impl WireCodec {
     /// A codec whose data answers obey `limiter`, counting its bytes in
     /// `metrics`.
-    pub fn new(limiter: Option<Arc<Limiter>>, metrics: Arc<Metrics>) -> WireCodec {
+    pub fn new(limiter: Arc<Limiter>, metrics: Arc<Metrics>) -> WireCodec {
         WireCodec {
             asked_piece: false,
             kind: Kind::Other,
@@ -343,22 +343,6 @@ async fn write_some<T: AsyncWrite + Unpin + Send>(
     }
 }
 
-/// Writes all of `buf` (see [`write_some`]).
-async fn write_all_live<T: AsyncWrite + Unpin + Send>(
-    io: &mut T,
-    mut buf: &[u8],
-    slot: &mut Option<SlotRelease>,
-) -> io::Result<()> {
-    while !buf.is_empty() {
-        let n = write_some(io, buf, slot).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        buf = &buf[n..];
-    }
-    Ok(())
-}
-
 async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
     io.write_all(&(bytes.len() as u32).to_le_bytes()).await?;
     io.write_all(bytes).await?;
@@ -369,12 +353,13 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> 
 /// before it gives way to the next in line.
 const GIVE_WAY: Duration = Duration::from_millis(250);
 
-/// Writes `head` then `body` within the upload limit, holding the turn so
-/// that answers go out one after the other. A reader that stops reading
-/// (asleep, stalled, or hostile) must not hold up every other upload: an
-/// answer whose write waits more than [`GIVE_WAY`], or that has taken
-/// [`GIVE_WAY`] longer than its size needs at the limit (a reader that
-/// trickles), gives up the turn and goes on without it, at its reader's
+/// Writes `head` then `body` within the upload limit if there is one,
+/// holding the turn so that answers go out one after the other. A reader
+/// that stops reading (asleep, stalled, or hostile) must not hold up every
+/// other upload: an answer whose write waits more than [`GIVE_WAY`], or
+/// that has taken [`GIVE_WAY`] longer than its size needs at the limit
+/// (or, with no limit, at 1 MB/s: a reader that trickles), gives up the
+/// turn and goes on without it, at its reader's
 /// pace (still within the limit), giving its upload slot back once a
 /// write made no progress for [`STALLED_READER`].
 async fn write_limited<T: AsyncWrite + Unpin + Send>(
@@ -386,8 +371,8 @@ async fn write_limited<T: AsyncWrite + Unpin + Send>(
 ) -> io::Result<()> {
     let mut turn = Some(limiter.turn.lock().await);
     let started = tokio::time::Instant::now();
-    let due = limiter.time_for(head.len() + body.len()) + GIVE_WAY;
-    for chunk in std::iter::once(head).chain(body.chunks(CHUNK)) {
+    let due = limiter.turn_for(head.len() + body.len(), GIVE_WAY);
+    for chunk in std::iter::once(head).chain(body.chunks(limiter.chunk())) {
         if started.elapsed() > due {
             turn = None;
         }
@@ -507,7 +492,7 @@ impl libp2p::request_response::Codec for WireCodec {
         T: AsyncWrite + Unpin + Send,
     {
         let mut io = Tally::new(io);
-        let written = write_answer(&mut io, self.limiter.as_deref(), answer).await;
+        let written = write_answer(&mut io, &self.limiter, answer).await;
         self.metrics.wire(self.kind, Direction::Sent, io.bytes);
         written
     }
@@ -543,7 +528,7 @@ async fn read_incoming<T: AsyncRead + Unpin + Send>(
 /// `limiter`.
 async fn write_answer<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
-    limiter: Option<&Limiter>,
+    limiter: &Limiter,
     answer: Answer,
 ) -> io::Result<()> {
     let Answer {
@@ -556,12 +541,6 @@ async fn write_answer<T: AsyncWrite + Unpin + Send>(
     };
     let mut first = ((head.len() + body.len()) as u32).to_le_bytes().to_vec();
     first.extend_from_slice(&head);
-    match limiter {
-        Some(limiter) => write_limited(io, limiter, &first, body, &mut slot).await?,
-        None => {
-            write_all_live(io, &first, &mut slot).await?;
-            write_all_live(io, body, &mut slot).await?;
-        }
-    }
+    write_limited(io, limiter, &first, body, &mut slot).await?;
     io.flush().await
 }

@@ -1,17 +1,22 @@
-//! `--upload-limit`: the node's answers leave at most at a set rate.
+//! The upload's turns and `--upload-limit`: how a node's answers leave.
 //!
-//! A virtual clock: each chunk written books the link for its length at
-//! the rate, and a writer waits until the link is free. Answers take turns
-//! (a fair, first-come lock held for a whole answer), so with several
-//! peers asking, each answer goes out at the full rate one after the
-//! other instead of all of them crawling together into their timeouts; an
-//! answer whose reader stops reading gives up its turn (see the codec).
+//! Answers take turns (a fair, first-come lock held for a whole answer),
+//! with or without a rate. With several peers asking, each answer goes out
+//! at the full rate one after the other instead of all of them crawling
+//! together: a capped seeder's answers do not crawl into their timeouts,
+//! and a source's pieces are done one by one, so the first follower to
+//! get one can pass it on while the source sends the next (initial
+//! seeding: the followers feed each other, the source's uplink sends each
+//! piece about once). An answer whose reader stops reading gives up its
+//! turn (see the codec).
 //!
-//! Bytes are counted as lanseed writes them to its connections (messages
-//! with their length prefixes). Encryption and stream framing under them
-//! add about 0.1 %, and TCP/IP headers a few percent more on a real
-//! Ethernet link; measured on a veth interface the limit holds to within
-//! a few percent (see the swarm tests).
+//! With a rate, a virtual clock: each chunk written books the link for its
+//! length at the rate, and a writer waits until the link is free. Bytes
+//! are counted as lanseed writes them to its connections (messages with
+//! their length prefixes). Encryption and stream framing under them add
+//! about 0.1 %, and TCP/IP headers a few percent more on a real Ethernet
+//! link; measured on a veth interface the limit holds to within a few
+//! percent (see the swarm tests).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -21,39 +26,67 @@ use tokio::time::Instant;
 /// Idle time that may be made up with a burst.
 const BURST: Duration = Duration::from_millis(20);
 
-/// Chunk size of limited writes.
-pub const CHUNK: usize = 16 * 1024;
+/// Chunk size of writes at a rate.
+const CHUNK: usize = 16 * 1024;
+/// Chunk size of writes with no rate (a turn's stall is checked per
+/// chunk: as often as needed, not on every 16 KiB).
+const UNLIMITED_CHUNK: usize = 256 * 1024;
 
-/// A shared upload limit.
+/// With no rate, an answer going slower than this (bytes a second) gives
+/// up its turn: 8 Mbit/s, below any LAN a fleet runs on.
+const TURN_FLOOR: f64 = 1e6;
+
+/// The node's upload: turns, and a rate if one is set.
 pub struct Limiter {
-    bytes_per_sec: f64,
+    /// `None`: no rate, turns only.
+    bytes_per_sec: Option<f64>,
     next_free: Mutex<Instant>,
     /// Held for a whole answer, unless its reader stalls.
     pub turn: tokio::sync::Mutex<()>,
 }
 
 impl Limiter {
-    /// A limit of `bytes_per_sec`.
-    pub fn new(bytes_per_sec: u64) -> Limiter {
+    /// Turns, and a limit of `bytes_per_sec` if given.
+    pub fn new(bytes_per_sec: Option<u64>) -> Limiter {
         Limiter {
-            bytes_per_sec: bytes_per_sec.max(1) as f64,
+            bytes_per_sec: bytes_per_sec.map(|r| r.max(1) as f64),
             next_free: Mutex::new(Instant::now()),
             turn: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// How long `n` bytes take at the limit.
-    pub fn time_for(&self, n: usize) -> Duration {
-        Duration::from_secs_f64(n as f64 / self.bytes_per_sec)
+    /// How long `n` bytes take at the limit (`None`: no limit).
+    pub fn time_for(&self, n: usize) -> Option<Duration> {
+        (self.bytes_per_sec).map(|r| Duration::from_secs_f64(n as f64 / r))
+    }
+
+    /// How long an answer of `n` bytes may hold the turn: as long as it
+    /// takes at the rate, or with no rate at [`TURN_FLOOR`], plus `slack`
+    /// (a reader that trickles must not keep the turn from the others).
+    pub fn turn_for(&self, n: usize, slack: Duration) -> Duration {
+        let rate = self.bytes_per_sec.unwrap_or(TURN_FLOOR);
+        Duration::from_secs_f64(n as f64 / rate) + slack
+    }
+
+    /// How much to write at a time.
+    pub fn chunk(&self) -> usize {
+        if self.bytes_per_sec.is_some() {
+            CHUNK
+        } else {
+            UNLIMITED_CHUNK
+        }
     }
 
     /// Waits until `n` message bytes may leave, and books them.
     pub async fn take(&self, n: usize) {
+        let Some(time) = self.time_for(n) else {
+            return;
+        };
         let wait = {
             let mut next = self.next_free.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             let start = (*next).max(now.checked_sub(BURST).unwrap_or(now));
-            *next = start + self.time_for(n);
+            *next = start + time;
             start.saturating_duration_since(now)
         };
         if !wait.is_zero() {
@@ -116,7 +149,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_limit_holds() {
-        let l = Limiter::new(1_000_000);
+        let l = Limiter::new(Some(1_000_000));
         let start = tokio::time::Instant::now();
         for _ in 0..100 {
             l.take(CHUNK).await;

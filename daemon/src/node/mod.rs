@@ -152,6 +152,8 @@ pub struct NodeConfig {
     pub device_events: Option<mpsc::UnboundedSender<DeviceReport>>,
     /// Extra status to show under `device` (the device agent's bundles).
     pub extra_status: Option<std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
+    /// The site cache's state for `lanseed status` (`seed --origin`).
+    pub origin_status: Option<std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     /// Where to report fetch progress (the device agent turns it into
     /// `download` events).
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
@@ -286,7 +288,7 @@ struct Node {
 
 fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm<Behaviour>> {
     let psk = cfg.fleet_key;
-    let limiter = cfg.upload_limit.map(|r| Arc::new(limit::Limiter::new(r)));
+    let limiter = Arc::new(limit::Limiter::new(cfg.upload_limit));
     let rr_cfg = request_response::Config::default()
         .with_request_timeout(cfg.request_timeout)
         .with_max_concurrent_streams(MAX_STREAMS);
@@ -1009,6 +1011,7 @@ impl Node {
             },
             releases,
             device: self.cfg.extra_status.as_ref().map(|f| f()),
+            origin: self.cfg.origin_status.as_ref().map(|f| f()),
             waiting: self.low_space.clone(),
             authenticated_reports: self.cfg.fleet_key.is_some(),
             devices: {
@@ -1932,6 +1935,9 @@ impl Node {
             let Some((peer, req, want)) = f.next_request(now) else {
                 break;
             };
+            if let fetch::Want::Pieces(pieces, bytes) = &want {
+                tracing::trace!(%peer, pieces = pieces.len(), bytes, "pieces asked");
+            }
             let id = self.send(peer, req, Pending::Fetch(bundle));
             if let Some(f) = self.fetches.get_mut(&bundle) {
                 f.sent(id, peer, want, now);

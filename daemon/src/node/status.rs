@@ -42,6 +42,10 @@ pub struct Status {
     /// The device updater's state, on a `lanseed device` node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<serde_json::Value>,
+    /// The site cache's sync with its origin, on `lanseed seed --origin`:
+    /// URL, last poll, last result or error, bytes fetched, blobs pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<serde_json::Value>,
 }
 
 /// One device of the devices table.

@@ -180,6 +180,11 @@ pub struct HaveArgs {
     /// it, claim none and answer honestly).
     #[arg(long)]
     pub lying: bool,
+    /// Claim to hold no piece and to be fetching every one, and answer
+    /// NotFound to every request (a follower that would keep others from
+    /// asking the source).
+    #[arg(long, conflicts_with = "lying")]
+    pub claim_fetching: bool,
     /// How often to send them again.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub every_ms: u64,
@@ -314,7 +319,7 @@ enum OnConnect {
     Announce,
     Have {
         every: Duration,
-        lying: bool,
+        claim: modes::Claim,
         record_once: bool,
     },
 }
@@ -386,9 +391,9 @@ impl Ctx {
             OnConnect::Announce => modes::announce(self, &conn).await,
             OnConnect::Have {
                 every,
-                lying,
+                claim,
                 record_once,
-            } => modes::have_loop(self, &conn, every, lying, record_once).await,
+            } => modes::have_loop(self, &conn, every, claim, record_once).await,
         }
     }
 }
@@ -442,7 +447,7 @@ async fn main(args: Args) -> anyhow::Result<()> {
             on: l.on.unwrap_or(l.how.default_on()),
             trickle: Duration::from_millis(l.trickle_ms),
         },
-        Mode::Have(h) if h.lying => Policy::NotFound,
+        Mode::Have(h) if h.lying || h.claim_fetching => Policy::NotFound,
         Mode::Frames(f) => Policy::Frames {
             on: f.on,
             frames: craft::response_frames(),
@@ -456,7 +461,10 @@ async fn main(args: Args) -> anyhow::Result<()> {
         Mode::Frames(_) if !holdings.held.is_empty() => OnConnect::Announce,
         Mode::Have(h) => OnConnect::Have {
             every: Duration::from_millis(h.every_ms),
-            lying: h.lying,
+            claim: modes::Claim {
+                lying: h.lying,
+                fetching: h.claim_fetching,
+            },
             record_once: h.record_once,
         },
         _ => OnConnect::Nothing,

@@ -140,9 +140,19 @@ pub async fn announce(ctx: &Ctx, conn: &Conn) {
     }
 }
 
+/// What a `Have` claims.
+#[derive(Clone, Copy, Debug)]
+pub struct Claim {
+    /// Every piece held.
+    pub lying: bool,
+    /// None held, every piece being fetched.
+    pub fetching: bool,
+}
+
 /// `have`: every `every`, a `Have` for each release of the store, while
 /// the connection lasts.
-pub async fn have_loop(ctx: &Ctx, conn: &Conn, every: Duration, lying: bool, record_once: bool) {
+pub async fn have_loop(ctx: &Ctx, conn: &Conn, every: Duration, claim: Claim, record_once: bool) {
+    let Claim { lying, fetching } = claim;
     let held: Vec<Held> = ctx.server.holdings.held.clone();
     if held.is_empty() {
         emit(
@@ -160,7 +170,7 @@ pub async fn have_loop(ctx: &Ctx, conn: &Conn, every: Duration, lying: bool, rec
         let mut answers: BTreeMap<String, u32> = BTreeMap::new();
         for h in &held {
             let with_record = !record_once || round == 0;
-            let outcome = request(conn, &h.have(with_record, lying)).await;
+            let outcome = request(conn, &h.have(with_record, lying, fetching)).await;
             let key = match outcome.detail() {
                 Some(a) if matches!(outcome, Outcome::Answered(_)) => a.to_owned(),
                 _ => outcome.name().to_owned(),
@@ -172,7 +182,7 @@ pub async fn have_loop(ctx: &Ctx, conn: &Conn, every: Duration, lying: bool, rec
         }
         emit(json!({
             "event": "sent", "kind": "have", "count": held.len(), "round": round,
-            "peer": conn.peer().to_string(), "lying": lying, "answers": answers,
+            "peer": conn.peer().to_string(), "lying": lying, "fetching": fetching, "answers": answers,
         }));
         round += 1;
     }
@@ -293,7 +303,7 @@ pub async fn flood(ctx: &Ctx, args: &FloodArgs) {
         FloodWhat::Announce => vec![Request::Announce {
             releases: ctx.server.holdings.records(),
         }],
-        FloodWhat::Have => held.iter().map(|h| h.have(true, true)).collect(),
+        FloodWhat::Have => held.iter().map(|h| h.have(true, true, false)).collect(),
     }
     .iter()
     .map(|r| craft::framed(&wire::encode_request(r)))

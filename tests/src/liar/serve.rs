@@ -38,7 +38,9 @@ impl Held {
 
     /// A `Have` for it: the record (or none), every piece claimed when
     /// `all`, nothing being fetched.
-    pub fn have(&self, with_record: bool, all: bool) -> Request {
+    /// A `Have` of this release: claiming every piece held (`all`), or
+    /// none held and every piece being fetched (`fetching`), or neither.
+    pub fn have(&self, with_record: bool, all: bool, fetching: bool) -> Request {
         let bits = if all {
             Bitfield::full(self.pieces)
         } else {
@@ -52,7 +54,13 @@ impl Held {
                 Vec::new()
             },
             bits: bits.as_bytes().to_vec(),
-            fetching: Bitfield::new(self.pieces).as_bytes().to_vec(),
+            fetching: if fetching {
+                Bitfield::full(self.pieces)
+            } else {
+                Bitfield::new(self.pieces)
+            }
+            .as_bytes()
+            .to_vec(),
         }
     }
 }

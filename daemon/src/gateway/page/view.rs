@@ -191,6 +191,7 @@ pub(crate) mod tests {
             dialling: Vec::new(),
             retrying: Vec::new(),
             device: Some(serde_json::json!({ "store": "/srv/private" })),
+            origin: None,
         }
     }
 

@@ -40,6 +40,15 @@ const START_DEPTH: usize = 2;
 const PIPELINE_TIME: f64 = 0.1;
 /// How far past the picked piece a request looks for more small ones.
 const BATCH_SCAN: u32 = 8192;
+/// How long a fetch with nothing in flight waits on the followers that
+/// hold or fetch what it lacks before asking a whole source for it too:
+/// longer than a source's queue of one request per upload slot takes on
+/// a 50 Mbit link (8 x 1 MiB: 1.4 s).
+pub const SOURCE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long, once starved, a fetch asks sources freely: a follower that
+/// says it fetches everything and never holds anything slows a fetch by
+/// [`SOURCE_PATIENCE`] in every `SOURCE_PATIENCE + DISTRUST`.
+pub const DISTRUST: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A `Have`'s bitfields as they came: held, fetching.
 type Said = (Vec<u8>, Vec<u8>);
@@ -113,6 +122,15 @@ pub struct Sched<K> {
     /// Times each peer lacked what its `Have` listed.
     lacked: HashMap<PeerId, u32>,
     requests: HashMap<K, Asked>,
+    /// When a request was last sent or answered.
+    last_activity: Option<Instant>,
+    /// Whether any request was sent.
+    asked_any: bool,
+    /// Followers whose word on what they fetch is no longer believed.
+    unbelieved: HashSet<PeerId>,
+    /// Until when what followers say they fetch is not believed (this
+    /// fetch starved waiting on it).
+    distrust_until: Option<Instant>,
     seed: u64,
 }
 
@@ -169,6 +187,10 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
             aside: HashMap::new(),
             lacked: HashMap::new(),
             requests: HashMap::new(),
+            last_activity: None,
+            asked_any: false,
+            unbelieved: HashSet::new(),
+            distrust_until: None,
             seed,
         }
     }
@@ -203,6 +225,8 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         if self.bad.contains(&peer) || self.aside.get(&peer).is_some_and(|(t, _)| *t > now) {
             return false;
         }
+        // Patience with followers counts from the first source.
+        self.last_activity.get_or_insert(now);
         self.set_full(peer);
         true
     }
@@ -338,7 +362,9 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         if bits.is_full() {
             return self.set_full(peer);
         }
-        let fetching = fetching.filter(|f| f.len() == self.have.len());
+        let fetching = fetching
+            .filter(|f| f.len() == self.have.len())
+            .filter(|_| !self.unbelieved.contains(&peer));
         let state = self
             .peers
             .entry(peer)
@@ -411,9 +437,16 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
     /// [`MAX_BATCH_BYTES`] in all. `len` gives a piece's length.
     pub fn pick(&self, peer: &PeerId, now: Instant, len: impl Fn(u32) -> u64) -> Option<Vec<u32>> {
         let p = self.peers.get(peer)?;
+        // Peer-first: next to other followers, a whole source is asked
+        // only for pieces none of them holds or is fetching, one request
+        // at a time, so that it sends each piece about once, its queue
+        // stays short, and the followers feed each other the rest; unless
+        // this fetch has been left with nothing to do (the followers it
+        // waits on are slow, or lie about what they fetch).
+        let source_only = p.bits.is_none() && self.has_followers() && !self.starved(now);
         // A peer yet to answer anything gets one request: a silent one
         // then holds up one request's pieces, not a pipeline's.
-        let room = if p.last_answer.is_some() {
+        let room = if p.last_answer.is_some() && !source_only {
             depth(p.rate)
         } else {
             1
@@ -428,6 +461,8 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
             !self.have.get(n)
                 && !self.verifying[n as usize]
                 && Self::peer_has(&p.bits, n)
+                && (!source_only
+                    || (self.avail[n as usize] == 0 && self.elsewhere[n as usize] == 0))
                 && match endgame {
                     None => self.asked[n as usize] == 0,
                     Some(late) => late.contains(&n),
@@ -441,6 +476,14 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         let first = best?;
         let mut pieces = vec![first];
         let mut bytes = len(first);
+        if !self.asked_any {
+            // The first request of a fetch goes out before any follower's
+            // `Have` says what it fetches: one piece, picked at random
+            // among the rarest, is rarely the one another follower just
+            // asked a source for (a batch filled from it would overlap
+            // theirs, and the source would send those pieces twice).
+            return Some(pieces);
+        }
         // Fill up with the wanted pieces after it, then before it: small
         // files next to each other in the manifest travel together.
         let end = self.have.len().min(first.saturating_add(BATCH_SCAN));
@@ -471,6 +514,39 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         }
         pieces.sort_unstable();
         Some(pieces)
+    }
+
+    /// Whether this fetch has nothing in flight and has neither asked nor
+    /// heard anything for [`SOURCE_PATIENCE`], or was so less than
+    /// [`DISTRUST`] ago: then a whole source may be asked for pieces
+    /// others hold or fetch too.
+    fn starved(&self, now: Instant) -> bool {
+        let idle = self.requests.is_empty()
+            && (self.last_activity).is_some_and(|t| now.duration_since(t) >= SOURCE_PATIENCE);
+        idle || self.distrust_until.is_some_and(|t| now < t)
+    }
+
+    /// What followers say they fetch now is not believed again during
+    /// this fetch: this fetch starved waiting on it.
+    fn disbelieve_claims(&mut self) {
+        let claiming: Vec<PeerId> = (self.peers.iter())
+            .filter(|(_, p)| p.fetching.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        if self.unbelieved.len() + claiming.len() > MAX_REMEMBERED {
+            self.unbelieved.clear();
+        }
+        for id in claiming {
+            if let Some(f) = self.peers.get_mut(&id).and_then(|p| p.fetching.take()) {
+                count(&mut self.elsewhere, &f, false);
+            }
+            self.unbelieved.insert(id);
+        }
+    }
+
+    /// Whether some source is another follower (holds part of the bundle).
+    fn has_followers(&self) -> bool {
+        self.peers.values().any(|p| p.bits.is_some())
     }
 
     /// Peers that have never answered, whose oldest request in flight
@@ -561,6 +637,14 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.inflight += 1;
         }
+        let claimed = |n: &u32| self.avail[*n as usize] > 0 || self.elsewhere[*n as usize] > 0;
+        if self.is_whole(&peer) && self.has_followers() && pieces.iter().any(claimed) {
+            // Starved: asked a source for what a follower holds or fetches.
+            self.distrust_until = Some(now + DISTRUST);
+            self.disbelieve_claims();
+        }
+        self.last_activity = Some(now);
+        self.asked_any = true;
         self.requests.insert(
             key,
             Asked {
@@ -583,6 +667,7 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         now: Instant,
     ) -> Option<(PeerId, Vec<u32>)> {
         let a = self.requests.remove(key)?;
+        self.last_activity = Some(now);
         if wire_bytes > 0 {
             for &n in &a.pieces {
                 self.verifying[n as usize] = true;
@@ -714,6 +799,95 @@ mod tests {
         s.remove_peer(&other);
         assert!(s.elsewhere.iter().all(|&a| a == 0));
         assert_eq!(s.peers().count(), 1);
+    }
+
+    #[test]
+    fn a_source_is_asked_only_for_what_no_follower_holds_or_fetches() {
+        let mut s: Sched<u32> = Sched::opened(Bitfield::new(8), 3);
+        let (source, follower) = (peer(), peer());
+        s.set_full(source);
+        // The follower holds 0..3 and is fetching 3..6.
+        let (mut held, mut fetching) = (Bitfield::new(8), Bitfield::new(8));
+        (0..3).for_each(|n| held.set(n));
+        (3..6).for_each(|n| fetching.set(n));
+        s.set_bits(follower, held, Some(fetching));
+        let t0 = Instant::now();
+        let mut key = 0;
+        let mut from_source = Vec::new();
+        while let Some(p) = s.pick(&source, t0, |_| MIB) {
+            from_source.extend(p.iter().copied());
+            s.sent(key, source, p, MIB, t0);
+            key += 1;
+            let (_, p) = s.answered(&(key - 1), MIB, t0).unwrap();
+            s.verified(&p);
+        }
+        from_source.sort_unstable();
+        assert_eq!(
+            from_source,
+            [6, 7],
+            "only what the follower neither holds nor fetches"
+        );
+        // What the follower holds is asked of it.
+        let p = s.pick(&follower, t0, |_| MIB).unwrap();
+        assert!(p.iter().all(|&n| n < 3), "{p:?}");
+        s.sent(key, follower, p.clone(), MIB, t0);
+        // Still nothing more from the source while that is in flight...
+        let later = t0 + SOURCE_PATIENCE * 4;
+        assert_eq!(s.pick(&source, later, |_| MIB), None);
+        // ...nor right after it is answered...
+        s.answered(&key, MIB, later).unwrap();
+        s.verified(&p);
+        assert_eq!(s.pick(&source, later, |_| MIB), None);
+        // ...but once the fetch has waited SOURCE_PATIENCE with nothing in
+        // flight (the follower says it fetches 3..6 and never gets them),
+        // the source is asked for them too.
+        let starved = later + SOURCE_PATIENCE;
+        let p = s.pick(&source, starved, |_| MIB).unwrap();
+        assert!(p.iter().all(|&n| (3..6).contains(&n)), "{p:?}");
+        s.sent(key + 1, source, p, MIB, starved);
+        // For a while after, the source is asked freely, a pipeline deep
+        // (a follower that claims everything cannot hold the fetch up)...
+        let next = s.pick(&source, starved, |_| MIB).unwrap();
+        assert!(next.iter().all(|&n| (3..6).contains(&n)), "{next:?}");
+        s.sent(key + 2, source, next, MIB, starved);
+        // ...and then what followers hold is asked of them again, while
+        // the follower whose claims starved this fetch is not believed
+        // any more: what it said it fetches may come from the source.
+        let after = starved + DISTRUST;
+        for k in [key + 1, key + 2] {
+            let (_, p) = s.answered(&k, MIB, after).unwrap();
+            s.verified(&p);
+        }
+        let rest = s.pick(&source, after, |_| MIB).unwrap();
+        assert!(rest.iter().all(|&n| (3..6).contains(&n)), "{rest:?}");
+        s.sent(key + 3, source, rest, MIB, after);
+        assert_eq!(s.pick(&source, after, |_| MIB), None, "one at a time");
+    }
+
+    #[test]
+    fn a_fetch_that_found_only_claimed_pieces_asks_the_source_after_its_patience() {
+        let mut s: Sched<u32> = Sched::opened(Bitfield::new(4), 5);
+        let (source, liar) = (peer(), peer());
+        let t0 = Instant::now();
+        assert!(s.add_whole(source, t0));
+        // A follower says it fetches everything, and never holds a thing.
+        let mut all = Bitfield::new(4);
+        (0..4).for_each(|n| all.set(n));
+        s.set_bits(liar, Bitfield::new(4), Some(all));
+        assert_eq!(s.pick(&source, t0, |_| MIB), None);
+        assert_eq!(s.pick(&liar, t0, |_| MIB), None);
+        let starved = t0 + SOURCE_PATIENCE;
+        let p = s.pick(&source, starved, |_| MIB).unwrap();
+        assert_eq!(p.len(), 1);
+        s.sent(0, source, p, MIB, starved);
+        // Its word is not taken again in this fetch, whatever it repeats.
+        let mut all = Bitfield::new(4);
+        (0..4).for_each(|n| all.set(n));
+        s.set_bits(liar, Bitfield::new(4), Some(all));
+        assert!(s.elsewhere.iter().all(|&c| c == 0));
+        let (_, p) = s.answered(&0, MIB, starved + DISTRUST).unwrap();
+        s.verified(&p);
+        assert!(s.pick(&source, starved + DISTRUST, |_| MIB).is_some());
     }
 
     #[test]
