@@ -2,10 +2,12 @@
 //! the `lanseed` binary, running it, generating web builds, crafting zips
 //! ([`zipcraft`]) and fetching over plain HTTP ([`http_get`]).
 
+pub mod baseline;
 pub mod capgo;
 pub mod devloop;
 pub mod liar;
 pub mod net;
+pub mod netrun;
 pub mod origin_server;
 pub mod sim;
 pub mod zipcraft;

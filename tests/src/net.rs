@@ -3,7 +3,9 @@
 //! Every test runs its nodes in network namespaces it makes (`ip netns
 //! add`, loopback up), so tests running side by side never see each
 //! other's mDNS records, and nothing leaves the machine. Namespaces are
-//! deleted and nodes killed on drop.
+//! deleted and nodes killed on drop; their names start with the run's
+//! prefix ([`crate::netrun::run_prefix`]), so a benchmark can also tear
+//! them down on a signal ([`crate::netrun::install_teardown`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,8 +39,8 @@ impl Netns {
     /// A fresh namespace.
     pub fn new() -> Netns {
         let name = format!(
-            "lsd-{}-{}",
-            std::process::id(),
+            "{}{}",
+            crate::netrun::run_prefix(),
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
         ip(&["netns", "add", &name]);
@@ -224,6 +226,20 @@ impl NodeProc {
         Self::spawn(ns.command(&lanseed_bin()), subcommand, store, args)
     }
 
+    /// [`NodeProc::start_cmd`] logging at `filter` (`RUST_LOG`, e.g.
+    /// `lanseed=info`: a benchmark's nodes need not pay for debug lines).
+    pub fn start_cmd_logging(
+        ns: &Netns,
+        subcommand: &str,
+        store: &Path,
+        args: &[&str],
+        filter: &str,
+    ) -> NodeProc {
+        let mut cmd = ns.command(&lanseed_bin());
+        cmd.env("RUST_LOG", filter);
+        Self::spawn_env(cmd, subcommand, store, args)
+    }
+
     /// Starts `lanseed SUBCOMMAND --store STORE ARGS` in the test's own
     /// network namespace (for nodes that find each other only through
     /// `--peer` and `--no-mdns`, on loopback ports of their own, so that
@@ -233,14 +249,19 @@ impl NodeProc {
     }
 
     fn spawn(mut cmd: Command, subcommand: &str, store: &Path, args: &[&str]) -> NodeProc {
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("LANSEED_LOG").unwrap_or_else(|_| "lanseed=debug".into()),
+        );
+        Self::spawn_env(cmd, subcommand, store, args)
+    }
+
+    /// Spawns `cmd` (its `RUST_LOG` set) and waits for its start.
+    fn spawn_env(mut cmd: Command, subcommand: &str, store: &Path, args: &[&str]) -> NodeProc {
         let log = store.with_extension("log");
         let file = std::fs::File::create(&log).unwrap();
         cmd.args([subcommand, "--store", store.to_str().unwrap()])
             .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("LANSEED_LOG").unwrap_or_else(|_| "lanseed=debug".into()),
-            )
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(file);
