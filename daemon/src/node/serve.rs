@@ -69,10 +69,15 @@ impl Uploads {
     pub fn admit(&mut self, peer: PeerId, now: Instant) -> bool {
         self.slots
             .retain(|_, s| s.serving > 0 || now.duration_since(s.last) < LINGER);
-        let ok = match self.slots.get(&peer) {
-            Some(s) => s.serving < PER_PEER,
-            None => self.slots.len() < self.max,
-        };
+        // Answers take turns on the uplink: more of them waiting than
+        // slots (or than one peer's pipeline) would only wait into their
+        // askers' timeouts on a slow link, and be sent for nothing.
+        let waiting: usize = self.slots.values().map(|s| s.serving).sum();
+        let ok = waiting < self.max.max(PER_PEER)
+            && match self.slots.get(&peer) {
+                Some(s) => s.serving < PER_PEER,
+                None => self.slots.len() < self.max,
+            };
         if !ok {
             self.refused += 1;
             return false;
@@ -281,5 +286,23 @@ mod tests {
             !u.admit(c, t + LINGER * 2),
             "one peer's answers are bounded"
         );
+    }
+
+    #[test]
+    fn answers_waiting_for_their_turn_are_bounded_in_all() {
+        let mut u = Uploads::new(16);
+        let t = Instant::now();
+        let peers: Vec<PeerId> = (0..16).map(|_| PeerId::random()).collect();
+        for p in &peers[..8] {
+            assert!(u.admit(*p, t));
+            assert!(u.admit(*p, t));
+        }
+        // As many answers wait as there are slots: a ninth peer is told
+        // Busy until some are sent.
+        assert!(!u.admit(peers[8], t), "no more answers than slots wait");
+        for p in &peers[..8] {
+            u.done(p, t);
+        }
+        assert!(u.admit(peers[8], t));
     }
 }

@@ -45,10 +45,13 @@ impl Uploads {
     pub fn admit(&mut self, peer: u32, now: Nanos) -> bool {
         self.slots
             .retain(|_, s| s.serving > 0 || now.saturating_sub(s.last) < LINGER);
-        let ok = match self.slots.get(&peer) {
-            Some(s) => s.serving < PER_PEER,
-            None => self.slots.len() < self.max,
-        };
+        // As in serve.rs: no more answers wait for their turn than slots.
+        let waiting: usize = self.slots.values().map(|s| s.serving).sum();
+        let ok = waiting < self.max.max(PER_PEER)
+            && match self.slots.get(&peer) {
+                Some(s) => s.serving < PER_PEER,
+                None => self.slots.len() < self.max,
+            };
         if !ok {
             return false;
         }

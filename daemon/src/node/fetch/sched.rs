@@ -40,11 +40,13 @@ const START_DEPTH: usize = 2;
 const PIPELINE_TIME: f64 = 0.1;
 /// How far past the picked piece a request looks for more small ones.
 const BATCH_SCAN: u32 = 8192;
-/// How long a fetch with nothing in flight waits on the followers that
-/// hold or fetch what it lacks before asking a whole source for it too:
-/// longer than a source's queue of one request per upload slot takes on
-/// a 50 Mbit link (8 x 1 MiB: 1.4 s).
+/// How long a fetch with nothing in flight waits at least on the followers
+/// that hold or fetch what it lacks before asking a whole source for it
+/// too (longer when the sources' measured rate says that what followers
+/// fetch from them takes longer to come, up to [`MAX_PATIENCE`]).
 pub const SOURCE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+/// The most a fetch waits on followers' claims, however slow its sources.
+pub const MAX_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long, once starved, a fetch asks sources freely: a follower that
 /// says it fetches everything and never holds anything slows a fetch by
 /// [`SOURCE_PATIENCE`] in every `SOURCE_PATIENCE + DISTRUST`.
@@ -443,7 +445,7 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         // stays short, and the followers feed each other the rest; unless
         // this fetch has been left with nothing to do (the followers it
         // waits on are slow, or lie about what they fetch).
-        let source_only = p.bits.is_none() && self.has_followers() && !self.starved(now);
+        let source_only = p.bits.is_none() && self.has_followers() && !self.starved(now, &len);
         // A peer yet to answer anything gets one request: a silent one
         // then holds up one request's pieces, not a pipeline's.
         let room = if p.last_answer.is_some() && !source_only {
@@ -520,10 +522,36 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
     /// heard anything for [`SOURCE_PATIENCE`], or was so less than
     /// [`DISTRUST`] ago: then a whole source may be asked for pieces
     /// others hold or fetch too.
-    fn starved(&self, now: Instant) -> bool {
-        let idle = self.requests.is_empty()
-            && (self.last_activity).is_some_and(|t| now.duration_since(t) >= SOURCE_PATIENCE);
-        idle || self.distrust_until.is_some_and(|t| now < t)
+    fn starved(&self, now: Instant, len: impl Fn(u32) -> u64) -> bool {
+        if self.distrust_until.is_some_and(|t| now < t) {
+            return true;
+        }
+        let Some(idle) = (self.last_activity).map(|t| now.duration_since(t)) else {
+            return false;
+        };
+        if !self.requests.is_empty() || idle < SOURCE_PATIENCE {
+            return false;
+        }
+        // Patience for as long as the sources take to send what followers
+        // fetch and nobody holds yet, at the best rate a source answered
+        // this fetch (its answers go out one after the other): on a slow
+        // link a source's queue takes longer than SOURCE_PATIENCE.
+        let rate = (self.peers.values())
+            .filter(|p| p.bits.is_none())
+            .map(|p| p.rate)
+            .fold(0.0, f64::max);
+        if rate <= 0.0 {
+            return true;
+        }
+        let waiting: u64 = (0..self.have.len())
+            .filter(|&n| {
+                !self.have.get(n) && self.elsewhere[n as usize] > 0 && self.avail[n as usize] == 0
+            })
+            .map(&len)
+            .sum();
+        let patience = std::time::Duration::from_secs_f64(waiting as f64 / rate)
+            .clamp(SOURCE_PATIENCE, MAX_PATIENCE);
+        idle >= patience
     }
 
     /// What followers say they fetch now is not believed again during
@@ -862,6 +890,30 @@ mod tests {
         assert!(rest.iter().all(|&n| (3..6).contains(&n)), "{rest:?}");
         s.sent(key + 3, source, rest, MIB, after);
         assert_eq!(s.pick(&source, after, |_| MIB), None, "one at a time");
+    }
+
+    #[test]
+    fn patience_with_followers_lasts_as_long_as_a_slow_source_needs() {
+        let mut s: Sched<u32> = Sched::opened(Bitfield::new(4), 9);
+        let (source, follower) = (peer(), peer());
+        let t0 = Instant::now();
+        assert!(s.add_whole(source, t0));
+        // The source sent this fetch 1 MiB in 4 s (a slow link).
+        let p = s.pick(&source, t0, |_| MIB).unwrap();
+        s.sent(0, source, p.clone(), MIB, t0);
+        let t1 = t0 + Duration::from_secs(4);
+        s.answered(&0, MIB, t1).unwrap();
+        s.verified(&p);
+        // A follower fetches the other three from it: 3 MiB, about 12 s.
+        let mut fetching = Bitfield::new(4);
+        (0..4).filter(|&n| n != p[0]).for_each(|n| fetching.set(n));
+        s.set_bits(follower, Bitfield::new(4), Some(fetching));
+        assert_eq!(s.pick(&source, t1 + SOURCE_PATIENCE, |_| MIB), None);
+        assert_eq!(s.pick(&source, t1 + Duration::from_secs(11), |_| MIB), None);
+        assert!(
+            s.pick(&source, t1 + Duration::from_secs(13), |_| MIB)
+                .is_some()
+        );
     }
 
     #[test]
