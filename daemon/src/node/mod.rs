@@ -13,7 +13,7 @@
 //!   keeping several requests in flight per peer ([`fetch::sched`]); no
 //!   10 MiB response cap of the stock codecs to work around.
 //!   `libp2p-stream` exists only as an alpha.
-//! - Connections: at most 2 per peer and 512 in all; kept open while idle
+//! - Connections: at most 2 per peer and 256 in all; kept open while idle
 //!   for an hour, so an announcement reaches connected peers at once.
 //! - Announcements: on connecting, a node sends every release it holds;
 //!   when its store gains one (packed or imported by another process,
