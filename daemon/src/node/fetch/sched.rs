@@ -47,10 +47,6 @@ const BATCH_SCAN: u32 = 8192;
 pub const SOURCE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 /// The most a fetch waits on followers' claims, however slow its sources.
 pub const MAX_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
-/// How long, once starved, a fetch asks sources freely: a follower that
-/// says it fetches everything and never holds anything slows a fetch by
-/// [`SOURCE_PATIENCE`] in every `SOURCE_PATIENCE + DISTRUST`.
-pub const DISTRUST: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A `Have`'s bitfields as they came: held, fetching.
 type Said = (Vec<u8>, Vec<u8>);
@@ -130,9 +126,6 @@ pub struct Sched<K> {
     asked_any: bool,
     /// Followers whose word on what they fetch is no longer believed.
     unbelieved: HashSet<PeerId>,
-    /// Until when what followers say they fetch is not believed (this
-    /// fetch starved waiting on it).
-    distrust_until: Option<Instant>,
     seed: u64,
 }
 
@@ -192,7 +185,6 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
             last_activity: None,
             asked_any: false,
             unbelieved: HashSet::new(),
-            distrust_until: None,
             seed,
         }
     }
@@ -519,13 +511,10 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
     }
 
     /// Whether this fetch has nothing in flight and has neither asked nor
-    /// heard anything for [`SOURCE_PATIENCE`], or was so less than
-    /// [`DISTRUST`] ago: then a whole source may be asked for pieces
-    /// others hold or fetch too.
+    /// heard anything for its patience (at least [`SOURCE_PATIENCE`]):
+    /// then a whole source may be asked for pieces others hold or fetch
+    /// too.
     fn starved(&self, now: Instant, len: impl Fn(u32) -> u64) -> bool {
-        if self.distrust_until.is_some_and(|t| now < t) {
-            return true;
-        }
         let Some(idle) = (self.last_activity).map(|t| now.duration_since(t)) else {
             return false;
         };
@@ -668,7 +657,6 @@ impl<K: Copy + Eq + StdHash> Sched<K> {
         let claimed = |n: &u32| self.avail[*n as usize] > 0 || self.elsewhere[*n as usize] > 0;
         if self.is_whole(&peer) && self.has_followers() && pieces.iter().any(claimed) {
             // Starved: asked a source for what a follower holds or fetches.
-            self.distrust_until = Some(now + DISTRUST);
             self.disbelieve_claims();
         }
         self.last_activity = Some(now);
@@ -873,23 +861,15 @@ mod tests {
         let p = s.pick(&source, starved, |_| MIB).unwrap();
         assert!(p.iter().all(|&n| (3..6).contains(&n)), "{p:?}");
         s.sent(key + 1, source, p, MIB, starved);
-        // For a while after, the source is asked freely, a pipeline deep
-        // (a follower that claims everything cannot hold the fetch up)...
-        let next = s.pick(&source, starved, |_| MIB).unwrap();
-        assert!(next.iter().all(|&n| (3..6).contains(&n)), "{next:?}");
-        s.sent(key + 2, source, next, MIB, starved);
-        // ...and then what followers hold is asked of them again, while
-        // the follower whose claims starved this fetch is not believed
-        // any more: what it said it fetches may come from the source.
-        let after = starved + DISTRUST;
-        for k in [key + 1, key + 2] {
-            let (_, p) = s.answered(&k, MIB, after).unwrap();
-            s.verified(&p);
-        }
-        let rest = s.pick(&source, after, |_| MIB).unwrap();
+        // The follower whose claims starved this fetch is not believed
+        // any more: what it said it fetches comes from the source, one
+        // request at a time; what followers hold is still asked of them.
+        let (_, p) = s.answered(&(key + 1), MIB, starved).unwrap();
+        s.verified(&p);
+        let rest = s.pick(&source, starved, |_| MIB).unwrap();
         assert!(rest.iter().all(|&n| (3..6).contains(&n)), "{rest:?}");
-        s.sent(key + 3, source, rest, MIB, after);
-        assert_eq!(s.pick(&source, after, |_| MIB), None, "one at a time");
+        s.sent(key + 2, source, rest, MIB, starved);
+        assert_eq!(s.pick(&source, starved, |_| MIB), None, "one at a time");
     }
 
     #[test]
@@ -937,9 +917,12 @@ mod tests {
         (0..4).for_each(|n| all.set(n));
         s.set_bits(liar, Bitfield::new(4), Some(all));
         assert!(s.elsewhere.iter().all(|&c| c == 0));
-        let (_, p) = s.answered(&0, MIB, starved + DISTRUST).unwrap();
+        let (_, p) = s.answered(&0, MIB, starved + SOURCE_PATIENCE).unwrap();
         s.verified(&p);
-        assert!(s.pick(&source, starved + DISTRUST, |_| MIB).is_some());
+        assert!(
+            s.pick(&source, starved + SOURCE_PATIENCE, |_| MIB)
+                .is_some()
+        );
     }
 
     #[test]
