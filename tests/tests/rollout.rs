@@ -533,11 +533,14 @@ fn waves_advance_by_themselves_reach_exactly_the_drawn_devices_and_resume_after_
         let start = Instant::now();
         let table = loop {
             let t = fleet.table();
-            let on_b = t
+            // Every drawn device, not just as many devices: once the next
+            // wave has begun, its devices may get there first.
+            let on_b: HashSet<&String> = t
                 .iter()
                 .filter(|(_, bundle, st)| *bundle == b && st == "success")
-                .count();
-            if on_b >= want.len() {
+                .map(|(id, _, _)| id)
+                .collect();
+            if want.iter().all(|id| on_b.contains(id)) {
                 break t;
             }
             assert!(
