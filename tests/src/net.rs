@@ -434,13 +434,25 @@ impl Browser {
     /// Opens `url` in a browser that stays open (inside `ns`).
     pub fn open(ns: &Netns, url: &str) -> Browser {
         let profile = tempfile::tempdir().unwrap();
-        let child = ns
-            .command(Path::new("chromium"))
-            .args(CHROMIUM_FLAGS)
-            .arg(format!("--user-data-dir={}", profile.path().display()))
+        // LANSEED_CHROMIUM_LOG=FILE keeps the browser's log, with the
+        // pages' console messages, for looking into a page's timing.
+        let log = std::env::var_os("LANSEED_CHROMIUM_LOG").map(|f| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(f)
+                .expect("LANSEED_CHROMIUM_LOG is writable")
+        });
+        let mut cmd = ns.command(Path::new("chromium"));
+        cmd.args(CHROMIUM_FLAGS)
+            .arg(format!("--user-data-dir={}", profile.path().display()));
+        if log.is_some() {
+            cmd.arg("--enable-logging=stderr");
+        }
+        let child = cmd
             .arg(url)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.map_or_else(Stdio::null, Stdio::from))
             .spawn()
             .expect("chromium (Debian package `chromium`)");
         Browser {

@@ -370,3 +370,31 @@ fn a_serve_name_is_answered() {
     assert_eq!(r.status, 200, "{}", r.head);
     assert_eq!(a.get("/", &[("Host", "other.local")]).status, 403);
 }
+
+#[test]
+fn the_event_stream_begins_with_the_current_bundle() {
+    // A page that connects (or reconnects) while a switch happens is told
+    // by this first event, with no request of its own.
+    let a = agent(8796, None, &[]);
+    let (mut r, status, head) = a.send("GET", "/__lanseed/events", &[], b"");
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(
+        Reply {
+            status,
+            head,
+            body: Vec::new()
+        }
+        .header("cache-control"),
+        Some("no-store")
+    );
+    let mut lines: Vec<String> = Vec::new();
+    while !lines.iter().any(|l| l.starts_with("data:")) {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "ended: {lines:?}");
+        lines.push(line.trim_end().to_owned());
+    }
+    assert!(lines.iter().any(|l| l == "event: current"), "{lines:?}");
+    let data = lines.last().unwrap().trim_start_matches("data:").trim();
+    let data: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(data["bundle"], "builtin", "{data}");
+}

@@ -140,6 +140,7 @@ pub(crate) fn node_config(
         control_access: Access::for_group(args.control_group.as_deref())?,
         reports: None,
         device_events: None,
+        store_changed: None,
         extra_status: None,
         origin_status: None,
         progress: None,

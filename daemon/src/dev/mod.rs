@@ -71,6 +71,9 @@ pub async fn run(
     let store = node_cfg.store.clone();
     let (reports_tx, mut reports_rx) = mpsc::unbounded_channel();
     node_cfg.device_events = Some(reports_tx);
+    // The node announces a pack as soon as it is committed.
+    let packed = Arc::new(tokio::sync::Notify::new());
+    node_cfg.store_changed = Some(packed.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut node = tokio::spawn(node::run(node_cfg, async move {
         let mut rx = stop_rx;
@@ -135,6 +138,7 @@ pub async fn run(
                 tracing::info!(quiet_for_ms = first.elapsed().as_millis() as u64, "packing");
                 match pack(&cache, &store, &dir, &app, &key).await {
                     Ok(p) => {
+                        packed.notify_one();
                         rebuilds += 1;
                         let ms = first.elapsed().as_secs_f64() * 1e3;
                         let r = p.packed.release.release();

@@ -249,6 +249,7 @@ pub fn start(
         rule: Arc::new(std::sync::Mutex::new(KeepRule::default())),
         progress: HashMap::new(),
         events_seen: 0,
+        unsent: Vec::new(),
         last_seen: None,
         metrics,
     };
@@ -281,6 +282,10 @@ struct Actor {
     tx: SyncSender<Msg>,
     view: Option<watch::Sender<Arc<View>>>,
     events: broadcast::Sender<Event>,
+    /// Events drained from the updater, sent to the pages once the view
+    /// shows what they tell (a page reloading on `appReloaded` must be
+    /// served the new bundle).
+    unsent: Vec<Event>,
     recent: VecDeque<Event>,
     /// Releases of the app checked against the trust list, by id.
     verified: HashMap<ReleaseId, Option<VerifiedRelease>>,
@@ -670,15 +675,28 @@ impl Actor {
                 self.recent.pop_front();
             }
             self.recent.push_back(e.clone());
+            self.unsent.push(e);
+        }
+    }
+
+    /// Sends the drained events to the pages (after the view is updated).
+    fn send_events(&mut self) {
+        for e in self.unsent.drain(..) {
             let _ = self.events.send(e);
         }
     }
 
     /// Publishes the report, the collection rule and the view, when what
     /// they are made of changed since the last time (not on every tick:
-    /// building the status is the costly part).
+    /// building the status is the costly part); then the events, so that
+    /// a page told of a new bundle is served it.
     fn publish(&mut self) {
         self.drain_events();
+        self.publish_state();
+        self.send_events();
+    }
+
+    fn publish_state(&mut self) {
         let mut retries: Vec<(BundleId, Backoff)> =
             self.retries.iter().map(|(b, r)| (*b, *r)).collect();
         retries.sort_by_key(|(b, _)| *b);

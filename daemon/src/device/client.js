@@ -27,15 +27,12 @@
   if (window.EventSource) {
     var events = new EventSource("/__lanseed/events");
     // A switch while this page was loading, or while the connection was
-    // down, sent it no event: look at the current bundle on every
-    // (re)connection.
-    events.addEventListener("open", function () {
-      fetch("/__lanseed/current", { cache: "no-store" })
-        .then(function (r) { return r.json(); })
-        .then(function (c) {
-          if (c && c.bundle_id && c.bundle_id !== bundle) location.reload();
-        })
-        .catch(function () {});
+    // down, sent it no event: every (re)connection begins with the
+    // current bundle.
+    events.addEventListener("current", function (ev) {
+      var c = {};
+      try { c = JSON.parse(ev.data); } catch (e) {}
+      if (c.bundle && c.bundle !== bundle) location.reload();
     });
     names.forEach(function (name) {
       events.addEventListener(name, function (ev) {

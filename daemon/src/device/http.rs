@@ -21,8 +21,9 @@
 //!   notifyAppReady confirms exactly the bundle the page came from; a
 //!   `304` for a page carries both again.
 //! - `/__lanseed/client.js`, `POST /__lanseed/ready`, `/__lanseed/current`,
-//!   `/__lanseed/events` (server-sent events), `/__lanseed/status`; these
-//!   answers are `Cache-Control: no-store`.
+//!   `/__lanseed/events` (server-sent events: first a `current` event
+//!   naming the current bundle, then the updater's), `/__lanseed/status`;
+//!   these answers are `Cache-Control: no-store`.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -33,8 +34,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Extension, Router, middleware};
-use futures::Stream;
+use futures::StreamExt;
 use lanseed_client::install::bundle_dir;
 use lanseed_client::serve::{self, Kind};
 
@@ -81,6 +83,11 @@ pub async fn serve(
         .layer(Extension(hashes))
         .layer(middleware::from_fn_with_state(hosts, host::guard))
         .layer(middleware::from_fn(log_request));
+    // No Nagle: a file's body follows its headers in a second write, which
+    // would otherwise wait for the page's delayed ACK (40 ms on Linux).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
@@ -147,10 +154,18 @@ async fn status(State(agent): State<Handle>) -> Response {
     no_store(axum::Json(agent.view().status_json.clone()).into_response())
 }
 
-async fn events(
-    State(agent): State<Handle>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+async fn events(State(agent): State<Handle>) -> Response {
+    // Subscribed first, then the view read: a switch after this read is
+    // told by its events (sent once the view shows it, by the agent).
     let rx = agent.subscribe();
+    let current = serde_json::json!({ "event": "current", "bundle": agent.view().current });
+    let first = futures::stream::once(async move {
+        Ok::<_, Infallible>(
+            SseEvent::default()
+                .event("current")
+                .data(current.to_string()),
+        )
+    });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {
@@ -165,7 +180,11 @@ async fn events(
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    no_store(
+        Sse::new(first.chain(stream))
+            .keep_alive(KeepAlive::default())
+            .into_response(),
+    )
 }
 
 /// The file under the bundle folder `root` that answers the decoded

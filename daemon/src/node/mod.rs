@@ -150,6 +150,10 @@ pub struct NodeConfig {
     pub reports: Option<tokio::sync::watch::Receiver<Option<DeviceReport>>>,
     /// Where to pass on the reports peers send (`lanseed dev` prints them).
     pub device_events: Option<mpsc::UnboundedSender<DeviceReport>>,
+    /// Notified by another part of this process that changed the store
+    /// (`lanseed dev` after a pack): the store is looked at at once, not
+    /// at the next [`watch::EVERY`].
+    pub store_changed: Option<Arc<tokio::sync::Notify>>,
     /// Extra status to show under `device` (the device agent's bundles).
     pub extra_status: Option<std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     /// The site cache's state for `lanseed status` (`seed --origin`).
@@ -411,7 +415,13 @@ pub async fn run(
     let seen = watch::stamp(&node.cfg.store);
     node.set_releases(node.cfg.store.releases()?, false);
     let (store_tx, mut store_rx) = mpsc::channel(1);
-    node.watch = Some(watch::Watch::start(node.cfg.store.clone(), seen, store_tx));
+    let kick = node.cfg.store_changed.clone().unwrap_or_default();
+    node.watch = Some(watch::Watch::start(
+        node.cfg.store.clone(),
+        seen,
+        store_tx,
+        kick,
+    ));
     node.clean_partials();
     let gateway_stop = tokio_util::sync::CancellationToken::new();
     let (mut gateway, mut gateway_stats, mut samples) = match gateway_bound {

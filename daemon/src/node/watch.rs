@@ -37,9 +37,13 @@ pub struct Watch {
 
 impl Watch {
     /// Watches `store`, whose index the node read at `seen`; what changes
-    /// goes to `found`.
-    pub fn start(store: Store, mut seen: Stamp, found: mpsc::Sender<Found>) -> Watch {
-        let kick = Arc::new(Notify::new());
+    /// goes to `found`. A notification on `kick` makes it look at once.
+    pub fn start(
+        store: Store,
+        mut seen: Stamp,
+        found: mpsc::Sender<Found>,
+        kick: Arc<Notify>,
+    ) -> Watch {
         let kicked = kick.clone();
         let task = tokio::spawn(async move {
             loop {

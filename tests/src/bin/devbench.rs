@@ -2,7 +2,7 @@
 //! Chromium. On a namespace LAN, `lanseed dev` watches a 5 MB build
 //! folder of 200 files on host 0, laid out as vite writes one (`assets/`,
 //! `assets/img/`; `--deep`: over ~100 folders, which makes each install
-//! create ~100 directories); three `lanseed device --channel dev --apply
+//! create ~100 directories); three (`--devices`) `lanseed device --channel dev --apply
 //! immediate` agents on hosts 1–3 each have the page open in Chromium. The
 //! benchmark writes a one-file change into the build, `--changes` times,
 //! and times the write to each page running the new bundle (its
@@ -21,7 +21,7 @@
 //!
 //! ```text
 //! cargo build --release -p lanseed -p lanseed-tests
-//! ../shared/tools/isolated target/release/lanseed-devbench [--changes 20] [--deep] [--keep]
+//! ../shared/tools/isolated target/release/lanseed-devbench [--changes 20] [--devices 3] [--deep] [--keep]
 //! ```
 //!
 //! Traffic stays inside the namespaces it makes.
@@ -34,7 +34,6 @@ use lanseed_tests::net::{Browser, log_time_us};
 use lanseed_tests::{generate_build, generate_vite_build, store_releases};
 
 const APP: &str = "com.example.devbench";
-const DEVICES: usize = 3;
 
 fn now_us() -> i64 {
     std::time::SystemTime::now()
@@ -95,15 +94,17 @@ fn main() -> anyhow::Result<()> {
     let mut changes = 20usize;
     let mut keep = false;
     let mut deep = false;
+    let mut devices_n = 3usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--changes" => changes = args.next().context("--changes N")?.parse()?,
+            "--devices" => devices_n = args.next().context("--devices N")?.parse()?,
             "--keep" => keep = true,
             "--deep" => deep = true,
             "--help" | "-h" => {
                 println!(
-                    "lanseed-devbench [--changes N] [--keep] [--deep]: see the source's docs \
+                    "lanseed-devbench [--changes N] [--devices N] [--keep] [--deep]: see the source's docs \
                      (--keep leaves the build, stores and logs in place and prints where; \
                      --deep spreads the build over ~100 folders instead of vite's three)"
                 );
@@ -138,10 +139,10 @@ fn main() -> anyhow::Result<()> {
         dir.path(),
         &build,
         APP,
-        DEVICES,
+        devices_n,
         "<script src=\"/__lanseed/client.js\"></script>",
     );
-    let _pages: Vec<Browser> = (1..=DEVICES)
+    let _pages: Vec<Browser> = (1..=devices_n)
         .map(|i| Browser::open(&lan.hosts[i], "http://127.0.0.1:8787/"))
         .collect();
     let newest = || -> Option<(u64, String)> {
@@ -158,7 +159,7 @@ fn main() -> anyhow::Result<()> {
     // Wait for the first build on every page.
     let wait_confirmed = |bundle: &str, since: i64| -> anyhow::Result<Vec<i64>> {
         let start = Instant::now();
-        let mut times = vec![None; DEVICES];
+        let mut times = vec![None; devices_n];
         while times.iter().any(Option::is_none) {
             if start.elapsed() > Duration::from_secs(60) {
                 bail!("bundle {bundle} did not reach every page in 60 s");
@@ -188,7 +189,7 @@ fn main() -> anyhow::Result<()> {
     };
     wait_confirmed(&first, 0)?;
     println!(
-        "{DEVICES} devices with the page open run the first build; {changes} one-file changes follow"
+        "{devices_n} devices with the page open run the first build; {changes} one-file changes follow"
     );
 
     let mut total = Vec::new();
@@ -208,7 +209,7 @@ fn main() -> anyhow::Result<()> {
         // While the change travels, the benchmark only reads the bytes
         // the devices' logs gained (no process spawned, no whole log
         // re-read): its own work must not slow the loop it times.
-        let mut seen: Vec<Option<(i64, String)>> = vec![None; DEVICES];
+        let mut seen: Vec<Option<(i64, String)>> = vec![None; devices_n];
         while seen.iter().any(Option::is_none) {
             if now_us() - t0 > 60_000_000 {
                 bail!("change {n} did not reach every page in 60 s");
