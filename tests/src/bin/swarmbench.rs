@@ -83,7 +83,8 @@ fn parse_args() -> anyhow::Result<Args> {
                     "usage: lanseed-swarmbench [--mb 200] [--runs 3] [--dir DIR] [--peers 50] [--releases 100] [--only throughput|memory] [--perf DIR]\n\
                      --perf DIR: profile the fetcher and the seeder of each throughput run with\n\
                      `perf record` into DIR/{{fetcher,seeder}}-RUN.data (their CPU figures then\n\
-                     include perf's own cost; read with `perf report -i FILE`)"
+                     include perf's own cost; read with `perf report -i FILE`; LANSEED_PERF_ARGS adds\n\
+                     to perf's arguments, e.g. '--call-graph dwarf,16384')"
                 );
                 std::process::exit(0);
             }
@@ -327,8 +328,12 @@ struct Perf(Child);
 
 impl Perf {
     fn attach(pid: u32, out: &Path) -> anyhow::Result<Perf> {
+        // LANSEED_PERF_ARGS adds to perf's own (e.g. `--call-graph dwarf`).
+        let extra = std::env::var("LANSEED_PERF_ARGS").unwrap_or_default();
         let child = Command::new("perf")
-            .args(["record", "-F", "1999", "-q", "-o", path(out), "-p"])
+            .args(["record", "-F", "1999", "-q", "-o", path(out)])
+            .args(extra.split_whitespace())
+            .arg("-p")
             .arg(pid.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
