@@ -367,7 +367,9 @@ fn run_lanseed(s: &Setup, n: usize, mbit: u32, run: usize) -> anyhow::Result<Mea
     std::fs::create_dir_all(&dir)?;
     let store = |i: usize| dir.join(format!("node{i}"));
     let trust = path_str(&s.trust);
-    let level = "lanseed=info";
+    // LANSEED_LOG sets the nodes' log filter (with --logs, to look into a run).
+    let level = std::env::var("LANSEED_LOG").unwrap_or_else(|_| "lanseed=info".into());
+    let level = level.as_str();
     let publisher = NodeProc::start_cmd_logging(&lan.hosts[0], "seed", &store(0), &[], level);
     let builtin = path_str(&s.builtin);
     let devices: Vec<NodeProc> = (1..=n)
