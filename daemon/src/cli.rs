@@ -369,7 +369,7 @@ pub struct NodeArgs {
     pub upload_limit: Option<u64>,
     /// Most peers served at once; others are told to ask elsewhere or
     /// come back shortly.
-    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=512))]
+    #[arg(long, value_name = "N", default_value_t = crate::node::uploads::DEFAULT_MAX as u32, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub max_uploads: u32,
     /// Let the members of GROUP (a name or a gid) use this node's control
     /// sockets (`lanseed status`, `lanseed device list`...) too; by

@@ -56,6 +56,7 @@ pub mod retry;
 mod serve;
 pub mod space;
 pub mod status;
+pub mod uploads;
 pub mod watch;
 
 use std::collections::{HashMap, HashSet};
@@ -1130,6 +1131,7 @@ impl Node {
                 ..
             } => {
                 self.book.disconnected(&peer_id, Instant::now());
+                self.server.forget(&peer_id); // its slot, at once
                 self.unannounced.remove(&peer_id); // told all on reconnecting
                 for f in self.fetches.values_mut() {
                     f.told.remove(&peer_id); // it may restart and forget

@@ -15,7 +15,7 @@ use clap::Parser;
 use lanseed_tests::sim::engine::{self, Config, DEFAULT_MAX_CONNECTIONS};
 use lanseed_tests::sim::events::{MS, SEC};
 use lanseed_tests::sim::network::Order;
-use lanseed_tests::sim::uploads::DEFAULT_MAX_UPLOADS;
+use lanseed_tests::sim::uploads::DEFAULT_MAX as DEFAULT_MAX_UPLOADS;
 use lanseed_tests::sim::workload::Spec;
 
 #[derive(Parser, Debug)]

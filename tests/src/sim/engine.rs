@@ -448,9 +448,11 @@ impl World {
         self.nodes[h as usize].present = false;
         let (lost, checks) = self.net.drop_host(now, h);
         self.schedule(checks);
+        let at = self.instant();
         for key in lost {
             if let Some(r) = self.reqs.remove(&key) {
-                self.nodes[r.to as usize].uploads.done(r.from, now);
+                let from = self.pids[r.from as usize];
+                self.nodes[r.to as usize].uploads.done(&from, at);
             }
         }
         let peers = std::mem::take(&mut self.nodes[h as usize].peers);
@@ -458,7 +460,7 @@ impl World {
         for p in peers {
             let node = &mut self.nodes[p as usize];
             node.peers.retain(|&x| x != h);
-            node.uploads.forget(h);
+            node.uploads.forget(&gone);
             if let Some(f) = &mut node.fetch {
                 f.sched.remove_peer(&gone);
                 if f.manifest_ask
@@ -626,7 +628,6 @@ impl World {
 
     /// A request reaches its server.
     fn on_get(&mut self, h: u32, key: u64) {
-        let now = self.now();
         let Some(r) = self.reqs.get(&key) else {
             return;
         };
@@ -648,14 +649,15 @@ impl World {
                     })
             }
         };
+        let (asker, at) = (self.pids[from as usize], self.instant());
         let node = &mut self.nodes[h as usize];
         node.stats.answers += 1;
-        if !node.uploads.admit(from, now) {
+        if !node.uploads.admit(asker, at) {
             node.stats.refusals += 1;
             return self.send(h, from, Msg::Answer(key, Reply::Busy));
         }
         if !holds {
-            node.uploads.done(from, now);
+            node.uploads.done(&asker, at);
             node.stats.refusals += 1;
             return self.send(h, from, Msg::Answer(key, Reply::NotFound));
         }
@@ -677,7 +679,8 @@ impl World {
         };
         let (from, to) = (r.from, r.to);
         if !self.nodes[from as usize].present || !self.nodes[to as usize].present {
-            self.nodes[to as usize].uploads.done(from, now);
+            let (asker, at) = (self.pids[from as usize], self.instant());
+            self.nodes[to as usize].uploads.done(&asker, at);
             return;
         }
         let wire: u64 = match r.want {
@@ -692,7 +695,6 @@ impl World {
 
     /// An answer's last byte left its server.
     fn on_sent(&mut self, key: u64) {
-        let now = self.now();
         let Some(r) = self.reqs.get(&key) else {
             return;
         };
@@ -703,8 +705,9 @@ impl World {
                 .map(|&n| self.bundle.wire_len[n as usize])
                 .sum(),
         };
+        let (asker, at) = (self.pids[from as usize], self.instant());
         let server = &mut self.nodes[to as usize];
-        server.uploads.done(from, now);
+        server.uploads.done(&asker, at);
         server.stats.sent += wire;
         self.send(to, from, Msg::Answer(key, Reply::Data(wire)));
     }

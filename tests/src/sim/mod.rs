@@ -21,7 +21,6 @@ pub mod engine;
 pub mod events;
 pub mod network;
 pub mod topology;
-pub mod uploads;
 pub mod workload;
 
 /// The daemon's scheduler, as it is (the daemon is a binary crate: its
@@ -30,3 +29,9 @@ pub mod workload;
 #[allow(dead_code, missing_docs)]
 #[path = "../../../daemon/src/node/fetch/sched.rs"]
 pub mod sched;
+
+/// The daemon's upload slots, as they are (compiled in by path, like the
+/// scheduler).
+#[allow(dead_code, missing_docs)]
+#[path = "../../../daemon/src/node/uploads.rs"]
+pub mod uploads;
