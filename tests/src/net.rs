@@ -444,6 +444,9 @@ impl Browser {
                 .expect("LANSEED_CHROMIUM_LOG is writable")
         });
         let mut cmd = ns.command(Path::new("chromium"));
+        // A process group of its own, so that its renderer and helpers die
+        // with it (they wrote into the removed profile folder otherwise).
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.args(CHROMIUM_FLAGS)
             .arg(format!("--user-data-dir={}", profile.path().display()));
         if log.is_some() {
@@ -660,6 +663,11 @@ impl DevTools {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The whole group: the browser and every process it started.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
