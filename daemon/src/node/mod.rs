@@ -1131,7 +1131,6 @@ impl Node {
                 ..
             } => {
                 self.book.disconnected(&peer_id, Instant::now());
-                self.server.forget(&peer_id); // its slot, at once
                 self.unannounced.remove(&peer_id); // told all on reconnecting
                 for f in self.fetches.values_mut() {
                     f.told.remove(&peer_id); // it may restart and forget

@@ -92,12 +92,6 @@ impl Server {
         }
     }
 
-    /// `peer` disconnected: its upload slot is free at once (its answers
-    /// in flight fail and are finished as usual).
-    pub fn forget(&mut self, peer: &PeerId) {
-        self.uploads.forget(peer);
-    }
-
     /// What `status` shows.
     pub fn status(&self) -> UploadStatus {
         UploadStatus {

@@ -85,11 +85,6 @@ impl Uploads {
         }
     }
 
-    /// `peer` is gone: its slot is free at once.
-    pub fn forget(&mut self, peer: &PeerId) {
-        self.slots.remove(peer);
-    }
-
     /// Peers holding a slot now.
     pub fn active(&self) -> usize {
         self.slots.len()
@@ -141,16 +136,5 @@ mod tests {
             u.done(p, t);
         }
         assert!(u.admit(peers[8], t));
-    }
-
-    #[test]
-    fn a_peer_gone_frees_its_slot_at_once() {
-        let mut u = Uploads::new(1);
-        let (a, b) = (PeerId::random(), PeerId::random());
-        let t = Instant::now();
-        assert!(u.admit(a, t));
-        assert!(!u.admit(b, t));
-        u.forget(&a);
-        assert!(u.admit(b, t));
     }
 }

@@ -460,7 +460,6 @@ impl World {
         for p in peers {
             let node = &mut self.nodes[p as usize];
             node.peers.retain(|&x| x != h);
-            node.uploads.forget(&gone);
             if let Some(f) = &mut node.fetch {
                 f.sched.remove_peer(&gone);
                 if f.manifest_ask
