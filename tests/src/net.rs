@@ -430,6 +430,17 @@ pub const CHROMIUM_FLAGS: [&str; 10] = [
     "--disable-quic",
 ];
 
+/// Debian's `chromium`, found on `PATH` before a namespace's `ip netns
+/// exec` would fail on it where no one sees.
+fn chromium() -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join("chromium"))
+        .find(|p| p.is_file())
+        .expect("chromium is not installed (Debian package `chromium`; .ci/run installs it)")
+}
+
 impl Browser {
     /// Opens `url` in a browser that stays open (inside `ns`).
     pub fn open(ns: &Netns, url: &str) -> Browser {
@@ -443,7 +454,7 @@ impl Browser {
                 .open(f)
                 .expect("LANSEED_CHROMIUM_LOG is writable")
         });
-        let mut cmd = ns.command(Path::new("chromium"));
+        let mut cmd = ns.command(&chromium());
         // A process group of its own, so that its renderer and helpers die
         // with it (they wrote into the removed profile folder otherwise).
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
@@ -470,7 +481,7 @@ impl Browser {
         let out = ns
             .command(Path::new("timeout"))
             .arg("30")
-            .arg("chromium")
+            .arg(chromium())
             .args(CHROMIUM_FLAGS)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(format!("--timeout={ms}"))
@@ -496,7 +507,7 @@ impl Browser {
     ) -> (Browser, DevTools) {
         let profile = tempfile::tempdir().unwrap();
         let child = ns
-            .command(Path::new("chromium"))
+            .command(&chromium())
             .args(CHROMIUM_FLAGS)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(format!("--window-size={width},{height}"))

@@ -34,6 +34,9 @@ use lanseed_tests::net::{Browser, log_time_us};
 use lanseed_tests::{generate_build, generate_vite_build, store_releases};
 
 const APP: &str = "com.example.devbench";
+/// The updater's line for a page's notifyAppReady that ended a trial (not
+/// the rollback's "notifyAppReady not called in time").
+const CONFIRMED: &str = "notifyAppReady: bundle confirmed";
 
 fn now_us() -> i64 {
     std::time::SystemTime::now()
@@ -168,7 +171,7 @@ fn main() -> anyhow::Result<()> {
                 if times[k].is_none() {
                     times[k] = line_time(
                         &d.log_text(),
-                        &["notifyAppReady", &format!("bundle={bundle}")],
+                        &[CONFIRMED, &format!("bundle={bundle}")],
                         since,
                     );
                 }
@@ -221,7 +224,7 @@ fn main() -> anyhow::Result<()> {
                 seen[k] = t
                     .new_lines()
                     .iter()
-                    .filter(|l| l.contains("notifyAppReady") && l.starts_with("20"))
+                    .filter(|l| l.contains(CONFIRMED) && l.starts_with("20"))
                     .filter_map(|l| Some((log_time_us(l), field(l, "bundle=")?)))
                     .find(|(_, b)| *b != current);
             }
