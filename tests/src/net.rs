@@ -430,15 +430,10 @@ pub const CHROMIUM_FLAGS: [&str; 10] = [
     "--disable-quic",
 ];
 
-/// Debian's `chromium`, found on `PATH` before a namespace's `ip netns
-/// exec` would fail on it where no one sees.
+/// Debian's `chromium`, found on `PATH` ([`crate::baseline::require`])
+/// before a namespace's `ip netns exec` would fail on it where no one sees.
 fn chromium() -> std::path::PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join("chromium"))
-        .find(|p| p.is_file())
-        .expect("chromium is not installed (Debian package `chromium`; .ci/run installs it)")
+    crate::baseline::require("chromium").unwrap_or_else(|e| panic!("{e} (.ci/run installs it)"))
 }
 
 impl Browser {
