@@ -683,6 +683,67 @@ fn a_follower_that_claims_to_fetch_every_piece_cannot_hold_a_fetch_up() {
     );
 }
 
+/// Initial seeding: a whole seeder holds a piece on its way to one peer
+/// back from the others for a while, so that they get it from that peer.
+/// A peer that takes every piece and never passes one on (nor says what
+/// it holds) can use that once per piece, not round after round: the
+/// honest follower gets the release in about the time two peers sharing
+/// the seeder's uplink take.
+#[test]
+fn a_peer_that_takes_every_piece_and_never_shares_cannot_hold_them_back() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let w = World::new(3, 16 * MIB);
+    let liar_store = w.copy_of_seed("liar");
+    let alone = w.baseline();
+    let seeder = w.seeder();
+    let idle_s = seeder.rss().0;
+    let liar = Liar::start(
+        &w.lan.hosts[2],
+        &[
+            "--dial",
+            &w.addr(&seeder, 0),
+            "--store",
+            s(&liar_store),
+            "--for",
+            "120",
+            "leech",
+        ],
+    );
+    // It has taken pieces before the follower comes.
+    let t0 = Instant::now();
+    while node_status(&seeder.store)["uploads"]["answers"]
+        .as_u64()
+        .unwrap()
+        < 4
+    {
+        assert!(t0.elapsed() < T, "the leech got nothing:\n{}", liar.dump());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let start = Instant::now();
+    let follower = w.follower("f", &[&w.addr(&seeder, 0)]);
+    let idle_f = follower.rss().0;
+    let bound = alone * 2 + Duration::from_secs(5);
+    let took = wait_release(&w, &follower, start, bound);
+    let held_back = node_status(&seeder.store)["uploads"]["held_back"]
+        .as_u64()
+        .unwrap();
+    eprintln!(
+        "a leech taking every piece: {took:?}, {alone:?} alone (bound {bound:?}); {held_back} requests held back"
+    );
+    // The rule was at work: the follower was told to wait for pieces the
+    // leech had just taken.
+    assert!(held_back >= 1, "no piece was held back");
+    let mut run = Run {
+        seeder,
+        follower,
+        liars: vec![liar],
+    };
+    run.check_health(
+        &w,
+        &[("seeder".into(), idle_s), ("follower".into(), idle_f)],
+    );
+}
+
 #[test]
 fn a_release_signed_by_an_untrusted_key_is_refused_without_fetching() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

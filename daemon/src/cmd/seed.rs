@@ -379,13 +379,14 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         None => "no limit".to_owned(),
     };
     println!(
-        "uploads: {} bytes in {} answers; {} of {} peers served now (peak {}), {} requests told busy; {limit}",
+        "uploads: {} bytes in {} answers; {} of {} peers served now (peak {}), {} requests told busy, {} held back (a piece on its way to another peer); {limit}",
         up["bytes"],
         up["answers"],
         up["active_peers"],
         up["max_peers"],
         up["peak_peers"],
-        up["refused"]
+        up["refused"],
+        up["held_back"]
     );
     let refused = status["refused"].as_array().cloned().unwrap_or_default();
     if !refused.is_empty() {

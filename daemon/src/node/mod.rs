@@ -53,6 +53,7 @@ mod key;
 pub mod limit;
 mod peers;
 pub mod retry;
+mod seeding;
 mod serve;
 pub mod space;
 pub mod status;
@@ -1131,6 +1132,7 @@ impl Node {
                 ..
             } => {
                 self.book.disconnected(&peer_id, Instant::now());
+                self.server.forget(&peer_id);
                 self.unannounced.remove(&peer_id); // told all on reconnecting
                 for f in self.fetches.values_mut() {
                     f.told.remove(&peer_id); // it may restart and forget
@@ -1382,8 +1384,17 @@ impl Node {
                 })
             }
             Request::GetPieces { pieces } => {
-                // Admitted first: a peer told Busy costs no look-ups.
-                if !self.server.admit(peer, request_id, Instant::now()) {
+                let now = Instant::now();
+                let keys: Vec<seeding::Piece> = pieces
+                    .iter()
+                    .map(|(blob, index)| (Hash::from_bytes(*blob), *index))
+                    .collect();
+                if self.server.hold_back(&peer, &keys, now) {
+                    tracing::trace!(%peer, "piece on its way to another peer: held back");
+                    return self.respond(channel, Response::Busy);
+                }
+                // Admitted before the look-ups: a peer told Busy costs none.
+                if !self.server.admit(peer, request_id, now) {
                     return self.respond(channel, Response::Busy);
                 }
                 let sources: Vec<(Hash, serve::Source)> = pieces
@@ -1401,6 +1412,13 @@ impl Node {
                         (hash, source)
                     })
                     .collect();
+                let whole = keys
+                    .into_iter()
+                    .zip(&sources)
+                    .filter(|(_, (_, s))| matches!(s, serve::Source::Store(..)))
+                    .map(|(k, _)| k)
+                    .collect();
+                self.server.sends_whole(&request_id, whole, now);
                 Box::new(self.server.pieces_job(sources))
             }
         };

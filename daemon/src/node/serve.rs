@@ -7,6 +7,10 @@
 //! [`PER_PEER`](super::uploads::PER_PEER) answers in preparation, which
 //! bounds the memory answers can take to `max_uploads × PER_PEER` pieces.
 //!
+//! A node that holds a blob whole sends each piece to one peer at a time
+//! ([`Seeding`], initial seeding): others asking for a piece on its way
+//! are told Busy and get it from the peer that has it.
+//!
 //! Pieces are read from the store, or from the partial folder of a fetch
 //! in progress (a node seeds what it has verified while it downloads).
 //! Answers are compressed ([`Packed::compress`]) unless the blob is known
@@ -25,6 +29,7 @@ use lanseed_protocol::wire::{Packed, Response};
 use libp2p::PeerId;
 use libp2p::request_response::InboundRequestId;
 
+use super::seeding::{self, Seeding};
 use super::status::UploadStatus;
 use super::uploads::Uploads;
 
@@ -33,8 +38,10 @@ use super::fetch::partial::read_piece;
 /// The server's state.
 pub struct Server {
     uploads: Uploads,
-    /// Answers being prepared or sent, by request.
-    serving: HashMap<InboundRequestId, PeerId>,
+    /// Answers being prepared or sent, by request: to whom, and the
+    /// pieces held back for it.
+    serving: HashMap<InboundRequestId, (PeerId, Vec<seeding::Piece>)>,
+    seeding: Seeding,
     incompressible: Incompressible,
     answers: u64,
     bytes: u64,
@@ -49,6 +56,7 @@ impl Server {
         Server {
             uploads: Uploads::new(max_uploads),
             serving: HashMap::new(),
+            seeding: Seeding::default(),
             incompressible: Incompressible::default(),
             answers: 0,
             bytes: 0,
@@ -63,8 +71,29 @@ impl Server {
         if !self.uploads.admit(peer, now) {
             return false;
         }
-        self.serving.insert(id, peer);
+        self.serving.insert(id, (peer, Vec::new()));
         true
+    }
+
+    /// Whether `peer`'s request for `pieces` waits: one of them is on its
+    /// way to another peer, which will pass it on (told Busy).
+    pub fn hold_back(&mut self, peer: &PeerId, pieces: &[seeding::Piece], now: Instant) -> bool {
+        self.seeding.hold_back(peer, pieces, now)
+    }
+
+    /// Admitted request `id` carries `whole`, pieces of blobs this node
+    /// holds whole: held back from others until it is answered (and
+    /// [`seeding::WINDOW`] after).
+    pub fn sends_whole(&mut self, id: &InboundRequestId, whole: Vec<seeding::Piece>, now: Instant) {
+        if let Some((peer, held)) = self.serving.get_mut(id) {
+            self.seeding.sending(*peer, &whole, now);
+            *held = whole;
+        }
+    }
+
+    /// `peer` disconnected: nothing waits for it to pass pieces on.
+    pub fn forget(&mut self, peer: &PeerId) {
+        self.seeding.forget(peer);
     }
 
     /// The work of answering a `GetPieces` from `sources`, to run off the
@@ -87,8 +116,9 @@ impl Server {
 
     /// Request `id` was answered, or failed: its slot is released.
     pub fn finished(&mut self, id: &InboundRequestId, now: Instant) {
-        if let Some(peer) = self.serving.remove(id) {
+        if let Some((peer, held)) = self.serving.remove(id) {
             self.uploads.done(&peer, now);
+            self.seeding.arrived(&peer, &held, now);
         }
     }
 
@@ -100,6 +130,7 @@ impl Server {
             active_peers: self.uploads.active(),
             peak_peers: self.uploads.peak,
             refused: self.uploads.refused,
+            held_back: self.seeding.held_back,
             answers: self.answers,
             bytes: self.bytes,
         }

@@ -191,8 +191,11 @@ pub struct UploadStatus {
     pub active_peers: usize,
     /// Most peers served at once so far.
     pub peak_peers: usize,
-    /// Requests answered with Busy.
+    /// Requests answered with Busy: no slot free.
     pub refused: u64,
+    /// Requests answered with Busy because a piece they asked for was on
+    /// its way to another peer (initial seeding).
+    pub held_back: u64,
     /// Answers with data sent.
     pub answers: u64,
     /// Bytes of those answers (as sent, compressed).

@@ -125,6 +125,10 @@ pub enum Mode {
     Mdns(MdnsArgs),
     /// Connect, announce the store's releases, and serve them honestly.
     Announce,
+    /// Ask the node for every piece of the store's releases, one after
+    /// the other, round after round; never say what it holds, and answer
+    /// NotFound to every request (a peer that takes and never gives).
+    Leech,
 }
 
 /// `frames`.
@@ -322,6 +326,7 @@ enum OnConnect {
         claim: modes::Claim,
         record_once: bool,
     },
+    Leech,
 }
 
 impl Ctx {
@@ -394,6 +399,7 @@ impl Ctx {
                 claim,
                 record_once,
             } => modes::have_loop(self, &conn, every, claim, record_once).await,
+            OnConnect::Leech => modes::leech(self, &conn).await,
         }
     }
 }
@@ -436,6 +442,7 @@ async fn main(args: Args) -> anyhow::Result<()> {
         Mode::Ids(_) => "ids",
         Mode::Mdns(_) => "mdns",
         Mode::Announce => "announce",
+        Mode::Leech => "leech",
     };
     emit(json!({
         "event": "start", "peer_id": peer_id.to_string(), "mode": mode_name,
@@ -448,6 +455,7 @@ async fn main(args: Args) -> anyhow::Result<()> {
             trickle: Duration::from_millis(l.trickle_ms),
         },
         Mode::Have(h) if h.lying || h.claim_fetching => Policy::NotFound,
+        Mode::Leech => Policy::NotFound,
         Mode::Frames(f) => Policy::Frames {
             on: f.on,
             frames: craft::response_frames(),
@@ -467,6 +475,7 @@ async fn main(args: Args) -> anyhow::Result<()> {
             },
             record_once: h.record_once,
         },
+        Mode::Leech => OnConnect::Leech,
         _ => OnConnect::Nothing,
     };
     let secs = args.duration.max(0.0);
@@ -497,7 +506,7 @@ async fn main(args: Args) -> anyhow::Result<()> {
             Mode::Flood(f) => modes::flood(&ctx, f).await,
             Mode::Ids(i) => modes::ids(&ctx, i, &args.dial).await,
             Mode::Mdns(m) => modes::mdns(&ctx, m).await?,
-            Mode::Lie(_) | Mode::Have(_) | Mode::Announce => {
+            Mode::Lie(_) | Mode::Have(_) | Mode::Announce | Mode::Leech => {
                 tokio::time::sleep_until(deadline).await
             }
         }

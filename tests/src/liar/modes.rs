@@ -188,6 +188,47 @@ pub async fn have_loop(ctx: &Ctx, conn: &Conn, every: Duration, claim: Claim, re
     }
 }
 
+/// `leech`: asks for every piece of the store's releases, one at a time,
+/// round after round, while the connection lasts; reports each round's
+/// answers (pieces, Busy, ...).
+pub async fn leech(ctx: &Ctx, conn: &Conn) {
+    let refs: Vec<([u8; 32], u32)> = (ctx.server.holdings.held.iter())
+        .flat_map(|h| h.refs.iter().copied())
+        .collect();
+    if refs.is_empty() {
+        emit(
+            json!({"event": "nothing_to_send", "kind": "leech", "why": "the store holds no piece"}),
+        );
+        return;
+    }
+    let mut round = 0u64;
+    while !conn.is_closed() && tokio::time::Instant::now() < ctx.deadline {
+        let mut answers: BTreeMap<String, u32> = BTreeMap::new();
+        for piece in &refs {
+            if conn.is_closed() || tokio::time::Instant::now() >= ctx.deadline {
+                return;
+            }
+            let outcome = request(
+                conn,
+                &Request::GetPieces {
+                    pieces: vec![*piece],
+                },
+            )
+            .await;
+            let key = match outcome.detail() {
+                Some(a) if matches!(outcome, Outcome::Answered(_)) => a.to_owned(),
+                _ => outcome.name().to_owned(),
+            };
+            *answers.entry(key).or_default() += 1;
+        }
+        emit(json!({
+            "event": "sent", "kind": "leech", "count": refs.len(), "round": round,
+            "peer": conn.peer().to_string(), "answers": answers,
+        }));
+        round += 1;
+    }
+}
+
 /// `frames`: every crafted request frame on a stream of its own, one
 /// after the other, dialing again whenever the node drops the connection.
 pub async fn frames(ctx: &Ctx, args: &FramesArgs) {

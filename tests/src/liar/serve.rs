@@ -28,6 +28,8 @@ pub struct Held {
     pub record: Vec<u8>,
     /// Number of pieces of its bundle (0 when the manifest is missing).
     pub pieces: u32,
+    /// Every piece of its bundle, as a `GetPieces` names it.
+    pub refs: Vec<([u8; 32], u32)>,
 }
 
 impl Held {
@@ -84,14 +86,20 @@ impl Holdings {
         let mut held = Vec::new();
         for release in store.releases()? {
             let bundle = release.release().bundle_id;
-            let pieces = store
-                .read_manifest(&bundle)
-                .map(|m| PieceMap::of(&m).len())
-                .unwrap_or(0);
+            let map = store.read_manifest(&bundle).ok().map(|m| PieceMap::of(&m));
+            let refs = map.as_ref().map_or_else(Vec::new, |map| {
+                (0..map.len())
+                    .map(|n| {
+                        let at = map.locate(n);
+                        (*map.blobs()[at.blob].entry.blake3.as_bytes(), at.index)
+                    })
+                    .collect()
+            });
             held.push(Held {
                 record: release.to_bytes(),
                 release,
-                pieces,
+                pieces: map.map_or(0, |m| m.len()),
+                refs,
             });
         }
         Ok(Holdings {

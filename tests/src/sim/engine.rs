@@ -23,6 +23,8 @@
 //!   answer is prepared (`serve` time per byte) and sent as a flow of its
 //!   wire bytes. The requester verifies it (`verify` time per byte), marks
 //!   the pieces held, and drives.
+//! - A whole node holds a piece back from others while it is on its way
+//!   to one peer and for 2 s after (initial seeding, [`Seeding`]): Busy.
 //! - Busy rests a peer 500 ms; NotFound from a peer still fetching rests it
 //!   2 s (3 times, then it is set aside), as the node does.
 //! - All pieces in: the commit takes `commit` time; then the node is whole
@@ -45,6 +47,7 @@ use libp2p::PeerId;
 use super::events::{MS, Nanos, Queue, SEC};
 use super::network::{Check, Link, Net, Order};
 use super::sched::Sched;
+use super::seeding::{self, Seeding};
 use super::topology;
 use super::uploads::Uploads;
 use super::workload::{self, Bundle, Spec};
@@ -197,6 +200,7 @@ struct Node {
     /// Peers connected now.
     peers: Vec<u32>,
     uploads: Uploads,
+    seeding: Seeding,
     done_at: Option<Nanos>,
     stats: Stats,
 }
@@ -315,6 +319,7 @@ impl World {
                 fetch: None,
                 peers: Vec::new(),
                 uploads: Uploads::new(cfg.max_uploads),
+                seeding: Seeding::default(),
                 done_at: None,
                 stats: Stats::default(),
             })
@@ -460,6 +465,7 @@ impl World {
         for p in peers {
             let node = &mut self.nodes[p as usize];
             node.peers.retain(|&x| x != h);
+            node.seeding.forget(&gone);
             if let Some(f) = &mut node.fetch {
                 f.sched.remove_peer(&gone);
                 if f.manifest_ask
@@ -649,8 +655,14 @@ impl World {
             }
         };
         let (asker, at) = (self.pids[from as usize], self.instant());
+        let whole = matches!(want, Want::Pieces) && node.whole;
+        let keys = piece_keys(&r.pieces);
         let node = &mut self.nodes[h as usize];
         node.stats.answers += 1;
+        if whole && node.seeding.hold_back(&asker, &keys, at) {
+            node.stats.refusals += 1;
+            return self.send(h, from, Msg::Answer(key, Reply::Busy));
+        }
         if !node.uploads.admit(asker, at) {
             node.stats.refusals += 1;
             return self.send(h, from, Msg::Answer(key, Reply::Busy));
@@ -659,6 +671,9 @@ impl World {
             node.uploads.done(&asker, at);
             node.stats.refusals += 1;
             return self.send(h, from, Msg::Answer(key, Reply::NotFound));
+        }
+        if whole {
+            node.seeding.sending(asker, &keys, at);
         }
         let raw: u64 = match want {
             Want::Manifest => self.bundle.manifest_bytes,
@@ -705,8 +720,10 @@ impl World {
                 .sum(),
         };
         let (asker, at) = (self.pids[from as usize], self.instant());
+        let keys = piece_keys(&r.pieces);
         let server = &mut self.nodes[to as usize];
         server.uploads.done(&asker, at);
+        server.seeding.arrived(&asker, &keys, at);
         server.stats.sent += wire;
         self.send(to, from, Msg::Answer(key, Reply::Data(wire)));
     }
@@ -877,6 +894,12 @@ pub fn offers_new(bits: &[u8], have: &Bitfield, fetching: impl FnOnce() -> Bitfi
 
 fn nanos(n: Nanos) -> Duration {
     Duration::from_nanos(n)
+}
+
+/// The seeding table's keys for pieces `pieces` of the one bundle.
+fn piece_keys(pieces: &[u32]) -> Vec<seeding::Piece> {
+    let blob = lanseed_protocol::Hash::from_bytes([0; 32]);
+    pieces.iter().map(|&n| (blob, n)).collect()
 }
 
 #[cfg(test)]

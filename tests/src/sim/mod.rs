@@ -9,6 +9,8 @@
 //!   fluid flows at each connection's equal share, a latency per message.
 //! - [`uploads`]: the server's upload slots (`--max-uploads`, linger,
 //!   per-peer bound, Busy when full).
+//! - [`seeding`]: a whole node sends each piece to one peer at a time
+//!   (initial seeding, Busy to the others meanwhile).
 //! - [`topology`]: who is connected to whom (a full mesh up to the node's
 //!   connection limit; a bounded neighbour set as a variant).
 //! - [`workload`]: the bundle cut into pieces, what compresses, and the
@@ -35,3 +37,8 @@ pub mod sched;
 #[allow(dead_code, missing_docs)]
 #[path = "../../../daemon/src/node/uploads.rs"]
 pub mod uploads;
+
+/// The daemon's initial seeding, as it is (compiled in by path).
+#[allow(dead_code, missing_docs)]
+#[path = "../../../daemon/src/node/seeding.rs"]
+pub mod seeding;

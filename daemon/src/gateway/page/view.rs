@@ -169,6 +169,7 @@ pub(crate) mod tests {
                 active_peers: 0,
                 peak_peers: 0,
                 refused: 0,
+                held_back: 0,
                 answers: 0,
                 bytes: 0,
             },

@@ -1,0 +1,193 @@
+//! Initial seeding ("super-seeding", as BitTorrent calls it): a node that
+//! holds a blob whole sends each of its pieces to one peer, and while that
+//! copy is on its way, and for [`WINDOW`] after it arrived, tells the
+//! other peers asking for the same piece Busy: they get it from the peer
+//! that has it (its `Have` reaches them within a tenth of a second), and
+//! the source's uplink, the scarce link of a fan-out, carries each piece
+//! about once instead of to every follower that asked for it at once.
+//!
+//! The fetch side's peer-first choice (`fetch::sched`) already asks a
+//! source only for pieces no follower holds or fetches; what it cannot see
+//! is the race of two followers asking for the same piece before either's
+//! `Have` says so, and the followers whose patience ran out. This is the
+//! source's half of the same rule, decided where the duplicate would be
+//! sent.
+//!
+//! A peer that takes pieces and never passes them on (a liar, or a node
+//! that just left) can hold a piece back from the others at most once:
+//! each piece is held back for one window, then served to anyone who asks
+//! (a liar asking for the same piece again does not hold it back again).
+//! The pieces of a peer that disconnects are freed at once.
+//!
+//! A pure decision over piece keys, peer ids and instants: the server
+//! (`serve.rs`) keeps one, and the simulator (`tests/src/sim`) compiles
+//! this file by path.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use lanseed_protocol::Hash;
+use libp2p::PeerId;
+
+/// How long after a piece reached a peer others asking for it are told
+/// Busy: a `Have` every 100 ms and a follower's queue of answers take
+/// this long to pass it on, at worst, on a shared 50 Mbit/s link.
+pub const WINDOW: Duration = Duration::from_secs(2);
+
+/// Most pieces tracked (about 64 GiB of bundles at 1 MiB a piece); past
+/// it, the freed ones are dropped, then all.
+pub const MAX_TRACKED: usize = 1 << 16;
+
+/// A piece: its blob and index.
+pub type Piece = (Hash, u32);
+
+#[derive(Clone, Copy)]
+enum State {
+    /// On its way to `peer` (`until: None`), or arrived there and held
+    /// back from others until `until`.
+    Held {
+        peer: PeerId,
+        until: Option<Instant>,
+    },
+    /// Held back once already: served to anyone.
+    Free,
+}
+
+/// Which pieces are held back, for whom.
+#[derive(Default)]
+pub struct Seeding {
+    pieces: HashMap<Piece, State>,
+    /// Requests told Busy because of a held-back piece (for `status`).
+    pub held_back: u64,
+}
+
+impl Seeding {
+    /// Whether `peer`'s request for `pieces` should be told Busy: one of
+    /// them is on its way to, or just went to, another peer.
+    pub fn hold_back(&mut self, peer: &PeerId, pieces: &[Piece], now: Instant) -> bool {
+        let held = pieces.iter().any(|p| match self.pieces.get(p) {
+            Some(State::Held { peer: to, until }) => to != peer && until.is_none_or(|u| now < u),
+            _ => false,
+        });
+        if held {
+            self.held_back += 1;
+        }
+        held
+    }
+
+    /// `pieces` are being sent to `peer`: each one never sent before is
+    /// held back from the others until [`Seeding::arrived`] and
+    /// [`WINDOW`] after; one whose window has passed is freed.
+    pub fn sending(&mut self, peer: PeerId, pieces: &[Piece], now: Instant) {
+        if self.pieces.len() + pieces.len() > MAX_TRACKED {
+            self.pieces.retain(|_, s| matches!(s, State::Held { .. }));
+            if self.pieces.len() + pieces.len() > MAX_TRACKED {
+                self.pieces.clear();
+            }
+        }
+        for p in pieces {
+            let state = self
+                .pieces
+                .entry(*p)
+                .or_insert(State::Held { peer, until: None });
+            if let State::Held { until: Some(u), .. } = state
+                && now >= *u
+            {
+                *state = State::Free;
+            }
+        }
+    }
+
+    /// The answer carrying `pieces` to `peer` was sent (or failed): their
+    /// window starts.
+    pub fn arrived(&mut self, peer: &PeerId, pieces: &[Piece], now: Instant) {
+        for p in pieces {
+            if let Some(State::Held { peer: to, until }) = self.pieces.get_mut(p)
+                && to == peer
+                && until.is_none()
+            {
+                *until = Some(now + WINDOW);
+            }
+        }
+    }
+
+    /// `peer` is gone: what was held back for it is free.
+    pub fn forget(&mut self, peer: &PeerId) {
+        for s in self.pieces.values_mut() {
+            if matches!(s, State::Held { peer: to, .. } if to == peer) {
+                *s = State::Free;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(n: u32) -> Piece {
+        (Hash::of(b"blob"), n)
+    }
+
+    #[test]
+    fn a_piece_goes_to_one_peer_while_it_passes_it_on() {
+        let (x, y) = (PeerId::random(), PeerId::random());
+        let mut s = Seeding::default();
+        let t = Instant::now();
+        assert!(!s.hold_back(&x, &[piece(0)], t));
+        s.sending(x, &[piece(0)], t);
+        // On its way to x: y waits, x itself may ask again.
+        assert!(s.hold_back(&y, &[piece(0)], t));
+        assert!(!s.hold_back(&x, &[piece(0)], t));
+        // A batch with one held-back piece is held back.
+        assert!(s.hold_back(&y, &[piece(1), piece(0)], t));
+        assert!(!s.hold_back(&y, &[piece(1)], t));
+        // Arrived: held back for the window, then served to anyone.
+        let arrived = t + Duration::from_secs(5);
+        s.arrived(&x, &[piece(0)], arrived);
+        assert!(s.hold_back(&y, &[piece(0)], arrived + WINDOW / 2));
+        assert!(!s.hold_back(&y, &[piece(0)], arrived + WINDOW));
+        assert_eq!(s.held_back, 3);
+    }
+
+    #[test]
+    fn a_piece_is_held_back_once_so_a_peer_that_never_shares_costs_one_window() {
+        let (liar, y) = (PeerId::random(), PeerId::random());
+        let mut s = Seeding::default();
+        let t = Instant::now();
+        s.sending(liar, &[piece(0)], t);
+        s.arrived(&liar, &[piece(0)], t);
+        // The liar asks again after the window: the piece is not held
+        // back from y a second time.
+        let later = t + WINDOW;
+        s.sending(liar, &[piece(0)], later);
+        s.arrived(&liar, &[piece(0)], later);
+        assert!(!s.hold_back(&y, &[piece(0)], later));
+        // And y, served, does not hold it back from the liar either.
+        s.sending(y, &[piece(0)], later);
+        assert!(!s.hold_back(&liar, &[piece(0)], later));
+    }
+
+    #[test]
+    fn a_peer_that_leaves_frees_its_pieces() {
+        let (x, y) = (PeerId::random(), PeerId::random());
+        let mut s = Seeding::default();
+        let t = Instant::now();
+        s.sending(x, &[piece(0), piece(1)], t);
+        s.forget(&x);
+        assert!(!s.hold_back(&y, &[piece(0), piece(1)], t));
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let x = PeerId::random();
+        let mut s = Seeding::default();
+        let t = Instant::now();
+        let many: Vec<Piece> = (0..MAX_TRACKED as u32 + 10).map(piece).collect();
+        for chunk in many.chunks(1000) {
+            s.sending(x, chunk, t);
+            s.arrived(&x, chunk, t);
+        }
+        assert!(s.pieces.len() <= MAX_TRACKED);
+    }
+}
