@@ -109,8 +109,10 @@ impl World {
             s(&self.builtin),
             "--serve",
             "127.0.0.1:8787",
+            // Long enough for a headless Chromium started after the swap
+            // to load the page on a loaded 2-core CI machine (3 s was not).
             "--app-ready-timeout",
-            "3s",
+            "10s",
         ];
         args.extend_from_slice(extra);
         NodeProc::start_cmd(ns, "device", &self.dir.path().join("device"), &args)
