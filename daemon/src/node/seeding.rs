@@ -1,7 +1,9 @@
 //! Initial seeding ("super-seeding", as BitTorrent calls it): a node that
 //! holds a blob whole sends each of its pieces to one peer, and while that
 //! copy is on its way, and for [`WINDOW`] after it arrived, tells the
-//! other peers asking for the same piece Busy: they get it from the peer
+//! other peers asking for the same piece Busy (for longer when the
+//! answer took longer: a slow or crowded link passes it on slower): they
+//! get it from the peer
 //! that has it (its `Have` reaches them within a tenth of a second), and
 //! the source's uplink, the scarce link of a fan-out, carries each piece
 //! about once instead of to every follower that asked for it at once.
@@ -12,6 +14,11 @@
 //! `Have` says so, and the followers whose patience ran out. This is the
 //! source's half of the same rule, decided where the duplicate would be
 //! sent.
+//!
+//! Only while the uplink has answers to others to send: a piece is held
+//! back to save the uplink's time, and an idle uplink sends the copy at
+//! no cost in time (with few followers, holding back would leave it idle
+//! while they rest the source).
 //!
 //! A peer that takes pieces and never passes them on (a liar, or a node
 //! that just left) can hold a piece back from the others at most once:
@@ -30,9 +37,13 @@ use lanseed_protocol::Hash;
 use libp2p::PeerId;
 
 /// How long after a piece reached a peer others asking for it are told
-/// Busy: a `Have` every 100 ms and a follower's queue of answers take
-/// this long to pass it on, at worst, on a shared 50 Mbit/s link.
+/// Busy, at least: a `Have` every 100 ms and a follower's queue of
+/// answers take this long to pass it on, at worst, on a shared 50 Mbit/s
+/// link. An answer that took longer than half of it (queued behind
+/// others, or on a slower link) gets twice its own time.
 pub const WINDOW: Duration = Duration::from_secs(2);
+/// The longest window, whatever the answer took.
+pub const MAX_WINDOW: Duration = Duration::from_secs(20);
 
 /// Most pieces tracked (about 64 GiB of bundles at 1 MiB a piece); past
 /// it, the freed ones are dropped, then all.
@@ -43,10 +54,11 @@ pub type Piece = (Hash, u32);
 
 #[derive(Clone, Copy)]
 enum State {
-    /// On its way to `peer` (`until: None`), or arrived there and held
-    /// back from others until `until`.
+    /// On its way to `peer` since `since` (`until: None`), or arrived
+    /// there and held back from others until `until`.
     Held {
         peer: PeerId,
+        since: Instant,
         until: Option<Instant>,
     },
     /// Held back once already: served to anyone.
@@ -63,12 +75,16 @@ pub struct Seeding {
 
 impl Seeding {
     /// Whether `peer`'s request for `pieces` should be told Busy: one of
-    /// them is on its way to, or just went to, another peer.
-    pub fn hold_back(&mut self, peer: &PeerId, pieces: &[Piece], now: Instant) -> bool {
-        let held = pieces.iter().any(|p| match self.pieces.get(p) {
-            Some(State::Held { peer: to, until }) => to != peer && until.is_none_or(|u| now < u),
-            _ => false,
-        });
+    /// them is on its way to, or just went to, another peer, and the
+    /// uplink is `busy` with answers to others.
+    pub fn hold_back(&mut self, peer: &PeerId, pieces: &[Piece], busy: bool, now: Instant) -> bool {
+        let held = busy
+            && pieces.iter().any(|p| match self.pieces.get(p) {
+                Some(State::Held {
+                    peer: to, until, ..
+                }) => to != peer && until.is_none_or(|u| now < u),
+                _ => false,
+            });
         if held {
             self.held_back += 1;
         }
@@ -86,10 +102,11 @@ impl Seeding {
             }
         }
         for p in pieces {
-            let state = self
-                .pieces
-                .entry(*p)
-                .or_insert(State::Held { peer, until: None });
+            let state = self.pieces.entry(*p).or_insert(State::Held {
+                peer,
+                since: now,
+                until: None,
+            });
             if let State::Held { until: Some(u), .. } = state
                 && now >= *u
             {
@@ -102,11 +119,16 @@ impl Seeding {
     /// window starts.
     pub fn arrived(&mut self, peer: &PeerId, pieces: &[Piece], now: Instant) {
         for p in pieces {
-            if let Some(State::Held { peer: to, until }) = self.pieces.get_mut(p)
+            if let Some(State::Held {
+                peer: to,
+                since,
+                until,
+            }) = self.pieces.get_mut(p)
                 && to == peer
                 && until.is_none()
             {
-                *until = Some(now + WINDOW);
+                let took = now.saturating_duration_since(*since);
+                *until = Some(now + (2 * took).clamp(WINDOW, MAX_WINDOW));
             }
         }
     }
@@ -134,20 +156,30 @@ mod tests {
         let (x, y) = (PeerId::random(), PeerId::random());
         let mut s = Seeding::default();
         let t = Instant::now();
-        assert!(!s.hold_back(&x, &[piece(0)], t));
+        assert!(!s.hold_back(&x, &[piece(0)], true, t));
         s.sending(x, &[piece(0)], t);
         // On its way to x: y waits, x itself may ask again.
-        assert!(s.hold_back(&y, &[piece(0)], t));
-        assert!(!s.hold_back(&x, &[piece(0)], t));
+        assert!(s.hold_back(&y, &[piece(0)], true, t));
+        assert!(!s.hold_back(&x, &[piece(0)], true, t));
         // A batch with one held-back piece is held back.
-        assert!(s.hold_back(&y, &[piece(1), piece(0)], t));
-        assert!(!s.hold_back(&y, &[piece(1)], t));
+        assert!(s.hold_back(&y, &[piece(1), piece(0)], true, t));
+        assert!(!s.hold_back(&y, &[piece(1)], true, t));
         // Arrived: held back for the window, then served to anyone.
-        let arrived = t + Duration::from_secs(5);
+        let arrived = t + Duration::from_millis(500);
         s.arrived(&x, &[piece(0)], arrived);
-        assert!(s.hold_back(&y, &[piece(0)], arrived + WINDOW / 2));
-        assert!(!s.hold_back(&y, &[piece(0)], arrived + WINDOW));
+        assert!(s.hold_back(&y, &[piece(0)], true, arrived + WINDOW / 2));
+        assert!(!s.hold_back(&y, &[piece(0)], true, arrived + WINDOW));
         assert_eq!(s.held_back, 3);
+    }
+
+    #[test]
+    fn an_idle_uplink_sends_the_copy() {
+        let (x, y) = (PeerId::random(), PeerId::random());
+        let mut s = Seeding::default();
+        let t = Instant::now();
+        s.sending(x, &[piece(0)], t);
+        assert!(s.hold_back(&y, &[piece(0)], true, t));
+        assert!(!s.hold_back(&y, &[piece(0)], false, t));
     }
 
     #[test]
@@ -162,10 +194,31 @@ mod tests {
         let later = t + WINDOW;
         s.sending(liar, &[piece(0)], later);
         s.arrived(&liar, &[piece(0)], later);
-        assert!(!s.hold_back(&y, &[piece(0)], later));
+        assert!(!s.hold_back(&y, &[piece(0)], true, later));
         // And y, served, does not hold it back from the liar either.
         s.sending(y, &[piece(0)], later);
-        assert!(!s.hold_back(&liar, &[piece(0)], later));
+        assert!(!s.hold_back(&liar, &[piece(0)], true, later));
+    }
+
+    #[test]
+    fn a_slow_answer_gets_a_longer_window() {
+        let (x, y) = (PeerId::random(), PeerId::random());
+        let mut s = Seeding::default();
+        let t = Instant::now();
+        s.sending(x, &[piece(0)], t);
+        let arrived = t + Duration::from_secs(3);
+        s.arrived(&x, &[piece(0)], arrived);
+        assert!(s.hold_back(&y, &[piece(0)], true, arrived + Duration::from_secs(5)));
+        assert!(!s.hold_back(&y, &[piece(0)], true, arrived + Duration::from_secs(6)));
+        // However slow, within MAX_WINDOW.
+        s.sending(x, &[piece(1)], t);
+        s.arrived(&x, &[piece(1)], t + Duration::from_secs(60));
+        assert!(!s.hold_back(
+            &y,
+            &[piece(1)],
+            true,
+            t + Duration::from_secs(60) + MAX_WINDOW
+        ));
     }
 
     #[test]
@@ -175,7 +228,7 @@ mod tests {
         let t = Instant::now();
         s.sending(x, &[piece(0), piece(1)], t);
         s.forget(&x);
-        assert!(!s.hold_back(&y, &[piece(0), piece(1)], t));
+        assert!(!s.hold_back(&y, &[piece(0), piece(1)], true, t));
     }
 
     #[test]

@@ -76,9 +76,11 @@ impl Server {
     }
 
     /// Whether `peer`'s request for `pieces` waits: one of them is on its
-    /// way to another peer, which will pass it on (told Busy).
+    /// way to another peer, which will pass it on, and the uplink has
+    /// answers to others to send (told Busy).
     pub fn hold_back(&mut self, peer: &PeerId, pieces: &[seeding::Piece], now: Instant) -> bool {
-        self.seeding.hold_back(peer, pieces, now)
+        let busy = self.uploads.busy_with_others(peer);
+        self.seeding.hold_back(peer, pieces, busy, now)
     }
 
     /// Admitted request `id` carries `whole`, pieces of blobs this node

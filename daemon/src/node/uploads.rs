@@ -85,6 +85,12 @@ impl Uploads {
         }
     }
 
+    /// Whether answers to peers other than `peer` are being prepared or
+    /// sent: the uplink has other work.
+    pub fn busy_with_others(&self, peer: &PeerId) -> bool {
+        self.slots.iter().any(|(p, s)| p != peer && s.serving > 0)
+    }
+
     /// Peers holding a slot now.
     pub fn active(&self) -> usize {
         self.slots.len()

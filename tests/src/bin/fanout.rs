@@ -493,6 +493,11 @@ fn run_lanseed(s: &Setup, n: usize, mbit: u32, run: usize) -> anyhow::Result<Mea
         .sum::<f64>()
         + pack.cpu_secs;
     let sent = lan.bytes(0).1 - sent0;
+    let up = &lanseed_tests::node_status(&store(0))["uploads"];
+    println!(
+        "  lanseed: the publisher sent {} answers; told Busy: {} requests for want of a slot, {} held back (a piece on its way to another device)",
+        up["answers"], up["refused"], up["held_back"]
+    );
     drop(devices);
     drop(publisher);
     netrun::kill_own_processes();

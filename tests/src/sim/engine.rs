@@ -659,7 +659,8 @@ impl World {
         let keys = piece_keys(&r.pieces);
         let node = &mut self.nodes[h as usize];
         node.stats.answers += 1;
-        if whole && node.seeding.hold_back(&asker, &keys, at) {
+        let busy = node.uploads.busy_with_others(&asker);
+        if whole && node.seeding.hold_back(&asker, &keys, busy, at) {
             node.stats.refusals += 1;
             return self.send(h, from, Msg::Answer(key, Reply::Busy));
         }
