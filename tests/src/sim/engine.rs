@@ -513,16 +513,18 @@ impl World {
         self.start_fetch(h);
         let peer = self.pids[from as usize];
         if let Some(f) = &mut self.nodes[h as usize].fetch {
-            // The node drives after every Have. A drive can only ask for
-            // something new when the Have offers a piece neither held nor
-            // asked for (pipelines that freed up, rests that ended and late
-            // requests are driven by answers and the 100 ms tick), so
-            // other drives are counted and their cost charged, not run:
-            // the same requests, far less simulator time.
+            // The node drives after every Have, for its sender only. A
+            // drive can only ask for something new when the Have offers a
+            // piece neither held nor asked for (pipelines that freed up,
+            // rests that ended and late requests are driven by answers and
+            // the 100 ms tick), so other drives are counted and their cost
+            // charged, not run: the same requests, far less simulator time.
             let useful = offers_new(&bits, f.sched.have(), || f.sched.fetching());
             f.sched.add_partial(peer, bits, fetching);
-            if useful && matches!(f.stage, Stage::Pieces) || matches!(f.stage, Stage::Manifest) {
+            if matches!(f.stage, Stage::Manifest) {
                 self.drive(h);
+            } else if useful && matches!(f.stage, Stage::Pieces) {
+                self.drive_from(h, Some(peer));
             } else {
                 self.skipped_drives += 1;
             }
@@ -582,6 +584,12 @@ impl World {
 
     /// Fills every peer's pipeline, as the node's `drive`.
     fn drive(&mut self, h: u32) {
+        self.drive_from(h, None);
+    }
+
+    /// Fills the pipeline of `only` if given, else of every peer, as the
+    /// node's `drive_from`.
+    fn drive_from(&mut self, h: u32, only: Option<PeerId>) {
         let started = Instant::now();
         self.drives += 1;
         let at = self.instant();
@@ -613,8 +621,11 @@ impl World {
                         break;
                     }
                     let len = |n: u32| bundle.piece_len[n as usize];
-                    let picked = (f.sched.peers())
-                        .find_map(|p| f.sched.pick(&p, at, len).map(|pieces| (p, pieces)));
+                    let picked = match only {
+                        Some(p) => f.sched.pick(&p, at, len).map(|pieces| (p, pieces)),
+                        None => (f.sched.peers())
+                            .find_map(|p| f.sched.pick(&p, at, len).map(|pieces| (p, pieces))),
+                    };
                     let Some((peer, pieces)) = picked else {
                         break;
                     };
