@@ -13,9 +13,11 @@
 //!
 //! Pieces are read from the store, or from the partial folder of a fetch
 //! in progress (a node seeds what it has verified while it downloads).
-//! Answers are compressed ([`Packed::compress`]) unless the blob is known
-//! not to shrink: the first piece of a blob that did not compress marks the
-//! blob, and its other pieces go as they are without trying.
+//! Answers are compressed ([`Packed::compress`]) unless no piece in them
+//! may shrink: a piece of at least [`SAMPLED_FROM`] is first tried on a
+//! [`SAMPLE`] from its middle, and a blob whose sample did not shrink is
+//! remembered ([`Incompressible`]); its pieces then go as they are, to
+//! every asker, without trying.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -165,11 +167,17 @@ impl Incompressible {
     }
 }
 
+/// The least piece tried on a sample first, and whose sample's failure
+/// to compress marks its blob: a smaller one says too little about the
+/// rest of the blob, and costs little to try whole.
+pub const SAMPLED_FROM: usize = 64 * 1024;
+
 /// Reads and packs the pieces asked for; `NotFound` when any is missing.
 pub fn pieces(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> Response {
     // A buffer of the answer's size, not a recycled megabyte: a seeder
     // with many peers has many answers in flight, most of them small.
     let mut out = Vec::new();
+    let mut ends = Vec::with_capacity(sources.len());
     for (_, source) in &sources {
         let ok = match source {
             Source::Store(path, index) => read_store_piece(path, *index, &mut out),
@@ -180,23 +188,46 @@ pub fn pieces(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> 
         if !ok || out.len() as u64 > lanseed_protocol::wire::MAX_BATCH_BYTES {
             return Response::NotFound;
         }
+        ends.push(out.len());
     }
-    let single = match sources.as_slice() {
-        [(hash, _)] => Some(*hash),
-        _ => None,
-    };
-    if single.is_some_and(|h| incompressible.contains(&h)) {
+    if !worth_trying(&sources, &ends, &out, incompressible) {
         return Response::Pieces(Packed::raw(out));
     }
-    let packed = Packed::compress(out);
-    if let Some(h) = single
-        && !packed.is_compressed()
-        && packed.raw_len as u64 == PIECE_SIZE
-    {
-        incompressible.insert(h);
-    }
-    Response::Pieces(packed)
+    Response::Pieces(Packed::compress(out))
 }
+
+/// Whether compressing the answer `data` (piece `i` ending at `ends[i]`)
+/// may pay: some piece is small, or of a blob not known not to shrink
+/// whose [`SAMPLE`] from the middle shrinks. A piece whose sample does not
+/// shrink marks its blob: most of the bytes of a fan-out are media, sent
+/// by each node about once, so remembering alone would try them all.
+fn worth_trying(
+    sources: &[(Hash, Source)],
+    ends: &[usize],
+    data: &[u8],
+    known: &Incompressible,
+) -> bool {
+    let mut start = 0;
+    let mut worth = false;
+    for ((hash, _), &end) in sources.iter().zip(ends) {
+        let piece = &data[start..end];
+        start = end;
+        if piece.len() < SAMPLED_FROM {
+            worth = true;
+        } else if !known.contains(hash) {
+            let mid = (piece.len() - SAMPLE) / 2;
+            if Packed::compress(piece[mid..mid + SAMPLE].to_vec()).is_compressed() {
+                worth = true;
+            } else {
+                known.insert(*hash);
+            }
+        }
+    }
+    worth
+}
+
+/// The bytes of a large piece tried before all of it.
+pub const SAMPLE: usize = 16 * 1024;
 
 /// Appends piece `index` of the store blob at `path` (its length from the
 /// blob's size).
@@ -214,4 +245,60 @@ fn read_store_piece(path: &PathBuf, index: u32, out: &mut Vec<u8>) -> bool {
 /// Packs a manifest.
 pub fn manifest(bytes: &[u8]) -> Response {
     Response::Manifest(Packed::compress(bytes.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(dir: &std::path::Path, name: &str, bytes: &[u8]) -> (Hash, Source) {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        (Hash::of(bytes), Source::Store(path, 0))
+    }
+
+    fn noise(len: usize) -> Vec<u8> {
+        let mut v = vec![0; len];
+        getrandom::fill(&mut v).unwrap();
+        v
+    }
+
+    fn compressed(r: Response) -> bool {
+        match r {
+            Response::Pieces(p) => p.is_compressed(),
+            _ => panic!("not pieces"),
+        }
+    }
+
+    #[test]
+    fn blobs_whose_sample_does_not_shrink_are_remembered_and_text_is_still_packed() {
+        let dir = tempfile::tempdir().unwrap();
+        let known = Incompressible::default();
+        let text = blob(dir.path(), "text", &b"let x = 1;\n".repeat(10_000));
+        let (m1, m2) = (noise(300_000), noise(300_000));
+        let (a, b) = (blob(dir.path(), "a", &m1), blob(dir.path(), "b", &m2));
+        let tiny = blob(dir.path(), "tiny", &noise(1000));
+        let hashes = [text.0, a.0, b.0, tiny.0];
+        let get = |i: usize| {
+            let (h, s) = [&text, &a, &b, &tiny][i];
+            let Source::Store(p, n) = s else {
+                unreachable!()
+            };
+            (*h, Source::Store(p.clone(), *n))
+        };
+        assert!(compressed(pieces(vec![get(0)], &known)));
+        // Two media pieces in one answer: their samples do not shrink,
+        // both are marked; the tiny one says too little to be marked.
+        assert!(!compressed(pieces(vec![get(1), get(2), get(3)], &known)));
+        assert!(known.contains(&hashes[1]) && known.contains(&hashes[2]));
+        assert!(!known.contains(&hashes[3]) && !known.contains(&hashes[0]));
+        // Text next to a known media piece is still compressed.
+        assert!(compressed(pieces(vec![get(1), get(0)], &known)));
+        assert!(!known.contains(&hashes[0]));
+        // A single media piece marks its blob at once.
+        let c = blob(dir.path(), "c", &noise(100_000));
+        let hc = c.0;
+        assert!(!compressed(pieces(vec![c], &known)));
+        assert!(known.contains(&hc));
+    }
 }
