@@ -745,6 +745,54 @@ fn a_peer_that_takes_every_piece_and_never_shares_cannot_hold_them_back() {
 }
 
 #[test]
+fn a_flood_of_requests_for_pieces_that_do_not_exist_costs_a_follower_little() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let w = World::new(3, 16 * MIB);
+    let liar_store = w.copy_of_seed("liar");
+    let alone = w.baseline();
+    let seeder = w.seeder();
+    let idle_s = seeder.rss().0;
+    let liar = Liar::start(
+        &w.lan.hosts[2],
+        &[
+            "--dial",
+            &w.addr(&seeder, 0),
+            "--store",
+            s(&liar_store),
+            "--for",
+            "120",
+            "leech",
+            "--junk",
+        ],
+    );
+    // Its first round is under way before the follower comes.
+    liar.wait_event("a round of junk requests", T, |e| e["kind"] == "leech-junk");
+    let start = Instant::now();
+    let follower = w.follower("f", &[&w.addr(&seeder, 0)]);
+    let idle_f = follower.rss().0;
+    let bound = alone * 2 + Duration::from_secs(5);
+    let took = wait_release(&w, &follower, start, bound);
+    let held_back = node_status(&seeder.store)["uploads"]["held_back"]
+        .as_u64()
+        .unwrap();
+    eprintln!(
+        "a peer asking for pieces with junk, never sent one: {took:?}, {alone:?} alone (bound {bound:?}); {held_back} requests held back"
+    );
+    // (Held back: the liar's own requests for pieces on their way to the
+    // follower. That asking alone holds nothing back from the follower is
+    // `serve::tests::only_pieces_an_answer_carries_are_held_back_for_its_peer`.)
+    let mut run = Run {
+        seeder,
+        follower,
+        liars: vec![liar],
+    };
+    run.check_health(
+        &w,
+        &[("seeder".into(), idle_s), ("follower".into(), idle_f)],
+    );
+}
+
+#[test]
 fn a_release_signed_by_an_untrusted_key_is_refused_without_fetching() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let w = World::new(3, 2 * MIB);

@@ -1418,7 +1418,7 @@ impl Node {
                     .filter(|(_, (_, s))| matches!(s, serve::Source::Store(..)))
                     .map(|(k, _)| k)
                     .collect();
-                self.server.sends_whole(&request_id, whole, now);
+                self.server.sends_whole(&request_id, whole);
                 Box::new(self.server.pieces_job(sources))
             }
         };
@@ -1462,7 +1462,7 @@ impl Node {
     fn on_done(&mut self, done: Done) {
         match done {
             Done::Served(channel, request_id, response) => {
-                self.server.sending(&response);
+                self.server.sending(&request_id, &response, Instant::now());
                 let rr = &mut self.swarm.behaviour_mut().rr;
                 let slot = codec::SlotRelease::new(self.slot_tx.clone(), request_id);
                 let answer = codec::Answer {

@@ -21,10 +21,13 @@
 //! while they rest the source).
 //!
 //! A peer that takes pieces and never passes them on (a liar, or a node
-//! that just left) can hold a piece back from the others at most once:
-//! each piece is held back for one window, then served to anyone who asks
-//! (a liar asking for the same piece again does not hold it back again).
-//! The pieces of a peer that disconnects are freed at once.
+//! that just left) can hold a piece back from the others at most once,
+//! and only by being sent it: a piece is recorded when an answer carrying
+//! it is on its way (not when it is asked for), is held back for at most
+//! [`MAX_WINDOW`] on its way (a reader that trickles it in frees it then)
+//! and one window after, then is served to anyone who asks (a liar asking
+//! for the same piece again does not hold it back again). The pieces of a
+//! peer that disconnects are freed at once.
 //!
 //! A pure decision over piece keys, peer ids and instants: the server
 //! (`serve.rs`) keeps one, and the simulator (`tests/src/sim`) compiles
@@ -46,7 +49,9 @@ pub const WINDOW: Duration = Duration::from_secs(2);
 pub const MAX_WINDOW: Duration = Duration::from_secs(20);
 
 /// Most pieces tracked (about 64 GiB of bundles at 1 MiB a piece); past
-/// it, the freed ones are dropped, then all.
+/// it, the freed and expired ones are dropped (each may then be held back
+/// once more, by a peer that is sent it again), and while it is still
+/// full, no more pieces are held back.
 pub const MAX_TRACKED: usize = 1 << 16;
 
 /// A piece: its blob and index.
@@ -80,9 +85,7 @@ impl Seeding {
     pub fn hold_back(&mut self, peer: &PeerId, pieces: &[Piece], busy: bool, now: Instant) -> bool {
         let held = busy
             && pieces.iter().any(|p| match self.pieces.get(p) {
-                Some(State::Held {
-                    peer: to, until, ..
-                }) => to != peer && until.is_none_or(|u| now < u),
+                Some(s @ State::Held { peer: to, .. }) => to != peer && holds(s, now),
                 _ => false,
             });
         if held {
@@ -91,44 +94,53 @@ impl Seeding {
         held
     }
 
-    /// `pieces` are being sent to `peer`: each one never sent before is
-    /// held back from the others until [`Seeding::arrived`] and
-    /// [`WINDOW`] after; one whose window has passed is freed.
+    /// An answer carrying `pieces` is on its way to `peer`: each one never
+    /// sent before is held back from the others until
+    /// [`Seeding::arrived`] and a window after; one whose hold has passed
+    /// is freed.
     pub fn sending(&mut self, peer: PeerId, pieces: &[Piece], now: Instant) {
         if self.pieces.len() + pieces.len() > MAX_TRACKED {
-            self.pieces.retain(|_, s| matches!(s, State::Held { .. }));
-            if self.pieces.len() + pieces.len() > MAX_TRACKED {
-                self.pieces.clear();
-            }
+            self.pieces.retain(|_, s| holds(s, now));
         }
         for p in pieces {
-            let state = self.pieces.entry(*p).or_insert(State::Held {
-                peer,
-                since: now,
-                until: None,
-            });
-            if let State::Held { until: Some(u), .. } = state
-                && now >= *u
-            {
-                *state = State::Free;
+            if let Some(state) = self.pieces.get_mut(p) {
+                if !holds(state, now) {
+                    *state = State::Free;
+                }
+            } else if self.pieces.len() < MAX_TRACKED {
+                let held = State::Held {
+                    peer,
+                    since: now,
+                    until: None,
+                };
+                self.pieces.insert(*p, held);
             }
         }
     }
 
     /// The answer carrying `pieces` to `peer` was sent (or failed): their
-    /// window starts.
+    /// window starts, twice as long as the answer took (one that took
+    /// longer than [`MAX_WINDOW`] is freed).
     pub fn arrived(&mut self, peer: &PeerId, pieces: &[Piece], now: Instant) {
         for p in pieces {
-            if let Some(State::Held {
-                peer: to,
-                since,
-                until,
-            }) = self.pieces.get_mut(p)
-                && to == peer
-                && until.is_none()
+            if let Some(state @ State::Held { .. }) = self.pieces.get_mut(p)
+                && let State::Held {
+                    peer: to,
+                    since,
+                    until: None,
+                } = *state
+                && to == *peer
             {
-                let took = now.saturating_duration_since(*since);
-                *until = Some(now + (2 * took).clamp(WINDOW, MAX_WINDOW));
+                let took = now.saturating_duration_since(since);
+                *state = if took > MAX_WINDOW {
+                    State::Free
+                } else {
+                    State::Held {
+                        peer: to,
+                        since,
+                        until: Some(now + (2 * took).clamp(WINDOW, MAX_WINDOW)),
+                    }
+                };
             }
         }
     }
@@ -140,6 +152,18 @@ impl Seeding {
                 *s = State::Free;
             }
         }
+    }
+}
+
+/// Whether a piece in state `s` is held back at `now`: on its way for
+/// less than [`MAX_WINDOW`], or arrived and within its window.
+fn holds(s: &State, now: Instant) -> bool {
+    match s {
+        State::Held {
+            since, until: None, ..
+        } => now < *since + MAX_WINDOW,
+        State::Held { until: Some(u), .. } => now < *u,
+        State::Free => false,
     }
 }
 
@@ -210,15 +234,23 @@ mod tests {
         s.arrived(&x, &[piece(0)], arrived);
         assert!(s.hold_back(&y, &[piece(0)], true, arrived + Duration::from_secs(5)));
         assert!(!s.hold_back(&y, &[piece(0)], true, arrived + Duration::from_secs(6)));
-        // However slow, within MAX_WINDOW.
+        // An answer that took longer than MAX_WINDOW frees its piece.
         s.sending(x, &[piece(1)], t);
         s.arrived(&x, &[piece(1)], t + Duration::from_secs(60));
-        assert!(!s.hold_back(
-            &y,
-            &[piece(1)],
-            true,
-            t + Duration::from_secs(60) + MAX_WINDOW
-        ));
+        assert!(!s.hold_back(&y, &[piece(1)], true, t + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_reader_that_trickles_a_piece_in_holds_it_back_at_most_max_window() {
+        let (slow, y) = (PeerId::random(), PeerId::random());
+        let mut s = Seeding::default();
+        let t = Instant::now();
+        s.sending(slow, &[piece(0)], t);
+        assert!(s.hold_back(&y, &[piece(0)], true, t + MAX_WINDOW / 2));
+        assert!(!s.hold_back(&y, &[piece(0)], true, t + MAX_WINDOW));
+        // Arriving after that starts no window.
+        s.arrived(&slow, &[piece(0)], t + MAX_WINDOW + WINDOW);
+        assert!(!s.hold_back(&y, &[piece(0)], true, t + MAX_WINDOW + WINDOW));
     }
 
     #[test]
@@ -241,6 +273,24 @@ mod tests {
             s.sending(x, chunk, t);
             s.arrived(&x, chunk, t);
         }
+        assert!(s.pieces.len() <= MAX_TRACKED);
+    }
+
+    #[test]
+    fn a_full_table_of_pieces_on_their_way_keeps_them_and_holds_no_more() {
+        let (x, y) = (PeerId::random(), PeerId::random());
+        let mut s = Seeding::default();
+        let t = Instant::now();
+        let many: Vec<Piece> = (0..MAX_TRACKED as u32).map(piece).collect();
+        s.sending(x, &many, t);
+        let extra = piece(MAX_TRACKED as u32);
+        s.sending(x, &[extra], t);
+        assert!(s.hold_back(&y, &[piece(0)], true, t));
+        assert!(!s.hold_back(&y, &[extra], true, t));
+        // Once their windows passed, room is made again.
+        let later = t + MAX_WINDOW;
+        s.sending(x, &[extra], later);
+        assert!(s.hold_back(&y, &[extra], true, later));
         assert!(s.pieces.len() <= MAX_TRACKED);
     }
 }

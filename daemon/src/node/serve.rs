@@ -15,9 +15,8 @@
 //! in progress (a node seeds what it has verified while it downloads).
 //! Answers are compressed ([`Packed::compress`]) unless no piece in them
 //! may shrink: a piece of at least [`SAMPLED_FROM`] is first tried on a
-//! [`SAMPLE`] from its middle, and a blob whose sample did not shrink is
-//! remembered ([`Incompressible`]); its pieces then go as they are, to
-//! every asker, without trying.
+//! [`SAMPLE`] from its middle, and a blob one of whose pieces did not
+//! shrink whole is remembered ([`Incompressible`]) and not tried again.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -37,12 +36,13 @@ use super::uploads::Uploads;
 
 use super::fetch::partial::read_piece;
 
-/// The server's state.
-pub struct Server {
+/// The server's state; `I` identifies a request (libp2p's
+/// `InboundRequestId` in the node, a number in tests).
+pub struct Server<I = InboundRequestId> {
     uploads: Uploads,
     /// Answers being prepared or sent, by request: to whom, and the
     /// pieces held back for it.
-    serving: HashMap<InboundRequestId, (PeerId, Vec<seeding::Piece>)>,
+    serving: HashMap<I, (PeerId, Vec<seeding::Piece>)>,
     seeding: Seeding,
     incompressible: Incompressible,
     answers: u64,
@@ -51,10 +51,10 @@ pub struct Server {
     max: usize,
 }
 
-impl Server {
+impl<I: std::hash::Hash + Eq> Server<I> {
     /// A server of at most `max_uploads` peers at once, within `limit`
     /// bytes a second (for `status`; the codec applies it).
-    pub fn new(max_uploads: usize, limit: Option<u64>) -> Server {
+    pub fn new(max_uploads: usize, limit: Option<u64>) -> Self {
         Server {
             uploads: Uploads::new(max_uploads),
             serving: HashMap::new(),
@@ -69,7 +69,7 @@ impl Server {
 
     /// Whether request `id` of `peer` may be served now (else the peer is
     /// told Busy); if so, it holds an upload slot until [`Server::finished`].
-    pub fn admit(&mut self, peer: PeerId, id: InboundRequestId, now: Instant) -> bool {
+    pub fn admit(&mut self, peer: PeerId, id: I, now: Instant) -> bool {
         if !self.uploads.admit(peer, now) {
             return false;
         }
@@ -85,12 +85,13 @@ impl Server {
         self.seeding.hold_back(peer, pieces, busy, now)
     }
 
-    /// Admitted request `id` carries `whole`, pieces of blobs this node
-    /// holds whole: held back from others until it is answered (and
-    /// [`seeding::WINDOW`] after).
-    pub fn sends_whole(&mut self, id: &InboundRequestId, whole: Vec<seeding::Piece>, now: Instant) {
-        if let Some((peer, held)) = self.serving.get_mut(id) {
-            self.seeding.sending(*peer, &whole, now);
+    /// Admitted request `id` asks for `whole`, pieces of blobs this node
+    /// holds whole: once its answer carries them ([`Server::sending`]),
+    /// they are held back from others until it is sent (and a window
+    /// after). Not before: a request answered NotFound, or never
+    /// answered, holds nothing back.
+    pub fn sends_whole(&mut self, id: &I, whole: Vec<seeding::Piece>) {
+        if let Some((_, held)) = self.serving.get_mut(id) {
             *held = whole;
         }
     }
@@ -105,21 +106,29 @@ impl Server {
     pub fn pieces_job(
         &self,
         sources: Vec<(Hash, Source)>,
-    ) -> impl FnOnce() -> Response + Send + use<> {
+    ) -> impl FnOnce() -> Response + Send + use<I> {
         let incompressible = self.incompressible.clone();
         move || pieces(sources, &incompressible)
     }
 
-    /// An answer is about to be sent (counted).
-    pub fn sending(&mut self, response: &Response) {
+    /// The answer to request `id` is about to be sent: counted, and the
+    /// pieces of blobs held whole that it carries are held back.
+    pub fn sending(&mut self, id: &I, response: &Response, now: Instant) {
         if let Response::Pieces(p) | Response::Manifest(p) = response {
             self.answers += 1;
             self.bytes += p.data.len() as u64;
         }
+        if let Some((peer, held)) = self.serving.get_mut(id) {
+            if matches!(response, Response::Pieces(_)) {
+                self.seeding.sending(*peer, held, now);
+            } else {
+                held.clear();
+            }
+        }
     }
 
     /// Request `id` was answered, or failed: its slot is released.
-    pub fn finished(&mut self, id: &InboundRequestId, now: Instant) {
+    pub fn finished(&mut self, id: &I, now: Instant) {
         if let Some((peer, held)) = self.serving.remove(id) {
             self.uploads.done(&peer, now);
             self.seeding.arrived(&peer, &held, now);
@@ -167,10 +176,14 @@ impl Incompressible {
     }
 }
 
-/// The least piece tried on a sample first, and whose sample's failure
-/// to compress marks its blob: a smaller one says too little about the
-/// rest of the blob, and costs little to try whole.
+/// The least piece tried on a [`SAMPLE`] first; a smaller one costs
+/// little to try whole.
 pub const SAMPLED_FROM: usize = 64 * 1024;
+
+/// The bytes of a large piece tried before all of it.
+pub const SAMPLE: usize = 16 * 1024;
+
+const _: () = assert!(SAMPLED_FROM >= SAMPLE);
 
 /// Reads and packs the pieces asked for; `NotFound` when any is missing.
 pub fn pieces(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> Response {
@@ -193,14 +206,23 @@ pub fn pieces(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> 
     if !worth_trying(&sources, &ends, &out, incompressible) {
         return Response::Pieces(Packed::raw(out));
     }
-    Response::Pieces(Packed::compress(out))
+    let packed = Packed::compress(out);
+    // A whole piece that did not shrink marks its blob.
+    if let [(hash, _)] = sources.as_slice()
+        && !packed.is_compressed()
+        && packed.raw_len as usize >= SAMPLED_FROM
+    {
+        incompressible.insert(*hash);
+    }
+    Response::Pieces(packed)
 }
 
 /// Whether compressing the answer `data` (piece `i` ending at `ends[i]`)
 /// may pay: some piece is small, or of a blob not known not to shrink
-/// whose [`SAMPLE`] from the middle shrinks. A piece whose sample does not
-/// shrink marks its blob: most of the bytes of a fan-out are media, sent
-/// by each node about once, so remembering alone would try them all.
+/// and its [`SAMPLE`] from the middle shrinks. Most of a fan-out's bytes
+/// are media, each piece sent by a node about once: remembering blobs
+/// alone would still try every one whole. A sample that does not shrink
+/// decides this answer only, not the blob (a piece may mix data and text).
 fn worth_trying(
     sources: &[(Hash, Source)],
     ends: &[usize],
@@ -208,26 +230,21 @@ fn worth_trying(
     known: &Incompressible,
 ) -> bool {
     let mut start = 0;
-    let mut worth = false;
     for ((hash, _), &end) in sources.iter().zip(ends) {
         let piece = &data[start..end];
         start = end;
         if piece.len() < SAMPLED_FROM {
-            worth = true;
-        } else if !known.contains(hash) {
+            return true;
+        }
+        if !known.contains(hash) {
             let mid = (piece.len() - SAMPLE) / 2;
             if Packed::compress(piece[mid..mid + SAMPLE].to_vec()).is_compressed() {
-                worth = true;
-            } else {
-                known.insert(*hash);
+                return true;
             }
         }
     }
-    worth
+    false
 }
-
-/// The bytes of a large piece tried before all of it.
-pub const SAMPLE: usize = 16 * 1024;
 
 /// Appends piece `index` of the store blob at `path` (its length from the
 /// blob's size).
@@ -251,16 +268,39 @@ pub fn manifest(bytes: &[u8]) -> Response {
 mod tests {
     use super::*;
 
-    fn blob(dir: &std::path::Path, name: &str, bytes: &[u8]) -> (Hash, Source) {
-        let path = dir.join(name);
-        std::fs::write(&path, bytes).unwrap();
-        (Hash::of(bytes), Source::Store(path, 0))
-    }
-
     fn noise(len: usize) -> Vec<u8> {
         let mut v = vec![0; len];
         getrandom::fill(&mut v).unwrap();
         v
+    }
+
+    fn text(len: usize) -> Vec<u8> {
+        b"let x = 1;\n".iter().copied().cycle().take(len).collect()
+    }
+
+    /// `pieces` of one answer, each its own blob in `dir`.
+    fn answer(dir: &std::path::Path, pieces: &[&[u8]]) -> Vec<(Hash, Source)> {
+        (pieces.iter())
+            .map(|bytes| {
+                let hash = Hash::of(bytes);
+                let path = dir.join(hash.to_string());
+                std::fs::write(&path, bytes).unwrap();
+                (hash, Source::Store(path, 0))
+            })
+            .collect()
+    }
+
+    fn worth(sources: &[(Hash, Source)], known: &Incompressible) -> bool {
+        let mut data = Vec::new();
+        let mut ends = Vec::new();
+        for (_, s) in sources {
+            let Source::Store(path, _) = s else {
+                unreachable!()
+            };
+            data.extend(std::fs::read(path).unwrap());
+            ends.push(data.len());
+        }
+        worth_trying(sources, &ends, &data, known)
     }
 
     fn compressed(r: Response) -> bool {
@@ -271,34 +311,54 @@ mod tests {
     }
 
     #[test]
-    fn blobs_whose_sample_does_not_shrink_are_remembered_and_text_is_still_packed() {
+    fn only_pieces_an_answer_carries_are_held_back_for_its_peer() {
+        let (liar, busy, y) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let t = Instant::now();
+        let mut server: Server<u32> = Server::new(8, None);
+        let keys: Vec<seeding::Piece> = (0..4).map(|n| (Hash::of(b"blob"), n)).collect();
+        // Another peer's answer keeps the uplink busy throughout.
+        assert!(server.admit(busy, 0, t));
+        // Asked for with a piece the node lacks: answered NotFound, sent
+        // nothing, holds nothing back.
+        assert!(server.admit(liar, 1, t));
+        server.sends_whole(&1, keys.clone());
+        assert!(!server.hold_back(&y, &keys, t));
+        server.sending(&1, &Response::NotFound, t);
+        server.finished(&1, t);
+        assert!(!server.hold_back(&y, &keys, t));
+        // Sent: held back from y while on its way and just after.
+        assert!(server.admit(liar, 2, t));
+        server.sends_whole(&2, keys.clone());
+        server.sending(&2, &Response::Pieces(Packed::raw(vec![0; 4])), t);
+        assert!(server.hold_back(&y, &keys[..1], t));
+        server.finished(&2, t);
+        assert!(server.hold_back(&y, &keys[3..], t));
+        assert_eq!(server.status().held_back, 2);
+    }
+
+    #[test]
+    fn large_pieces_are_tried_on_a_sample_and_blobs_remembered_only_whole() {
         let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
         let known = Incompressible::default();
-        let text = blob(dir.path(), "text", &b"let x = 1;\n".repeat(10_000));
-        let (m1, m2) = (noise(300_000), noise(300_000));
-        let (a, b) = (blob(dir.path(), "a", &m1), blob(dir.path(), "b", &m2));
-        let tiny = blob(dir.path(), "tiny", &noise(1000));
-        let hashes = [text.0, a.0, b.0, tiny.0];
-        let get = |i: usize| {
-            let (h, s) = [&text, &a, &b, &tiny][i];
-            let Source::Store(p, n) = s else {
-                unreachable!()
-            };
-            (*h, Source::Store(p.clone(), *n))
-        };
-        assert!(compressed(pieces(vec![get(0)], &known)));
-        // Two media pieces in one answer: their samples do not shrink,
-        // both are marked; the tiny one says too little to be marked.
-        assert!(!compressed(pieces(vec![get(1), get(2), get(3)], &known)));
-        assert!(known.contains(&hashes[1]) && known.contains(&hashes[2]));
-        assert!(!known.contains(&hashes[3]) && !known.contains(&hashes[0]));
-        // Text next to a known media piece is still compressed.
-        assert!(compressed(pieces(vec![get(1), get(0)], &known)));
-        assert!(!known.contains(&hashes[0]));
-        // A single media piece marks its blob at once.
-        let c = blob(dir.path(), "c", &noise(100_000));
-        let hc = c.0;
-        assert!(!compressed(pieces(vec![c], &known)));
-        assert!(known.contains(&hc));
+        let media = noise(300_000);
+        // Media go raw without being tried whole, and are not remembered
+        // from the sample alone.
+        assert!(!worth(&answer(dir, &[&media, &noise(200_000)]), &known));
+        assert!(!compressed(pieces(answer(dir, &[&media]), &known)));
+        assert!(!known.contains(&Hash::of(&media)));
+        // Text, or a small piece next to media, is tried...
+        assert!(worth(&answer(dir, &[&text(200_000)]), &known));
+        assert!(compressed(pieces(answer(dir, &[&text(200_000)]), &known)));
+        assert!(worth(&answer(dir, &[&media, &noise(1000)]), &known));
+        // ...and a piece whose middle shrinks but whole does not: tried
+        // once, then its blob is remembered and not tried again.
+        let mut mixed = noise(300_000);
+        mixed[148_000..152_000].copy_from_slice(&text(4_000));
+        let sources = answer(dir, &[&mixed]);
+        assert!(worth(&sources, &known));
+        assert!(!compressed(pieces(answer(dir, &[&mixed]), &known)));
+        assert!(known.contains(&Hash::of(&mixed)));
+        assert!(!worth(&sources, &known));
     }
 }

@@ -128,7 +128,19 @@ pub enum Mode {
     /// Ask the node for every piece of the store's releases, one after
     /// the other, round after round; never say what it holds, and answer
     /// NotFound to every request (a peer that takes and never gives).
-    Leech,
+    Leech(LeechArgs),
+}
+
+/// `leech`.
+#[derive(Debug, ClapArgs)]
+pub struct LeechArgs {
+    /// Never take a piece: ask for the real pieces with a piece the node
+    /// cannot have in each request (answered NotFound), several requests
+    /// at once, and flood the node with requests for pieces that do not
+    /// exist in between (to make a node that holds pieces back for whoever
+    /// asks, not for whoever is sent them, hold them back again and again).
+    #[arg(long)]
+    pub junk: bool,
 }
 
 /// `frames`.
@@ -326,7 +338,9 @@ enum OnConnect {
         claim: modes::Claim,
         record_once: bool,
     },
-    Leech,
+    Leech {
+        junk: bool,
+    },
 }
 
 impl Ctx {
@@ -399,7 +413,8 @@ impl Ctx {
                 claim,
                 record_once,
             } => modes::have_loop(self, &conn, every, claim, record_once).await,
-            OnConnect::Leech => modes::leech(self, &conn).await,
+            OnConnect::Leech { junk: false } => modes::leech(self, &conn).await,
+            OnConnect::Leech { junk: true } => modes::leech_junk(self, &conn).await,
         }
     }
 }
@@ -442,7 +457,7 @@ async fn main(args: Args) -> anyhow::Result<()> {
         Mode::Ids(_) => "ids",
         Mode::Mdns(_) => "mdns",
         Mode::Announce => "announce",
-        Mode::Leech => "leech",
+        Mode::Leech(_) => "leech",
     };
     emit(json!({
         "event": "start", "peer_id": peer_id.to_string(), "mode": mode_name,
@@ -455,7 +470,7 @@ async fn main(args: Args) -> anyhow::Result<()> {
             trickle: Duration::from_millis(l.trickle_ms),
         },
         Mode::Have(h) if h.lying || h.claim_fetching => Policy::NotFound,
-        Mode::Leech => Policy::NotFound,
+        Mode::Leech(_) => Policy::NotFound,
         Mode::Frames(f) => Policy::Frames {
             on: f.on,
             frames: craft::response_frames(),
@@ -475,7 +490,7 @@ async fn main(args: Args) -> anyhow::Result<()> {
             },
             record_once: h.record_once,
         },
-        Mode::Leech => OnConnect::Leech,
+        Mode::Leech(l) => OnConnect::Leech { junk: l.junk },
         _ => OnConnect::Nothing,
     };
     let secs = args.duration.max(0.0);
@@ -506,7 +521,7 @@ async fn main(args: Args) -> anyhow::Result<()> {
             Mode::Flood(f) => modes::flood(&ctx, f).await,
             Mode::Ids(i) => modes::ids(&ctx, i, &args.dial).await,
             Mode::Mdns(m) => modes::mdns(&ctx, m).await?,
-            Mode::Lie(_) | Mode::Have(_) | Mode::Announce | Mode::Leech => {
+            Mode::Lie(_) | Mode::Have(_) | Mode::Announce | Mode::Leech(_) => {
                 tokio::time::sleep_until(deadline).await
             }
         }

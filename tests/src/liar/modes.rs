@@ -229,6 +229,59 @@ pub async fn leech(ctx: &Ctx, conn: &Conn) {
     }
 }
 
+/// `leech --junk`: round after round, every real piece asked for in
+/// requests that also name a piece the node cannot have (so each is
+/// answered NotFound and no piece is ever sent), eight at a time, then
+/// 16 requests for 4,096 pieces that do not exist each (more than a
+/// seeding table of 65,536 pieces can keep). Reports each round's
+/// answers.
+pub async fn leech_junk(ctx: &Ctx, conn: &Conn) {
+    let refs: Vec<([u8; 32], u32)> = (ctx.server.holdings.held.iter())
+        .flat_map(|h| h.refs.iter().copied())
+        .collect();
+    let mut round = 0u64;
+    while !conn.is_closed() && tokio::time::Instant::now() < ctx.deadline {
+        let mut asks: Vec<Request> = refs
+            .chunks(8)
+            .map(|chunk| {
+                let mut pieces = chunk.to_vec();
+                pieces.push(([0xA5; 32], round as u32));
+                Request::GetPieces { pieces }
+            })
+            .collect();
+        for fill in 0..16u32 {
+            let pieces = (0..wire::MAX_BATCH_PIECES as u32)
+                .map(|i| {
+                    let mut blob = [0u8; 32];
+                    blob[..8].copy_from_slice(&round.to_le_bytes());
+                    blob[8..12].copy_from_slice(&fill.to_le_bytes());
+                    (blob, i)
+                })
+                .collect();
+            asks.push(Request::GetPieces { pieces });
+        }
+        let mut answers: BTreeMap<String, u32> = BTreeMap::new();
+        for batch in asks.chunks(8) {
+            if conn.is_closed() || tokio::time::Instant::now() >= ctx.deadline {
+                return;
+            }
+            let outcomes = futures::future::join_all(batch.iter().map(|r| request(conn, r))).await;
+            for outcome in outcomes {
+                let key = match outcome.detail() {
+                    Some(a) if matches!(outcome, Outcome::Answered(_)) => a.to_owned(),
+                    _ => outcome.name().to_owned(),
+                };
+                *answers.entry(key).or_default() += 1;
+            }
+        }
+        emit(json!({
+            "event": "sent", "kind": "leech-junk", "count": asks.len(), "round": round,
+            "peer": conn.peer().to_string(), "answers": answers,
+        }));
+        round += 1;
+    }
+}
+
 /// `frames`: every crafted request frame on a stream of its own, one
 /// after the other, dialing again whenever the node drops the connection.
 pub async fn frames(ctx: &Ctx, args: &FramesArgs) {

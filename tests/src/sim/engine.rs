@@ -24,7 +24,7 @@
 //!   wire bytes. The requester verifies it (`verify` time per byte), marks
 //!   the pieces held, and drives.
 //! - A whole node holds a piece back from others while it is on its way
-//!   to one peer and for 2 s after (initial seeding, [`Seeding`]): Busy.
+//!   to one peer and for a window after (initial seeding, [`Seeding`]): Busy.
 //! - Busy rests a peer 500 ms; NotFound from a peer still fetching rests it
 //!   2 s (3 times, then it is set aside), as the node does.
 //! - All pieces in: the commit takes `commit` time; then the node is whole
