@@ -691,84 +691,52 @@ fn a_follower_that_claims_to_fetch_every_piece_cannot_hold_a_fetch_up() {
 /// the seeder's uplink take.
 #[test]
 fn a_peer_that_takes_every_piece_and_never_shares_cannot_hold_them_back() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let w = World::new(3, 16 * MIB);
-    let liar_store = w.copy_of_seed("liar");
-    let alone = w.baseline();
-    let seeder = w.seeder();
-    let idle_s = seeder.rss().0;
-    let liar = Liar::start(
-        &w.lan.hosts[2],
-        &[
-            "--dial",
-            &w.addr(&seeder, 0),
-            "--store",
-            s(&liar_store),
-            "--for",
-            "120",
-            "leech",
-        ],
-    );
-    // It has taken pieces before the follower comes.
-    let t0 = Instant::now();
-    while node_status(&seeder.store)["uploads"]["answers"]
-        .as_u64()
-        .unwrap()
-        < 4
-    {
-        assert!(t0.elapsed() < T, "the leech got nothing:\n{}", liar.dump());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let start = Instant::now();
-    let follower = w.follower("f", &[&w.addr(&seeder, 0)]);
-    let idle_f = follower.rss().0;
-    let bound = alone * 2 + Duration::from_secs(5);
-    let took = wait_release(&w, &follower, start, bound);
-    let held_back = node_status(&seeder.store)["uploads"]["held_back"]
-        .as_u64()
-        .unwrap();
-    eprintln!(
-        "a leech taking every piece: {took:?}, {alone:?} alone (bound {bound:?}); {held_back} requests held back"
-    );
+    let held_back = leech_beside_a_follower(&["leech"], |seeder, liar| {
+        // It has taken pieces before the follower comes.
+        let t0 = Instant::now();
+        while node_status(&seeder.store)["uploads"]["answers"]
+            .as_u64()
+            .unwrap()
+            < 4
+        {
+            assert!(t0.elapsed() < T, "the leech got nothing:\n{}", liar.dump());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
     // The rule was at work: the follower was told to wait for pieces the
     // leech had just taken.
     assert!(held_back >= 1, "no piece was held back");
-    let mut run = Run {
-        seeder,
-        follower,
-        liars: vec![liar],
-    };
-    run.check_health(
-        &w,
-        &[("seeder".into(), idle_s), ("follower".into(), idle_f)],
-    );
 }
 
 #[test]
 fn a_flood_of_requests_for_pieces_that_do_not_exist_costs_a_follower_little() {
+    // Held back: the liar's own requests for pieces on their way to the
+    // follower. That asking alone holds nothing back from the follower is
+    // `serve::tests::only_pieces_an_answer_carries_are_held_back_for_its_peer`.
+    leech_beside_a_follower(&["leech", "--junk"], |_, liar| {
+        // Its first round is under way before the follower comes.
+        liar.wait_event("a round of junk requests", T, |e| e["kind"] == "leech-junk");
+    });
+}
+
+/// A liar in `mode` dialing a seeder of a 16 MiB release; once `ready`
+/// says it is at work, a follower must get the release within twice the
+/// time it takes alone (plus 5 s: the liar shares the seeder's uplink),
+/// and the nodes stay healthy. Returns the seeder's held-back count.
+fn leech_beside_a_follower(mode: &[&str], ready: impl FnOnce(&NodeProc, &Liar)) -> u64 {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let w = World::new(3, 16 * MIB);
     let liar_store = w.copy_of_seed("liar");
     let alone = w.baseline();
     let seeder = w.seeder();
     let idle_s = seeder.rss().0;
-    let liar = Liar::start(
-        &w.lan.hosts[2],
-        &[
-            "--dial",
-            &w.addr(&seeder, 0),
-            "--store",
-            s(&liar_store),
-            "--for",
-            "120",
-            "leech",
-            "--junk",
-        ],
-    );
-    // Its first round is under way before the follower comes.
-    liar.wait_event("a round of junk requests", T, |e| e["kind"] == "leech-junk");
+    let addr = w.addr(&seeder, 0);
+    let mut args = vec!["--dial", &addr, "--store", s(&liar_store), "--for", "120"];
+    args.extend_from_slice(mode);
+    let liar = Liar::start(&w.lan.hosts[2], &args);
+    ready(&seeder, &liar);
     let start = Instant::now();
-    let follower = w.follower("f", &[&w.addr(&seeder, 0)]);
+    let follower = w.follower("f", &[&addr]);
     let idle_f = follower.rss().0;
     let bound = alone * 2 + Duration::from_secs(5);
     let took = wait_release(&w, &follower, start, bound);
@@ -776,11 +744,8 @@ fn a_flood_of_requests_for_pieces_that_do_not_exist_costs_a_follower_little() {
         .as_u64()
         .unwrap();
     eprintln!(
-        "a peer asking for pieces with junk, never sent one: {took:?}, {alone:?} alone (bound {bound:?}); {held_back} requests held back"
+        "{mode:?} beside a follower: {took:?}, {alone:?} alone (bound {bound:?}); {held_back} requests held back"
     );
-    // (Held back: the liar's own requests for pieces on their way to the
-    // follower. That asking alone holds nothing back from the follower is
-    // `serve::tests::only_pieces_an_answer_carries_are_held_back_for_its_peer`.)
     let mut run = Run {
         seeder,
         follower,
@@ -790,6 +755,7 @@ fn a_flood_of_requests_for_pieces_that_do_not_exist_costs_a_follower_little() {
         &w,
         &[("seeder".into(), idle_s), ("follower".into(), idle_f)],
     );
+    held_back
 }
 
 #[test]

@@ -123,7 +123,7 @@ impl Seeding {
     /// longer than [`MAX_WINDOW`] is freed).
     pub fn arrived(&mut self, peer: &PeerId, pieces: &[Piece], now: Instant) {
         for p in pieces {
-            if let Some(state @ State::Held { .. }) = self.pieces.get_mut(p)
+            if let Some(state) = self.pieces.get_mut(p)
                 && let State::Held {
                     peer: to,
                     since,

@@ -171,11 +171,7 @@ pub async fn have_loop(ctx: &Ctx, conn: &Conn, every: Duration, claim: Claim, re
         for h in &held {
             let with_record = !record_once || round == 0;
             let outcome = request(conn, &h.have(with_record, lying, fetching)).await;
-            let key = match outcome.detail() {
-                Some(a) if matches!(outcome, Outcome::Answered(_)) => a.to_owned(),
-                _ => outcome.name().to_owned(),
-            };
-            *answers.entry(key).or_default() += 1;
+            tally(&mut answers, &outcome);
         }
         if tokio::time::Instant::now() >= ctx.deadline {
             return; // cut short by the end of the run, not by the node
@@ -192,9 +188,7 @@ pub async fn have_loop(ctx: &Ctx, conn: &Conn, every: Duration, claim: Claim, re
 /// round after round, while the connection lasts; reports each round's
 /// answers (pieces, Busy, ...).
 pub async fn leech(ctx: &Ctx, conn: &Conn) {
-    let refs: Vec<([u8; 32], u32)> = (ctx.server.holdings.held.iter())
-        .flat_map(|h| h.refs.iter().copied())
-        .collect();
+    let refs = piece_refs(ctx);
     if refs.is_empty() {
         emit(
             json!({"event": "nothing_to_send", "kind": "leech", "why": "the store holds no piece"}),
@@ -215,11 +209,7 @@ pub async fn leech(ctx: &Ctx, conn: &Conn) {
                 },
             )
             .await;
-            let key = match outcome.detail() {
-                Some(a) if matches!(outcome, Outcome::Answered(_)) => a.to_owned(),
-                _ => outcome.name().to_owned(),
-            };
-            *answers.entry(key).or_default() += 1;
+            tally(&mut answers, &outcome);
         }
         emit(json!({
             "event": "sent", "kind": "leech", "count": refs.len(), "round": round,
@@ -229,6 +219,23 @@ pub async fn leech(ctx: &Ctx, conn: &Conn) {
     }
 }
 
+/// Every piece of the store's releases.
+fn piece_refs(ctx: &Ctx) -> Vec<([u8; 32], u32)> {
+    (ctx.server.holdings.held.iter())
+        .flat_map(|h| h.refs.iter().copied())
+        .collect()
+}
+
+/// Counts `outcome` under its answer's name (pieces, Busy, ...) or what
+/// became of the request.
+fn tally(answers: &mut BTreeMap<String, u32>, outcome: &Outcome) {
+    let key = match outcome.detail() {
+        Some(a) if matches!(outcome, Outcome::Answered(_)) => a.to_owned(),
+        _ => outcome.name().to_owned(),
+    };
+    *answers.entry(key).or_default() += 1;
+}
+
 /// `leech --junk`: round after round, every real piece asked for in
 /// requests that also name a piece the node cannot have (so each is
 /// answered NotFound and no piece is ever sent), eight at a time, then
@@ -236,9 +243,7 @@ pub async fn leech(ctx: &Ctx, conn: &Conn) {
 /// seeding table of 65,536 pieces can keep). Reports each round's
 /// answers.
 pub async fn leech_junk(ctx: &Ctx, conn: &Conn) {
-    let refs: Vec<([u8; 32], u32)> = (ctx.server.holdings.held.iter())
-        .flat_map(|h| h.refs.iter().copied())
-        .collect();
+    let refs = piece_refs(ctx);
     let mut round = 0u64;
     while !conn.is_closed() && tokio::time::Instant::now() < ctx.deadline {
         let mut asks: Vec<Request> = refs
@@ -267,11 +272,7 @@ pub async fn leech_junk(ctx: &Ctx, conn: &Conn) {
             }
             let outcomes = futures::future::join_all(batch.iter().map(|r| request(conn, r))).await;
             for outcome in outcomes {
-                let key = match outcome.detail() {
-                    Some(a) if matches!(outcome, Outcome::Answered(_)) => a.to_owned(),
-                    _ => outcome.name().to_owned(),
-                };
-                *answers.entry(key).or_default() += 1;
+                tally(&mut answers, &outcome);
             }
         }
         emit(json!({
