@@ -196,6 +196,40 @@ impl Packed {
         }
     }
 
+    /// Whether [`Packed::compress`] would keep `bytes` compressed: the
+    /// test a sample of a large piece takes before all of it is tried.
+    /// One compression context and output buffer per thread serve every
+    /// test: a context made for each 16 KiB sample (its tables allocated
+    /// and cleared) cost more than compressing the sample did.
+    pub fn shrinks(bytes: &[u8]) -> bool {
+        use std::cell::RefCell;
+        thread_local! {
+            static TRIAL: RefCell<Option<(zstd::bulk::Compressor<'static>, Vec<u8>)>> =
+                const { RefCell::new(None) };
+        }
+        // Room for exactly what would be kept: a larger result does not
+        // fit, and zstd says so rather than writing it.
+        if bytes.len() < 32 {
+            return Packed::compress(bytes.to_vec()).is_compressed();
+        }
+        let room = bytes.len() - bytes.len() / 32 - 1;
+        TRIAL.with(|t| {
+            let mut t = t.borrow_mut();
+            if t.is_none() {
+                *t = zstd::bulk::Compressor::new(ZSTD_LEVEL)
+                    .ok()
+                    .map(|c| (c, Vec::new()));
+            }
+            let Some((ctx, out)) = t.as_mut() else {
+                return false;
+            };
+            if out.len() < room {
+                out.resize(room, 0);
+            }
+            ctx.compress_to_buffer(bytes, &mut out[..room]).is_ok()
+        })
+    }
+
     /// Whether compression was kept.
     pub fn is_compressed(&self) -> bool {
         self.encoding == Encoding::Zstd
@@ -1078,5 +1112,41 @@ mod tests {
         );
         raw.raw_len = 11;
         assert!(raw.unpack(100).is_err());
+    }
+
+    /// `shrinks` says what `compress` would do, for any input and in any
+    /// order (its context is reused after a result that did not fit).
+    #[test]
+    fn shrinks_agrees_with_compress() {
+        let mut random = vec![0u8; 20_000];
+        getrandom::fill(&mut random).unwrap();
+        let text: Vec<u8> = b"let x = 1;\n"
+            .iter()
+            .copied()
+            .cycle()
+            .take(16_384)
+            .collect();
+        let mut half = random[..8192].to_vec();
+        half.extend_from_slice(&text[..8192]);
+        let inputs: [&[u8]; 8] = [
+            b"",
+            b"aaaa",
+            &text[..40],
+            &random[..16_384],
+            &text,
+            &random,
+            &half,
+            &random[..64],
+        ];
+        for round in 0..2 {
+            for (i, input) in inputs.iter().enumerate() {
+                assert_eq!(
+                    Packed::shrinks(input),
+                    Packed::compress(input.to_vec()).is_compressed(),
+                    "input {i}, round {round}"
+                );
+            }
+        }
+        assert!(Packed::shrinks(&text) && !Packed::shrinks(&random[..16_384]));
     }
 }

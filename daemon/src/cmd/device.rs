@@ -73,6 +73,6 @@ fn agent(args: DeviceRunArgs) -> anyhow::Result<()> {
         serve: args.serve,
         serve_names: args.serve_names,
     };
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = super::node_runtime(false)?;
     runtime.block_on(async { device::run(cfg, super::seed::shutdown_signal()?).await })
 }

@@ -51,7 +51,7 @@ pub fn seed(args: SeedArgs) -> anyhow::Result<()> {
     let origin = origin_config(&args.origin)?;
     let store = args.store.create()?;
     let mut cfg = node_config(&args.node, store.clone(), follow.clone(), trust.clone())?;
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = super::node_runtime(origin.is_some())?;
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;
         let Some(origin) = origin else {

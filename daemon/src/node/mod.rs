@@ -25,13 +25,20 @@
 //!   has pieces of it (see [`fetch`]).
 //! - Seeding while fetching: a node tells its peers which pieces it holds
 //!   (`Have`, at most every [`HAVE_EVERY`]) and serves them from its
-//!   partial folder; answers are read and packed off the event loop
-//!   ([`serve`]), within `--max-uploads` and `--upload-limit` ([`limit`]).
-//! - Off the loop: reading and compressing answers, verifying and writing
-//!   pieces, commits, looking an announced release up in the store,
-//!   watching the store's index, removing abandoned partial folders: all
-//!   run on tokio's blocking pool and report back on a channel; the loop
-//!   only decides, and does no blocking file I/O once it runs.
+//!   partial folder ([`serve`]), within `--max-uploads` and
+//!   `--upload-limit` ([`limit`]).
+//! - One thread runs the loop and every connection's task: `lanseed seed`
+//!   and `lanseed device` build a current-thread runtime
+//!   (`cmd::node_runtime`; a site cache, whose staging uses
+//!   `block_in_place`, and `lanseed dev` keep tokio's multi-thread one), so
+//!   a piece moves between them with no wake-up of another thread.
+//! - Off the loop: reading answers that are not in the page cache and
+//!   compressing them, verifying and writing pieces, commits, looking an
+//!   announced release up in the store, watching the store's index,
+//!   removing abandoned partial folders: all run on tokio's blocking pool
+//!   and report back on a channel. The loop only decides; the one read it
+//!   does itself is of pieces already cached, which never waits
+//!   ([`nowait`]).
 //! - The security boundary has rooms of its own: who may connect
 //!   ([`guard`]), who we know and how each behaved ([`peers`]), which
 //!   releases to take ([`catalog`]); every table a peer can grow is
@@ -51,6 +58,7 @@ pub mod fetch;
 mod guard;
 mod key;
 pub mod limit;
+mod nowait;
 mod peers;
 pub mod retry;
 mod seeding;
@@ -1419,6 +1427,11 @@ impl Node {
                     .map(|(k, _)| k)
                     .collect();
                 self.server.sends_whole(&request_id, whole);
+                // Cached pieces are answered here, with no trip through
+                // the blocking pool and back.
+                if let Some(response) = self.server.pieces_now(&sources) {
+                    return self.on_done(Done::Served(channel, request_id, response));
+                }
                 Box::new(self.server.pieces_job(sources))
             }
         };

@@ -35,6 +35,7 @@ use super::status::UploadStatus;
 use super::uploads::Uploads;
 
 use super::fetch::partial::read_piece;
+use super::nowait;
 
 /// The server's state; `I` identifies a request (libp2p's
 /// `InboundRequestId` in the node, a number in tests).
@@ -109,6 +110,12 @@ impl<I: std::hash::Hash + Eq> Server<I> {
     ) -> impl FnOnce() -> Response + Send + use<I> {
         let incompressible = self.incompressible.clone();
         move || pieces(sources, &incompressible)
+    }
+
+    /// The answer to `sources` at once, when it costs no wait (see
+    /// [`pieces_now`]); else `None`, and [`Server::pieces_job`] makes it.
+    pub fn pieces_now(&self, sources: &[(Hash, Source)]) -> Option<Response> {
+        pieces_now(sources, &self.incompressible)
     }
 
     /// The answer to request `id` is about to be sent: counted, and the
@@ -192,12 +199,9 @@ pub fn pieces(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> 
     let mut out = Vec::new();
     let mut ends = Vec::with_capacity(sources.len());
     for (_, source) in &sources {
-        let ok = match source {
-            Source::Store(path, index) => read_store_piece(path, *index, &mut out),
-            Source::Partial(path, index, len) => std::fs::File::open(path)
-                .and_then(|f| read_piece(&f, *index, *len, &mut out))
-                .is_ok(),
-        };
+        let ok = open(source)
+            .and_then(|(file, index, len)| read_piece(&file, index, len, &mut out))
+            .is_ok();
         if !ok || out.len() as u64 > lanseed_protocol::wire::MAX_BATCH_BYTES {
             return Response::NotFound;
         }
@@ -238,7 +242,7 @@ fn worth_trying(
         }
         if !known.contains(hash) {
             let mid = (piece.len() - SAMPLE) / 2;
-            if Packed::compress(piece[mid..mid + SAMPLE].to_vec()).is_compressed() {
+            if Packed::shrinks(&piece[mid..mid + SAMPLE]) {
                 return true;
             }
         }
@@ -246,17 +250,44 @@ fn worth_trying(
     false
 }
 
-/// Appends piece `index` of the store blob at `path` (its length from the
-/// blob's size).
-fn read_store_piece(path: &PathBuf, index: u32, out: &mut Vec<u8>) -> bool {
-    let Ok(file) = std::fs::File::open(path) else {
-        return false;
-    };
-    let Ok(size) = file.metadata().map(|m| m.len()) else {
-        return false;
-    };
-    let start = piece_offset(index);
-    start < size && read_piece(&file, index, (size - start).min(PIECE_SIZE), out).is_ok()
+/// The answer to `sources` read at once, on the caller's thread: when
+/// every piece is in the page cache and none may compress. `None` leaves
+/// it to [`pieces`] in the blocking pool (a read that would wait on the
+/// disk, compression, or an error to tell).
+pub fn pieces_now(sources: &[(Hash, Source)], incompressible: &Incompressible) -> Option<Response> {
+    let mut out = Vec::new();
+    let mut ends = Vec::with_capacity(sources.len());
+    for (_, source) in sources {
+        let (file, index, len) = open(source).ok()?;
+        let len = usize::try_from(len).ok()?;
+        if !nowait::read_cached(&file, piece_offset(index), len, &mut out).ok()?
+            || out.len() as u64 > lanseed_protocol::wire::MAX_BATCH_BYTES
+        {
+            return None;
+        }
+        ends.push(out.len());
+    }
+    if worth_trying(sources, &ends, &out, incompressible) {
+        return None;
+    }
+    Some(Response::Pieces(Packed::raw(out)))
+}
+
+/// The file that holds a piece, its index and its length (a store blob's
+/// last piece is as long as what is left of the blob).
+fn open(source: &Source) -> std::io::Result<(std::fs::File, u32, u64)> {
+    match source {
+        Source::Store(path, index) => {
+            let file = std::fs::File::open(path)?;
+            let size = file.metadata()?.len();
+            let start = piece_offset(*index);
+            if start >= size {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            Ok((file, *index, (size - start).min(PIECE_SIZE)))
+        }
+        Source::Partial(path, index, len) => Ok((std::fs::File::open(path)?, *index, *len)),
+    }
 }
 
 /// Packs a manifest.
@@ -360,5 +391,38 @@ mod tests {
         assert!(!compressed(pieces(answer(dir, &[&mixed]), &known)));
         assert!(known.contains(&Hash::of(&mixed)));
         assert!(!worth(&sources, &known));
+    }
+
+    /// Cached media are answered at once, as the pool would answer them;
+    /// what may compress, or is missing, is left to the pool.
+    #[test]
+    fn cached_media_are_answered_at_once_and_the_rest_left_to_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let known = Incompressible::default();
+        let (media, more) = (noise(300_000), noise(1_200_000));
+        // Two pieces of one blob: the second is the blob's last, shorter.
+        let hash = Hash::of(&more);
+        std::fs::write(dir.join("more"), &more).unwrap();
+        let sources = vec![
+            answer(dir, &[&media]).remove(0),
+            (hash, Source::Store(dir.join("more"), 1)),
+        ];
+        let Some(Response::Pieces(now)) = pieces_now(&sources, &known) else {
+            panic!("cached media were left to the pool");
+        };
+        let Response::Pieces(pool) = pieces(sources, &known) else {
+            panic!("the pool did not answer");
+        };
+        assert_eq!(now.data, pool.data);
+        let mut want = media.clone();
+        want.extend_from_slice(&more[PIECE_SIZE as usize..]);
+        assert_eq!(now.data, want);
+        assert!(!now.is_compressed());
+        assert!(pieces_now(&answer(dir, &[&text(200_000)]), &known).is_none());
+        let missing = vec![(hash, Source::Store(dir.join("none"), 0))];
+        assert!(pieces_now(&missing, &known).is_none());
+        let past_the_end = vec![(hash, Source::Store(dir.join("more"), 2))];
+        assert!(pieces_now(&past_the_end, &known).is_none());
     }
 }
