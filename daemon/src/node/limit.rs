@@ -79,6 +79,19 @@ impl Limiter {
 
     /// Waits until `n` message bytes may leave, and books them.
     pub async fn take(&self, n: usize) {
+        self.book(n, false).await;
+    }
+
+    /// Books `n` bytes that already came in, and waits until they would
+    /// have at the rate (a download's chunk is read before it is booked:
+    /// waiting only for its slot to begin would let its bytes, and the
+    /// last chunk's, through for free, more so the larger the chunks a
+    /// busy machine reads at once).
+    pub async fn took(&self, n: usize) {
+        self.book(n, true).await;
+    }
+
+    async fn book(&self, n: usize, until_end: bool) {
         let Some(time) = self.time_for(n) else {
             return;
         };
@@ -87,7 +100,8 @@ impl Limiter {
             let now = Instant::now();
             let start = (*next).max(now.checked_sub(BURST).unwrap_or(now));
             *next = start + time;
-            start.saturating_duration_since(now)
+            let until = if until_end { *next } else { start };
+            until.saturating_duration_since(now)
         };
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
@@ -134,6 +148,26 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes booked after they came in are paid for in full: three
+    /// chunks of 0.1 s at the rate take 0.3 s (less the burst), where
+    /// booking each before it leaves lets the last one through at once.
+    #[tokio::test]
+    async fn bytes_booked_after_they_came_in_take_their_whole_time() {
+        let limiter = Limiter::new(Some(1_000_000));
+        let started = std::time::Instant::now();
+        for _ in 0..3 {
+            limiter.took(100_000).await;
+        }
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(280), "{took:?}");
+        let limiter = Limiter::new(Some(1_000_000));
+        let started = std::time::Instant::now();
+        for _ in 0..3 {
+            limiter.take(100_000).await;
+        }
+        assert!(started.elapsed() >= Duration::from_millis(180));
+    }
 
     #[test]
     fn rates_parse() {

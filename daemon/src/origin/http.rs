@@ -198,7 +198,7 @@ impl Origin {
         if let Some(c) = &chunk {
             self.fetched.fetch_add(c.len() as u64, Ordering::Relaxed);
             if let Some(l) = &self.limiter {
-                l.take(c.len()).await;
+                l.took(c.len()).await;
             }
         }
         Ok(chunk)
