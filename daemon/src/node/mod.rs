@@ -1429,10 +1429,12 @@ impl Node {
                 self.server.sends_whole(&request_id, whole);
                 // Cached pieces are answered here, with no trip through
                 // the blocking pool and back.
-                if let Some(response) = self.server.pieces_now(&sources) {
-                    return self.on_done(Done::Served(channel, request_id, response));
+                match self.server.answer(sources) {
+                    Ok(response) => {
+                        return self.on_done(Done::Served(channel, request_id, response));
+                    }
+                    Err(job) => job,
                 }
-                Box::new(self.server.pieces_job(sources))
             }
         };
         self.spawn(None, move || Done::Served(channel, request_id, job()));

@@ -1,8 +1,10 @@
 //! The server: answering peers. Who may be served now (`--max-uploads`,
 //! decided by [`Uploads`]), which answers are being prepared or sent, what
 //! was served (counters for `status`), and reading and packing what peers
-//! asked for, off the node's event loop ([`Server`] owns that state; the
-//! node routes to it). A peer without an upload slot is told
+//! asked for ([`Server`] owns that state; the node routes to it). Pieces
+//! in the page cache that may not compress are answered on the node's
+//! thread ([`answer`]); a read that would wait, and compression, run in
+//! the blocking pool. A peer without an upload slot is told
 //! [`Response::Busy`]; one peer has at most
 //! [`PER_PEER`](super::uploads::PER_PEER) answers in preparation, which
 //! bounds the memory answers can take to `max_uploads × PER_PEER` pieces.
@@ -102,20 +104,9 @@ impl<I: std::hash::Hash + Eq> Server<I> {
         self.seeding.forget(peer);
     }
 
-    /// The work of answering a `GetPieces` from `sources`, to run off the
-    /// loop.
-    pub fn pieces_job(
-        &self,
-        sources: Vec<(Hash, Source)>,
-    ) -> impl FnOnce() -> Response + Send + use<I> {
-        let incompressible = self.incompressible.clone();
-        move || pieces(sources, &incompressible)
-    }
-
-    /// The answer to `sources` at once, when it costs no wait (see
-    /// [`pieces_now`]); else `None`, and [`Server::pieces_job`] makes it.
-    pub fn pieces_now(&self, sources: &[(Hash, Source)]) -> Option<Response> {
-        pieces_now(sources, &self.incompressible)
+    /// The answer to a `GetPieces` for `sources` (see [`answer`]).
+    pub fn answer(&self, sources: Vec<(Hash, Source)>) -> Result<Response, Job> {
+        answer(sources, &self.incompressible)
     }
 
     /// The answer to request `id` is about to be sent: counted, and the
@@ -158,6 +149,7 @@ impl<I: std::hash::Hash + Eq> Server<I> {
 }
 
 /// Where one asked-for piece is.
+#[derive(Clone)]
 pub enum Source {
     /// In the store: blob `hash`, piece `index`.
     Store(PathBuf, u32),
@@ -192,27 +184,89 @@ pub const SAMPLE: usize = 16 * 1024;
 
 const _: () = assert!(SAMPLED_FROM >= SAMPLE);
 
+/// Work for the blocking pool that makes an answer.
+pub type Job = Box<dyn FnOnce() -> Response + Send>;
+
+/// The answer to a `GetPieces` for `sources`: at once when its pieces
+/// are in the page cache and none may compress (`Ok`); else the work left
+/// for the blocking pool (`Err`): reading what is not cached (or telling
+/// what is missing), or only compressing what was read here.
+pub fn answer(
+    sources: Vec<(Hash, Source)>,
+    incompressible: &Incompressible,
+) -> Result<Response, Job> {
+    let incompressible = incompressible.clone();
+    match read(&sources, Wait::No) {
+        Read::Pieces(out, ends) if !worth_trying(&sources, &ends, &out, &incompressible) => {
+            Ok(Response::Pieces(Packed::raw(out)))
+        }
+        Read::Pieces(out, _) => Err(Box::new(move || compress(&sources, out, &incompressible))),
+        Read::Missing | Read::WouldWait => Err(Box::new(move || pieces(sources, &incompressible))),
+    }
+}
+
 /// Reads and packs the pieces asked for; `NotFound` when any is missing.
 pub fn pieces(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> Response {
-    // A buffer of the answer's size, not a recycled megabyte: a seeder
-    // with many peers has many answers in flight, most of them small.
+    match read(&sources, Wait::Yes) {
+        Read::Pieces(out, ends) if !worth_trying(&sources, &ends, &out, incompressible) => {
+            Response::Pieces(Packed::raw(out))
+        }
+        Read::Pieces(out, _) => compress(&sources, out, incompressible),
+        Read::Missing | Read::WouldWait => Response::NotFound,
+    }
+}
+
+/// Whether a read may wait on the disk.
+#[derive(Clone, Copy, PartialEq)]
+enum Wait {
+    Yes,
+    No,
+}
+
+/// What reading an answer's pieces gave.
+enum Read {
+    /// The pieces one after the other, and where each ends.
+    Pieces(Vec<u8>, Vec<usize>),
+    /// One is missing, or they are more than an answer may carry.
+    Missing,
+    /// One is not in the page cache (reading with [`Wait::No`] only).
+    WouldWait,
+}
+
+/// Reads the pieces of `sources`, into a buffer of the answer's size (not
+/// a recycled megabyte: a seeder with many peers has many answers in
+/// flight, most of them small).
+fn read(sources: &[(Hash, Source)], wait: Wait) -> Read {
     let mut out = Vec::new();
     let mut ends = Vec::with_capacity(sources.len());
-    for (_, source) in &sources {
-        let ok = open(source)
-            .and_then(|(file, index, len)| read_piece(&file, index, len, &mut out))
-            .is_ok();
-        if !ok || out.len() as u64 > lanseed_protocol::wire::MAX_BATCH_BYTES {
-            return Response::NotFound;
+    for (_, source) in sources {
+        let Ok((file, index, len)) = open(source) else {
+            return Read::Missing;
+        };
+        let read = match wait {
+            Wait::Yes => read_piece(&file, index, len, &mut out).map(|()| true),
+            Wait::No => usize::try_from(len)
+                .map_err(|_| std::io::ErrorKind::InvalidData.into())
+                .and_then(|len| nowait::read_cached(&file, piece_offset(index), len, &mut out)),
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return Read::WouldWait,
+            Err(_) => return Read::Missing,
+        }
+        if out.len() as u64 > lanseed_protocol::wire::MAX_BATCH_BYTES {
+            return Read::Missing;
         }
         ends.push(out.len());
     }
-    if !worth_trying(&sources, &ends, &out, incompressible) {
-        return Response::Pieces(Packed::raw(out));
-    }
+    Read::Pieces(out, ends)
+}
+
+/// The pieces `out` of `sources`, compressed if that pays; a whole piece
+/// that did not shrink marks its blob.
+fn compress(sources: &[(Hash, Source)], out: Vec<u8>, incompressible: &Incompressible) -> Response {
     let packed = Packed::compress(out);
-    // A whole piece that did not shrink marks its blob.
-    if let [(hash, _)] = sources.as_slice()
+    if let [(hash, _)] = sources
         && !packed.is_compressed()
         && packed.raw_len as usize >= SAMPLED_FROM
     {
@@ -248,29 +302,6 @@ fn worth_trying(
         }
     }
     false
-}
-
-/// The answer to `sources` read at once, on the caller's thread: when
-/// every piece is in the page cache and none may compress. `None` leaves
-/// it to [`pieces`] in the blocking pool (a read that would wait on the
-/// disk, compression, or an error to tell).
-pub fn pieces_now(sources: &[(Hash, Source)], incompressible: &Incompressible) -> Option<Response> {
-    let mut out = Vec::new();
-    let mut ends = Vec::with_capacity(sources.len());
-    for (_, source) in sources {
-        let (file, index, len) = open(source).ok()?;
-        let len = usize::try_from(len).ok()?;
-        if !nowait::read_cached(&file, piece_offset(index), len, &mut out).ok()?
-            || out.len() as u64 > lanseed_protocol::wire::MAX_BATCH_BYTES
-        {
-            return None;
-        }
-        ends.push(out.len());
-    }
-    if worth_trying(sources, &ends, &out, incompressible) {
-        return None;
-    }
-    Some(Response::Pieces(Packed::raw(out)))
 }
 
 /// The file that holds a piece, its index and its length (a store blob's
@@ -408,7 +439,7 @@ mod tests {
             answer(dir, &[&media]).remove(0),
             (hash, Source::Store(dir.join("more"), 1)),
         ];
-        let Some(Response::Pieces(now)) = pieces_now(&sources, &known) else {
+        let Ok(Response::Pieces(now)) = super::answer(sources.clone(), &known) else {
             panic!("cached media were left to the pool");
         };
         let Response::Pieces(pool) = pieces(sources, &known) else {
@@ -419,10 +450,14 @@ mod tests {
         want.extend_from_slice(&more[PIECE_SIZE as usize..]);
         assert_eq!(now.data, want);
         assert!(!now.is_compressed());
-        assert!(pieces_now(&answer(dir, &[&text(200_000)]), &known).is_none());
+        // Text is read here and compressed in the pool, not read again.
+        let Err(job) = super::answer(answer(dir, &[&text(200_000)]), &known) else {
+            panic!("text that may compress was answered on the loop");
+        };
+        assert!(compressed(job()));
         let missing = vec![(hash, Source::Store(dir.join("none"), 0))];
-        assert!(pieces_now(&missing, &known).is_none());
+        assert!(super::answer(missing, &known).is_err());
         let past_the_end = vec![(hash, Source::Store(dir.join("more"), 2))];
-        assert!(pieces_now(&past_the_end, &known).is_none());
+        assert!(super::answer(past_the_end, &known).is_err());
     }
 }
