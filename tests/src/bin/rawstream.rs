@@ -23,7 +23,8 @@
 //!   `RECEIVED <bytes> <seconds>` (first byte read to EOF), then
 //!   `CPU <seconds>`, its own CPU time.
 //! - `send <multiaddr> <bytes>` writes `<bytes>` pseudo-random bytes on one
-//!   outbound substream, closes it and prints `SENT <bytes> <seconds> <MB/s>`
+//!   outbound substream (`send-file <multiaddr> <path>`: the file's bytes,
+//!   each 64 KiB read just before it is written), closes it and prints `SENT <bytes> <seconds> <MB/s>`
 //!   (MB = 10^6 bytes). The time runs from the first write until the
 //!   listener, having read EOF, closes its half of the substream: a yamux
 //!   close only queues a frame, so that acknowledgement is what proves every
@@ -91,10 +92,25 @@ fn run() -> anyhow::Result<()> {
                 // saw, and it would wait forever.
                 bail!("the byte count must be at least 1");
             }
-            rt.block_on(send(addr, bytes))
+            rt.block_on(send(addr, Source::Memory(bytes)))
+        }
+        ["send-file", addr, path] => {
+            let addr: Multiaddr = addr
+                .parse()
+                .with_context(|| format!("invalid multiaddr {addr:?}"))?;
+            let file =
+                std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
+            let len = file.metadata().with_context(|| format!("reading {path}"))?.len();
+            if len == 0 {
+                bail!("{path} is empty: the stream needs at least 1 byte");
+            }
+            rt.block_on(send(addr, Source::File(file, len)))
         }
         _ => {
-            eprintln!("usage: rawstream listen | rawstream send <multiaddr>/p2p/<peer id> <bytes>");
+            eprintln!(
+                "usage: rawstream listen | rawstream send <multiaddr>/p2p/<peer id> <bytes>\n\
+                 \x20      | rawstream send-file <multiaddr>/p2p/<peer id> <path>"
+            );
             std::process::exit(2);
         }
     }
@@ -169,7 +185,19 @@ async fn listen() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn send(addr: Multiaddr, bytes: u64) -> anyhow::Result<()> {
+/// What `send` pushes: one buffer of pseudo-random bytes over and over
+/// (always in the CPU's cache), or a file read in buffer-sized chunks
+/// just before each is written (from the page cache once it is warm),
+/// which is what moving a real file costs a sender.
+enum Source {
+    Memory(u64),
+    File(std::fs::File, u64),
+}
+
+async fn send(addr: Multiaddr, source: Source) -> anyhow::Result<()> {
+    let bytes = match &source {
+        Source::Memory(n) | Source::File(_, n) => *n,
+    };
     // `dial` checks the peer that answers against this id.
     if !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
         bail!("{addr} does not end in /p2p/<peer id>");
@@ -182,12 +210,17 @@ async fn send(addr: Multiaddr, bytes: u64) -> anyhow::Result<()> {
         .await
         .context("opening the outbound substream")?;
 
-    let buf = pseudo_random(BUF_SIZE);
+    let mut buf = pseudo_random(BUF_SIZE);
     let start = Instant::now();
     drive(&mut muxer, async {
         let mut left = bytes;
         while left > 0 {
             let n = left.min(BUF_SIZE as u64) as usize;
+            if let Source::File(file, _) = &source {
+                use std::os::unix::fs::FileExt as _;
+                file.read_exact_at(&mut buf[..n], bytes - left)
+                    .context("reading the file")?;
+            }
             stream
                 .write_all(&buf[..n])
                 .await
