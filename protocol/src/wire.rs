@@ -639,9 +639,28 @@ pub fn encode_data_head(r: &Response) -> Option<(Vec<u8>, &[u8])> {
         Response::Pieces(p) => (PIECES_VARIANT, p),
         _ => return None,
     };
-    let head = (variant, p.encoding, p.raw_len, p.data.len() as u64);
-    let bytes = bincode::serde::encode_to_vec(head, config()).expect("heads encode");
-    Some((bytes, &p.data))
+    let head = DataHead {
+        pieces: variant == PIECES_VARIANT,
+        encoding: p.encoding,
+        raw_len: p.raw_len,
+        body_len: p.data.len() as u64,
+    };
+    Some((head.encode(), &p.data))
+}
+
+impl DataHead {
+    /// The head's bytes: what [`encode_response`] writes before the body
+    /// of an answer with this head (for a body written from elsewhere,
+    /// e.g. read from files as it is sent).
+    pub fn encode(&self) -> Vec<u8> {
+        let variant = if self.pieces {
+            PIECES_VARIANT
+        } else {
+            MANIFEST_VARIANT
+        };
+        let head = (variant, self.encoding, self.raw_len, self.body_len);
+        bincode::serde::encode_to_vec(head, config()).expect("heads encode")
+    }
 }
 
 /// Reads a data answer's head from the first bytes of a frame (at most

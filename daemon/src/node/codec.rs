@@ -23,6 +23,7 @@ use lanseed_protocol::wire::{self, Request, Response};
 use libp2p::StreamProtocol;
 
 use super::buffers;
+use super::filebody::FileBody;
 use super::limit::Limiter;
 use crate::metrics::{Direction, Kind, Metrics};
 
@@ -201,18 +202,42 @@ impl SlotRelease {
 /// An answer, as the codec writes it (with its slot's release) or reads it.
 #[derive(Debug)]
 pub struct Answer {
-    /// The message.
-    pub response: Response,
+    /// What it says.
+    pub reply: Reply,
     /// Where to give the upload slot back early.
     pub slot: Option<SlotRelease>,
 }
 
+/// What an answer says.
+#[derive(Debug)]
+pub enum Reply {
+    /// A message, whole.
+    Message(Response),
+    /// `Pieces`, uncompressed, read from their files as they are written
+    /// (only on the way out: what a peer sends is read as a message).
+    RawPieces(FileBody),
+}
+
+impl Answer {
+    /// The message a peer sent. (An answer read from a stream is always
+    /// a message; a body read from files exists only on the way out.)
+    pub fn into_message(self) -> Response {
+        match self.reply {
+            Reply::Message(r) => r,
+            Reply::RawPieces(_) => Response::NotFound,
+        }
+    }
+}
+
 impl From<Response> for Answer {
     fn from(response: Response) -> Answer {
-        Answer {
-            response,
-            slot: None,
-        }
+        Reply::Message(response).into()
+    }
+}
+
+impl From<Reply> for Answer {
+    fn from(reply: Reply) -> Answer {
+        Answer { reply, slot: None }
     }
 }
 
@@ -349,11 +374,16 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> 
     io.flush().await
 }
 
+/// Most bytes of a body read from files at a time: what is read stays in
+/// the CPU's cache until it is copied into the stream's frames.
+const FILE_CHUNK: usize = 64 * 1024;
+
 /// How long an answer holding the upload turn may wait on its reader
 /// before it gives way to the next in line.
 const GIVE_WAY: Duration = Duration::from_millis(250);
 
-/// Writes `head` then `body` within the upload limit if there is one,
+/// Writes `head` then `body` (bytes at hand, or read from their files a
+/// chunk at a time as it goes) within the upload limit if there is one,
 /// holding the turn so that answers go out one after the other. A reader
 /// that stops reading (asleep, stalled, or hostile) must not hold up every
 /// other upload: an answer whose write waits more than [`GIVE_WAY`], or
@@ -366,13 +396,26 @@ async fn write_limited<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
     limiter: &Limiter,
     head: &[u8],
-    body: &[u8],
+    body: Body<'_>,
     slot: &mut Option<SlotRelease>,
 ) -> io::Result<()> {
     let mut turn = Some(limiter.turn.lock().await);
     let started = tokio::time::Instant::now();
     let due = limiter.turn_for(head.len() + body.len(), GIVE_WAY);
-    for chunk in std::iter::once(head).chain(body.chunks(limiter.chunk())) {
+    // Where the next chunk of the body begins (`None`: the head is next).
+    let (mut next, mut read) = (None, Vec::new());
+    loop {
+        let chunk: &[u8] = match (next, &body) {
+            (None, _) => head,
+            (Some(i), _) if i >= body.len() => break,
+            (Some(i), Body::Bytes(b)) => &b[i..b.len().min(i + limiter.chunk())],
+            (Some(i), Body::Files(f)) => {
+                f.read(i, limiter.chunk().min(FILE_CHUNK), &mut read)
+                    .await?;
+                &read
+            }
+        };
+        next = Some(next.map_or(0, |i| i + chunk.len()));
         if started.elapsed() > due {
             turn = None;
         }
@@ -399,6 +442,21 @@ async fn write_limited<T: AsyncWrite + Unpin + Send>(
         }
     }
     Ok(())
+}
+
+/// Where an answer's body lies.
+enum Body<'a> {
+    Bytes(&'a [u8]),
+    Files(&'a FileBody),
+}
+
+impl Body<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Body::Bytes(b) => b.len(),
+            Body::Files(f) => f.len(),
+        }
+    }
 }
 
 fn invalid(e: wire::WireError) -> io::Error {
@@ -531,16 +589,77 @@ async fn write_answer<T: AsyncWrite + Unpin + Send>(
     limiter: &Limiter,
     answer: Answer,
 ) -> io::Result<()> {
-    let Answer {
-        response: res,
-        mut slot,
-    } = answer;
+    let Answer { reply, mut slot } = answer;
     // An answer carrying data is written from where its body lies.
-    let Some((head, body)) = wire::encode_data_head(&res) else {
-        return write_frame(io, &wire::encode_response(&res)).await;
+    let (head, body) = match &reply {
+        Reply::Message(res) => match wire::encode_data_head(res) {
+            Some((head, body)) => (head, Body::Bytes(body)),
+            None => return write_frame(io, &wire::encode_response(res)).await,
+        },
+        Reply::RawPieces(files) => {
+            let head = wire::DataHead {
+                pieces: true,
+                encoding: wire::Encoding::Raw,
+                raw_len: u32::try_from(files.len()).map_err(io::Error::other)?,
+                body_len: files.len() as u64,
+            };
+            (head.encode(), Body::Files(files))
+        }
     };
     let mut first = ((head.len() + body.len()) as u32).to_le_bytes().to_vec();
     first.extend_from_slice(&head);
     write_limited(io, limiter, &first, body, &mut slot).await?;
     io.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lanseed_protocol::wire::Packed;
+
+    /// What `write_answer` puts on a stream.
+    async fn written(answer: Answer) -> io::Result<Vec<u8>> {
+        let mut out = futures::io::Cursor::new(Vec::new());
+        write_answer(&mut out, &Limiter::new(None), answer).await?;
+        Ok(out.into_inner())
+    }
+
+    #[tokio::test]
+    async fn pieces_read_from_files_are_written_as_the_same_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b): (Vec<u8>, Vec<u8>) = (
+            (0..700_000u32).map(|i| (i % 251) as u8).collect(),
+            (0..300_000u32).map(|i| (i % 13) as u8).collect(),
+        );
+        let mut body = FileBody::default();
+        for (name, bytes, offset) in [("a", &a, 100_000usize), ("b", &b, 0)] {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+            let file = std::fs::File::open(dir.path().join(name)).unwrap();
+            body.push(file, offset as u64, bytes.len() - offset);
+        }
+        let mut data = a[100_000..].to_vec();
+        data.extend_from_slice(&b);
+        let message = Response::Pieces(Packed::raw(data));
+        let mut want = (wire::encode_response(&message).len() as u32)
+            .to_le_bytes()
+            .to_vec();
+        want.extend_from_slice(&wire::encode_response(&message));
+        let from_files = written(Reply::RawPieces(body).into()).await.unwrap();
+        assert_eq!(from_files, want);
+        assert_eq!(written(message.into()).await.unwrap(), want);
+    }
+
+    #[tokio::test]
+    async fn a_file_that_shrank_fails_the_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), [1u8; 1000]).unwrap();
+        let mut body = FileBody::default();
+        body.push(
+            std::fs::File::open(dir.path().join("a")).unwrap(),
+            0,
+            600_000,
+        );
+        let err = written(Reply::RawPieces(body).into()).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
 }

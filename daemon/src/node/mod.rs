@@ -36,9 +36,11 @@
 //!   compressing them, verifying and writing pieces, commits, looking an
 //!   announced release up in the store, watching the store's index,
 //!   removing abandoned partial folders: all run on tokio's blocking pool
-//!   and report back on a channel. The loop only decides; the one read it
-//!   does itself is of pieces already cached, which never waits
-//!   ([`nowait`]).
+//!   and report back on a channel. The loop only decides; the reads it
+//!   does itself are of pieces already cached, which never wait
+//!   ([`nowait`]): an answer's pieces that may not shrink are read from
+//!   their files as the answer is written, a chunk at a time
+//!   ([`filebody`]).
 //! - The security boundary has rooms of its own: who may connect
 //!   ([`guard`]), who we know and how each behaved ([`peers`]), which
 //!   releases to take ([`catalog`]); every table a peer can grow is
@@ -55,6 +57,7 @@ pub mod control;
 pub mod devices;
 mod discovery;
 pub mod fetch;
+mod filebody;
 mod guard;
 mod key;
 pub mod limit;
@@ -230,7 +233,11 @@ type Committed = Result<(lanseed_protocol::VerifiedRelease, fetch::partial::Comm
 /// Work finished off the event loop.
 enum Done {
     /// An answer is ready to send.
-    Served(ResponseChannel<codec::Answer>, InboundRequestId, Response),
+    Served(
+        ResponseChannel<codec::Answer>,
+        InboundRequestId,
+        codec::Reply,
+    ),
     /// A fetch opened (or not).
     Opened(Opened),
     /// A job of this fetch panicked.
@@ -1214,11 +1221,13 @@ impl Node {
                 request_response::Message::Response {
                     request_id,
                     response,
-                } => match self.inflight.remove(&request_id) {
-                    Some((peer, Pending::Fetch(bundle))) => {
-                        self.on_fetch_answer(bundle, request_id, peer, Ok(response.response))
+                } => match (self.inflight.remove(&request_id), response.into_message()) {
+                    (Some((peer, Pending::Fetch(bundle))), response) => {
+                        self.on_fetch_answer(bundle, request_id, peer, Ok(response))
                     }
-                    Some((peer, Pending::Have(bundle))) if response.response != Response::Ack => {
+                    (Some((peer, Pending::Have(bundle))), response)
+                        if response != Response::Ack =>
+                    {
                         self.have_not_taken(peer, bundle)
                     }
                     _ => {}
@@ -1427,17 +1436,20 @@ impl Node {
                     .map(|(k, _)| k)
                     .collect();
                 self.server.sends_whole(&request_id, whole);
-                // Cached pieces are answered here, with no trip through
+                // Pieces that may not shrink are answered here, read from
+                // their files as they are written, with no trip through
                 // the blocking pool and back.
                 match self.server.answer(sources) {
-                    Ok(response) => {
-                        return self.on_done(Done::Served(channel, request_id, response));
+                    Ok(reply) => {
+                        return self.on_done(Done::Served(channel, request_id, reply));
                     }
                     Err(job) => job,
                 }
             }
         };
-        self.spawn(None, move || Done::Served(channel, request_id, job()));
+        self.spawn(None, move || {
+            Done::Served(channel, request_id, codec::Reply::Message(job()))
+        });
     }
 
     fn respond(&mut self, channel: ResponseChannel<codec::Answer>, response: Response) {
@@ -1476,12 +1488,12 @@ impl Node {
 
     fn on_done(&mut self, done: Done) {
         match done {
-            Done::Served(channel, request_id, response) => {
-                self.server.sending(&request_id, &response, Instant::now());
+            Done::Served(channel, request_id, reply) => {
+                self.server.sending(&request_id, &reply, Instant::now());
                 let rr = &mut self.swarm.behaviour_mut().rr;
                 let slot = codec::SlotRelease::new(self.slot_tx.clone(), request_id);
                 let answer = codec::Answer {
-                    response,
+                    reply,
                     slot: Some(slot),
                 };
                 if rr.send_response(channel, answer).is_err() {

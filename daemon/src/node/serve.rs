@@ -1,10 +1,11 @@
 //! The server: answering peers. Who may be served now (`--max-uploads`,
 //! decided by [`Uploads`]), which answers are being prepared or sent, what
 //! was served (counters for `status`), and reading and packing what peers
-//! asked for ([`Server`] owns that state; the node routes to it). Pieces
-//! in the page cache that may not compress are answered on the node's
-//! thread ([`answer`]); a read that would wait, and compression, run in
-//! the blocking pool. A peer without an upload slot is told
+//! asked for ([`Server`] owns that state; the node routes to it). Large
+//! pieces that may not compress are answered on the node's thread,
+//! read from their files as the answer is written ([`answer`],
+//! [`FileBody`]); a read that would wait, and compression, run in the
+//! blocking pool. A peer without an upload slot is told
 //! [`Response::Busy`]; one peer has at most
 //! [`PER_PEER`](super::uploads::PER_PEER) answers in preparation, which
 //! bounds the memory answers can take to `max_uploads × PER_PEER` pieces.
@@ -36,7 +37,9 @@ use super::seeding::{self, Seeding};
 use super::status::UploadStatus;
 use super::uploads::Uploads;
 
+use super::codec::Reply;
 use super::fetch::partial::read_piece;
+use super::filebody::FileBody;
 use super::nowait;
 
 /// The server's state; `I` identifies a request (libp2p's
@@ -105,19 +108,25 @@ impl<I: std::hash::Hash + Eq> Server<I> {
     }
 
     /// The answer to a `GetPieces` for `sources` (see [`answer`]).
-    pub fn answer(&self, sources: Vec<(Hash, Source)>) -> Result<Response, Job> {
+    pub fn answer(&self, sources: Vec<(Hash, Source)>) -> Result<Reply, Job> {
         answer(sources, &self.incompressible)
     }
 
     /// The answer to request `id` is about to be sent: counted, and the
     /// pieces of blobs held whole that it carries are held back.
-    pub fn sending(&mut self, id: &I, response: &Response, now: Instant) {
-        if let Response::Pieces(p) | Response::Manifest(p) = response {
+    pub fn sending(&mut self, id: &I, reply: &Reply, now: Instant) {
+        let (data, pieces) = match reply {
+            Reply::Message(Response::Pieces(p)) => (Some(p.data.len()), true),
+            Reply::Message(Response::Manifest(p)) => (Some(p.data.len()), false),
+            Reply::RawPieces(body) => (Some(body.len()), true),
+            Reply::Message(_) => (None, false),
+        };
+        if let Some(len) = data {
             self.answers += 1;
-            self.bytes += p.data.len() as u64;
+            self.bytes += len as u64;
         }
         if let Some((peer, held)) = self.serving.get_mut(id) {
-            if matches!(response, Response::Pieces(_)) {
+            if pieces {
                 self.seeding.sending(*peer, held, now);
             } else {
                 held.clear();
@@ -187,22 +196,59 @@ const _: () = assert!(SAMPLED_FROM >= SAMPLE);
 /// Work for the blocking pool that makes an answer.
 pub type Job = Box<dyn FnOnce() -> Response + Send>;
 
-/// The answer to a `GetPieces` for `sources`: at once when its pieces
-/// are in the page cache and none may compress (`Ok`); else the work left
-/// for the blocking pool (`Err`): reading what is not cached (or telling
-/// what is missing), or only compressing what was read here.
-pub fn answer(
-    sources: Vec<(Hash, Source)>,
-    incompressible: &Incompressible,
-) -> Result<Response, Job> {
+/// The answer to a `GetPieces` for `sources`, at once (`Ok`) or as the
+/// work left for the blocking pool (`Err`):
+/// - large pieces none of which may shrink: read from their files as the
+///   answer is written ([`streamed`]);
+/// - pieces that may shrink, in the page cache: read here, compressed in
+///   the pool;
+/// - the rest in the pool: reading what is not cached, or telling what
+///   is missing. (What is read here and may not shrink after all, such
+///   as an answer of no pieces, is answered at once.)
+pub fn answer(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> Result<Reply, Job> {
+    if let Some(body) = streamed(&sources, incompressible) {
+        return Ok(Reply::RawPieces(body));
+    }
     let incompressible = incompressible.clone();
     match read(&sources, Wait::No) {
         Read::Pieces(out, ends) if !worth_trying(&sources, &ends, &out, &incompressible) => {
-            Ok(Response::Pieces(Packed::raw(out)))
+            Ok(Reply::Message(Response::Pieces(Packed::raw(out))))
         }
         Read::Pieces(out, _) => Err(Box::new(move || compress(&sources, out, &incompressible))),
         Read::Missing | Read::WouldWait => Err(Box::new(move || pieces(sources, &incompressible))),
     }
+}
+
+/// The answer's pieces as a [`FileBody`], when each is at least
+/// [`SAMPLED_FROM`] and may not shrink (its blob is known not to, or its
+/// [`SAMPLE`], in the page cache, does not), and all of them exist and
+/// fit an answer. `None` sends the answer the other ways: a missing
+/// piece is told as such, a sample not cached is read in the pool.
+fn streamed(sources: &[(Hash, Source)], incompressible: &Incompressible) -> Option<FileBody> {
+    if sources.is_empty() {
+        return None;
+    }
+    let mut body = FileBody::default();
+    let mut sample = Vec::new();
+    for (hash, source) in sources {
+        let (file, index, len) = open(source).ok()?;
+        let len = usize::try_from(len).ok().filter(|&l| l >= SAMPLED_FROM)?;
+        let offset = piece_offset(index);
+        if !incompressible.contains(hash) {
+            sample.clear();
+            let mid = ((len - SAMPLE) / 2) as u64;
+            if !nowait::read_cached(&file, offset + mid, SAMPLE, &mut sample).ok()?
+                || Packed::shrinks(&sample)
+            {
+                return None;
+            }
+        }
+        body.push(file, offset, len);
+        if body.len() as u64 > lanseed_protocol::wire::MAX_BATCH_BYTES {
+            return None;
+        }
+    }
+    Some(body)
 }
 
 /// Reads and packs the pieces asked for; `NotFound` when any is missing.
@@ -385,13 +431,17 @@ mod tests {
         assert!(server.admit(liar, 1, t));
         server.sends_whole(&1, keys.clone());
         assert!(!server.hold_back(&y, &keys, t));
-        server.sending(&1, &Response::NotFound, t);
+        server.sending(&1, &Reply::Message(Response::NotFound), t);
         server.finished(&1, t);
         assert!(!server.hold_back(&y, &keys, t));
         // Sent: held back from y while on its way and just after.
         assert!(server.admit(liar, 2, t));
         server.sends_whole(&2, keys.clone());
-        server.sending(&2, &Response::Pieces(Packed::raw(vec![0; 4])), t);
+        server.sending(
+            &2,
+            &Reply::Message(Response::Pieces(Packed::raw(vec![0; 4]))),
+            t,
+        );
         assert!(server.hold_back(&y, &keys[..1], t));
         server.finished(&2, t);
         assert!(server.hold_back(&y, &keys[3..], t));
@@ -424,10 +474,11 @@ mod tests {
         assert!(!worth(&sources, &known));
     }
 
-    /// Cached media are answered at once, as the pool would answer them;
-    /// what may compress, or is missing, is left to the pool.
-    #[test]
-    fn cached_media_are_answered_at_once_and_the_rest_left_to_the_pool() {
+    /// Media are answered at once, read from their files as they are
+    /// written, with the bytes the pool would answer; what may compress,
+    /// or is missing, is left to the pool.
+    #[tokio::test]
+    async fn media_are_answered_at_once_and_the_rest_left_to_the_pool() {
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path();
         let known = Incompressible::default();
@@ -439,17 +490,29 @@ mod tests {
             answer(dir, &[&media]).remove(0),
             (hash, Source::Store(dir.join("more"), 1)),
         ];
-        let Ok(Response::Pieces(now)) = super::answer(sources.clone(), &known) else {
-            panic!("cached media were left to the pool");
+        let Ok(Reply::RawPieces(now)) = super::answer(sources.clone(), &known) else {
+            panic!("cached media were not answered from their files");
         };
         let Response::Pieces(pool) = pieces(sources, &known) else {
             panic!("the pool did not answer");
         };
-        assert_eq!(now.data, pool.data);
+        assert!(!pool.is_compressed());
+        let (mut streamed, mut chunk) = (Vec::new(), Vec::new());
+        while streamed.len() < now.len() {
+            now.read(streamed.len(), 100_000, &mut chunk).await.unwrap();
+            streamed.extend_from_slice(&chunk);
+        }
+        assert_eq!(streamed, pool.data);
         let mut want = media.clone();
         want.extend_from_slice(&more[PIECE_SIZE as usize..]);
-        assert_eq!(now.data, want);
-        assert!(!now.is_compressed());
+        assert_eq!(streamed, want);
+        // A small piece beside them may compress: read here, compressed
+        // (or not) in the pool.
+        let with_small = answer(dir, &[&media, &noise(1000)]);
+        let Err(job) = super::answer(with_small, &known) else {
+            panic!("a small piece that may compress was answered on the loop");
+        };
+        assert!(!compressed(job()));
         // Text is read here and compressed in the pool, not read again.
         let Err(job) = super::answer(answer(dir, &[&text(200_000)]), &known) else {
             panic!("text that may compress was answered on the loop");

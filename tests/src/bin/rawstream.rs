@@ -98,9 +98,11 @@ fn run() -> anyhow::Result<()> {
             let addr: Multiaddr = addr
                 .parse()
                 .with_context(|| format!("invalid multiaddr {addr:?}"))?;
-            let file =
-                std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
-            let len = file.metadata().with_context(|| format!("reading {path}"))?.len();
+            let file = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
+            let len = file
+                .metadata()
+                .with_context(|| format!("reading {path}"))?
+                .len();
             if len == 0 {
                 bail!("{path} is empty: the stream needs at least 1 byte");
             }
