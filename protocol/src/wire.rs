@@ -162,9 +162,11 @@ const JUDGED_FROM: usize = 4096;
 /// within twice its expected shortfall of 8 bits a byte. Counting costs a
 /// tenth of what zstd spends failing on the same bytes. Text, code, JSON,
 /// base64 and most binary formats are well below (4–6.5 bits); JPEG and
-/// PNG data sit near 7.9–7.97 and are left to zstd. Data of high
-/// entropy that repeats itself within the input (a random block copied)
-/// would be misjudged and sent raw: a missed saving, never a wrong byte.
+/// PNG data sit near 7.9–7.97 and are left to zstd. The estimate sees
+/// byte frequencies only (order 0), so data whose frequencies are flat
+/// but whose order is not random is misjudged and sent raw: a byte ramp
+/// or table (`i as u8`), or a random block repeated at a period of 8 KiB
+/// or more within the input. A missed saving, never a wrong byte.
 pub fn looks_random(bytes: &[u8]) -> bool {
     if bytes.len() < JUDGED_FROM {
         return false;
@@ -238,12 +240,13 @@ impl Packed {
         }
     }
 
-    /// Whether [`Packed::compress`] would keep `bytes` compressed: the
-    /// test a sample of a large piece takes before all of it is tried.
-    /// Bytes whose byte frequencies are those of random data
-    /// ([`looks_random`]: encrypted, already compressed, most media) are
-    /// taken not to shrink without asking zstd, which spent longer
-    /// failing on them than on anything else. The rest are tried: one
+    /// Whether [`Packed::compress`] would keep `bytes` compressed, as far
+    /// as a sample can tell: the test a sample of a large piece takes
+    /// before all of it is tried. Bytes whose byte frequencies are those
+    /// of random data ([`looks_random`]: encrypted, already compressed,
+    /// most media) are taken not to shrink without asking zstd, which
+    /// spent longer failing on them than on anything else (the rare data
+    /// with flat frequencies that zstd would shrink is sent raw). The rest are tried: one
     /// compression context and output buffer per thread serve every test
     /// (a context made for each 16 KiB sample, its tables allocated and
     /// cleared, cost more than compressing the sample did).
@@ -648,21 +651,6 @@ pub fn encode_data_head(r: &Response) -> Option<(Vec<u8>, &[u8])> {
     Some((head.encode(), &p.data))
 }
 
-impl DataHead {
-    /// The head's bytes: what [`encode_response`] writes before the body
-    /// of an answer with this head (for a body written from elsewhere,
-    /// e.g. read from files as it is sent).
-    pub fn encode(&self) -> Vec<u8> {
-        let variant = if self.pieces {
-            PIECES_VARIANT
-        } else {
-            MANIFEST_VARIANT
-        };
-        let head = (variant, self.encoding, self.raw_len, self.body_len);
-        bincode::serde::encode_to_vec(head, config()).expect("heads encode")
-    }
-}
-
 /// Reads a data answer's head from the first bytes of a frame (at most
 /// [`MAX_DATA_HEAD`]; fewer when the frame is shorter): the head and how
 /// many bytes it took, or `None` when the answer carries no data (decode
@@ -686,6 +674,31 @@ pub fn decode_data_head(prefix: &[u8]) -> Result<Option<(DataHead, usize)>, Wire
 }
 
 impl DataHead {
+    /// The head of `Pieces` whose `len` bytes go raw.
+    pub fn raw_pieces(len: usize) -> Result<DataHead, WireError> {
+        let raw_len =
+            u32::try_from(len).map_err(|_| WireError::TooLarge(len, u32::MAX as usize))?;
+        Ok(DataHead {
+            pieces: true,
+            encoding: Encoding::Raw,
+            raw_len,
+            body_len: len as u64,
+        })
+    }
+
+    /// The head's bytes: what [`encode_response`] writes before the body
+    /// of an answer with this head (for a body written from elsewhere,
+    /// e.g. read from files as it is sent).
+    pub fn encode(&self) -> Vec<u8> {
+        let variant = if self.pieces {
+            PIECES_VARIANT
+        } else {
+            MANIFEST_VARIANT
+        };
+        let head = (variant, self.encoding, self.raw_len, self.body_len);
+        bincode::serde::encode_to_vec(head, config()).expect("heads encode")
+    }
+
     /// The answer, with the body read after the head.
     pub fn into_response(self, body: Vec<u8>) -> Result<Response, WireError> {
         if body.len() as u64 != self.body_len {
@@ -1182,8 +1195,9 @@ mod tests {
         assert!(raw.unpack(100).is_err());
     }
 
-    /// `shrinks` says what `compress` would do, for any input and in any
-    /// order (its context is reused after a result that did not fit).
+    /// `shrinks` says what `compress` would do, for each kind of input and
+    /// in any order (its context is reused after a result that did not
+    /// fit); for data with flat byte frequencies see `looks_random`.
     #[test]
     fn shrinks_agrees_with_compress() {
         let mut random = vec![0u8; 20_000];

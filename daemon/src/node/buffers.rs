@@ -4,9 +4,10 @@
 //! at hundreds of megabytes a second was a tenth of a fetcher's CPU time.
 //! So the codec reads each answer of pieces into a buffer from here, and
 //! the fetch gives it back once its pieces are written; the next answer
-//! reuses it. (A seeder reads the large pieces it sends from their files
-//! as it writes them, and builds other answers in buffers of their own
-//! size: with many peers it has many in flight, most of them small.)
+//! reuses it. (A seeder reads the large pieces that may not shrink from
+//! their files as it writes them, and builds other answers in buffers of
+//! their own size: with many peers it has many in flight, most of them
+//! small.)
 //!
 //! At most [`KEPT`] idle buffers are kept; a buffer is only kept when its
 //! capacity is that of an answer (a manifest's larger buffer is freed).

@@ -5,7 +5,9 @@
 //! straight into a buffer of its own: a recycled one ([`buffers`]) for up
 //! to an answer of pieces, else one that grows with the bytes that
 //! actually arrive (a manifest). Such answers are written from where their
-//! body lies, taking turns through the node's upload [`Limiter`].
+//! body lies (in memory, or pieces read from their files a chunk at a
+//! time as they are written: [`FileBody`]), taking turns through the
+//! node's upload [`Limiter`].
 //!
 //! Every byte of a frame read or written is counted in the node's
 //! [`Metrics`] (`lanseed_p2p_bytes_total`), under the exchange the stream
@@ -219,8 +221,9 @@ pub enum Reply {
 }
 
 impl Answer {
-    /// The message a peer sent. (An answer read from a stream is always
-    /// a message; a body read from files exists only on the way out.)
+    /// The message a peer sent. An answer read from a stream is always a
+    /// message (the codec reads nothing else); a body read from files
+    /// exists only on the way out, and would read as `NotFound`.
     pub fn into_message(self) -> Response {
         match self.reply {
             Reply::Message(r) => r,
@@ -374,10 +377,6 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> 
     io.flush().await
 }
 
-/// Most bytes of a body read from files at a time: what is read stays in
-/// the CPU's cache until it is copied into the stream's frames.
-const FILE_CHUNK: usize = 64 * 1024;
-
 /// How long an answer holding the upload turn may wait on its reader
 /// before it gives way to the next in line.
 const GIVE_WAY: Duration = Duration::from_millis(250);
@@ -410,8 +409,11 @@ async fn write_limited<T: AsyncWrite + Unpin + Send>(
             (Some(i), _) if i >= body.len() => break,
             (Some(i), Body::Bytes(b)) => &b[i..b.len().min(i + limiter.chunk())],
             (Some(i), Body::Files(f)) => {
-                f.read(i, limiter.chunk().min(FILE_CHUNK), &mut read)
-                    .await?;
+                if !f.read_cached(i, &mut read)? {
+                    // A read from the disk holds up no other answer.
+                    turn = None;
+                    f.read_waiting(i, &mut read).await?;
+                }
                 &read
             }
         };
@@ -597,12 +599,7 @@ async fn write_answer<T: AsyncWrite + Unpin + Send>(
             None => return write_frame(io, &wire::encode_response(res)).await,
         },
         Reply::RawPieces(files) => {
-            let head = wire::DataHead {
-                pieces: true,
-                encoding: wire::Encoding::Raw,
-                raw_len: u32::try_from(files.len()).map_err(io::Error::other)?,
-                body_len: files.len() as u64,
-            };
+            let head = wire::DataHead::raw_pieces(files.len()).map_err(io::Error::other)?;
             (head.encode(), Body::Files(files))
         }
     };
@@ -631,12 +628,14 @@ mod tests {
             (0..700_000u32).map(|i| (i % 251) as u8).collect(),
             (0..300_000u32).map(|i| (i % 13) as u8).collect(),
         );
-        let mut body = FileBody::default();
+        let mut ranges = Vec::new();
         for (name, bytes, offset) in [("a", &a, 100_000usize), ("b", &b, 0)] {
-            std::fs::write(dir.path().join(name), bytes).unwrap();
-            let file = std::fs::File::open(dir.path().join(name)).unwrap();
-            body.push(file, offset as u64, bytes.len() - offset);
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let file = std::fs::File::open(&path).unwrap();
+            ranges.push((path, file, offset as u64, bytes.len() - offset));
         }
+        let body = FileBody::new(ranges).unwrap();
         let mut data = a[100_000..].to_vec();
         data.extend_from_slice(&b);
         let message = Response::Pieces(Packed::raw(data));
@@ -653,12 +652,9 @@ mod tests {
     async fn a_file_that_shrank_fails_the_answer() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a"), [1u8; 1000]).unwrap();
-        let mut body = FileBody::default();
-        body.push(
-            std::fs::File::open(dir.path().join("a")).unwrap(),
-            0,
-            600_000,
-        );
+        let path = dir.path().join("a");
+        let file = std::fs::File::open(&path).unwrap();
+        let body = FileBody::new(vec![(path, file, 0, 600_000)]).unwrap();
         let err = written(Reply::RawPieces(body).into()).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }

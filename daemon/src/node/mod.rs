@@ -37,10 +37,10 @@
 //!   announced release up in the store, watching the store's index,
 //!   removing abandoned partial folders: all run on tokio's blocking pool
 //!   and report back on a channel. The loop only decides; the reads it
-//!   does itself are of pieces already cached, which never wait
-//!   ([`nowait`]): an answer's pieces that may not shrink are read from
-//!   their files as the answer is written, a chunk at a time
-//!   ([`filebody`]).
+//!   does itself are of what the page cache holds, which never wait
+//!   ([`nowait`]): compression samples, and the large pieces that may not
+//!   shrink, read from their files a chunk at a time as their answer is
+//!   written ([`filebody`]; a chunk not cached is read in the pool).
 //! - The security boundary has rooms of its own: who may connect
 //!   ([`guard`]), who we know and how each behaved ([`peers`]), which
 //!   releases to take ([`catalog`]); every table a peer can grow is

@@ -2,11 +2,13 @@
 //! copied at once, and a read that would have to wait says so instead
 //! (Linux `preadv2` with `RWF_NOWAIT`).
 //!
-//! The server answers a request whose pieces are cached on the node's own
-//! thread, without a trip through the blocking pool and back (two thread
-//! hand-offs per answer, which on 2 vCPUs cost more than the read). A
-//! piece on its way from a slow disk still goes to the pool, so that one
-//! cold read never holds up the node's connections.
+//! The server reads what is cached on the node's own thread, without a
+//! trip through the blocking pool and back (two thread hand-offs per
+//! answer, which on 2 vCPUs cost more than the read): a compression
+//! sample, pieces that may compress, and the chunks of an answer read
+//! from its files as it is written. A read that would wait on a slow disk
+//! still goes to the pool, so that no cold read holds up the node's
+//! connections.
 
 use std::fs::File;
 use std::io;

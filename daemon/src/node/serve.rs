@@ -166,6 +166,15 @@ pub enum Source {
     Partial(PathBuf, u32, u64),
 }
 
+impl Source {
+    /// The file the piece is in.
+    fn path(&self) -> &PathBuf {
+        match self {
+            Source::Store(path, _) | Source::Partial(path, _, _) => path,
+        }
+    }
+}
+
 /// Blobs whose pieces do not compress, shared by serving jobs.
 #[derive(Clone, Default)]
 pub struct Incompressible(Arc<Mutex<HashSet<Hash>>>);
@@ -197,58 +206,80 @@ const _: () = assert!(SAMPLED_FROM >= SAMPLE);
 pub type Job = Box<dyn FnOnce() -> Response + Send>;
 
 /// The answer to a `GetPieces` for `sources`, at once (`Ok`) or as the
-/// work left for the blocking pool (`Err`):
+/// work left for the blocking pool (`Err`), as [`plan`] decides:
 /// - large pieces none of which may shrink: read from their files as the
-///   answer is written ([`streamed`]);
+///   answer is written;
 /// - pieces that may shrink, in the page cache: read here, compressed in
 ///   the pool;
 /// - the rest in the pool: reading what is not cached, or telling what
-///   is missing. (What is read here and may not shrink after all, such
-///   as an answer of no pieces, is answered at once.)
+///   is missing.
 pub fn answer(sources: Vec<(Hash, Source)>, incompressible: &Incompressible) -> Result<Reply, Job> {
-    if let Some(body) = streamed(&sources, incompressible) {
-        return Ok(Reply::RawPieces(body));
-    }
     let incompressible = incompressible.clone();
-    match read(&sources, Wait::No) {
-        Read::Pieces(out, ends) if !worth_trying(&sources, &ends, &out, &incompressible) => {
-            Ok(Reply::Message(Response::Pieces(Packed::raw(out))))
-        }
-        Read::Pieces(out, _) => Err(Box::new(move || compress(&sources, out, &incompressible))),
-        Read::Missing | Read::WouldWait => Err(Box::new(move || pieces(sources, &incompressible))),
+    match plan(&sources, &incompressible) {
+        Plan::FromFiles(body) => Ok(Reply::RawPieces(body)),
+        Plan::Compress => match read(&sources, Wait::No) {
+            Read::Pieces(out, _) => Err(Box::new(move || compress(&sources, out, &incompressible))),
+            Read::Missing | Read::WouldWait => {
+                Err(Box::new(move || pieces(sources, &incompressible)))
+            }
+        },
+        Plan::Pool => Err(Box::new(move || pieces(sources, &incompressible))),
     }
 }
 
-/// The answer's pieces as a [`FileBody`], when each is at least
-/// [`SAMPLED_FROM`] and may not shrink (its blob is known not to, or its
-/// [`SAMPLE`], in the page cache, does not), and all of them exist and
-/// fit an answer. `None` sends the answer the other ways: a missing
-/// piece is told as such, a sample not cached is read in the pool.
-fn streamed(sources: &[(Hash, Source)], incompressible: &Incompressible) -> Option<FileBody> {
+/// How an answer is made.
+enum Plan {
+    /// Read from its files as it is written.
+    FromFiles(FileBody),
+    /// Compressed, if that pays: a piece is small, or its sample shrinks.
+    Compress,
+    /// Read and decided in the pool: a piece is missing or its sample is
+    /// not in the page cache, the answer is too large, or the bodies hold
+    /// all the open files they may.
+    Pool,
+}
+
+/// Decides how to answer `sources`, reading only each large piece's
+/// [`SAMPLE`] (from the page cache, never waiting) when its blob is not
+/// known not to shrink.
+fn plan(sources: &[(Hash, Source)], incompressible: &Incompressible) -> Plan {
     if sources.is_empty() {
-        return None;
+        return Plan::Pool;
     }
-    let mut body = FileBody::default();
+    let mut ranges = Vec::with_capacity(sources.len());
+    let mut total = 0u64;
     let mut sample = Vec::new();
     for (hash, source) in sources {
-        let (file, index, len) = open(source).ok()?;
-        let len = usize::try_from(len).ok().filter(|&l| l >= SAMPLED_FROM)?;
+        let Ok((file, index, len)) = open(source) else {
+            return Plan::Pool;
+        };
+        total += len;
+        if total > lanseed_protocol::wire::MAX_BATCH_BYTES {
+            return Plan::Pool;
+        }
+        let len = len as usize;
+        if len < SAMPLED_FROM {
+            return Plan::Compress;
+        }
         let offset = piece_offset(index);
         if !incompressible.contains(hash) {
             sample.clear();
-            let mid = ((len - SAMPLE) / 2) as u64;
-            if !nowait::read_cached(&file, offset + mid, SAMPLE, &mut sample).ok()?
-                || Packed::shrinks(&sample)
-            {
-                return None;
+            let at = offset + sample_at(len) as u64;
+            match nowait::read_cached(&file, at, SAMPLE, &mut sample) {
+                Ok(true) if Packed::shrinks(&sample) => return Plan::Compress,
+                Ok(true) => {}
+                Ok(false) | Err(_) => return Plan::Pool,
             }
         }
-        body.push(file, offset, len);
-        if body.len() as u64 > lanseed_protocol::wire::MAX_BATCH_BYTES {
-            return None;
-        }
+        ranges.push((source.path().clone(), file, offset, len));
     }
-    Some(body)
+    FileBody::new(ranges).map_or(Plan::Pool, Plan::FromFiles)
+}
+
+/// Where the [`SAMPLE`] of a piece of `len` bytes (at least
+/// [`SAMPLED_FROM`]) begins: in its middle.
+fn sample_at(len: usize) -> usize {
+    (len - SAMPLE) / 2
 }
 
 /// Reads and packs the pieces asked for; `NotFound` when any is missing.
@@ -341,7 +372,7 @@ fn worth_trying(
             return true;
         }
         if !known.contains(hash) {
-            let mid = (piece.len() - SAMPLE) / 2;
+            let mid = sample_at(piece.len());
             if Packed::shrinks(&piece[mid..mid + SAMPLE]) {
                 return true;
             }
@@ -363,7 +394,13 @@ fn open(source: &Source) -> std::io::Result<(std::fs::File, u32, u64)> {
             }
             Ok((file, *index, (size - start).min(PIECE_SIZE)))
         }
-        Source::Partial(path, index, len) => Ok((std::fs::File::open(path)?, *index, *len)),
+        Source::Partial(path, index, len) => {
+            let file = std::fs::File::open(path)?;
+            if file.metadata()?.len() < piece_offset(*index) + len {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            Ok((file, *index, *len))
+        }
     }
 }
 
@@ -446,6 +483,20 @@ mod tests {
         server.finished(&2, t);
         assert!(server.hold_back(&y, &keys[3..], t));
         assert_eq!(server.status().held_back, 2);
+        // An answer read from its files is counted and holds back alike.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other");
+        std::fs::write(&path, [7u8; 10]).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let body = FileBody::new(vec![(path, file, 0, 10)]).unwrap();
+        let other: Vec<seeding::Piece> = vec![(Hash::of(b"other"), 0)];
+        assert!(server.admit(liar, 3, t));
+        server.sends_whole(&3, other.clone());
+        assert!(!server.hold_back(&y, &other, t));
+        server.sending(&3, &Reply::RawPieces(body), t);
+        assert!(server.hold_back(&y, &other, t));
+        let status = server.status();
+        assert_eq!((status.answers, status.bytes), (2, 14));
     }
 
     #[test]
@@ -499,7 +550,9 @@ mod tests {
         assert!(!pool.is_compressed());
         let (mut streamed, mut chunk) = (Vec::new(), Vec::new());
         while streamed.len() < now.len() {
-            now.read(streamed.len(), 100_000, &mut chunk).await.unwrap();
+            if !now.read_cached(streamed.len(), &mut chunk).unwrap() {
+                now.read_waiting(streamed.len(), &mut chunk).await.unwrap();
+            }
             streamed.extend_from_slice(&chunk);
         }
         assert_eq!(streamed, pool.data);

@@ -24,8 +24,8 @@
 //!   `CPU <seconds>`, its own CPU time.
 //! - `send <multiaddr> <bytes>` writes `<bytes>` pseudo-random bytes on one
 //!   outbound substream (`send-file <multiaddr> <path>`: the file's bytes,
-//!   each 64 KiB read just before it is written), closes it and prints `SENT <bytes> <seconds> <MB/s>`
-//!   (MB = 10^6 bytes). The time runs from the first write until the
+//!   each 64 KiB read just before it is written), closes it and prints
+//!   `SENT <bytes> <seconds> <MB/s>` (MB = 10^6 bytes). The time runs from the first write until the
 //!   listener, having read EOF, closes its half of the substream: a yamux
 //!   close only queues a frame, so that acknowledgement is what proves every
 //!   byte arrived.
