@@ -18,6 +18,16 @@
 //!   B -> A  GetPieces { pieces }         A: Pieces(packed), NotFound or Busy
 //! ```
 //!
+//! Pieces also go over a second protocol, [`LINE_PROTOCOL`]
+//! (`/lanseed/pieces/1`): one long-lived stream per pair of peers (a
+//! *line*), opened by the fetcher, on which it writes `GetPieces` frames
+//! one after the other, up to a few ahead of their answers, and the seeder
+//! writes one answer per request, in the order asked (the same frames as
+//! above). A line saves opening, negotiating and closing a stream for
+//! every piece, and its flow-control window grows with use. Only
+//! `GetPieces` is valid on a line; a node that does not speak it is asked
+//! with request-response as before.
+//!
 //! Goals: a node learns of new releases at once; it fetches only what it
 //! lacks, from every peer that has it, and serves what it has verified
 //! while it fetches the rest. A `GetPieces` names pieces by (blob, index),
@@ -52,6 +62,10 @@ use crate::report::{DeviceReport, MAX_DEVICE_ID_LEN, MAX_NAME_LEN};
 
 /// The protocol id.
 pub const PROTOCOL: &str = "/lanseed/bundle/4";
+
+/// The protocol id of a line: a long-lived stream of `GetPieces` requests
+/// and their answers, in order (see the module docs).
+pub const LINE_PROTOCOL: &str = "/lanseed/pieces/1";
 
 /// Most releases one announcement carries (a node with more sends several,
 /// each within [`MAX_ANNOUNCE_BYTES`]).

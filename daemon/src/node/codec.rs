@@ -27,6 +27,7 @@ use libp2p::StreamProtocol;
 use super::buffers;
 use super::filebody::FileBody;
 use super::limit::Limiter;
+use super::serve::AskId;
 use crate::metrics::{Direction, Kind, Metrics};
 
 /// The request-response codec of `/lanseed/bundle/4`. One clone serves
@@ -183,16 +184,13 @@ pub const STALLED_READER: Duration = Duration::from_secs(1);
 /// stopped reading).
 #[derive(Debug)]
 pub struct SlotRelease {
-    tx: tokio::sync::mpsc::UnboundedSender<libp2p::request_response::InboundRequestId>,
-    id: libp2p::request_response::InboundRequestId,
+    tx: tokio::sync::mpsc::UnboundedSender<AskId>,
+    id: AskId,
 }
 
 impl SlotRelease {
     /// A release of request `id`'s slot, through `tx`.
-    pub fn new(
-        tx: tokio::sync::mpsc::UnboundedSender<libp2p::request_response::InboundRequestId>,
-        id: libp2p::request_response::InboundRequestId,
-    ) -> SlotRelease {
+    pub fn new(tx: tokio::sync::mpsc::UnboundedSender<AskId>, id: AskId) -> SlotRelease {
         SlotRelease { tx, id }
     }
 
@@ -555,6 +553,58 @@ impl libp2p::request_response::Codec for WireCodec {
         let written = write_answer(&mut io, &self.limiter, answer).await;
         self.metrics.wire(self.kind, Direction::Sent, io.bytes);
         written
+    }
+}
+
+/// The same frames on a line (`/lanseed/pieces/1`): a long-lived stream
+/// carrying `GetPieces` and their answers, one after the other (see
+/// `super::line`). Each frame is counted as the request-response codec
+/// counts it.
+impl WireCodec {
+    /// Reads the next request of a line.
+    pub async fn read_line_request<T>(&self, io: &mut T) -> io::Result<Incoming>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut io = Tally::new(io);
+        let read = read_incoming(&mut io, &self.requests).await;
+        self.metrics
+            .wire(Kind::Pieces, Direction::Received, io.bytes);
+        read
+    }
+
+    /// Writes an answer on a line.
+    pub async fn write_line_answer<T>(&self, io: &mut T, answer: Answer) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        let mut io = Tally::new(io);
+        let written = write_answer(&mut io, &self.limiter, answer).await;
+        self.metrics.wire(Kind::Pieces, Direction::Sent, io.bytes);
+        written
+    }
+
+    /// Writes a request on a line.
+    pub async fn write_line_request<T>(&self, io: &mut T, req: &Request) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        let mut io = Tally::new(io);
+        let written = write_frame(&mut io, &wire::encode_request(req)).await;
+        self.metrics.wire(Kind::of(req), Direction::Sent, io.bytes);
+        written
+    }
+
+    /// Reads the next answer of a line (at most an answer of pieces).
+    pub async fn read_line_answer<T>(&self, io: &mut T) -> io::Result<Response>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut io = Tally::new(io);
+        let read = read_answer(&mut io, wire::MAX_PIECE_RESPONSE_BYTES, &self.manifests).await;
+        self.metrics
+            .wire(Kind::Pieces, Direction::Received, io.bytes);
+        read
     }
 }
 

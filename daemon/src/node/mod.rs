@@ -61,6 +61,7 @@ mod filebody;
 mod guard;
 mod key;
 pub mod limit;
+mod line;
 mod nowait;
 mod peers;
 pub mod retry;
@@ -81,9 +82,7 @@ use lanseed_protocol::store::{CommitOutcome, StoreError};
 use lanseed_protocol::wire::{Request, Response};
 use lanseed_protocol::{BundleId, Hash, SignedRelease, Store, TrustList};
 use libp2p::core::upgrade::Version;
-use libp2p::request_response::{
-    self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel,
-};
+use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
@@ -94,7 +93,8 @@ use tokio::sync::mpsc;
 
 use self::codec::WireCodec;
 use self::control::Command;
-use self::fetch::{Fault, Fetch, FetchError, Job, Opened, Stage, Written};
+use self::fetch::{Fault, Fetch, FetchError, Job, Opened, ReqId, Stage, Written};
+use self::serve::AskId;
 use self::status::{DroppedStatus, PeerStatus, RefusedStatus, Status, TransferStatus};
 use crate::metrics::{Direction, Ended};
 use crate::output::ReleaseView;
@@ -199,6 +199,7 @@ struct Behaviour {
     guard: guard::Guard,
     limits: connection_limits::Behaviour,
     rr: request_response::Behaviour<WireCodec>,
+    lines: libp2p_stream::Behaviour,
 }
 
 /// Most connections at once, all peers together.
@@ -218,6 +219,27 @@ const REDIAL_EVERY: Duration = Duration::from_millis(500);
 /// Malformed frames after which a peer is banned.
 const MAX_MALFORMED: u64 = 8;
 
+/// A request sent and not answered yet.
+struct InFlight {
+    /// To whom.
+    peer: PeerId,
+    /// Why, to route its answer.
+    why: Pending,
+    /// What its fetch calls it (a request sent again after its line
+    /// closed keeps its first name).
+    key: ReqId,
+    /// The line it went on, if it did.
+    line: Option<line::LineId>,
+}
+
+/// Where an answer to a peer goes.
+enum To {
+    /// Back on the request's own stream.
+    Rr(ResponseChannel<codec::Answer>),
+    /// To the line it came on, which writes its answers in order.
+    Line(tokio::sync::oneshot::Sender<codec::Answer>),
+}
+
 /// Why a request was sent, to route its answer.
 enum Pending {
     Announce,
@@ -233,11 +255,7 @@ type Committed = Result<(lanseed_protocol::VerifiedRelease, fetch::partial::Comm
 /// Work finished off the event loop.
 enum Done {
     /// An answer is ready to send.
-    Served(
-        ResponseChannel<codec::Answer>,
-        InboundRequestId,
-        codec::Reply,
-    ),
+    Served(To, AskId, codec::Reply),
     /// A fetch opened (or not).
     Opened(Opened),
     /// A job of this fetch panicked.
@@ -274,14 +292,29 @@ struct Node {
     watch: Option<watch::Watch>,
     _store_lock: std::fs::File,
     fetches: HashMap<BundleId, Fetch>,
-    inflight: HashMap<OutboundRequestId, (PeerId, Pending)>,
+    inflight: HashMap<ReqId, InFlight>,
+    /// Lines to peers this node fetches from, by peer.
+    lines: HashMap<PeerId, line::ask::Asker>,
+    /// Connected peers that do not speak lines (asked by request-response).
+    no_lines: HashSet<PeerId>,
+    /// Lines of peers to this node being served, by peer.
+    lines_in: HashMap<PeerId, usize>,
+    /// Where lines report.
+    line_tx: mpsc::UnboundedSender<line::Event>,
+    /// Opens lines.
+    streams: libp2p_stream::Control,
+    /// The codec, for lines (sharing the upload limit and the budgets of
+    /// request-response's).
+    codec: WireCodec,
+    /// The number of the next line or request sent on one.
+    next_line: u64,
     listen: Vec<Multiaddr>,
     discovery: Option<discovery::Discovery>,
     found_tx: mpsc::UnboundedSender<discovery::Found>,
     done_tx: mpsc::UnboundedSender<Done>,
     server: serve::Server,
     /// Where the codec gives upload slots back early (a reader stopped).
-    slot_tx: mpsc::UnboundedSender<InboundRequestId>,
+    slot_tx: mpsc::UnboundedSender<AskId>,
     /// Permits for work off the loop.
     workers: Arc<tokio::sync::Semaphore>,
     /// Why fetches wait for free space (`--min-free`), if they do.
@@ -307,9 +340,12 @@ struct Node {
     gateway_releases: Option<tokio::sync::watch::Sender<Arc<Vec<SignedRelease>>>>,
 }
 
-fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm<Behaviour>> {
+fn build_swarm(
+    key: identity::Keypair,
+    cfg: &NodeConfig,
+    codec: WireCodec,
+) -> anyhow::Result<Swarm<Behaviour>> {
     let psk = cfg.fleet_key;
-    let limiter = Arc::new(limit::Limiter::new(cfg.upload_limit));
     let rr_cfg = request_response::Config::default()
         .with_request_timeout(cfg.request_timeout)
         .with_max_concurrent_streams(MAX_STREAMS);
@@ -333,13 +369,14 @@ fn build_swarm(key: identity::Keypair, cfg: &NodeConfig) -> anyhow::Result<Swarm
         .with_behaviour(|_| Behaviour {
             guard: guard::Guard::new(cfg.limit_loopback),
             rr: request_response::Behaviour::with_codec(
-                WireCodec::new(limiter, cfg.metrics.clone()),
+                codec,
                 [(
                     StreamProtocol::new(lanseed_protocol::wire::PROTOCOL),
                     ProtocolSupport::Full,
                 )],
                 rr_cfg,
             ),
+            lines: libp2p_stream::Behaviour::new(),
             limits: connection_limits::Behaviour::new(
                 connection_limits::ConnectionLimits::default()
                     .with_max_established_per_peer(Some(2))
@@ -383,7 +420,14 @@ pub async fn run(
     };
     let key = key::identity(&cfg.store)?;
     let peer_id = key.public().to_peer_id();
-    let mut swarm = build_swarm(key, &cfg)?;
+    let limiter = Arc::new(limit::Limiter::new(cfg.upload_limit));
+    let codec = WireCodec::new(limiter, cfg.metrics.clone());
+    let mut swarm = build_swarm(key, &cfg, codec.clone())?;
+    let mut streams = swarm.behaviour().lines.new_control();
+    let mut lines_in = streams
+        .accept(StreamProtocol::new(lanseed_protocol::wire::LINE_PROTOCOL))
+        .map_err(|e| anyhow::anyhow!("cannot serve lines: {e}"))?;
+    let (line_tx, mut line_rx) = mpsc::unbounded_channel();
     for addr in &cfg.listen {
         swarm
             .listen_on(addr.clone())
@@ -408,6 +452,13 @@ pub async fn run(
         _store_lock: store_lock,
         fetches: HashMap::new(),
         inflight: HashMap::new(),
+        lines: HashMap::new(),
+        no_lines: HashSet::new(),
+        lines_in: HashMap::new(),
+        line_tx,
+        streams,
+        codec,
+        next_line: 0,
         listen: Vec::new(),
         discovery: None,
         found_tx,
@@ -481,6 +532,8 @@ pub async fn run(
             Some(found) = found_rx.recv() => node.on_found(found),
             Some(cmd) = cmd_rx.recv() => node.on_command(cmd),
             Some(done) = done_rx.recv() => node.on_done(done),
+            Some(event) = line_rx.recv() => node.on_line(event),
+            Some((peer, stream)) = lines_in.next() => node.on_line_opened(peer, stream),
             Some(id) = slot_rx.recv() => node.server.finished(&id, Instant::now()),
             _ = nudge.tick() => node.nudge(),
             Some(found) = store_rx.recv() => match found {
@@ -935,10 +988,188 @@ impl Node {
         }
     }
 
-    fn send(&mut self, peer: PeerId, req: Request, why: Pending) -> OutboundRequestId {
-        let id = (self.swarm.behaviour_mut().rr).send_request(&peer, codec::Incoming::Request(req));
-        self.inflight.insert(id, (peer, why));
-        id
+    fn send(&mut self, peer: PeerId, req: Request, why: Pending) -> ReqId {
+        self.send_as(peer, req, why, None)
+    }
+
+    /// Sends `req` to `peer`: pieces on the line to it (opened if need
+    /// be), unless it does not speak lines; anything else by
+    /// request-response. `key`: what the request's fetch already calls it
+    /// (sent again after its line closed).
+    fn send_as(&mut self, peer: PeerId, req: Request, why: Pending, key: Option<ReqId>) -> ReqId {
+        let mut pieces = match req {
+            Request::GetPieces { pieces } if !self.no_lines.contains(&peer) => pieces,
+            req => {
+                let id = ReqId::Rr(
+                    (self.swarm.behaviour_mut().rr)
+                        .send_request(&peer, codec::Incoming::Request(req)),
+                );
+                let key = key.unwrap_or(id);
+                let sent = InFlight {
+                    peer,
+                    why,
+                    key,
+                    line: None,
+                };
+                self.inflight.insert(id, sent);
+                return key;
+            }
+        };
+        let n = self.next_line();
+        // Twice at most: a line that ended unheard is replaced once.
+        for _ in 0..2 {
+            let line = match self.lines.get(&peer) {
+                Some(asker) => asker,
+                None => {
+                    let line = self.next_line();
+                    let asker = line::ask::Asker::spawn(
+                        peer,
+                        line,
+                        self.streams.clone(),
+                        self.codec.clone(),
+                        self.cfg.request_timeout,
+                        self.line_tx.clone(),
+                    );
+                    self.lines.entry(peer).or_insert(asker)
+                }
+            };
+            match line.ask(n, pieces) {
+                Ok(()) => {
+                    let id = ReqId::Line(n);
+                    let sent = InFlight {
+                        peer,
+                        why,
+                        key: key.unwrap_or(id),
+                        line: Some(line.line),
+                    };
+                    self.inflight.insert(id, sent);
+                    return key.unwrap_or(id);
+                }
+                Err(back) => {
+                    self.lines.remove(&peer);
+                    pieces = back;
+                }
+            }
+        }
+        unreachable!("a line just opened takes its first request")
+    }
+
+    fn next_line(&mut self) -> u64 {
+        self.next_line += 1;
+        self.next_line
+    }
+
+    /// What a line reports.
+    fn on_line(&mut self, event: line::Event) {
+        match event {
+            line::Event::Asked {
+                peer,
+                ask,
+                pieces,
+                reply,
+            } => {
+                let request = Request::GetPieces { pieces };
+                self.on_request(peer, AskId::Line(ask), request, To::Line(reply))
+            }
+            line::Event::Finished(ask) => self.server.finished(&AskId::Line(ask), Instant::now()),
+            line::Event::Refused { peer, why, strike } => self.on_malformed(peer, &why, strike),
+            line::Event::InboundEnded(peer) => {
+                if let Some(n) = self.lines_in.get_mut(&peer) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.lines_in.remove(&peer);
+                    }
+                }
+            }
+            line::Event::Answered { key, answer, .. } => {
+                if let Some(sent) = self.inflight.remove(&ReqId::Line(key)) {
+                    self.on_answer(sent, answer);
+                }
+            }
+            line::Event::Closed {
+                peer,
+                line,
+                unsent,
+                why,
+            } => {
+                if self.lines.get(&peer).is_some_and(|a| a.line == line) {
+                    self.lines.remove(&peer);
+                }
+                if why == line::Closed::Unsupported && self.book.is_connected(&peer) {
+                    tracing::debug!(%peer, "does not speak lines: asked by request-response");
+                    self.no_lines.insert(peer);
+                }
+                let again = matches!(why, line::Closed::Unsupported | line::Closed::Idle);
+                for (n, pieces) in unsent {
+                    let Some(sent) = self.inflight.remove(&ReqId::Line(n)) else {
+                        continue;
+                    };
+                    if again {
+                        let req = Request::GetPieces { pieces };
+                        self.send_as(sent.peer, req, sent.why, Some(sent.key));
+                    } else {
+                        let failed = fetch::Failed::NoAnswer(format!("line closed: {why}"));
+                        self.on_answer(sent, Err(failed));
+                    }
+                }
+                // Written, and now never answered.
+                let lost: Vec<ReqId> = (self.inflight.iter())
+                    .filter(|(_, s)| s.line == Some(line))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in lost {
+                    if let Some(sent) = self.inflight.remove(&id) {
+                        let failed = fetch::Failed::NoAnswer(format!("line closed: {why}"));
+                        self.on_answer(sent, Err(failed));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A peer opened a line to this node: served, within
+    /// [`line::MAX_PER_PEER`] and [`line::MAX_INBOUND`] (more are dropped,
+    /// which resets them).
+    fn on_line_opened(&mut self, peer: PeerId, stream: libp2p::Stream) {
+        let total: usize = self.lines_in.values().sum();
+        let of_peer = self.lines_in.get(&peer).copied().unwrap_or(0);
+        if total >= line::MAX_INBOUND || of_peer >= line::MAX_PER_PEER {
+            tracing::debug!(%peer, "line refused: too many open");
+            return;
+        }
+        *self.lines_in.entry(peer).or_default() += 1;
+        line::answer::spawn(
+            peer,
+            stream,
+            self.codec.clone(),
+            self.cfg.request_timeout,
+            self.line_tx.clone(),
+        );
+    }
+
+    /// Routes the answer to request `sent` (or why none came).
+    fn on_answer(&mut self, sent: InFlight, answer: Result<Response, fetch::Failed>) {
+        match (sent.why, answer) {
+            (Pending::Fetch(bundle), answer) => {
+                self.on_fetch_answer(bundle, sent.key, sent.peer, answer)
+            }
+            (Pending::Have(bundle), Ok(response)) if response != Response::Ack => {
+                self.have_not_taken(sent.peer, bundle)
+            }
+            (Pending::Have(bundle), Err(_)) => self.have_not_taken(sent.peer, bundle),
+            (Pending::Announce, Err(e)) => {
+                tracing::debug!(peer = %sent.peer, "announcement not delivered: {e:?}");
+                if self.book.is_connected(&sent.peer) {
+                    self.unannounced
+                        .entry(sent.peer)
+                        .or_insert_with(Instant::now);
+                }
+            }
+            (Pending::Report, Err(e)) => {
+                tracing::debug!(peer = %sent.peer, "device report not delivered: {e:?}")
+            }
+            _ => {}
+        }
     }
 
     fn dial_flag_peer(&mut self, addr: Multiaddr) {
@@ -1148,6 +1379,10 @@ impl Node {
             } => {
                 self.book.disconnected(&peer_id, Instant::now());
                 self.server.forget(&peer_id);
+                // Its line fails on its own if answers are owed; an idle
+                // one ends now.
+                self.lines.remove(&peer_id);
+                self.no_lines.remove(&peer_id);
                 self.unannounced.remove(&peer_id); // told all on reconnecting
                 for f in self.fetches.values_mut() {
                     f.told.remove(&peer_id); // it may restart and forget
@@ -1213,7 +1448,7 @@ impl Node {
                     request: codec::Incoming::Request(request),
                     channel,
                     request_id,
-                } => self.on_request(peer, request_id, request, channel),
+                } => self.on_request(peer, AskId::Rr(request_id), request, To::Rr(channel)),
                 request_response::Message::Request {
                     request: codec::Incoming::Malformed { why, strike },
                     ..
@@ -1221,25 +1456,16 @@ impl Node {
                 request_response::Message::Response {
                     request_id,
                     response,
-                } => match (self.inflight.remove(&request_id), response.into_message()) {
-                    (Some((peer, Pending::Fetch(bundle))), response) => {
-                        self.on_fetch_answer(bundle, request_id, peer, Ok(response))
+                } => {
+                    if let Some(sent) = self.inflight.remove(&ReqId::Rr(request_id)) {
+                        self.on_answer(sent, Ok(response.into_message()));
                     }
-                    (Some((peer, Pending::Have(bundle))), response)
-                        if response != Response::Ack =>
-                    {
-                        self.have_not_taken(peer, bundle)
-                    }
-                    _ => {}
-                },
+                }
             },
             request_response::Event::OutboundFailure {
-                request_id,
-                error,
-                peer,
-                ..
-            } => match self.inflight.remove(&request_id) {
-                Some((_, Pending::Fetch(bundle))) => {
+                request_id, error, ..
+            } => {
+                if let Some(sent) = self.inflight.remove(&ReqId::Rr(request_id)) {
                     let failed = match &error {
                         request_response::OutboundFailure::Io(e)
                             if e.kind() == std::io::ErrorKind::InvalidData =>
@@ -1248,20 +1474,9 @@ impl Node {
                         }
                         _ => fetch::Failed::NoAnswer(error.to_string()),
                     };
-                    self.on_fetch_answer(bundle, request_id, peer, Err(failed))
+                    self.on_answer(sent, Err(failed));
                 }
-                Some((_, Pending::Announce)) => {
-                    tracing::debug!(%peer, "announcement not delivered: {error}");
-                    if self.book.is_connected(&peer) {
-                        self.unannounced.entry(peer).or_insert_with(Instant::now);
-                    }
-                }
-                Some((_, Pending::Report)) => {
-                    tracing::debug!(%peer, "device report not delivered: {error}")
-                }
-                Some((_, Pending::Have(bundle))) => self.have_not_taken(peer, bundle),
-                None => {}
-            },
+            }
             request_response::Event::InboundFailure {
                 peer,
                 error,
@@ -1269,10 +1484,10 @@ impl Node {
                 ..
             } => {
                 tracing::debug!(%peer, "inbound request failed: {error}");
-                self.server.finished(&request_id, Instant::now());
+                self.server.finished(&AskId::Rr(request_id), Instant::now());
             }
             request_response::Event::ResponseSent { request_id, .. } => {
-                self.server.finished(&request_id, Instant::now());
+                self.server.finished(&AskId::Rr(request_id), Instant::now());
             }
         }
     }
@@ -1304,13 +1519,7 @@ impl Node {
 
     /// Answers a peer: announcements at once; manifests and pieces, when
     /// an upload slot is free, off the loop.
-    fn on_request(
-        &mut self,
-        peer: PeerId,
-        request_id: InboundRequestId,
-        request: Request,
-        channel: ResponseChannel<codec::Answer>,
-    ) {
+    fn on_request(&mut self, peer: PeerId, request_id: AskId, request: Request, channel: To) {
         if self
             .unannounced
             .get(&peer)
@@ -1452,12 +1661,18 @@ impl Node {
         });
     }
 
-    fn respond(&mut self, channel: ResponseChannel<codec::Answer>, response: Response) {
-        let _ = self
-            .swarm
-            .behaviour_mut()
-            .rr
-            .send_response(channel, response.into());
+    fn respond(&mut self, to: To, response: Response) {
+        let _ = self.answer_to(to, response.into());
+    }
+
+    /// Sends `answer` where it goes; whether it got there.
+    fn answer_to(&mut self, to: To, answer: codec::Answer) -> bool {
+        match to {
+            To::Rr(channel) => (self.swarm.behaviour_mut().rr)
+                .send_response(channel, answer)
+                .is_ok(),
+            To::Line(reply) => reply.send(answer).is_ok(),
+        }
     }
 
     /// Runs `work` on the blocking pool, at most [`Node::workers`] jobs
@@ -1490,13 +1705,12 @@ impl Node {
         match done {
             Done::Served(channel, request_id, reply) => {
                 self.server.sending(&request_id, &reply, Instant::now());
-                let rr = &mut self.swarm.behaviour_mut().rr;
                 let slot = codec::SlotRelease::new(self.slot_tx.clone(), request_id);
                 let answer = codec::Answer {
                     reply,
                     slot: Some(slot),
                 };
-                if rr.send_response(channel, answer).is_err() {
+                if !self.answer_to(channel, answer) {
                     self.server.finished(&request_id, Instant::now());
                 }
             }
@@ -1933,7 +2147,7 @@ impl Node {
     fn on_fetch_answer(
         &mut self,
         bundle: BundleId,
-        key: OutboundRequestId,
+        key: ReqId,
         peer: PeerId,
         answer: Result<Response, fetch::Failed>,
     ) {

@@ -42,9 +42,19 @@ use super::fetch::partial::read_piece;
 use super::filebody::FileBody;
 use super::nowait;
 
-/// The server's state; `I` identifies a request (libp2p's
-/// `InboundRequestId` in the node, a number in tests).
-pub struct Server<I = InboundRequestId> {
+/// A request being answered: one that came by request-response, or on a
+/// line (numbered by the line's module).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AskId {
+    /// By request-response.
+    Rr(InboundRequestId),
+    /// On a line.
+    Line(u64),
+}
+
+/// The server's state; `I` identifies a request ([`AskId`] in the node, a
+/// number in tests).
+pub struct Server<I = AskId> {
     uploads: Uploads,
     /// Answers being prepared or sent, by request: to whom, and the
     /// pieces held back for it.

@@ -53,8 +53,15 @@ use self::partial::Partial;
 use self::sched::Sched;
 use super::buffers;
 
-/// Names one request of a fetch.
-pub type ReqId = OutboundRequestId;
+/// Names one request of a fetch: libp2p's id of one sent by
+/// request-response, or the node's number of one sent on a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReqId {
+    /// Sent by request-response.
+    Rr(OutboundRequestId),
+    /// Sent on a line.
+    Line(u64),
+}
 
 /// What a peer did wrong.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +111,11 @@ pub enum FetchError {
 /// is set aside (long enough for the queue of a seeder capped by
 /// `--upload-limit`: its pieces are asked of others once late anyway).
 pub const SILENT_AFTER: Duration = Duration::from_secs(10);
+
+/// Most answers of one fetch waiting to be written (about a megabyte
+/// each) before it asks for more: a fetcher whose disk or CPU is slower
+/// than its peers holds this much, not the bundle.
+pub const MAX_WRITING: usize = 8;
 
 /// What a peer still fetching said it holds and is fetching (raw bitfields).
 pub type Heard = (Vec<u8>, Vec<u8>);
@@ -175,6 +187,9 @@ pub struct Fetch {
     pub wire_from: BTreeMap<PeerId, u64>,
     /// Whether "stalled" was logged since it last had a peer.
     pub stall_warned: bool,
+    /// Answers received and not written yet (their write jobs queue for
+    /// the blocking pool, each holding its answer's buffer).
+    writing: usize,
     /// `gc.lock` held shared once open: a collection waits for running
     /// fetches (it would delete their pieces, or blobs they count on).
     gc_guard: Option<std::fs::File>,
@@ -442,6 +457,7 @@ impl Fetch {
             wire_bytes: 0,
             wire_from: BTreeMap::new(),
             stall_warned: false,
+            writing: 0,
             gc_guard: None,
         };
         (f, open)
@@ -623,6 +639,9 @@ impl Fetch {
                 let bundle = *self.bundle().0.as_bytes();
                 Some((peer, Request::GetManifest { bundle }, Want::Manifest))
             }
+            // Answers arrive faster than they are written: what is
+            // asked next waits, rather than piling up in memory.
+            Stage::Pieces(_) if self.writing >= MAX_WRITING => None,
             Stage::Pieces(t) => {
                 let len = |n: u32| t.map.piece_len(n);
                 let peers = match only {
@@ -727,6 +746,7 @@ impl Fetch {
                         return Err(fault(other).into());
                     }
                 };
+                self.writing += 1;
                 Ok(Some(Job::Write(WriteJob {
                     bundle: self.target,
                     peer,
@@ -797,6 +817,7 @@ impl Fetch {
 
     /// Takes the result of a [`WriteJob`].
     pub fn on_written(&mut self, w: Written) -> Result<(), FetchError> {
+        self.writing = self.writing.saturating_sub(1);
         let Stage::Pieces(t) = &mut self.stage else {
             return Ok(());
         };
