@@ -439,6 +439,84 @@ fn malformed_and_lying_frames_close_their_streams_and_the_node_serves_on() {
 }
 
 #[test]
+fn malformed_frames_on_a_line_close_it_and_the_node_serves_on() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // The same catalogue, each frame on a line of its own
+    // (`/lanseed/pieces/1`): only a `GetPieces` is valid there, so every
+    // other frame, honest or not, ends its line unanswered.
+    let (run, _, _w) = attack_scenario(
+        "frames on lines",
+        &["frames", "--line", "--wait-ms", "300", "--fresh-id"],
+        false,
+    );
+    let done = run.liars[0].wait_named("frames_done", T);
+    let frames: Vec<serde_json::Value> = (run.liars[0].events_named("frame").into_iter())
+        .filter(|f| f["dir"] == "request")
+        .collect();
+    let (mut answered, mut refused) = (0, 0);
+    for f in &frames {
+        let name = f["name"].as_str().unwrap();
+        let outcome = f["outcome"].as_str().unwrap();
+        if name == "ok.get_pieces" {
+            assert_eq!(outcome, "answered", "{f}");
+            answered += 1;
+        } else if !name.contains(".hold") {
+            assert!(
+                ["closed", "conn_lost", "reset"].contains(&outcome),
+                "the node refused {name} on a line unanswered: {f}"
+            );
+            refused += 1;
+        }
+    }
+    assert_eq!(answered, 1, "{done}");
+    assert!(refused >= 40, "{refused} frames refused; {done}");
+    let st = node_status(&run.seeder.store);
+    let states: Vec<&str> = (st["refused"].as_array().unwrap().iter())
+        .filter_map(|r| r["state"].as_str())
+        .collect();
+    assert!(
+        states.contains(&"banned"),
+        "a peer sending many is banned: {st}"
+    );
+    assert!(
+        run.seeder
+            .log_text()
+            .contains("a request other than GetPieces on a line"),
+        "the node says why"
+    );
+    eprintln!("frames on lines: {done}; {refused} refused");
+}
+
+#[test]
+fn a_peer_that_does_not_speak_lines_is_asked_by_request_response() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // An honest peer of an older version (no lines) as the only source.
+    let w = World::new(2, 16 * MIB);
+    let liar_store = w.copy_of_seed("liar");
+    let (liar, liar_addr, _) = w.listening_liar(1, &liar_store, &["--no-lines", "announce"]);
+    let start = Instant::now();
+    let follower = w.follower("f", &[&liar_addr]);
+    let took = wait_release(&w, &follower, start, T);
+    verify_store(&follower.store, &w.trust);
+    let pieces = (liar.events_named("answered").into_iter())
+        .filter(|e| e["what"] == "pieces" && e["how"] == "honest")
+        .count();
+    assert!(pieces > 0, "the pieces came from the liar");
+    eprintln!("no lines: {took:?}, {pieces} answers of pieces by request-response");
+}
+
+#[test]
+fn wrong_piece_bytes_by_request_response_get_the_liar_banned() {
+    // The same lie from a peer without lines: the fetch falls back, and
+    // checks what it gets just the same.
+    lie_scenario(
+        "wrong bytes, no lines",
+        &["--no-lines", "lie", "--how", "wrong-bytes"],
+        "banned",
+    );
+}
+
+#[test]
 fn floods_of_announcements_are_rate_limited_and_counted() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (run, _, _w) = attack_scenario(

@@ -169,21 +169,37 @@ impl Conn {
     /// A new outbound `/lanseed/bundle/4` stream. Negotiation is lazy, as
     /// the node's own: the protocol id goes with the first bytes written.
     pub async fn open(&self) -> io::Result<Stream> {
+        self.open_as(wire::PROTOCOL).await
+    }
+
+    /// A new outbound stream of `protocol` (`wire::PROTOCOL`, or
+    /// `wire::LINE_PROTOCOL` for a line), negotiated lazily.
+    pub async fn open_as(&self, protocol: &'static str) -> io::Result<Stream> {
         let raw = self.open_raw().await?;
-        let (_, s) =
-            multistream_select::dialer_select_proto(raw, [wire::PROTOCOL], Version::V1Lazy)
-                .await
-                .map_err(io::Error::other)?;
+        let (_, s) = multistream_select::dialer_select_proto(raw, [protocol], Version::V1Lazy)
+            .await
+            .map_err(io::Error::other)?;
         Ok(s)
     }
 }
 
 /// Accepts an inbound stream's negotiation for `/lanseed/bundle/4`.
 pub async fn accept(raw: SubstreamBox) -> io::Result<Stream> {
-    let (_, s) = multistream_select::listener_select_proto(raw, [wire::PROTOCOL])
+    accept_any(raw, false).await.map(|(_, s)| s)
+}
+
+/// Accepts an inbound stream's negotiation for `/lanseed/bundle/4`, or
+/// for a line (`/lanseed/pieces/1`) when `lines`; whether it is a line.
+pub async fn accept_any(raw: SubstreamBox, lines: bool) -> io::Result<(bool, Stream)> {
+    let protocols = if lines {
+        &[wire::PROTOCOL, wire::LINE_PROTOCOL][..]
+    } else {
+        &[wire::PROTOCOL][..]
+    };
+    let (protocol, s) = multistream_select::listener_select_proto(raw, protocols.iter().copied())
         .await
         .map_err(io::Error::other)?;
-    Ok(s)
+    Ok((protocol == wire::LINE_PROTOCOL, s))
 }
 
 /// The connection actor: opens what is asked for, passes inbound streams
@@ -335,11 +351,12 @@ async fn read_answer(s: &mut Stream) -> io::Result<Option<String>> {
 /// On [`Outcome::Timeout`] the stream comes back, to be held open.
 pub async fn exchange(
     conn: &Conn,
+    protocol: &'static str,
     bytes: &[u8],
     half_close: bool,
     wait: Duration,
 ) -> (Outcome, Option<Stream>) {
-    let opened = tokio::time::timeout(Duration::from_secs(5), conn.open()).await;
+    let opened = tokio::time::timeout(Duration::from_secs(5), conn.open_as(protocol)).await;
     let mut s = match opened {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return (lost_or(conn, Outcome::Failed(format!("open: {e}"))), None),

@@ -6,7 +6,9 @@
 //! a key of its own (`--key-seed N` for a fixed peer id) and the fleet key
 //! when there is one. Unless its mode says otherwise it behaves as an
 //! honest seeder of `--store`: it announces the store's releases on
-//! connect and answers manifest and piece requests truthfully. Its mode
+//! connect and answers manifest and piece requests truthfully, on
+//! request-response streams and on lines (`/lanseed/pieces/1`, refused with
+//! `--no-lines`), where it lies just the same. Its mode
 //! chooses the misbehaviour (see [`Mode`]). It prints one JSON object per
 //! line on stdout for everything it does ([`emit`]) and exits 0 after
 //! `--for` seconds or when its mode is done.
@@ -86,6 +88,10 @@ pub struct Args {
     /// on every run (else a fresh random one).
     #[arg(long, value_name = "N", global = true)]
     pub key_seed: Option<u64>,
+    /// Refuse lines (`/lanseed/pieces/1`), as a node of an older version
+    /// would: fetchers then ask for pieces by request-response.
+    #[arg(long, global = true)]
+    pub no_lines: bool,
     /// A lanseed store whose releases the liar announces and serves.
     #[arg(long, value_name = "DIR", global = true)]
     pub store: Option<PathBuf>,
@@ -172,6 +178,10 @@ pub struct FramesArgs {
     /// (a node that bans the liar's peer id then still gets every frame).
     #[arg(long)]
     pub fresh_id: bool,
+    /// Send each frame on a line (`/lanseed/pieces/1`, where only
+    /// `GetPieces` is valid) rather than on a request-response stream.
+    #[arg(long)]
+    pub line: bool,
 }
 
 /// `lie`.
@@ -498,7 +508,11 @@ async fn main(args: Args) -> anyhow::Result<()> {
     let ctx = Arc::new(Ctx {
         key,
         psk,
-        server: Arc::new(Server { holdings, policy }),
+        server: Arc::new(Server {
+            holdings,
+            policy,
+            lines: !args.no_lines,
+        }),
         conns: Mutex::new(Vec::new()),
         added: tokio::sync::Notify::new(),
         on_connect,

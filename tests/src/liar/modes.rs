@@ -119,7 +119,9 @@ pub fn listen(ctx: &Arc<Ctx>, addr: Multiaddr) -> anyhow::Result<()> {
 /// Sends one honest request on its own stream; what became of it.
 pub async fn request(conn: &Conn, r: &Request) -> Outcome {
     let bytes = craft::framed(&wire::encode_request(r));
-    conn::exchange(conn, &bytes, true, ANSWER_WAIT).await.0
+    conn::exchange(conn, wire::PROTOCOL, &bytes, true, ANSWER_WAIT)
+        .await
+        .0
 }
 
 /// Announces every release of the store to `conn`.
@@ -339,7 +341,12 @@ pub async fn frames(ctx: &Ctx, args: &FramesArgs) {
             break;
         };
         refused = 0;
-        let (outcome, open) = conn::exchange(&c, &f.bytes, f.half_close, wait).await;
+        let protocol = if args.line {
+            wire::LINE_PROTOCOL
+        } else {
+            wire::PROTOCOL
+        };
+        let (outcome, open) = conn::exchange(&c, protocol, &f.bytes, f.half_close, wait).await;
         if let Some(s) = open {
             hold(s);
         }
@@ -441,7 +448,8 @@ pub async fn flood(ctx: &Ctx, args: &FloodArgs) {
             counts.sent.fetch_add(1, Ordering::Relaxed);
             let counts = counts.clone();
             tokio::spawn(async move {
-                let (outcome, _) = conn::exchange(&c, &bytes, true, ANSWER_WAIT).await;
+                let (outcome, _) =
+                    conn::exchange(&c, wire::PROTOCOL, &bytes, true, ANSWER_WAIT).await;
                 match outcome {
                     Outcome::Answered(_) => counts.answered.fetch_add(1, Ordering::Relaxed),
                     _ => counts.failed.fetch_add(1, Ordering::Relaxed),

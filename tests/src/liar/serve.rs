@@ -257,6 +257,9 @@ pub struct Server {
     pub holdings: Holdings,
     /// How it answers.
     pub policy: Policy,
+    /// Whether it accepts lines (`/lanseed/pieces/1`): requests one after
+    /// the other on one stream, each answered (or lied to) in turn.
+    pub lines: bool,
 }
 
 /// Streams kept open on purpose (`silent`, held frames) until exit.
@@ -286,17 +289,40 @@ impl Server {
         peer: PeerId,
         conn: &conn::Conn,
     ) -> std::io::Result<()> {
-        let mut s = conn::accept(raw).await?;
-        let bytes = conn::read_request(&mut s).await?;
-        let request = match wire::decode_request(&bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                emit(
-                    json!({"event": "bad_request", "peer": peer.to_string(), "error": e.to_string()}),
-                );
-                return Ok(());
+        let (line, mut s) = conn::accept_any(raw, self.lines).await?;
+        loop {
+            let bytes = match conn::read_request(&mut s).await {
+                Ok(bytes) => bytes,
+                // The node closed its line.
+                Err(e) if line && e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let request = match wire::decode_request(&bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    emit(
+                        json!({"event": "bad_request", "peer": peer.to_string(), "error": e.to_string()}),
+                    );
+                    return Ok(());
+                }
+            };
+            match self.answer(s, request, peer, conn, line).await? {
+                Some(back) => s = back,
+                None => return Ok(()),
             }
-        };
+        }
+    }
+
+    /// Answers `request` on `s` as the policy says; on a line (`line`),
+    /// gives the stream back if it may carry the next request.
+    async fn answer(
+        &self,
+        mut s: Stream,
+        request: Request,
+        peer: PeerId,
+        conn: &conn::Conn,
+        line: bool,
+    ) -> std::io::Result<Option<Stream>> {
         let what = asked(&request, peer);
         if let Policy::Frames {
             on,
@@ -311,7 +337,8 @@ impl Server {
                 On::Pieces => matches!(request, Request::GetPieces { .. }),
             };
             if lied_to && let Some(f) = frames.get(next.fetch_add(1, Ordering::SeqCst)) {
-                return self.answer_frame(s, f, &what, *wait, conn).await;
+                self.answer_frame(s, f, &what, *wait, conn).await?;
+                return Ok(None);
             }
         }
         let (kind, lie) = match (&request, &self.policy) {
@@ -339,7 +366,7 @@ impl Server {
         let how = match lie {
             None => {
                 let bytes = craft::framed(&wire::encode_response(&honest));
-                let r = write_close(&mut s, &bytes).await;
+                let r = write_answer(&mut s, &bytes, line).await;
                 let how = match (&self.policy, kind) {
                     (Policy::NotFound, "manifest" | "pieces") => "not-found",
                     _ => "honest",
@@ -352,7 +379,7 @@ impl Server {
                     bytes.len(),
                     &r,
                 );
-                return Ok(());
+                return Ok((line && r.is_ok()).then_some(s));
             }
             Some(how) => how,
         };
@@ -408,7 +435,7 @@ impl Server {
             How::Silent => {
                 answered(peer, kind, how.name(), "none", 0, &Ok(()));
                 hold(s);
-                return Ok(());
+                return Ok(None);
             }
             How::Trickle => {
                 let bytes = craft::framed(&wire::encode_response(&honest));
@@ -441,7 +468,7 @@ impl Server {
                     sent,
                     &result,
                 );
-                return Ok(());
+                return Ok(None);
             }
             How::Endless => {
                 let mut sent = 4u64;
@@ -462,12 +489,12 @@ impl Server {
                     }
                 }
                 answered(peer, kind, how.name(), "endless", sent as usize, &result);
-                return Ok(());
+                return Ok(None);
             }
         };
-        let r = write_close(&mut s, &frame).await;
+        let r = write_answer(&mut s, &frame, line).await;
         answered(peer, kind, how.name(), answer, frame.len(), &r);
-        Ok(())
+        Ok((line && r.is_ok()).then_some(s))
     }
 
     /// The honest answer to `request`.
@@ -529,9 +556,13 @@ impl Server {
     }
 }
 
-async fn write_close(s: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes an answer; closes the stream after it unless it is a line.
+async fn write_answer(s: &mut Stream, bytes: &[u8], line: bool) -> std::io::Result<()> {
     s.write_all(bytes).await?;
     s.flush().await?;
+    if line {
+        return Ok(());
+    }
     s.close().await
 }
 

@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{AsyncReadExt as _, AsyncWrite};
+use futures::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use lanseed_protocol::wire::Request;
-use libp2p::{PeerId, Stream};
+use libp2p::PeerId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Event;
@@ -29,6 +29,8 @@ use crate::node::uploads::PER_PEER;
 
 /// How long an inbound line may carry nothing before it is closed.
 pub const IDLE: Duration = Duration::from_secs(60);
+
+const _: () = assert!(PER_PEER >= 2);
 
 /// Numbers every request asked on a line of this node.
 static NEXT_ASK: AtomicU64 = AtomicU64::new(0);
@@ -47,9 +49,9 @@ impl Drop for Ticket<'_> {
 
 /// Serves `peer`'s line `stream` until it ends, answers within `timeout`
 /// each; reports to the node on `events`, ending with `InboundEnded`.
-pub fn spawn(
+pub fn spawn<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
     peer: PeerId,
-    stream: Stream,
+    stream: S,
     codec: WireCodec,
     timeout: Duration,
     events: mpsc::UnboundedSender<Event>,
@@ -60,15 +62,16 @@ pub fn spawn(
     });
 }
 
-async fn serve(
+async fn serve<S: AsyncRead + AsyncWrite + Send + Unpin>(
     peer: PeerId,
-    stream: Stream,
+    stream: S,
     codec: &WireCodec,
     timeout: Duration,
     events: &mpsc::UnboundedSender<Event>,
 ) {
     let (mut r, w) = stream.split();
-    let (queue_tx, mut queue) = mpsc::channel::<(Ticket, oneshot::Receiver<Answer>)>(PER_PEER);
+    // The writer holds the answer it writes: PER_PEER owed in all.
+    let (queue_tx, mut queue) = mpsc::channel::<(Ticket, oneshot::Receiver<Answer>)>(PER_PEER - 1);
     // The asks handed to the node whose answers are not written yet, in
     // order, each with whether its slot was given back early.
     let owed = &Mutex::new(VecDeque::<(u64, bool)>::new());
@@ -83,8 +86,7 @@ async fn serve(
             let Ok(room) = queue_tx.reserve().await else {
                 return;
             };
-            let incoming = match tokio::time::timeout(IDLE, codec.read_line_request(&mut r)).await
-            {
+            let incoming = match tokio::time::timeout(IDLE, codec.read_line_request(&mut r)).await {
                 Ok(Ok(incoming)) => incoming,
                 // Closed by the peer, failed, or idle.
                 Ok(Err(_)) | Err(_) => return,
@@ -196,7 +198,8 @@ impl Clock {
     fn stalled(&self, d: Duration) -> bool {
         let last = self.0.last.load(Ordering::Relaxed);
         last != u64::MAX
-            && self.0.origin.elapsed().as_millis() as u64 >= last.saturating_add(d.as_millis() as u64)
+            && self.0.origin.elapsed().as_millis() as u64
+                >= last.saturating_add(d.as_millis() as u64)
     }
 }
 
@@ -239,5 +242,198 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Progress<W> {
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::node::limit::Limiter;
+    use futures::AsyncWriteExt as _;
+    use lanseed_protocol::wire::{self, Packed, Response};
+    use tokio_util::compat::{Compat, TokioAsyncReadCompatExt as _};
+
+    type Far = Compat<tokio::io::DuplexStream>;
+
+    fn codec() -> WireCodec {
+        WireCodec::new(Arc::new(Limiter::new(None)), Arc::new(Metrics::new()))
+    }
+
+    /// A line served over an in-memory stream of `buffer` bytes each way;
+    /// the far end plays the fetcher.
+    fn line(buffer: usize) -> (Far, mpsc::UnboundedReceiver<Event>) {
+        let (near, far) = tokio::io::duplex(buffer);
+        let (events, rx) = mpsc::unbounded_channel();
+        spawn(
+            PeerId::random(),
+            near.compat(),
+            codec(),
+            Duration::from_secs(10),
+            events,
+        );
+        (far.compat(), rx)
+    }
+
+    async fn ask(far: &mut Far, request: &Request) {
+        let bytes = wire::encode_request(request);
+        far.write_all(&(bytes.len() as u32).to_le_bytes())
+            .await
+            .unwrap();
+        far.write_all(&bytes).await.unwrap();
+        far.flush().await.unwrap();
+    }
+
+    fn get(n: u32) -> Request {
+        Request::GetPieces {
+            pieces: vec![([n as u8; 32], n)],
+        }
+    }
+
+    /// The next `Asked`, skipping `Finished`.
+    async fn next_asked(
+        events: &mut mpsc::UnboundedReceiver<Event>,
+    ) -> (u64, oneshot::Sender<Answer>) {
+        loop {
+            match events.recv().await.unwrap() {
+                Event::Asked { ask, reply, .. } => return (ask, reply),
+                Event::Finished(_) => continue,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    fn pieces(n: u8, len: usize) -> Answer {
+        Response::Pieces(Packed::raw(vec![n; len])).into()
+    }
+
+    #[tokio::test]
+    async fn answers_go_out_in_the_order_asked_whatever_order_they_are_ready_in() {
+        let (mut far, mut events) = line(1 << 20);
+        for n in 1..=3 {
+            ask(&mut far, &get(n)).await;
+        }
+        let mut replies = Vec::new();
+        for _ in 0..3 {
+            replies.push(next_asked(&mut events).await);
+        }
+        // Ready last first.
+        for (i, (_, reply)) in replies.into_iter().enumerate().rev() {
+            reply.send(pieces(i as u8 + 1, 1000)).unwrap();
+        }
+        for n in 1..=3u8 {
+            match codec().read_line_answer(&mut far).await.unwrap() {
+                Response::Pieces(p) => assert_eq!(p.data, vec![n; 1000]),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn no_more_requests_are_read_than_answers_may_be_owed() {
+        let (mut far, mut events) = line(1 << 20);
+        for n in 0..PER_PEER as u32 + 2 {
+            ask(&mut far, &get(n)).await;
+        }
+        let mut replies = Vec::new();
+        for _ in 0..PER_PEER {
+            replies.push(next_asked(&mut events).await);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(events.try_recv().is_err(), "the next request waits unread");
+        // One answer written: one more request read.
+        let (_, first) = replies.remove(0);
+        first.send(Response::NotFound.into()).unwrap();
+        next_asked(&mut events).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !matches!(events.try_recv(), Ok(Event::Asked { .. })),
+            "still at most {PER_PEER} owed"
+        );
+    }
+
+    #[tokio::test]
+    async fn another_request_on_a_line_is_refused_and_what_is_owed_is_still_sent() {
+        let (mut far, mut events) = line(1 << 20);
+        ask(&mut far, &get(1)).await;
+        ask(&mut far, &Request::GetManifest { bundle: [0; 32] }).await;
+        let (ask_id, reply) = next_asked(&mut events).await;
+        match events.recv().await.unwrap() {
+            Event::Refused { strike, why, .. } => {
+                assert!(strike);
+                assert!(why.contains("other than GetPieces"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        reply.send(pieces(7, 10)).unwrap();
+        match codec().read_line_answer(&mut far).await.unwrap() {
+            Response::Pieces(p) => assert_eq!(p.data, vec![7; 10]),
+            other => panic!("{other:?}"),
+        }
+        // Then the line ends, cleanly, its slot freed.
+        let mut rest = Vec::new();
+        far.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        let mut finished = false;
+        while let Some(e) = events.recv().await {
+            match e {
+                Event::Finished(a) if a == ask_id => finished = true,
+                Event::InboundEnded(_) => break,
+                _ => {}
+            }
+        }
+        assert!(finished);
+    }
+
+    #[tokio::test]
+    async fn answers_queued_behind_one_whose_reader_stopped_give_their_slots_back() {
+        // 64 KiB of room: a reader that reads nothing stalls the first
+        // answer of a megabyte.
+        let (mut far, mut events) = line(64 << 10);
+        for n in 1..=3 {
+            ask(&mut far, &get(n)).await;
+        }
+        let mut asks = Vec::new();
+        for i in 0..3u8 {
+            let (ask, reply) = next_asked(&mut events).await;
+            reply.send(pieces(i, 1 << 20)).unwrap();
+            asks.push(ask);
+        }
+        let started = std::time::Instant::now();
+        let mut freed = Vec::new();
+        while freed.len() < 2 {
+            match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+                Ok(Some(Event::Finished(a))) => freed.push(a),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            freed,
+            asks[1..],
+            "the queued two, not the one being written"
+        );
+        assert!(
+            started.elapsed() >= STALLED_READER,
+            "{:?}",
+            started.elapsed()
+        );
+        // The reader comes back: every answer still arrives, in order.
+        for n in 0..3u8 {
+            match codec().read_line_answer(&mut far).await.unwrap() {
+                Response::Pieces(p) => assert_eq!(p.data, vec![n; 1 << 20]),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_clock_stalls_only_while_an_answer_is_written() {
+        let clock = Progress::new(()).clock();
+        assert!(!clock.stalled(Duration::ZERO), "nothing written yet");
+        clock.start();
+        assert!(clock.stalled(Duration::ZERO));
+        assert!(!clock.stalled(Duration::from_secs(60)));
+        clock.stop();
+        assert!(!clock.stalled(Duration::ZERO));
     }
 }

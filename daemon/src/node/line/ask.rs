@@ -9,9 +9,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+use std::future::Future;
+
+use futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use lanseed_protocol::wire::{self, Request};
-use libp2p::{PeerId, StreamProtocol};
+use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, OpenStreamError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -42,10 +44,29 @@ impl Asker {
         timeout: Duration,
         events: mpsc::UnboundedSender<Event>,
     ) -> Asker {
+        let opened = open(peer, control, timeout);
+        Asker::start(peer, line, opened, codec, timeout, events)
+    }
+
+    /// The line over the stream `opened` gives (or why there is none).
+    fn start<S>(
+        peer: PeerId,
+        line: LineId,
+        opened: impl Future<Output = Result<S, Closed>> + Send + 'static,
+        codec: WireCodec,
+        timeout: Duration,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Asker
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut rx = rx;
-            let why = run(peer, control, codec, timeout, &mut rx, &events).await;
+            let why = match opened.await {
+                Ok(stream) => carry(stream, &codec, timeout, &mut rx, &events).await,
+                Err(why) => why,
+            };
             rx.close();
             let mut unsent = Vec::new();
             while let Ok(r) = rx.try_recv() {
@@ -69,26 +90,28 @@ impl Asker {
     }
 }
 
-/// Runs the line until it ends; returns why. Requests it took from `rx`
-/// and wrote are answered (an `Answered` event each) or ended by the
-/// `Closed` event that follows.
-async fn run(
-    peer: PeerId,
-    mut control: Control,
-    codec: WireCodec,
+/// Opens a line's stream to `peer`, within `timeout`.
+async fn open(peer: PeerId, mut control: Control, timeout: Duration) -> Result<Stream, Closed> {
+    let protocol = StreamProtocol::new(wire::LINE_PROTOCOL);
+    match tokio::time::timeout(timeout, control.open_stream(peer, protocol)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(OpenStreamError::UnsupportedProtocol(_))) => Err(Closed::Unsupported),
+        Ok(Err(e)) => Err(Closed::Failed(format!("cannot open a line: {e}"))),
+        Err(_) => Err(Closed::Failed("cannot open a line: timed out".into())),
+    }
+}
+
+/// Carries the line over `stream` until it ends; returns why. Requests
+/// it took from `rx` and wrote are answered (an `Answered` event each)
+/// or ended by the `Closed` event that follows.
+async fn carry<S: AsyncRead + AsyncWrite + Send + Unpin>(
+    stream: S,
+    codec: &WireCodec,
     timeout: Duration,
     rx: &mut mpsc::UnboundedReceiver<(u64, Pieces)>,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Closed {
-    let protocol = StreamProtocol::new(wire::LINE_PROTOCOL);
-    let stream = match tokio::time::timeout(timeout, control.open_stream(peer, protocol)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(OpenStreamError::UnsupportedProtocol(_))) => return Closed::Unsupported,
-        Ok(Err(e)) => return Closed::Failed(format!("cannot open a line: {e}")),
-        Err(_) => return Closed::Failed("cannot open a line: timed out".into()),
-    };
     let (mut r, mut w) = stream.split();
-    let codec = &codec;
     // Requests written and not answered yet, oldest first, with when
     // each was written; the writer adds, the reader takes.
     let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<(u64, Instant)>();
@@ -154,5 +177,155 @@ async fn run(
             Closed::Idle => reader.await,
             failed => failed,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use crate::metrics::Metrics;
+    use crate::node::limit::Limiter;
+    use lanseed_protocol::wire::{Packed, Response};
+    use tokio_util::compat::{Compat, TokioAsyncReadCompatExt as _};
+
+    type Far = Compat<tokio::io::DuplexStream>;
+
+    /// A line over an in-memory stream; the far end plays the seeder.
+    fn line(timeout: Duration) -> (Asker, Far, mpsc::UnboundedReceiver<Event>) {
+        let (near, far) = tokio::io::duplex(4 << 20);
+        let (events, rx) = mpsc::unbounded_channel();
+        let opened = async move { Ok(near.compat()) };
+        let asker = Asker::start(PeerId::random(), 1, opened, codec(), timeout, events);
+        (asker, far.compat(), rx)
+    }
+
+    fn codec() -> WireCodec {
+        WireCodec::new(Arc::new(Limiter::new(None)), Arc::new(Metrics::new()))
+    }
+
+    fn pieces(n: u32) -> Pieces {
+        vec![([n as u8; 32], n)]
+    }
+
+    /// The seeder's side: reads the next request.
+    async fn asked(far: &mut Far) -> Pieces {
+        match codec().read_line_request(far).await.unwrap() {
+            crate::node::codec::Incoming::Request(Request::GetPieces { pieces }) => pieces,
+            other => panic!("not a GetPieces: {other:?}"),
+        }
+    }
+
+    async fn answer(far: &mut Far, response: Response) {
+        codec()
+            .write_line_answer(far, response.into())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn answers_come_back_in_order_with_their_keys() {
+        let (asker, mut far, mut events) = line(Duration::from_secs(5));
+        for key in 1..=3 {
+            asker.ask(key, pieces(key as u32)).unwrap();
+        }
+        for n in 1..=3u32 {
+            assert_eq!(asked(&mut far).await, pieces(n));
+        }
+        for n in 1..=3u8 {
+            answer(&mut far, Response::Pieces(Packed::raw(vec![n; 100]))).await;
+        }
+        for key in 1..=3u64 {
+            match events.recv().await.unwrap() {
+                Event::Answered {
+                    key: k,
+                    answer: Ok(Response::Pieces(p)),
+                } => {
+                    assert_eq!(k, key);
+                    assert_eq!(p.data, vec![key as u8; 100]);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_answer_ends_the_line_and_fails_what_was_written() {
+        let (asker, mut far, mut events) = line(Duration::from_millis(300));
+        asker.ask(1, pieces(1)).unwrap();
+        asker.ask(2, pieces(2)).unwrap();
+        asked(&mut far).await;
+        asked(&mut far).await;
+        // No answer: the first request times out, and the line ends.
+        match events.recv().await.unwrap() {
+            Event::Answered {
+                key: 1,
+                answer: Err(Failed::NoAnswer(why)),
+            } => assert_eq!(why, "timed out"),
+            other => panic!("{other:?}"),
+        }
+        match events.recv().await.unwrap() {
+            Event::Closed {
+                line: 1,
+                unsent,
+                why: Closed::Failed(_),
+                ..
+            } => assert!(unsent.is_empty(), "both went out"),
+            other => panic!("{other:?}"),
+        }
+        // Asked again, the ended line gives the request back.
+        assert_eq!(asker.ask(3, pieces(3)).unwrap_err(), pieces(3));
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_limits_is_malformed() {
+        let (asker, mut far, mut events) = line(Duration::from_secs(5));
+        asker.ask(1, pieces(1)).unwrap();
+        asked(&mut far).await;
+        use futures::AsyncWriteExt as _;
+        far.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+        far.flush().await.unwrap();
+        match events.recv().await.unwrap() {
+            Event::Answered {
+                key: 1,
+                answer: Err(Failed::Malformed(_)),
+            } => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            events.recv().await.unwrap(),
+            Event::Closed {
+                why: Closed::Failed(_),
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_line_closes_and_its_seeder_sees_the_end() {
+        let (asker, mut far, mut events) = line(Duration::from_secs(5));
+        asker.ask(1, pieces(1)).unwrap();
+        asked(&mut far).await;
+        answer(&mut far, Response::NotFound).await;
+        assert!(matches!(
+            events.recv().await.unwrap(),
+            Event::Answered {
+                key: 1,
+                answer: Ok(Response::NotFound)
+            }
+        ));
+        // Nothing more to carry for IDLE: closed, nothing lost.
+        match events.recv().await.unwrap() {
+            Event::Closed {
+                unsent,
+                why: Closed::Idle,
+                ..
+            } => assert!(unsent.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        let mut rest = Vec::new();
+        far.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "the line half-closed, cleanly");
     }
 }
