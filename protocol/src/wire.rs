@@ -21,7 +21,7 @@
 //! Pieces also go over a second protocol, [`LINE_PROTOCOL`]
 //! (`/lanseed/pieces/1`): one long-lived stream per pair of peers (a
 //! *line*), opened by the fetcher, on which it writes `GetPieces` frames
-//! one after the other, up to a few ahead of their answers, and the seeder
+//! one after the other, up to 8 ahead of their answers, and the seeder
 //! writes one answer per request, in the order asked (the same frames as
 //! above). A line saves opening, negotiating and closing a stream for
 //! every piece, and its flow-control window grows with use. Only

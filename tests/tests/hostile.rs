@@ -443,34 +443,61 @@ fn malformed_frames_on_a_line_close_it_and_the_node_serves_on() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // The same catalogue, each frame on a line of its own
     // (`/lanseed/pieces/1`): only a `GetPieces` is valid there, so every
-    // other frame, honest or not, ends its line unanswered.
+    // other frame, honest or not, ends its line unanswered. Frames held
+    // open would hold their lines, and a peer has at most two: left out.
     let (run, _, _w) = attack_scenario(
         "frames on lines",
-        &["frames", "--line", "--wait-ms", "300", "--fresh-id"],
+        &[
+            "frames",
+            "--line",
+            "--wait-ms",
+            "1000",
+            "--fresh-id",
+            "--skip",
+            ".hold",
+        ],
         false,
     );
     let done = run.liars[0].wait_named("frames_done", T);
     let frames: Vec<serde_json::Value> = (run.liars[0].events_named("frame").into_iter())
         .filter(|f| f["dir"] == "request")
         .collect();
-    let (mut answered, mut refused) = (0, 0);
+    let lying = [
+        "2^40",
+        "u64max",
+        "u32max",
+        "over_by_1",
+        "over_limit",
+        "variant.",
+    ];
+    let (mut answered, mut refused, mut lies) = (0, 0, 0);
     for f in &frames {
         let name = f["name"].as_str().unwrap();
         let outcome = f["outcome"].as_str().unwrap();
         if name == "ok.get_pieces" {
             assert_eq!(outcome, "answered", "{f}");
             answered += 1;
-        } else if !name.contains(".hold") {
+        } else {
             assert!(
                 ["closed", "conn_lost", "reset"].contains(&outcome),
                 "the node refused {name} on a line unanswered: {f}"
             );
             refused += 1;
+            lies += usize::from(lying.iter().any(|l| name.contains(l)));
         }
     }
     assert_eq!(answered, 1, "{done}");
-    assert!(refused >= 40, "{refused} frames refused; {done}");
+    assert!(
+        refused >= 40 && lies >= 40,
+        "{refused} frames refused; {done}"
+    );
     let st = node_status(&run.seeder.store);
+    // Each lie refused on its own merit, not by a cap on lines.
+    let counted = st["dropped"]["malformed_frames"].as_u64().unwrap() as usize;
+    assert!(
+        counted >= lies,
+        "malformed frames counted: {counted} for {lies} lies; {st}"
+    );
     let states: Vec<&str> = (st["refused"].as_array().unwrap().iter())
         .filter_map(|r| r["state"].as_str())
         .collect();
@@ -488,21 +515,35 @@ fn malformed_frames_on_a_line_close_it_and_the_node_serves_on() {
 }
 
 #[test]
-fn a_peer_that_does_not_speak_lines_is_asked_by_request_response() {
+fn pieces_come_on_a_line_or_by_request_response_from_a_peer_without_lines() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    // An honest peer of an older version (no lines) as the only source.
-    let w = World::new(2, 16 * MIB);
-    let liar_store = w.copy_of_seed("liar");
-    let (liar, liar_addr, _) = w.listening_liar(1, &liar_store, &["--no-lines", "announce"]);
-    let start = Instant::now();
-    let follower = w.follower("f", &[&liar_addr]);
-    let took = wait_release(&w, &follower, start, T);
-    verify_store(&follower.store, &w.trust);
-    let pieces = (liar.events_named("answered").into_iter())
-        .filter(|e| e["what"] == "pieces" && e["how"] == "honest")
-        .count();
-    assert!(pieces > 0, "the pieces came from the liar");
-    eprintln!("no lines: {took:?}, {pieces} answers of pieces by request-response");
+    // An honest peer as the only source: one that speaks lines, then one
+    // of an older version that does not.
+    for lines in [true, false] {
+        let w = World::new(2, 16 * MIB);
+        let liar_store = w.copy_of_seed("liar");
+        let mode: &[&str] = if lines {
+            &["announce"]
+        } else {
+            &["--no-lines", "announce"]
+        };
+        let (liar, liar_addr, _) = w.listening_liar(1, &liar_store, mode);
+        let start = Instant::now();
+        let follower = w.follower("f", &[&liar_addr]);
+        let took = wait_release(&w, &follower, start, T);
+        verify_store(&follower.store, &w.trust);
+        let pieces = (liar.events_named("answered").into_iter())
+            .filter(|e| e["what"] == "pieces" && e["how"] == "honest")
+            .count();
+        assert!(pieces > 0, "the pieces came from the liar");
+        let opened = liar.events_named("line").len();
+        if lines {
+            assert!(opened >= 1, "the follower asked on a line");
+        } else {
+            assert_eq!(opened, 0, "no line was accepted");
+        }
+        eprintln!("lines {lines}: {took:?}, {pieces} answers of pieces, {opened} lines");
+    }
 }
 
 #[test]

@@ -32,7 +32,8 @@ use crate::metrics::{Direction, Kind, Metrics};
 
 /// The request-response codec of `/lanseed/bundle/4`. One clone serves
 /// one outbound stream, so it remembers what it asked: the answer to a
-/// piece request is capped at a piece, not at a manifest.
+/// piece request is capped at a piece, not at a manifest. Lines use its
+/// `*_line_*` methods, which keep no such state.
 #[derive(Clone)]
 pub struct WireCodec {
     asked_piece: bool,
@@ -595,8 +596,9 @@ impl WireCodec {
         written
     }
 
-    /// Reads the next answer of a line (at most an answer of pieces).
-    pub async fn read_line_answer<T>(&self, io: &mut T) -> io::Result<Response>
+    /// Reads the next answer of a line (at most an answer of pieces);
+    /// `None` when the line ended cleanly before it.
+    pub async fn read_line_answer<T>(&self, io: &mut T) -> io::Result<Option<Response>>
     where
         T: AsyncRead + Unpin + Send,
     {
@@ -604,7 +606,10 @@ impl WireCodec {
         let read = read_answer(&mut io, wire::MAX_PIECE_RESPONSE_BYTES, &self.manifests).await;
         self.metrics
             .wire(Kind::Pieces, Direction::Received, io.bytes);
-        read
+        match read {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && io.bytes == 0 => Ok(None),
+            read => read.map(Some),
+        }
     }
 }
 

@@ -8,11 +8,14 @@
 //!   measured on the reference machine TCP+noise+yamux streams move
 //!   400–500 MiB/s, more than QUIC's 300–390.
 //! - Streams: libp2p request-response with our own codec
-//!   ([`codec`], limits from `lanseed_protocol::wire`): stable, one bounded
-//!   message each way on its own yamux stream, so a fetch pipelines by
-//!   keeping several requests in flight per peer ([`fetch::sched`]); no
-//!   10 MiB response cap of the stock codecs to work around.
-//!   `libp2p-stream` exists only as an alpha.
+//!   ([`codec`], limits from `lanseed_protocol::wire`): one bounded
+//!   message each way on its own yamux stream; no 10 MiB response cap of
+//!   the stock codecs to work around. Pieces go on [`line`]s instead
+//!   (`libp2p-stream`): one long-lived stream per peer fetched from,
+//!   carrying several requests ahead of their answers ([`fetch::sched`]
+//!   keeps them in flight), the same frames through the same codec; a
+//!   peer that does not speak lines, or keeps refusing them, is asked by
+//!   request-response.
 //! - Connections: at most 2 per peer and 256 in all; kept open while idle
 //!   for an hour, so an announcement reaches connected peers at once.
 //! - Announcements: on connecting, a node sends every release it holds;
@@ -76,7 +79,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use lanseed_protocol::report::DeviceReport;
 use lanseed_protocol::store::{CommitOutcome, StoreError};
 use lanseed_protocol::wire::{Request, Response};
@@ -228,9 +231,19 @@ struct InFlight {
     /// What its fetch calls it (a request sent again after its line
     /// closed keeps its first name).
     key: ReqId,
-    /// The line it went on, if it did.
-    line: Option<line::LineId>,
+    /// The line it went on, if it did, and what it asked there (to ask
+    /// again should the line end unanswered).
+    line: Option<(line::LineId, line::Pieces)>,
+    /// How many times it was sent (at most [`MAX_SENDS`]).
+    sends: u8,
 }
+
+/// Most times a request of pieces is sent, when lines end before
+/// answering it (refused, closed by the seeder, idle).
+const MAX_SENDS: u8 = 3;
+/// Lines to one peer refused before any answer after which it is asked by
+/// request-response (until it disconnects).
+const MAX_LINE_DROPS: u32 = 2;
 
 /// Where an answer to a peer goes.
 enum To {
@@ -295,8 +308,11 @@ struct Node {
     inflight: HashMap<ReqId, InFlight>,
     /// Lines to peers this node fetches from, by peer.
     lines: HashMap<PeerId, line::ask::Asker>,
-    /// Connected peers that do not speak lines (asked by request-response).
+    /// Connected peers that do not speak lines, or refused them
+    /// ([`MAX_LINE_DROPS`]): asked by request-response.
     no_lines: HashSet<PeerId>,
+    /// Lines to connected peers refused before any answer.
+    line_drops: HashMap<PeerId, u32>,
     /// Lines of peers to this node being served, by peer.
     lines_in: HashMap<PeerId, usize>,
     /// Where lines report.
@@ -425,7 +441,7 @@ pub async fn run(
     let mut swarm = build_swarm(key, &cfg, codec.clone())?;
     let mut streams = swarm.behaviour().lines.new_control();
     let mut lines_in = streams
-        .accept(StreamProtocol::new(lanseed_protocol::wire::LINE_PROTOCOL))
+        .accept(line::ask::protocol())
         .map_err(|e| anyhow::anyhow!("cannot serve lines: {e}"))?;
     let (line_tx, mut line_rx) = mpsc::unbounded_channel();
     for addr in &cfg.listen {
@@ -454,6 +470,7 @@ pub async fn run(
         inflight: HashMap::new(),
         lines: HashMap::new(),
         no_lines: HashSet::new(),
+        line_drops: HashMap::new(),
         lines_in: HashMap::new(),
         line_tx,
         streams,
@@ -533,7 +550,14 @@ pub async fn run(
             Some(cmd) = cmd_rx.recv() => node.on_command(cmd),
             Some(done) = done_rx.recv() => node.on_done(done),
             Some(event) = line_rx.recv() => node.on_line(event),
-            Some((peer, stream)) = lines_in.next() => node.on_line_opened(peer, stream),
+            Some((peer, stream)) = lines_in.next() => {
+                node.on_line_opened(peer, stream);
+                // Every line waiting, not one a turn: libp2p-stream keeps
+                // room for one, and drops the next.
+                while let Some(Some((peer, stream))) = lines_in.next().now_or_never() {
+                    node.on_line_opened(peer, stream);
+                }
+            }
             Some(id) = slot_rx.recv() => node.server.finished(&id, Instant::now()),
             _ = nudge.tick() => node.nudge(),
             Some(found) = store_rx.recv() => match found {
@@ -989,15 +1013,22 @@ impl Node {
     }
 
     fn send(&mut self, peer: PeerId, req: Request, why: Pending) -> ReqId {
-        self.send_as(peer, req, why, None)
+        self.send_as(peer, req, why, None, 1)
     }
 
     /// Sends `req` to `peer`: pieces on the line to it (opened if need
     /// be), unless it does not speak lines; anything else by
     /// request-response. `key`: what the request's fetch already calls it
-    /// (sent again after its line closed).
-    fn send_as(&mut self, peer: PeerId, req: Request, why: Pending, key: Option<ReqId>) -> ReqId {
-        let mut pieces = match req {
+    /// (sent again after its line closed, for the `sends`th time).
+    fn send_as(
+        &mut self,
+        peer: PeerId,
+        req: Request,
+        why: Pending,
+        key: Option<ReqId>,
+        sends: u8,
+    ) -> ReqId {
+        let pieces = match req {
             Request::GetPieces { pieces } if !self.no_lines.contains(&peer) => pieces,
             req => {
                 let id = ReqId::Rr(
@@ -1010,48 +1041,47 @@ impl Node {
                     why,
                     key,
                     line: None,
+                    sends,
                 };
                 self.inflight.insert(id, sent);
                 return key;
             }
         };
         let n = self.next_line();
-        // Twice at most: a line that ended unheard is replaced once.
-        for _ in 0..2 {
-            let line = match self.lines.get(&peer) {
-                Some(asker) => asker,
-                None => {
-                    let line = self.next_line();
-                    let asker = line::ask::Asker::spawn(
-                        peer,
-                        line,
-                        self.streams.clone(),
-                        self.codec.clone(),
-                        self.cfg.request_timeout,
-                        self.line_tx.clone(),
-                    );
-                    self.lines.entry(peer).or_insert(asker)
-                }
-            };
-            match line.ask(n, pieces) {
-                Ok(()) => {
-                    let id = ReqId::Line(n);
-                    let sent = InFlight {
-                        peer,
-                        why,
-                        key: key.unwrap_or(id),
-                        line: Some(line.line),
-                    };
-                    self.inflight.insert(id, sent);
-                    return key.unwrap_or(id);
-                }
-                Err(back) => {
-                    self.lines.remove(&peer);
-                    pieces = back;
-                }
+        let asked = pieces.clone();
+        // A line that ended unheard (its `Closed` is on its way) is
+        // replaced: the request opens a new one.
+        let refused = match self.lines.get(&peer) {
+            Some(asker) => asker.ask(n, pieces).err(),
+            None => Some(pieces),
+        };
+        let line = match refused {
+            Some(pieces) => {
+                let line = self.next_line();
+                let asker = line::ask::Asker::spawn(
+                    peer,
+                    line,
+                    (n, pieces),
+                    self.streams.clone(),
+                    self.codec.clone(),
+                    self.cfg.request_timeout,
+                    self.line_tx.clone(),
+                );
+                self.lines.insert(peer, asker);
+                line
             }
-        }
-        unreachable!("a line just opened takes its first request")
+            None => self.lines[&peer].line,
+        };
+        let id = ReqId::Line(n);
+        let sent = InFlight {
+            peer,
+            why,
+            key: key.unwrap_or(id),
+            line: Some((line, asked)),
+            sends,
+        };
+        self.inflight.insert(id, sent);
+        key.unwrap_or(id)
     }
 
     fn next_line(&mut self) -> u64 {
@@ -1091,37 +1121,62 @@ impl Node {
                 line,
                 unsent,
                 why,
-            } => {
-                if self.lines.get(&peer).is_some_and(|a| a.line == line) {
-                    self.lines.remove(&peer);
-                }
-                if why == line::Closed::Unsupported && self.book.is_connected(&peer) {
-                    tracing::debug!(%peer, "does not speak lines: asked by request-response");
+            } => self.on_line_closed(peer, line, unsent, why),
+        }
+    }
+
+    /// Line `line` to `peer` ended: the requests it did not answer are
+    /// sent again (at most [`MAX_SENDS`] times in all, to a peer still
+    /// connected) when it never wrote them or ended for a reason that is
+    /// no fault of theirs, else they failed.
+    fn on_line_closed(
+        &mut self,
+        peer: PeerId,
+        line: line::LineId,
+        unsent: Vec<(u64, line::Pieces)>,
+        why: line::Closed,
+    ) {
+        if self.lines.get(&peer).is_some_and(|a| a.line == line) {
+            self.lines.remove(&peer);
+        }
+        let connected = self.book.is_connected(&peer);
+        match &why {
+            line::Closed::Unsupported if connected => {
+                tracing::debug!(%peer, "does not speak lines: asked by request-response");
+                self.no_lines.insert(peer);
+            }
+            line::Closed::Dropped(reason) if connected => {
+                let drops = self.line_drops.entry(peer).or_default();
+                *drops += 1;
+                tracing::debug!(%peer, drops = *drops, "line refused: {reason}");
+                if *drops >= MAX_LINE_DROPS {
                     self.no_lines.insert(peer);
                 }
-                let again = matches!(why, line::Closed::Unsupported | line::Closed::Idle);
-                for (n, pieces) in unsent {
-                    let Some(sent) = self.inflight.remove(&ReqId::Line(n)) else {
-                        continue;
-                    };
-                    if again {
-                        let req = Request::GetPieces { pieces };
-                        self.send_as(sent.peer, req, sent.why, Some(sent.key));
-                    } else {
-                        let failed = fetch::Failed::NoAnswer(format!("line closed: {why}"));
-                        self.on_answer(sent, Err(failed));
-                    }
+            }
+            _ => {}
+        }
+        let again = !matches!(why, line::Closed::Failed(_));
+        let unsent: HashSet<u64> = unsent.into_iter().map(|(n, _)| n).collect();
+        let mine: Vec<ReqId> = (self.inflight.iter())
+            .filter(|(_, s)| s.line.as_ref().is_some_and(|(l, _)| *l == line))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in mine {
+            let Some(sent) = self.inflight.remove(&id) else {
+                continue;
+            };
+            let never_written = matches!(id, ReqId::Line(n) if unsent.contains(&n));
+            let connected = self.book.is_connected(&sent.peer);
+            match sent.line {
+                Some((_, pieces))
+                    if (again || never_written) && sent.sends < MAX_SENDS && connected =>
+                {
+                    let req = Request::GetPieces { pieces };
+                    self.send_as(sent.peer, req, sent.why, Some(sent.key), sent.sends + 1);
                 }
-                // Written, and now never answered.
-                let lost: Vec<ReqId> = (self.inflight.iter())
-                    .filter(|(_, s)| s.line == Some(line))
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in lost {
-                    if let Some(sent) = self.inflight.remove(&id) {
-                        let failed = fetch::Failed::NoAnswer(format!("line closed: {why}"));
-                        self.on_answer(sent, Err(failed));
-                    }
+                _ => {
+                    let failed = fetch::Failed::NoAnswer(format!("line closed: {why}"));
+                    self.on_answer(sent, Err(failed));
                 }
             }
         }
@@ -1135,6 +1190,8 @@ impl Node {
         let of_peer = self.lines_in.get(&peer).copied().unwrap_or(0);
         if total >= line::MAX_INBOUND || of_peer >= line::MAX_PER_PEER {
             tracing::debug!(%peer, "line refused: too many open");
+            let reason = "opened more lines than allowed (refused)";
+            (self.book).record(peer, peers::Mark::Closed, reason, Instant::now());
             return;
         }
         *self.lines_in.entry(peer).or_default() += 1;
@@ -1383,6 +1440,7 @@ impl Node {
                 // one ends now.
                 self.lines.remove(&peer_id);
                 self.no_lines.remove(&peer_id);
+                self.line_drops.remove(&peer_id);
                 self.unannounced.remove(&peer_id); // told all on reconnecting
                 for f in self.fetches.values_mut() {
                     f.told.remove(&peer_id); // it may restart and forget

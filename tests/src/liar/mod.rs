@@ -18,6 +18,7 @@
 //!   /p2p), peer_id}; `connected` {peer, addr, dir: inbound|outbound};
 //!   `disconnected` {peer}; `dial_failed` {addr, error}; `new_identity`
 //!   {peer_id} (`frames --fresh-id`); `done` {reason: time|mode_done|signal}.
+//! - `line` {peer}: a node opened a line to the liar.
 //! - `asked` {what: announce|have|manifest|pieces, peer, …}: a request the
 //!   node sent; `answered` {what, how: honest, not-found or the lie, answer, bytes,
 //!   result}: what the liar answered.

@@ -290,6 +290,9 @@ impl Server {
         conn: &conn::Conn,
     ) -> std::io::Result<()> {
         let (line, mut s) = conn::accept_any(raw, self.lines).await?;
+        if line {
+            emit(json!({"event": "line", "peer": peer.to_string()}));
+        }
         loop {
             let bytes = match conn::read_request(&mut s).await {
                 Ok(bytes) => bytes,

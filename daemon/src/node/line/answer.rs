@@ -6,10 +6,12 @@
 //! not a `GetPieces`, or does not decode, is reported and ends the
 //! reading; the answers owed are still written. Every request handed to
 //! the node is reported `Finished` once its answer is written or never
-//! will be (the line failed), which frees its upload slot; when the
-//! answer being written makes no progress for
-//! [`STALLED_READER`] (its reader stopped reading), those queued behind
-//! it free theirs at once, as answers on streams of their own would.
+//! will be (the line failed), which frees its upload slot; when a write
+//! of an answer has waited on its reader for [`STALLED_READER`] with no
+//! byte taken (its reader stopped reading; waiting for the upload turn,
+//! the limit or the disk does not count), those queued behind it free
+//! theirs at once, as answers on streams of their own would. A line with
+//! no answer owed and no request for [`IDLE`] ends.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -27,7 +29,8 @@ use super::Event;
 use crate::node::codec::{Answer, Incoming, STALLED_READER, WireCodec};
 use crate::node::uploads::PER_PEER;
 
-/// How long an inbound line may carry nothing before it is closed.
+/// How long an inbound line may carry nothing (no request, no answer
+/// owed) before it ends.
 pub const IDLE: Duration = Duration::from_secs(60);
 
 const _: () = assert!(PER_PEER >= 2);
@@ -76,7 +79,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + Unpin>(
     // order, each with whether its slot was given back early.
     let owed = &Mutex::new(VecDeque::<(u64, bool)>::new());
     let mut w = Progress::new(w);
-    let progress = w.clock();
+    let clock = &w.clock();
+    let idle = &tokio::sync::Notify::new();
     let reader = async move {
         // A local, dropped as the reader returns: the writer then ends
         // with the last answer owed.
@@ -86,11 +90,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + Unpin>(
             let Ok(room) = queue_tx.reserve().await else {
                 return;
             };
-            let incoming = match tokio::time::timeout(IDLE, codec.read_line_request(&mut r)).await {
-                Ok(Ok(incoming)) => incoming,
-                // Closed by the peer, failed, or idle.
-                Ok(Err(_)) | Err(_) => return,
+            let read = tokio::select! {
+                read = codec.read_line_request(&mut r) => read,
+                () = idle.notified() => return,
             };
+            let Ok(incoming) = read else {
+                // Closed by the peer, or failed.
+                return;
+            };
+            clock.read();
             let (why, strike) = match incoming {
                 Incoming::Request(Request::GetPieces { pieces }) => {
                     let ask = NEXT_ASK.fetch_add(1, Ordering::Relaxed);
@@ -119,9 +127,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + Unpin>(
         while let Some((ticket, answer)) = queue.recv().await {
             let written = tokio::time::timeout(timeout, async {
                 let answer = answer.await.map_err(|_| ())?;
-                progress.start();
                 let written = codec.write_line_answer(&mut w, answer).await;
-                progress.stop();
+                clock.written();
                 written.map_err(drop)
             })
             .await;
@@ -135,11 +142,16 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + Unpin>(
     };
     // An answer that makes no progress (its reader stopped reading) gives
     // its own slot back (the codec does); the answers queued behind it
-    // give theirs back too, and are written when it is.
+    // give theirs back too, and are written when it is. A line with no
+    // answer owed and no request for IDLE ends.
     let watch = async {
         loop {
             tokio::time::sleep(STALLED_READER / 4).await;
-            if !progress.stalled(STALLED_READER) {
+            if lock(owed).is_empty() && clock.since_read() >= IDLE {
+                // The reader stops; the writer then closes the line.
+                idle.notify_one();
+            }
+            if !clock.stalled(STALLED_READER) {
                 continue;
             }
             for (ask, released) in lock(owed).iter_mut().skip(1) {
@@ -169,37 +181,62 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// When an answer being written last made progress.
+/// What a line did last: when its last request was read, and since when
+/// its writes wait on their reader.
 #[derive(Clone)]
 struct Clock(Arc<ClockState>);
 
 struct ClockState {
     origin: std::time::Instant,
-    /// Milliseconds after `origin` of the last progress; `u64::MAX`: no
-    /// answer is being written.
-    last: AtomicU64,
+    /// Milliseconds after `origin` of the last request read.
+    read: AtomicU64,
+    /// Milliseconds after `origin` since which a write has been waiting
+    /// on the reader with no byte taken; `u64::MAX`: none is.
+    waiting: AtomicU64,
 }
 
 impl Clock {
-    fn touch(&self) {
-        let ms = self.0.origin.elapsed().as_millis() as u64;
-        self.0.last.store(ms, Ordering::Relaxed);
+    fn new() -> Clock {
+        Clock(Arc::new(ClockState {
+            origin: std::time::Instant::now(),
+            read: AtomicU64::new(0),
+            waiting: AtomicU64::new(u64::MAX),
+        }))
     }
 
-    fn start(&self) {
-        self.touch();
+    fn now(&self) -> u64 {
+        self.0.origin.elapsed().as_millis() as u64
     }
 
-    fn stop(&self) {
-        self.0.last.store(u64::MAX, Ordering::Relaxed);
+    /// A request was read.
+    fn read(&self) {
+        self.0.read.store(self.now(), Ordering::Relaxed);
     }
 
-    /// Whether an answer is being written and made no progress for `d`.
+    /// How long ago the last request was read (or the line opened).
+    fn since_read(&self) -> Duration {
+        let last = self.0.read.load(Ordering::Relaxed);
+        Duration::from_millis(self.now().saturating_sub(last))
+    }
+
+    /// A write could not go on: the reader's window is full.
+    fn blocked(&self) {
+        let now = self.now();
+        let waiting = &self.0.waiting;
+        let _ = waiting.compare_exchange(u64::MAX, now, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Bytes went out, or an answer is done: nothing waits.
+    fn written(&self) {
+        self.0.waiting.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// Whether a write has waited on its reader, with no byte taken, for
+    /// `d` (waiting for the upload turn, the limit or the disk is not
+    /// waiting on the reader).
     fn stalled(&self, d: Duration) -> bool {
-        let last = self.0.last.load(Ordering::Relaxed);
-        last != u64::MAX
-            && self.0.origin.elapsed().as_millis() as u64
-                >= last.saturating_add(d.as_millis() as u64)
+        let since = self.0.waiting.load(Ordering::Relaxed);
+        since != u64::MAX && self.now() >= since.saturating_add(d.as_millis() as u64)
     }
 }
 
@@ -211,11 +248,10 @@ struct Progress<W> {
 
 impl<W> Progress<W> {
     fn new(inner: W) -> Progress<W> {
-        let clock = Clock(Arc::new(ClockState {
-            origin: std::time::Instant::now(),
-            last: AtomicU64::new(u64::MAX),
-        }));
-        Progress { inner, clock }
+        Progress {
+            inner,
+            clock: Clock::new(),
+        }
     }
 
     fn clock(&self) -> Clock {
@@ -230,8 +266,10 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Progress<W> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.clock.touch();
+        match &r {
+            Poll::Pending => self.clock.blocked(),
+            Poll::Ready(Ok(n)) if *n > 0 => self.clock.written(),
+            Poll::Ready(_) => {}
         }
         r
     }
@@ -252,13 +290,9 @@ mod tests {
     use crate::node::limit::Limiter;
     use futures::AsyncWriteExt as _;
     use lanseed_protocol::wire::{self, Packed, Response};
-    use tokio_util::compat::{Compat, TokioAsyncReadCompatExt as _};
+    use tokio_util::compat::TokioAsyncReadCompatExt as _;
 
-    type Far = Compat<tokio::io::DuplexStream>;
-
-    fn codec() -> WireCodec {
-        WireCodec::new(Arc::new(Limiter::new(None)), Arc::new(Metrics::new()))
-    }
+    use super::super::testing::{Far, codec};
 
     /// A line served over an in-memory stream of `buffer` bytes each way;
     /// the far end plays the fetcher.
@@ -322,7 +356,7 @@ mod tests {
             reply.send(pieces(i as u8 + 1, 1000)).unwrap();
         }
         for n in 1..=3u8 {
-            match codec().read_line_answer(&mut far).await.unwrap() {
+            match codec().read_line_answer(&mut far).await.unwrap().unwrap() {
                 Response::Pieces(p) => assert_eq!(p.data, vec![n; 1000]),
                 other => panic!("{other:?}"),
             }
@@ -366,7 +400,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         reply.send(pieces(7, 10)).unwrap();
-        match codec().read_line_answer(&mut far).await.unwrap() {
+        match codec().read_line_answer(&mut far).await.unwrap().unwrap() {
             Response::Pieces(p) => assert_eq!(p.data, vec![7; 10]),
             other => panic!("{other:?}"),
         }
@@ -419,21 +453,60 @@ mod tests {
         );
         // The reader comes back: every answer still arrives, in order.
         for n in 0..3u8 {
-            match codec().read_line_answer(&mut far).await.unwrap() {
+            match codec().read_line_answer(&mut far).await.unwrap().unwrap() {
                 Response::Pieces(p) => assert_eq!(p.data, vec![n; 1 << 20]),
                 other => panic!("{other:?}"),
             }
         }
     }
 
+    #[tokio::test]
+    async fn answers_waiting_for_the_upload_turn_keep_their_slots() {
+        let limiter = Arc::new(Limiter::new(None));
+        let (near, far) = tokio::io::duplex(1 << 20);
+        let mut far = far.compat();
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let line_codec = WireCodec::new(limiter.clone(), Arc::new(Metrics::new()));
+        spawn(
+            PeerId::random(),
+            near.compat(),
+            line_codec,
+            Duration::from_secs(10),
+            events_tx,
+        );
+        // Another peer's answer holds the turn for twice STALLED_READER.
+        let turn = limiter.turn.lock().await;
+        for n in 1..=3 {
+            ask(&mut far, &get(n)).await;
+        }
+        for i in 0..3u8 {
+            let (_, reply) = next_asked(&mut events).await;
+            reply.send(pieces(i, 1000)).unwrap();
+        }
+        tokio::time::sleep(STALLED_READER * 2).await;
+        assert!(
+            events.try_recv().is_err(),
+            "no slot given back: nothing stalled"
+        );
+        drop(turn);
+        for n in 0..3u8 {
+            match codec().read_line_answer(&mut far).await.unwrap().unwrap() {
+                Response::Pieces(p) => assert_eq!(p.data, vec![n; 1000]),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
     #[test]
-    fn a_clock_stalls_only_while_an_answer_is_written() {
-        let clock = Progress::new(()).clock();
+    fn a_line_stalls_only_while_a_write_waits_on_its_reader() {
+        let clock = Clock::new();
         assert!(!clock.stalled(Duration::ZERO), "nothing written yet");
-        clock.start();
+        clock.blocked();
         assert!(clock.stalled(Duration::ZERO));
         assert!(!clock.stalled(Duration::from_secs(60)));
-        clock.stop();
-        assert!(!clock.stalled(Duration::ZERO));
+        clock.written();
+        assert!(!clock.stalled(Duration::ZERO), "bytes went out");
+        clock.read();
+        assert!(clock.since_read() < Duration::from_secs(60));
     }
 }

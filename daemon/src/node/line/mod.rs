@@ -21,6 +21,25 @@
 pub mod answer;
 pub mod ask;
 
+#[cfg(test)]
+mod testing {
+    //! What both ends' tests use: a codec, and the far end of an
+    //! in-memory stream.
+    use std::sync::Arc;
+
+    use crate::metrics::Metrics;
+    use crate::node::codec::WireCodec;
+    use crate::node::limit::Limiter;
+
+    /// The far end of a line over an in-memory stream.
+    pub type Far = tokio_util::compat::Compat<tokio::io::DuplexStream>;
+
+    /// A codec with no upload limit.
+    pub fn codec() -> WireCodec {
+        WireCodec::new(Arc::new(Limiter::new(None)), Arc::new(Metrics::new()))
+    }
+}
+
 use lanseed_protocol::wire::Response;
 use libp2p::PeerId;
 use tokio::sync::oneshot;
@@ -56,8 +75,9 @@ pub enum Event {
         /// Where the answer goes.
         reply: oneshot::Sender<Answer>,
     },
-    /// The answer to `ask` was written, or never will be: its upload slot
-    /// is free.
+    /// The upload slot of `ask` is free: its answer was written or never
+    /// will be, or is queued behind one whose reader stopped reading (it
+    /// is still written if that reader comes back).
     Finished(u64),
     /// A peer sent a frame that is not a `GetPieces` on a line, or one
     /// that does not decode (`strike`: it counts towards a ban); the line
@@ -93,16 +113,23 @@ pub enum Event {
     },
 }
 
-/// Why a line ended.
+/// Why a line ended. After `Unsupported`, `Idle`, `Ended` and `Dropped`
+/// the requests not answered are asked again (a line carries reads,
+/// which may be repeated); after `Failed` those written have failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Closed {
     /// The peer does not speak lines: ask it by request-response.
     Unsupported,
-    /// It had nothing to carry for a while (requests handed to it as it
-    /// closed are to be sent again).
+    /// It had nothing to carry for a while.
     Idle,
-    /// It failed: the stream could not be opened, an answer was
-    /// malformed, late or cut short, or the connection went.
+    /// The seeder closed it between two answers (it was idle there, or
+    /// refused a request it could not read now).
+    Ended,
+    /// It ended before carrying any answer: the seeder refused it (too
+    /// many lines), or was too busy to take it.
+    Dropped(String),
+    /// It failed after answers: an answer was malformed, late or cut
+    /// short, or the connection went.
     Failed(String),
 }
 
@@ -111,6 +138,8 @@ impl std::fmt::Display for Closed {
         match self {
             Closed::Unsupported => f.write_str("does not speak lines"),
             Closed::Idle => f.write_str("idle"),
+            Closed::Ended => f.write_str("closed by the peer"),
+            Closed::Dropped(why) => write!(f, "refused before any answer ({why})"),
             Closed::Failed(why) => f.write_str(why),
         }
     }
