@@ -2,7 +2,10 @@
 //! writes the requests the node hands it as they come, and reads their
 //! answers in order, each within the request timeout of its request.
 //! At most [`AHEAD`] requests are written ahead of their answers (the
-//! seeder's end reads no further ahead); the rest wait unwritten.
+//! seeder's end reads no further ahead); the rest wait unwritten. The line
+//! is read even with nothing asked: a byte nobody asked for ends it (a
+//! long-lived stream's window grows with use, and would otherwise hold
+//! whatever a peer pushes into it).
 //! Whatever ends the line (the peer does not speak lines, the stream
 //! fails, the seeder closes it or refuses it, an answer is malformed or
 //! late, nothing to carry for [`IDLE`]), the node hears it once, with the
@@ -154,6 +157,11 @@ async fn carry<S: AsyncRead + AsyncWrite + Send + Unpin>(
                 Err(_) if waiting.load(Ordering::Acquire) == 0 => break Closed::Idle,
                 Err(_) => continue,
             };
+            // Waited for before it is written: its answer may come back
+            // before the write has returned.
+            permit.forget();
+            waiting.fetch_add(1, Ordering::AcqRel);
+            let _ = sent_tx.send((key, Instant::now()));
             let req = Request::GetPieces { pieces };
             if let Err(e) = codec.write_line_request(&mut w, &req).await {
                 let Request::GetPieces { pieces } = req else {
@@ -161,9 +169,6 @@ async fn carry<S: AsyncRead + AsyncWrite + Send + Unpin>(
                 };
                 return (ended(format!("line failed: {e}")), Some((key, pieces)));
             }
-            permit.forget();
-            waiting.fetch_add(1, Ordering::AcqRel);
-            let _ = sent_tx.send((key, Instant::now()));
         };
         // The reader ends once it has read what was written.
         drop(sent_tx);
@@ -172,7 +177,24 @@ async fn carry<S: AsyncRead + AsyncWrite + Send + Unpin>(
         (why, None)
     };
     let reader = async move {
-        while let Some((key, at)) = sent_rx.recv().await {
+        loop {
+            // With nothing asked, the line is still read: bytes nobody
+            // asked for end it at once, rather than wait in its window
+            // (which yamux grows with use).
+            let mut byte = [0u8; 1];
+            let next = tokio::select! {
+                biased;
+                next = sent_rx.recv() => next,
+                read = r.read(&mut byte) => return match read {
+                    Ok(0) if answered.load(Ordering::Acquire) => Closed::Ended,
+                    Ok(0) => Closed::Dropped("closed before answering".into()),
+                    Ok(_) => Closed::Failed("sent bytes nobody asked for".into()),
+                    Err(e) => ended(format!("line failed: {e}")),
+                },
+            };
+            let Some((key, at)) = next else {
+                return Closed::Idle;
+            };
             let read = tokio::time::timeout_at(at + timeout, codec.read_line_answer(&mut r)).await;
             waiting.fetch_sub(1, Ordering::AcqRel);
             room.add_permits(1);
@@ -215,7 +237,6 @@ async fn carry<S: AsyncRead + AsyncWrite + Send + Unpin>(
                 return why;
             }
         }
-        Closed::Idle
     };
     tokio::pin!(writer, reader);
     tokio::select! {
@@ -386,6 +407,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(closed(&mut events).await.1, Closed::Failed(_)));
+    }
+
+    #[tokio::test]
+    async fn bytes_nobody_asked_for_end_the_line() {
+        let (asker, mut far, mut events) = line(Duration::from_secs(5));
+        asked(&mut far).await;
+        answer(&mut far, Response::NotFound).await;
+        assert!(matches!(
+            events.recv().await.unwrap(),
+            Event::Answered { key: 1, .. }
+        ));
+        futures::AsyncWriteExt::write_all(&mut far, &[0u8; 4096])
+            .await
+            .unwrap();
+        let (unsent, why) = closed(&mut events).await;
+        assert!(unsent.is_empty());
+        assert_eq!(why, Closed::Failed("sent bytes nobody asked for".into()));
+        assert!(asker.ask(2, pieces(2)).is_err(), "the line is gone");
     }
 
     #[tokio::test(start_paused = true)]
