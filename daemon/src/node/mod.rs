@@ -1190,8 +1190,6 @@ impl Node {
         let of_peer = self.lines_in.get(&peer).copied().unwrap_or(0);
         if total >= line::MAX_INBOUND || of_peer >= line::MAX_PER_PEER {
             tracing::debug!(%peer, "line refused: too many open");
-            let reason = "opened more lines than allowed (refused)";
-            (self.book).record(peer, peers::Mark::Closed, reason, Instant::now());
             return;
         }
         *self.lines_in.entry(peer).or_default() += 1;

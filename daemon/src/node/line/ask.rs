@@ -111,8 +111,10 @@ async fn open(peer: PeerId, mut control: Control, timeout: Duration) -> Result<S
     match tokio::time::timeout(timeout, control.open_stream(peer, protocol())).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(OpenStreamError::UnsupportedProtocol(_))) => Err(Closed::Unsupported),
-        Ok(Err(e)) => Err(Closed::Failed(format!("cannot open a line: {e}"))),
-        Err(_) => Err(Closed::Failed("cannot open a line: timed out".into())),
+        // Counted as refused lines: a peer whose lines cannot be opened
+        // is soon asked by request-response.
+        Ok(Err(e)) => Err(Closed::Dropped(format!("cannot open a line: {e}"))),
+        Err(_) => Err(Closed::Dropped("cannot open a line: timed out".into())),
     }
 }
 
@@ -182,9 +184,12 @@ async fn carry<S: AsyncRead + AsyncWrite + Send + Unpin>(
             // asked for end it at once, rather than wait in its window
             // (which yamux grows with use).
             let mut byte = [0u8; 1];
+            // A request waiting is taken first, whatever tokio's budget
+            // for this task says (a budgeted `recv` may be Pending with
+            // one queued, and its answer's bytes would seem unasked).
             let next = tokio::select! {
                 biased;
-                next = sent_rx.recv() => next,
+                next = tokio::task::unconstrained(sent_rx.recv()) => next,
                 read = r.read(&mut byte) => return match read {
                     Ok(0) if answered.load(Ordering::Acquire) => Closed::Ended,
                     Ok(0) => Closed::Dropped("closed before answering".into()),
