@@ -361,6 +361,17 @@ fn attack_scenario(name: &str, mode: &[&str], with_store: bool) -> (Run, String,
     (run, liar_id, w)
 }
 
+/// Parts of the names of the liar's frames that lie about a length, a
+/// count or a kind (`craft::request_frames`): each must be refused.
+const LYING: [&str; 6] = [
+    "2^40",
+    "u64max",
+    "u32max",
+    "over_by_1",
+    "over_limit",
+    "variant.",
+];
+
 #[test]
 fn malformed_and_lying_frames_close_their_streams_and_the_node_serves_on() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -378,20 +389,12 @@ fn malformed_and_lying_frames_close_their_streams_and_the_node_serves_on() {
     let frames: Vec<serde_json::Value> = (run.liars[0].events_named("frame").into_iter())
         .filter(|f| f["dir"] == "request")
         .collect();
-    let lying = [
-        "2^40",
-        "u64max",
-        "u32max",
-        "over_by_1",
-        "over_limit",
-        "variant.",
-    ];
     let mut checked = 0;
     for f in &frames {
         let name = f["name"].as_str().unwrap();
         if name.starts_with("ok.") {
             assert_eq!(f["outcome"], "answered", "{f}");
-        } else if lying.iter().any(|l| name.contains(l)) && !name.contains(".hold") {
+        } else if LYING.iter().any(|l| name.contains(l)) && !name.contains(".hold") {
             // Closed unanswered, or the connection closed with it (the
             // frame that got its sender banned).
             let outcome = f["outcome"].as_str().unwrap();
@@ -462,14 +465,6 @@ fn malformed_frames_on_a_line_close_it_and_the_node_serves_on() {
     let frames: Vec<serde_json::Value> = (run.liars[0].events_named("frame").into_iter())
         .filter(|f| f["dir"] == "request")
         .collect();
-    let lying = [
-        "2^40",
-        "u64max",
-        "u32max",
-        "over_by_1",
-        "over_limit",
-        "variant.",
-    ];
     let (mut answered, mut refused, mut lies) = (0, 0, 0);
     for f in &frames {
         let name = f["name"].as_str().unwrap();
@@ -483,7 +478,7 @@ fn malformed_frames_on_a_line_close_it_and_the_node_serves_on() {
                 "the node refused {name} on a line unanswered: {f}"
             );
             refused += 1;
-            lies += usize::from(lying.iter().any(|l| name.contains(l)));
+            lies += usize::from(LYING.iter().any(|l| name.contains(l)));
         }
     }
     assert_eq!(answered, 1, "{done}");
