@@ -2,8 +2,9 @@
 //! fetch, `select!`ing over swarm events, mDNS findings, control commands,
 //! a store watch and shutdown.
 //!
-//! - Transport: TCP + noise + yamux, optionally behind a pre-shared fleet
-//!   key (libp2p private network), so only the fleet's nodes can connect.
+//! - Transport (`lanseed::transport`): TCP + noise + yamux, optionally
+//!   behind a pre-shared fleet key (libp2p private network), so only the
+//!   fleet's nodes can connect; yamux's receive windows are bounded.
 //!   TCP rather than QUIC: a private network works over TCP only, and
 //!   measured on the reference machine TCP+noise+yamux streams move
 //!   400–500 MiB/s, more than QUIC's 300–390.
@@ -84,14 +85,10 @@ use lanseed_protocol::report::DeviceReport;
 use lanseed_protocol::store::{CommitOutcome, StoreError};
 use lanseed_protocol::wire::{Request, Response};
 use lanseed_protocol::{BundleId, Hash, SignedRelease, Store, TrustList};
-use libp2p::core::upgrade::Version;
 use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, Transport, connection_limits, identity, noise, pnet,
-    tcp, yamux,
-};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identity, pnet};
 use tokio::sync::mpsc;
 
 use self::codec::WireCodec;
@@ -368,19 +365,8 @@ fn build_swarm(
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_other_transport(|key| {
-            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
-            let base = match psk {
-                Some(psk) => either::Either::Left(
-                    tcp.and_then(move |socket, _| pnet::PnetConfig::new(psk).handshake(socket)),
-                ),
-                None => either::Either::Right(tcp),
-            };
-            Ok(base
-                .upgrade(Version::V1Lazy)
-                .authenticate(noise::Config::new(key)?)
-                .multiplex(yamux::Config::default())
-                .timeout(Duration::from_secs(20))
-                .boxed())
+            lanseed::transport::build(key, psk)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })?
         .with_behaviour(|_| Behaviour {
             guard: guard::Guard::new(cfg.limit_loopback),

@@ -1,9 +1,10 @@
 //! `rawstream`: raw libp2p stream throughput between two processes, the
 //! baseline for lanseed's own fetch.
 //!
-//! It builds exactly the transport stack the lanseed node uses (TCP with
-//! `nodelay`, multistream-select `V1Lazy`, noise, yamux with its default
-//! config, a 20 s upgrade timeout; no pnet), opens one yamux substream and
+//! It builds exactly the transport stack the lanseed node uses
+//! (`lanseed::transport`: TCP with `nodelay`, multistream-select `V1Lazy`,
+//! noise, yamux with the node's bounded windows, a 20 s upgrade timeout;
+//! no pnet), opens one yamux substream and
 //! pushes bytes through it with no protocol, store or scheduling on top. What
 //! lanseed's fetch achieves over the same loopback can then be read against
 //! this ceiling: the gap is lanseed's own cost, not the transport's.

@@ -1,6 +1,6 @@
 //! The liar's libp2p side, without a `Swarm`: the node's exact transport
-//! (TCP with nodelay, optional pnet fleet key, multistream `V1Lazy`,
-//! noise, yamux, a 20 s upgrade timeout), one actor per connection that
+//! (`lanseed::transport`: TCP with nodelay, optional pnet fleet key,
+//! multistream `V1Lazy`, noise, yamux, a 20 s upgrade timeout), one actor per connection that
 //! polls the muxer, hands out outbound streams and passes inbound ones on,
 //! and the raw exchange of one frame on one stream with what became of it.
 //!
@@ -21,32 +21,20 @@ use libp2p::core::muxing::{StreamMuxerBox, StreamMuxerExt as _, SubstreamBox};
 use libp2p::core::transport::{Boxed, DialOpts, PortUse};
 use libp2p::core::upgrade::Version;
 use libp2p::core::{Endpoint, Transport as _};
-use libp2p::{Multiaddr, PeerId, identity, noise, pnet, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, identity, pnet};
 use multistream_select::Negotiated;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// A negotiated `/lanseed/bundle/4` stream.
 pub type Stream = Negotiated<SubstreamBox>;
 
-/// The node's transport (daemon `node::build_swarm`), with the fleet key
-/// when there is one.
+/// The node's transport (`lanseed::transport`), with the fleet key when
+/// there is one.
 pub fn transport(
     key: &identity::Keypair,
     psk: Option<pnet::PreSharedKey>,
 ) -> anyhow::Result<Boxed<(PeerId, StreamMuxerBox)>> {
-    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
-    let base = match psk {
-        Some(psk) => either::Either::Left(
-            tcp.and_then(move |socket, _| pnet::PnetConfig::new(psk).handshake(socket)),
-        ),
-        None => either::Either::Right(tcp),
-    };
-    Ok(base
-        .upgrade(Version::V1Lazy)
-        .authenticate(noise::Config::new(key).context("building the noise config")?)
-        .multiplex(yamux::Config::default())
-        .timeout(Duration::from_secs(20))
-        .boxed())
+    lanseed::transport::build(key, psk).context("building the noise config")
 }
 
 /// Dials `addr` under `key`: the connection, fully upgraded.
