@@ -3,16 +3,15 @@
 //!
 //! yamux grows a stream's receive window (doubling it whenever the sender
 //! used half of it within two round trips, never shrinking it) up to a
-//! connection-wide limit that defaults to 1 GiB. A line of pieces lives
-//! for a whole fetch, so its window kept growing with the bundle: the
-//! fetcher's memory was no longer flat in the bundle's size, and a peer
-//! reading fast could make the other side grant it more and more
-//! (docs/PERF.md, issue 17). Here every stream keeps yamux's own 256 KiB
-//! and all the streams of a connection together may grow by
-//! [`EXTRA_WINDOW`] beyond that; a line on loopback reaches its best
-//! throughput well within it. `libp2p-yamux` exposes only the number of
-//! streams, hence this small adapter over the `yamux` crate itself (the
-//! same version `libp2p-yamux` uses).
+//! connection-wide limit that defaults to 1 GiB: what a peer may send
+//! ahead of the node's reading. Here every stream keeps yamux's own
+//! 256 KiB and all the streams of a connection together may grow by
+//! [`EXTRA_WINDOW`] beyond that, which a line of pieces on loopback does
+//! not need more of (docs/PERF.md, issue 17: the fetch's speed and the
+//! fetcher's memory were the same with and without the bound).
+//! `libp2p-yamux` exposes only the number of streams, hence this small
+//! adapter over the `yamux` crate itself (the same version
+//! `libp2p-yamux` uses).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -176,7 +175,7 @@ where
                 waker.wake();
             }
         } else {
-            tracing::debug!("reset an inbound stream: {MAX_WAITING_INBOUND} wait already");
+            tracing::warn!("reset an inbound stream: {MAX_WAITING_INBOUND} wait already");
         }
         // Come back at once: the connection may have more to do.
         cx.waker().wake_by_ref();
@@ -200,7 +199,9 @@ mod tests {
     use super::*;
 
     /// Keeps a connection moving until it closes.
-    fn drive<C>(mut connection: yamux::Connection<C>) -> tokio::sync::oneshot::Receiver<yamux::Stream>
+    fn drive<C>(
+        mut connection: yamux::Connection<C>,
+    ) -> tokio::sync::oneshot::Receiver<yamux::Stream>
     where
         C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
@@ -232,7 +233,9 @@ mod tests {
             let mut buf = vec![0; 64 * 1024];
             let mut read = 0;
             while read < read_first {
-                read += stream.read(&mut buf).await.unwrap();
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the stream ended after {read} bytes");
+                read += n;
             }
             (read, stream)
         });
@@ -252,12 +255,24 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stream_that_was_read_fast_keeps_a_bounded_window() {
         const READ: usize = 256 * 1024 * 1024;
-        let ours = ahead_after(Yamux::default().0, READ).await;
-        let most = yamux::DEFAULT_CREDIT as usize + EXTRA_WINDOW;
-        assert!(ours <= most, "{ours} bytes ahead, at most {most} expected");
-        // What the bound is for: yamux's default grows the same window
-        // far beyond it.
-        let default = ahead_after(yamux::Config::default(), READ).await;
-        assert!(default > most, "yamux's default let {default} bytes ahead");
+        let base = yamux::DEFAULT_CREDIT as usize;
+        let most = base + EXTRA_WINDOW;
+        // A window grows only when half of it is read within two round
+        // trips (as yamux measured them), which depends on timing: every
+        // try must stay within the bound, and one of three must show both
+        // that the window grew under the bound and that the same reading
+        // grows yamux's default window beyond it.
+        let mut tries = Vec::new();
+        for _ in 0..3 {
+            let ours = ahead_after(Yamux::default().0, READ).await;
+            assert!(ours <= most, "{ours} bytes ahead, at most {most} expected");
+            let default = ahead_after(yamux::Config::default(), READ).await;
+            tries.push((ours, default));
+            if ours > base && default > most {
+                eprintln!("bytes ahead: {ours} bounded, {default} by yamux's default");
+                return;
+            }
+        }
+        panic!("no try grew the windows: (bounded, default) bytes ahead {tries:?}");
     }
 }

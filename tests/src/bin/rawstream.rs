@@ -122,7 +122,7 @@ fn run() -> anyhow::Result<()> {
 async fn listen() -> anyhow::Result<()> {
     let key = identity::Keypair::generate_ed25519();
     let local = key.public().to_peer_id();
-    // The lanseed node's transport (daemon `node::build_swarm`), no pnet.
+    // The lanseed node's transport (`lanseed::transport`), no pnet.
     let mut transport = transport(&key, None)?;
     transport
         .listen_on(ListenerId::next(), "/ip4/127.0.0.1/tcp/0".parse()?)
