@@ -1,8 +1,9 @@
 //! The liar's libp2p side, without a `Swarm`: the node's exact transport
 //! (`lanseed::transport`: TCP with nodelay, optional pnet fleet key,
-//! multistream `V1Lazy`, noise, yamux, a 20 s upgrade timeout), one actor per connection that
-//! polls the muxer, hands out outbound streams and passes inbound ones on,
-//! and the raw exchange of one frame on one stream with what became of it.
+//! multistream `V1Lazy`, noise, yamux, a 20 s upgrade timeout), one actor
+//! per connection that polls the muxer, hands out outbound streams and
+//! passes inbound ones on, and the raw exchange of one frame on one stream
+//! with what became of it.
 //!
 //! Streams are negotiated with multistream-select directly, so every byte
 //! after the protocol id is the liar's own: no codec stands between a
