@@ -98,6 +98,22 @@ fn read_nowait(_: &File, _: u64, _: &mut [std::mem::MaybeUninit<u8>]) -> io::Res
     Err(io::ErrorKind::Unsupported.into())
 }
 
+/// Advises the kernel to drop `file` from the page cache until `cached`
+/// says it has, for up to a second (the advice is only advice: a page
+/// still being written back, or locked by another reader, stays);
+/// whether it is still cached. For the tests of what is not cached.
+#[cfg(all(test, target_os = "linux"))]
+pub fn drop_from_cache(file: &File, mut cached: impl FnMut() -> bool) -> bool {
+    for _ in 0..20 {
+        rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        if !cached() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,18 +157,10 @@ mod tests {
         let bytes = vec![5u8; 4 << 20];
         let f = file_with(dir.path(), &bytes);
         let mut out = Vec::new();
-        // The advice is only advice: a page still being written back, or
-        // locked by another reader, stays; ask again for a moment.
-        let mut got = true;
-        for _ in 0..20 {
-            rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let got = drop_from_cache(&f, || {
             out.clear();
-            got = read_cached(&f, 0, bytes.len(), &mut out).unwrap();
-            if !got {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+            read_cached(&f, 0, bytes.len(), &mut out).unwrap()
+        });
         let fs = rustix::fs::fstatfs(&f).unwrap().f_type as u64;
         // tmpfs and overlay keep their pages whatever the advice.
         if ![0x0102_1994, 0x794c_7630].contains(&fs) {
