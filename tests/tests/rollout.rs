@@ -200,41 +200,32 @@ impl Fleet {
         self.start_pages();
     }
 
-    /// A thread that plays every kiosk's page: a device on trial of a
-    /// healthy bundle gets its notifyAppReady.
+    /// A thread that plays every kiosk's page: like the page's script, it
+    /// asks each device for its current bundle, and a device on trial of a
+    /// healthy bundle gets its notifyAppReady. (It asks the device itself,
+    /// not the publisher's fleet table: a report that arrives late under
+    /// load must not let the trial window run out.)
     fn start_pages(&mut self) {
         let ns = self.ns.clone();
-        let devices: Vec<(String, u16)> = self
-            .devices
-            .iter()
-            .map(|d| (d.id.clone(), d.port))
-            .collect();
-        let publisher = self.publisher.clone();
+        let ports: Vec<u16> = self.devices.iter().map(|d| d.port).collect();
         let (healthy, stop) = (self.healthy.clone(), self.stop.clone());
         self.pages = Some(std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                let status = lanseed_tests::node_status(&publisher);
                 let healthy = healthy.lock().unwrap().clone();
-                for row in status["devices"].as_array().into_iter().flatten() {
-                    let bundle = row["bundle_id"].as_str().unwrap_or("");
-                    if row["status"] != "trial" || !healthy.contains(bundle) {
-                        continue;
-                    }
-                    let Some((_, port)) = devices.iter().find(|(id, _)| row["device_id"] == *id)
-                    else {
+                for &port in &ports {
+                    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                    let Ok(conn) = ns.connect(addr) else { continue };
+                    let current = request_on(conn, port, "GET", "/__lanseed/current", &[], &[]);
+                    let Ok(current) = serde_json::from_slice::<Value>(&current.body) else {
                         continue;
                     };
-                    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
+                    let bundle = current["bundle_id"].as_str().unwrap_or("");
+                    if current["status"] != "trial" || !healthy.contains(bundle) {
+                        continue;
+                    }
                     if let Ok(conn) = ns.connect(addr) {
                         let body = json!({ "bundle": bundle }).to_string();
-                        request_on(
-                            conn,
-                            *port,
-                            "POST",
-                            "/__lanseed/ready",
-                            &[],
-                            body.as_bytes(),
-                        );
+                        request_on(conn, port, "POST", "/__lanseed/ready", &[], body.as_bytes());
                     }
                 }
                 std::thread::sleep(Duration::from_millis(200));

@@ -24,8 +24,9 @@
 //!   `RECEIVED <bytes> <seconds>` (first byte read to EOF), then
 //!   `CPU <seconds>`, its own CPU time.
 //! - `send <multiaddr> <bytes>` writes `<bytes>` pseudo-random bytes on one
-//!   outbound substream (`send-file <multiaddr> <path>`: the file's bytes,
-//!   each 64 KiB read just before it is written), closes it and prints
+//!   outbound substream (`send-file <multiaddr> <path>...`: the files'
+//!   bytes, one file after the other, each 64 KiB read just before it is
+//!   written, as a seeder reads the pieces it sends), closes it and prints
 //!   `SENT <bytes> <seconds> <MB/s>` (MB = 10^6 bytes). The time runs from the first write until the
 //!   listener, having read EOF, closes its half of the substream: a yamux
 //!   close only queues a frame, so that acknowledgement is what proves every
@@ -95,24 +96,28 @@ fn run() -> anyhow::Result<()> {
             }
             rt.block_on(send(addr, Source::Memory(bytes)))
         }
-        ["send-file", addr, path] => {
+        ["send-file", addr, paths @ ..] if !paths.is_empty() => {
             let addr: Multiaddr = addr
                 .parse()
                 .with_context(|| format!("invalid multiaddr {addr:?}"))?;
-            let file = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
-            let len = file
-                .metadata()
-                .with_context(|| format!("reading {path}"))?
-                .len();
-            if len == 0 {
-                bail!("{path} is empty: the stream needs at least 1 byte");
+            let mut files = Vec::new();
+            for path in paths {
+                let file = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
+                let len = file
+                    .metadata()
+                    .with_context(|| format!("reading {path}"))?
+                    .len();
+                files.push((file, len));
             }
-            rt.block_on(send(addr, Source::File(file, len)))
+            if files.iter().all(|(_, len)| *len == 0) {
+                bail!("the files are empty: the stream needs at least 1 byte");
+            }
+            rt.block_on(send(addr, Source::Files(files)))
         }
         _ => {
             eprintln!(
                 "usage: rawstream listen | rawstream send <multiaddr>/p2p/<peer id> <bytes>\n\
-                 \x20      | rawstream send-file <multiaddr>/p2p/<peer id> <path>"
+                 \x20      | rawstream send-file <multiaddr>/p2p/<peer id> <path>..."
             );
             std::process::exit(2);
         }
@@ -192,14 +197,18 @@ async fn listen() -> anyhow::Result<()> {
 /// (always in the CPU's cache), or a file read in buffer-sized chunks
 /// just before each is written (from the page cache once it is warm),
 /// which is what moving a real file costs a sender.
+/// What `send` sends.
 enum Source {
+    /// This many pseudo-random bytes from one buffer.
     Memory(u64),
-    File(std::fs::File, u64),
+    /// These files' bytes (each with its length), one after the other.
+    Files(Vec<(std::fs::File, u64)>),
 }
 
 async fn send(addr: Multiaddr, source: Source) -> anyhow::Result<()> {
     let bytes = match &source {
-        Source::Memory(n) | Source::File(_, n) => *n,
+        Source::Memory(n) => *n,
+        Source::Files(files) => files.iter().map(|(_, len)| len).sum(),
     };
     // `dial` checks the peer that answers against this id.
     if !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
@@ -216,19 +225,34 @@ async fn send(addr: Multiaddr, source: Source) -> anyhow::Result<()> {
     let mut buf = pseudo_random(BUF_SIZE);
     let start = Instant::now();
     drive(&mut muxer, async {
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(BUF_SIZE as u64) as usize;
-            if let Source::File(file, _) = &source {
-                use std::os::unix::fs::FileExt as _;
-                file.read_exact_at(&mut buf[..n], bytes - left)
-                    .context("reading the file")?;
+        match &source {
+            Source::Memory(n) => {
+                let mut left = *n;
+                while left > 0 {
+                    let n = left.min(BUF_SIZE as u64) as usize;
+                    stream
+                        .write_all(&buf[..n])
+                        .await
+                        .context("writing the substream")?;
+                    left -= n as u64;
+                }
             }
-            stream
-                .write_all(&buf[..n])
-                .await
-                .context("writing the substream")?;
-            left -= n as u64;
+            Source::Files(files) => {
+                use std::os::unix::fs::FileExt as _;
+                for (file, len) in files {
+                    let mut at = 0;
+                    while at < *len {
+                        let n = (len - at).min(BUF_SIZE as u64) as usize;
+                        file.read_exact_at(&mut buf[..n], at)
+                            .context("reading the file")?;
+                        stream
+                            .write_all(&buf[..n])
+                            .await
+                            .context("writing the substream")?;
+                        at += n as u64;
+                    }
+                }
+            }
         }
         stream.close().await.context("closing the substream")?;
         // The listener closes its half once it has read our EOF.

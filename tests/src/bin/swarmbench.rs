@@ -25,9 +25,13 @@
 //!    followers connected, each fetching the newest.
 //!
 //! With the throughput, each process's CPU time per GB moved (user and
-//! system, all threads, from `/proc/PID/stat`): the raw stream's two
-//! ends, the fetcher (from its start to "transfer done") and the seeder
-//! (over that fetch). The CPU model is printed first.
+//! system, all threads, from the process's CPU-time clock): the raw
+//! stream's two ends, the fetcher (from its start to "transfer done") and
+//! the seeder (over that fetch). The CPU model is printed first. Each run
+//! also sends the bundle's files over a raw stream (`rawstream
+//! send-file`, reading 64 KiB just before writing it, as the seeder
+//! does): that sender's CPU is what serving files costs without lanseed,
+//! so the seeder is shown against it too.
 //!
 //! Traffic stays on 127.0.0.1; mDNS is off.
 #![allow(unsafe_code)] // only in the shared bench helpers; none here.
@@ -259,8 +263,17 @@ fn cpu_line<'a>(mut lines: impl Iterator<Item = &'a str>) -> anyhow::Result<f64>
     Ok(line.trim().parse()?)
 }
 
-/// Raw libp2p stream throughput of `bytes`, and its CPU.
-fn raw_stream(bytes: u64) -> anyhow::Result<Raw> {
+/// What the raw stream sends.
+enum RawSource<'a> {
+    /// This many bytes from one buffer in memory.
+    Memory(u64),
+    /// These files' bytes, read 64 KiB at a time as they are sent.
+    Files(&'a [PathBuf]),
+}
+
+/// Raw libp2p stream throughput of `bytes` (sent from `source`), and its
+/// CPU.
+fn raw_stream(bytes: u64, source: &RawSource) -> anyhow::Result<Raw> {
     let exe = std::env::current_exe()?;
     let rawstream = exe.with_file_name("rawstream");
     let mut listener = Command::new(&rawstream)
@@ -275,7 +288,12 @@ fn raw_stream(bytes: u64) -> anyhow::Result<Raw> {
             break a.to_owned();
         }
     };
-    let sent = run(Command::new(&rawstream).args(["send", &addr, &bytes.to_string()]))?;
+    let mut send = Command::new(&rawstream);
+    match source {
+        RawSource::Memory(n) => send.args(["send", &addr, &n.to_string()]),
+        RawSource::Files(files) => send.args(["send-file", &addr]).args(*files),
+    };
+    let sent = run(&mut send)?;
     let mut received = String::new();
     let mut rest = Vec::new();
     for line in lines {
@@ -444,13 +462,22 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
     let bytes_target = a.mb << 20;
     let build = root.join("build");
     media_build(&build, bytes_target, 1)?;
-    let bytes: u64 = std::fs::read_dir(&build)?
-        .map(|e| e.map(|e| e.metadata().map(|m| m.len()).unwrap_or(0)))
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&build)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.sort();
+    let bytes: u64 = files
+        .iter()
+        .map(std::fs::metadata)
+        .map(|m| m.map(|m| m.len()))
         .sum::<Result<u64, _>>()?;
     let seeder_store = root.join("seeder");
     pack(&build, &seeder_store, key, "1.0.0")?;
     let seeder = Node::start(&seeder_store, &[])?;
     println!("CPU: {}", cpu_model());
+    if let Some(warning) = page_reporting_warning() {
+        println!("{warning}");
+    }
     println!(
         "bundle: {:.1} MB of incompressible files; stores in {}",
         bytes as f64 / 1e6,
@@ -458,11 +485,13 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
     );
     let (mut raw, mut fetch, mut rss_big, mut no_commit) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    // CPU seconds per GB: raw receiver, raw sender, fetcher, seeder.
-    let mut cpu: [Vec<f64>; 4] = Default::default();
+    // CPU seconds per GB: raw receiver, raw sender, raw file sender,
+    // fetcher, seeder.
+    let mut cpu: [Vec<f64>; 5] = Default::default();
     let gb = bytes as f64 / 1e9;
     for run in 0..a.runs {
-        let raw_run = raw_stream(bytes)?;
+        let raw_run = raw_stream(bytes, &RawSource::Memory(bytes))?;
+        let raw_files = raw_stream(bytes, &RawSource::Files(&files))?;
         let r = raw_run.mb_s;
         let f = lanseed_fetch(
             root,
@@ -474,12 +503,13 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
         let per_gb = [
             raw_run.recv_cpu / gb,
             raw_run.send_cpu / gb,
+            raw_files.send_cpu / gb,
             f.fetcher_cpu / gb,
             f.seeder_cpu / gb,
         ];
         println!(
-            "run {run}: CPU s/GB: raw receiver {:.2}, raw sender {:.2} | fetcher {:.2}, seeder {:.2}",
-            per_gb[0], per_gb[1], per_gb[2], per_gb[3]
+            "run {run}: CPU s/GB: raw receiver {:.2}, raw sender {:.2}, raw file sender {:.2} | fetcher {:.2}, seeder {:.2}",
+            per_gb[0], per_gb[1], per_gb[2], per_gb[3], per_gb[4]
         );
         for (v, x) in cpu.iter_mut().zip(per_gb) {
             v.push(x);
@@ -505,11 +535,16 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
         100.0 * fetch_m / raw_m,
         100.0 * pieces_m / raw_m
     );
-    let [recv, send, fetcher, seeder_c] = cpu.map(median);
+    let [recv, send, send_files, fetcher, seeder_c] = cpu.map(median);
     println!(
         "median CPU s/GB: raw receiver {recv:.2}, raw sender {send:.2}; fetcher {fetcher:.2} = {:.2} x the receiver (target <= 1.3), seeder {seeder_c:.2} = {:.2} x the sender (target <= 1.3)",
         fetcher / recv,
         seeder_c / send
+    );
+    println!(
+        "median CPU s/GB of the raw stream reading the bundle's files as it sends: {send_files:.2} = {:.2} x the raw sender (reading files); seeder = {:.2} x the raw file sender (lanseed's own)",
+        send_files / send,
+        seeder_c / send_files
     );
     println!(
         "seeder peak RSS while serving: {:.1} MiB",
@@ -533,6 +568,27 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
     );
 
     Ok(())
+}
+
+/// Where the kernel reports free memory to a hypervisor (virtio-balloon
+/// free page reporting), a warning: the host takes such memory back, and
+/// the next first touch of each page costs a fault on the host, charged to
+/// whichever process writes it. Only the fetcher writes new pages (the
+/// bundle, into the page cache), so its CPU then depends on how much memory
+/// was freed before the run (docs/PERF.md, issue 17).
+fn page_reporting_warning() -> Option<String> {
+    const ORDER: &str = "/sys/module/page_reporting/parameters/page_reporting_order";
+    let order: u32 = std::fs::read_to_string(ORDER).ok()?.trim().parse().ok()?;
+    // Blocks of 2^order pages are reported; none are at or above 11 on
+    // x86-64 (the largest is 2^10).
+    (order <= 10).then(|| {
+        format!(
+            "warning: free page reporting is on (order {order}): memory this VM frees goes back to its host, and a page \
+             touched again is faulted in on the host at the toucher's cost. A fetch's page-cache writes can then cost \
+             several times more (runs of the fetcher at twice its usual CPU). For lanseed's own cost: \
+             echo 11 > {ORDER} (restore with echo {order} > …)"
+        )
+    })
 }
 
 /// Part 4: a seeder's memory with many releases and many peers.
