@@ -263,6 +263,48 @@ fn cpu_line<'a>(mut lines: impl Iterator<Item = &'a str>) -> anyhow::Result<f64>
     Ok(line.trim().parse()?)
 }
 
+/// Most of a machine's time the hypervisor may give to others (steal)
+/// during a run that counts as quiet: on a shared host the throughput of
+/// both transfers swings with it, while their CPU per GB does not.
+const QUIET_STEAL: f64 = 0.10;
+
+/// The machine's CPU time so far, from `/proc/stat`: all of it, and what
+/// the hypervisor gave to others while this VM wanted to run (steal).
+struct Steal {
+    total: u64,
+    stolen: u64,
+}
+
+impl Steal {
+    fn now() -> Steal {
+        let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        // cpu  user nice system idle iowait irq softirq steal ...
+        let f: Vec<u64> = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        Steal {
+            total: f.iter().sum(),
+            stolen: f.get(7).copied().unwrap_or(0),
+        }
+    }
+
+    /// The share of the machine's time stolen since `self` (0 to 1).
+    fn share_since(&self) -> f64 {
+        let now = Steal::now();
+        let total = now.total.saturating_sub(self.total);
+        if total == 0 {
+            return 0.0;
+        }
+        now.stolen.saturating_sub(self.stolen) as f64 / total as f64
+    }
+}
+
 /// What the raw stream sends.
 enum RawSource<'a> {
     /// This many bytes from one buffer in memory.
@@ -485,14 +527,19 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
     );
     let (mut raw, mut fetch, mut rss_big, mut no_commit) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Per-run ratios of the runs the host left alone.
+    let mut quiet = Vec::new();
     // CPU seconds per GB: raw receiver, raw sender, raw file sender,
     // fetcher, seeder.
     let mut cpu: [Vec<f64>; 5] = Default::default();
     let gb = bytes as f64 / 1e9;
     for run in 0..a.runs {
+        let steal0 = Steal::now();
         let raw_run = raw_stream(bytes, &RawSource::Memory(bytes))?;
+        let steal_raw = steal0.share_since();
         let raw_files = raw_stream(bytes, &RawSource::Files(&files))?;
         let r = raw_run.mb_s;
+        let steal0 = Steal::now();
         let f = lanseed_fetch(
             root,
             &seeder,
@@ -500,6 +547,7 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
             bytes,
             a.perf.as_deref().map(|d| (d, run)),
         )?;
+        let steal_fetch = steal0.share_since();
         let per_gb = [
             raw_run.recv_cpu / gb,
             raw_run.send_cpu / gb,
@@ -516,14 +564,19 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
         }
         let pieces_mb_s = bytes as f64 / 1e6 / (f.secs - f.commit_secs);
         println!(
-            "run {run}: raw stream {r:.0} MB/s | lanseed fetch {:.0} MB/s ({:.2} s, {:.0} %), of which commit {:.2} s; without the commit {pieces_mb_s:.0} MB/s ({:.0} %) | fetcher peak RSS {:.1} MiB",
+            "run {run}: raw stream {r:.0} MB/s | lanseed fetch {:.0} MB/s ({:.2} s, {:.0} %), of which commit {:.2} s; without the commit {pieces_mb_s:.0} MB/s ({:.0} %) | fetcher peak RSS {:.1} MiB | stolen by the host: raw {:.0} %, fetch {:.0} %",
             f.mb_s,
             f.secs,
             100.0 * f.mb_s / r,
             f.commit_secs,
             100.0 * pieces_mb_s / r,
-            f.rss
+            f.rss,
+            100.0 * steal_raw,
+            100.0 * steal_fetch
         );
+        if steal_raw.max(steal_fetch) <= QUIET_STEAL {
+            quiet.push(f.mb_s / r);
+        }
         raw.push(r);
         fetch.push(f.mb_s);
         no_commit.push(pieces_mb_s);
@@ -535,6 +588,18 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
         100.0 * fetch_m / raw_m,
         100.0 * pieces_m / raw_m
     );
+    let runs = a.runs;
+    match quiet.len() {
+        0 => println!(
+            "runs where the host stole at most {:.0} % of the time during both the raw stream and the fetch: none of {runs}",
+            100.0 * QUIET_STEAL
+        ),
+        n => println!(
+            "runs where the host stole at most {:.0} % of the time during both the raw stream and the fetch: {n} of {runs}, their median ratio {:.0} %",
+            100.0 * QUIET_STEAL,
+            100.0 * median(quiet)
+        ),
+    }
     let [recv, send, send_files, fetcher, seeder_c] = cpu.map(median);
     println!(
         "median CPU s/GB: raw receiver {recv:.2}, raw sender {send:.2}; fetcher {fetcher:.2} = {:.2} x the receiver (target <= 1.3), seeder {seeder_c:.2} = {:.2} x the sender (target <= 1.3)",
