@@ -340,11 +340,11 @@ pub fn listing(dir: &Path) -> Vec<(String, u64)> {
 
 /// CPU time process `pid` has used so far (user and system, all its
 /// threads, those that ended included), in seconds; `None` when the
-/// process is gone. Read from the process's CPU-time clock (nanoseconds,
-/// the scheduler's own count); where that clock cannot be read (a process
-/// that has ended and is not yet reaped), from `/proc/PID/stat`, whose
-/// clock ticks (usually 10 ms) are too coarse for a transfer of a fraction
-/// of a second.
+/// process is gone (it can still be read once the process has ended, until
+/// it is reaped). Read from the process's CPU-time clock (nanoseconds, the
+/// scheduler's own count); only where that clock cannot be read, from
+/// `/proc/PID/stat`, whose clock ticks (usually 10 ms) are too coarse for
+/// a transfer of a fraction of a second.
 pub fn cpu_secs(pid: u32) -> Option<f64> {
     process_clock_secs(pid).or_else(|| stat_cpu_secs(pid))
 }

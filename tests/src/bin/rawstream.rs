@@ -194,10 +194,9 @@ async fn listen() -> anyhow::Result<()> {
 }
 
 /// What `send` pushes: one buffer of pseudo-random bytes over and over
-/// (always in the CPU's cache), or a file read in buffer-sized chunks
+/// (always in the CPU's cache), or files read in buffer-sized chunks
 /// just before each is written (from the page cache once it is warm),
 /// which is what moving a real file costs a sender.
-/// What `send` sends.
 enum Source {
     /// This many pseudo-random bytes from one buffer.
     Memory(u64),
