@@ -5,6 +5,7 @@ mod cli;
 mod cmd;
 mod config;
 mod control_socket;
+mod cputime;
 mod demo;
 mod dev;
 mod device;

@@ -387,6 +387,14 @@ pub fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// The number a log line gives as `name=` (tracing's `key=value` fields).
+pub fn log_field(line: &str, name: &str) -> Option<f64> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?
+        .parse()
+        .ok()
+}
+
 /// The timestamp at the start of a log line, in microseconds since the
 /// Unix epoch (tracing's RFC 3339 UTC format).
 pub fn log_time_us(line: &str) -> i64 {
@@ -676,5 +684,25 @@ impl Drop for Browser {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logged_number_is_read_by_its_name_and_only_by_it() {
+        let line = "2026-12-03T23:42:28.088088Z  INFO lanseed::node: transfer done bytes=209715211 \
+                    secs=0.451933155 cpu_secs=0.3125 rate_mb_s=464.0";
+        assert_eq!(log_field(line, "cpu_secs"), Some(0.3125));
+        assert_eq!(log_field(line, "secs"), Some(0.451933155));
+        assert_eq!(log_field(line, "bytes"), Some(209715211.0));
+        assert_eq!(log_field(line, "cpu"), None);
+        assert_eq!(
+            log_field("x cpu_secs=NaN", "cpu_secs").map(f64::is_nan),
+            Some(true)
+        );
+        assert_eq!(log_field("x cpu_secs=", "cpu_secs"), None);
     }
 }

@@ -22,7 +22,9 @@
 //! - `listen` prints `ADDR <multiaddr>/p2p/<peer id>`, accepts one connection
 //!   and one inbound substream, discards everything until EOF, then prints
 //!   `RECEIVED <bytes> <seconds>` (first byte read to EOF), then
-//!   `CPU <seconds>`, its own CPU time.
+//!   `CPU <transfer> <process>`: the CPU seconds it used from accepting
+//!   the substream to the end, and in all (with its start-up and the
+//!   connection's handshake).
 //! - `send <multiaddr> <bytes>` writes `<bytes>` pseudo-random bytes on one
 //!   outbound substream (`send-file <multiaddr> <path>...`: the files'
 //!   bytes, one file after the other, each 64 KiB read just before it is
@@ -30,7 +32,8 @@
 //!   `SENT <bytes> <seconds> <MB/s>` (MB = 10^6 bytes). The time runs from the first write until the
 //!   listener, having read EOF, closes its half of the substream: a yamux
 //!   close only queues a frame, so that acknowledgement is what proves every
-//!   byte arrived.
+//!   byte arrived. Then `CPU <transfer> <process>`, from the substream's
+//!   opening.
 
 use std::future::{Future, poll_fn};
 use std::io::Write as _;
@@ -54,11 +57,18 @@ const BUF_SIZE: usize = 64 * 1024;
 /// listener for its connection, before giving up.
 const WAIT: Duration = Duration::from_secs(600);
 
-/// Prints `CPU <seconds>`: this process's CPU time so far (the whole
-/// process: setup is milliseconds, the transfer the rest).
-fn print_cpu() {
-    let secs = lanseed_tests::cpu_secs(std::process::id()).unwrap_or(f64::NAN);
-    println!("CPU {secs:.6}");
+/// This process's CPU seconds so far (every thread).
+fn cpu_now() -> f64 {
+    lanseed_tests::cpu_secs(std::process::id()).unwrap_or(f64::NAN)
+}
+
+/// Prints `CPU <transfer> <process>`: the CPU seconds this process used
+/// from `start` (a [`cpu_now`] reading once the connection and its
+/// substream were up) to now, then its whole CPU time (with its start-up
+/// and the connection's handshake).
+fn print_cpu(start: f64) {
+    let now = cpu_now();
+    println!("CPU {:.6} {now:.6}", now - start);
 }
 
 fn main() {
@@ -161,6 +171,7 @@ async fn listen() -> anyhow::Result<()> {
     let mut stream = poll_fn(|cx| muxer.poll_inbound_unpin(cx))
         .await
         .context("accepting the inbound substream")?;
+    let cpu_start = cpu_now();
 
     let (total, elapsed) = drive(&mut muxer, async {
         let mut buf = vec![0u8; BUF_SIZE];
@@ -185,7 +196,7 @@ async fn listen() -> anyhow::Result<()> {
     .await?;
 
     println!("RECEIVED {total} {:.6}", elapsed.as_secs_f64());
-    print_cpu();
+    print_cpu(cpu_start);
     // A graceful close flushes the queued stream close before the socket goes.
     poll_fn(|cx| muxer.poll_close_unpin(cx))
         .await
@@ -222,6 +233,7 @@ async fn send(addr: Multiaddr, source: Source) -> anyhow::Result<()> {
         .context("opening the outbound substream")?;
 
     let mut buf = pseudo_random(BUF_SIZE);
+    let cpu_start = cpu_now();
     let start = Instant::now();
     drive(&mut muxer, async {
         match &source {
@@ -272,7 +284,7 @@ async fn send(addr: Multiaddr, source: Source) -> anyhow::Result<()> {
         "SENT {bytes} {secs:.6} {:.1}",
         bytes as f64 / 1e6 / secs.max(f64::MIN_POSITIVE)
     );
-    print_cpu();
+    print_cpu(cpu_start);
     // The listener closes the connection; ours may already be gone.
     let _ = tokio::time::timeout(
         Duration::from_secs(5),

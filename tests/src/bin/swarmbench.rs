@@ -25,9 +25,14 @@
 //!    followers connected, each fetching the newest.
 //!
 //! With the throughput, each process's CPU time per GB moved (user and
-//! system, all threads, from the process's CPU-time clock): the raw
-//! stream's two ends, the fetcher (from its start to "transfer done") and
-//! the seeder (over that fetch). The CPU model is printed first. Each run
+//! system, all threads, from the process's CPU-time clock), over the
+//! transfer: the raw stream's two ends from their substream's opening
+//! to its end, the fetcher from "fetching release" to "transfer done"
+//! (its log's `cpu_secs`), the seeder from before the fetcher starts to
+//! the end (its side of the handshake included). What each process used
+//! before its transfer (exec, start-up, the connection's handshake: a
+//! cost per process, not per byte) is printed apart. The CPU model is
+//! printed first. Each run
 //! also sends the bundle's files over a raw stream (`rawstream
 //! send-file`, reading 64 KiB just before writing it, as the seeder
 //! does): that sender's CPU is what serving files costs without lanseed,
@@ -42,7 +47,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use lanseed_tests::net::log_time_us;
+use lanseed_tests::net::{log_field, log_time_us};
 use lanseed_tests::{Rng, cpu_model, cpu_secs, lanseed_bin};
 
 struct Args {
@@ -250,17 +255,25 @@ fn median(mut v: Vec<f64>) -> f64 {
 struct Raw {
     /// MB/s.
     mb_s: f64,
-    /// CPU seconds of the receiving and the sending process.
+    /// CPU seconds of the receiving and the sending process over the
+    /// transfer, and before it (start-up, handshake).
     recv_cpu: f64,
     send_cpu: f64,
+    recv_setup_cpu: f64,
+    send_setup_cpu: f64,
 }
 
-/// The `CPU <seconds>` line of a rawstream's output.
-fn cpu_line<'a>(mut lines: impl Iterator<Item = &'a str>) -> anyhow::Result<f64> {
+/// The `CPU <transfer> <process>` line of a rawstream's output: CPU
+/// seconds over the transfer, and before it.
+fn cpu_line<'a>(mut lines: impl Iterator<Item = &'a str>) -> anyhow::Result<(f64, f64)> {
     let line = lines
         .find_map(|l| l.strip_prefix("CPU "))
         .context("rawstream printed no CPU line")?;
-    Ok(line.trim().parse()?)
+    let mut f = line.split_whitespace().map(str::parse::<f64>);
+    match (f.next(), f.next()) {
+        (Some(Ok(transfer)), Some(Ok(process))) => Ok((transfer, process - transfer)),
+        _ => bail!("rawstream printed CPU {line:?}"),
+    }
 }
 
 /// Most of a machine's time the hypervisor may give to others (steal)
@@ -346,8 +359,8 @@ fn raw_stream(bytes: u64, source: &RawSource) -> anyhow::Result<Raw> {
         rest.push(line);
     }
     listener.wait()?;
-    let recv_cpu = cpu_line(rest.iter().map(String::as_str))?;
-    let send_cpu = cpu_line(sent.lines())?;
+    let (recv_cpu, recv_setup_cpu) = cpu_line(rest.iter().map(String::as_str))?;
+    let (send_cpu, send_setup_cpu) = cpu_line(sent.lines())?;
     // RECEIVED <bytes> <seconds>: first byte to end of stream, receiver side.
     let f: Vec<&str> = received.split_whitespace().collect();
     let (got, secs): (u64, f64) = match f.as_slice() {
@@ -361,6 +374,8 @@ fn raw_stream(bytes: u64, source: &RawSource) -> anyhow::Result<Raw> {
         mb_s: bytes as f64 / 1e6 / secs,
         recv_cpu,
         send_cpu,
+        recv_setup_cpu,
+        send_setup_cpu,
     })
 }
 
@@ -375,9 +390,12 @@ struct Fetched {
     commit_secs: f64,
     /// Fetcher peak RSS, MiB.
     rss: f64,
-    /// CPU seconds of the fetcher (start to "transfer done") and of the
-    /// seeder over the same time.
+    /// CPU seconds of the fetcher over the fetch ("fetching release" to
+    /// "transfer done", as its log says: `cpu_secs`) and before it
+    /// (start-up, connecting); of the seeder from before the fetcher
+    /// started to the end (its side of the handshake included).
     fetcher_cpu: f64,
+    fetcher_setup_cpu: f64,
     seeder_cpu: f64,
 }
 
@@ -448,7 +466,9 @@ fn lanseed_fetch(
     };
     let start = f.wait_line("fetching release", Duration::from_secs(30))?;
     let done = f.wait_line("transfer done", Duration::from_secs(600))?;
-    let fetcher_cpu = cpu_secs(f.child.id()).unwrap_or(f64::NAN);
+    let fetcher_process_cpu = cpu_secs(f.child.id()).unwrap_or(f64::NAN);
+    let fetcher_cpu =
+        log_field(&done, "cpu_secs").context("the fetcher's \"transfer done\" gave no cpu_secs")?;
     drop((fetcher_perf, seeder_perf));
     let last_piece = std::fs::read_to_string(&f.log)?
         .lines()
@@ -462,6 +482,7 @@ fn lanseed_fetch(
         commit_secs: (log_time_us(&done) - last_piece) as f64 / 1e6,
         rss: f.peak_rss_mib(),
         fetcher_cpu,
+        fetcher_setup_cpu: fetcher_process_cpu - fetcher_cpu,
         seeder_cpu: cpu_secs(seeder_pid).unwrap_or(f64::NAN) - seeder_cpu0,
     };
     // Deleting 200 MB makes the file system free (and, mounted with
@@ -532,6 +553,8 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
     // CPU seconds per GB: raw receiver, raw sender, raw file sender,
     // fetcher, seeder.
     let mut cpu: [Vec<f64>; 5] = Default::default();
+    // CPU seconds before each transfer: raw receiver, raw sender, fetcher.
+    let mut setup: [Vec<f64>; 3] = Default::default();
     let gb = bytes as f64 / 1e9;
     for run in 0..a.runs {
         let steal0 = Steal::now();
@@ -560,6 +583,14 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
             per_gb[0], per_gb[1], per_gb[2], per_gb[3], per_gb[4]
         );
         for (v, x) in cpu.iter_mut().zip(per_gb) {
+            v.push(x);
+        }
+        let before = [
+            raw_run.recv_setup_cpu,
+            raw_run.send_setup_cpu,
+            f.fetcher_setup_cpu,
+        ];
+        for (v, x) in setup.iter_mut().zip(before) {
             v.push(x);
         }
         let pieces_mb_s = bytes as f64 / 1e6 / (f.secs - f.commit_secs);
@@ -610,6 +641,13 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
         "median CPU s/GB of the raw stream reading the bundle's files as it sends: {send_files:.2} = {:.2} x the raw sender (reading files); seeder = {:.2} x the raw file sender (lanseed's own)",
         send_files / send,
         seeder_c / send_files
+    );
+    let [recv_setup, send_setup, fetcher_setup] = setup.map(median);
+    println!(
+        "median CPU before the transfer (process start-up, connecting; not in the figures per GB): raw receiver {:.1} ms, raw sender {:.1} ms, fetcher {:.1} ms",
+        1e3 * recv_setup,
+        1e3 * send_setup,
+        1e3 * fetcher_setup
     );
     println!(
         "seeder peak RSS while serving: {:.1} MiB",

@@ -176,6 +176,8 @@ pub struct Fetch {
     pub reused: u64,
     /// When it started.
     pub started: Instant,
+    /// The process's CPU seconds when it started ([`crate::cputime`]).
+    pub cpu_at_start: Option<f64>,
     /// Pieces gained since peers were last told.
     pub have_changed: bool,
     /// Peers that were sent the release record with a `Have` (later ones
@@ -452,6 +454,7 @@ impl Fetch {
             bytes_total: 0,
             reused: 0,
             started: Instant::now(),
+            cpu_at_start: crate::cputime::process_secs(),
             have_changed: false,
             told: HashSet::new(),
             wire_bytes: 0,
