@@ -38,8 +38,10 @@ pub fn since(start: Option<f64>) -> Option<f64> {
 mod tests {
     use super::*;
 
+    // The clock is the whole process's: tests running beside this one
+    // add to it, so only what this thread does is asserted.
     #[test]
-    fn work_shows_on_the_clock_and_waiting_does_not() {
+    fn work_shows_on_the_clock() {
         let start = process_secs();
         assert!(start.is_some(), "the CPU-time clock reads on this system");
         // Spin until the wall clock has moved 20 ms: about 20 ms of CPU.
@@ -51,9 +53,6 @@ mod tests {
         std::hint::black_box(x);
         let spun = since(start).unwrap();
         assert!(spun >= 0.015, "20 ms of spinning read as {spun} s");
-        let before = process_secs();
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let slept = since(before).unwrap();
-        assert!(slept < 0.025, "50 ms of sleep read as {slept} s of CPU");
+        assert_eq!(since(None), None, "no start reading, no figure");
     }
 }
