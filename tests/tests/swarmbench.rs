@@ -55,10 +55,10 @@ fn swarmbench_measures_the_raw_streams_and_a_fetch_of_several_files() {
     // its own, and the seeder shown against it.
     let vs_files = figure(&text, "median CPU s/GB of the raw stream", "seeder = ");
     assert!(vs_files > 0.0 && vs_files.is_finite(), "{text}");
-    // What each process used before its transfer is apart: some, and less
+    // What each process used outside its transfer is apart: some, and less
     // than a second (the fetcher's counts from its own log's `cpu_secs`).
     for label in ["raw receiver ", "raw sender ", "fetcher "] {
-        let ms = figure(&text, "median CPU before the transfer", label);
+        let ms = figure(&text, "median CPU outside the transfer", label);
         assert!(ms > 0.0 && ms < 1000.0, "{label}{ms} ms in:\n{text}");
     }
 }

@@ -29,10 +29,12 @@
 //! transfer: the raw stream's two ends from their substream's opening
 //! to its end, the fetcher from "fetching release" to "transfer done"
 //! (its log's `cpu_secs`), the seeder from before the fetcher starts to
-//! the end (its side of the handshake included). What each process used
-//! before its transfer (exec, start-up, the connection's handshake: a
-//! cost per process, not per byte) is printed apart. The CPU model is
-//! printed first. Each run
+//! the end (its side of the handshake included). What the raw ends and
+//! the fetcher used outside their transfer (exec, start-up, the
+//! connection's handshake, and for the fetcher what it did after
+//! "transfer done" until the benchmark read its clock: a cost per
+//! process, not per byte) is printed apart. The CPU model is printed
+//! first. Each run
 //! also sends the bundle's files over a raw stream (`rawstream
 //! send-file`, reading 64 KiB just before writing it, as the seeder
 //! does): that sender's CPU is what serving files costs without lanseed,
@@ -271,8 +273,10 @@ fn cpu_line<'a>(mut lines: impl Iterator<Item = &'a str>) -> anyhow::Result<(f64
         .context("rawstream printed no CPU line")?;
     let mut f = line.split_whitespace().map(str::parse::<f64>);
     match (f.next(), f.next()) {
-        (Some(Ok(transfer)), Some(Ok(process))) => Ok((transfer, process - transfer)),
-        _ => bail!("rawstream printed CPU {line:?}"),
+        (Some(Ok(transfer)), Some(Ok(process))) if transfer.is_finite() && process.is_finite() => {
+            Ok((transfer, process - transfer))
+        }
+        _ => bail!("rawstream printed CPU {line:?} (its CPU-time clock could not be read)"),
     }
 }
 
@@ -467,8 +471,9 @@ fn lanseed_fetch(
     let start = f.wait_line("fetching release", Duration::from_secs(30))?;
     let done = f.wait_line("transfer done", Duration::from_secs(600))?;
     let fetcher_process_cpu = cpu_secs(f.child.id()).unwrap_or(f64::NAN);
-    let fetcher_cpu =
-        log_field(&done, "cpu_secs").context("the fetcher's \"transfer done\" gave no cpu_secs")?;
+    let fetcher_cpu = log_field(&done, "cpu_secs")
+        .filter(|s| s.is_finite())
+        .context("the fetcher's \"transfer done\" gave no cpu_secs (its CPU-time clock)")?;
     drop((fetcher_perf, seeder_perf));
     let last_piece = std::fs::read_to_string(&f.log)?
         .lines()
@@ -553,7 +558,7 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
     // CPU seconds per GB: raw receiver, raw sender, raw file sender,
     // fetcher, seeder.
     let mut cpu: [Vec<f64>; 5] = Default::default();
-    // CPU seconds before each transfer: raw receiver, raw sender, fetcher.
+    // CPU seconds outside each transfer: raw receiver, raw sender, fetcher.
     let mut setup: [Vec<f64>; 3] = Default::default();
     let gb = bytes as f64 / 1e9;
     for run in 0..a.runs {
@@ -644,7 +649,7 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
     );
     let [recv_setup, send_setup, fetcher_setup] = setup.map(median);
     println!(
-        "median CPU before the transfer (process start-up, connecting; not in the figures per GB): raw receiver {:.1} ms, raw sender {:.1} ms, fetcher {:.1} ms",
+        "median CPU outside the transfer (process start-up, connecting; the fetcher's also what it did after \"transfer done\" until read; not in the figures per GB): raw receiver {:.1} ms, raw sender {:.1} ms, fetcher {:.1} ms",
         1e3 * recv_setup,
         1e3 * send_setup,
         1e3 * fetcher_setup
