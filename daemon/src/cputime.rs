@@ -31,7 +31,7 @@ fn read() -> Option<f64> {
 /// CPU seconds used since `start` (a [`process_secs`] reading), if both
 /// readings could be taken.
 pub fn since(start: Option<f64>) -> Option<f64> {
-    Some((process_secs()? - start?).max(0.0))
+    Some(process_secs()? - start?)
 }
 
 #[cfg(test)]

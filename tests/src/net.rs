@@ -387,12 +387,15 @@ pub fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// The number a log line gives as `name=` (tracing's `key=value` fields).
-pub fn log_field(line: &str, name: &str) -> Option<f64> {
+/// The value a log line gives as `name=` (tracing's `key=value` fields).
+pub fn log_value<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?
-        .parse()
-        .ok()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// The number a log line gives as `name=`.
+pub fn log_field(line: &str, name: &str) -> Option<f64> {
+    log_value(line, name)?.parse().ok()
 }
 
 /// The timestamp at the start of a log line, in microseconds since the
@@ -704,5 +707,6 @@ mod tests {
             Some(true)
         );
         assert_eq!(log_field("x cpu_secs=", "cpu_secs"), None);
+        assert_eq!(log_value(line, "secs"), Some("0.451933155"));
     }
 }

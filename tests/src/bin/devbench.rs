@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use lanseed_tests::devloop::DevLoop;
-use lanseed_tests::net::{Browser, log_time_us};
+use lanseed_tests::net::{Browser, log_time_us, log_value};
 use lanseed_tests::{generate_build, generate_vite_build, store_releases};
 
 const APP: &str = "com.example.devbench";
@@ -51,12 +51,6 @@ fn line_time(log: &str, needles: &[&str], from: i64) -> Option<i64> {
         .filter(|l| l.starts_with("20"))
         .map(log_time_us)
         .find(|t| *t >= from)
-}
-
-/// The value of `key` (e.g. `bundle=`) in a log line.
-fn field(line: &str, key: &str) -> Option<String> {
-    let rest = &line[line.find(key)? + key.len()..];
-    Some(rest.split_whitespace().next()?.to_owned())
 }
 
 /// A log file read from where the last look stopped.
@@ -225,7 +219,7 @@ fn main() -> anyhow::Result<()> {
                     .new_lines()
                     .iter()
                     .filter(|l| l.contains(CONFIRMED) && l.starts_with("20"))
-                    .filter_map(|l| Some((log_time_us(l), field(l, "bundle=")?)))
+                    .filter_map(|l| Some((log_time_us(l), log_value(l, "bundle")?.to_owned())))
                     .find(|(_, b)| *b != current);
             }
             std::thread::sleep(Duration::from_millis(5));
