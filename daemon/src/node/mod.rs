@@ -1795,6 +1795,10 @@ impl Node {
                 match *result {
                     Ok((release, done)) => {
                         let secs = fetch.started.elapsed().as_secs_f64();
+                        // Making it durable and putting it in place.
+                        let commit_secs = fetch
+                            .commit_started
+                            .map_or(0.0, |t| t.elapsed().as_secs_f64());
                         // Everything the process did meanwhile: on a node
                         // that only fetches, what this transfer cost.
                         let cpu_secs =
@@ -1809,7 +1813,7 @@ impl Node {
                         };
                         tracing::info!(
                             app = %r.app, channel = %r.channel, version = %r.version, bundle = %bundle,
-                            bytes, wire_bytes = fetch.wire_bytes, reused = fetch.reused, secs, cpu_secs,
+                            bytes, wire_bytes = fetch.wire_bytes, reused = fetch.reused, secs, commit_secs, cpu_secs,
                             from = %fetch::wire_from_text(&fetch.wire_from),
                             rate_mb_s = bytes as f64 / 1e6 / secs.max(1e-6),
                             already = done.outcome == Some(CommitOutcome::AlreadyPresent),

@@ -403,8 +403,6 @@ struct Fetched {
     seeder_cpu: f64,
 }
 
-/// One lanseed fetch of the seeder's release into a fresh store under
-/// `dir`.
 /// `perf record` attached to one process until dropped.
 struct Perf(Child);
 
@@ -435,6 +433,8 @@ impl Drop for Perf {
     }
 }
 
+/// One lanseed fetch of the seeder's release into a fresh store under
+/// `dir`.
 fn lanseed_fetch(
     dir: &Path,
     seeder: &Node,
@@ -459,7 +459,8 @@ fn lanseed_fetch(
     let f = Node::start_logging(
         &store.path().join("f"),
         &["--peer", seeder, "--follow", APP, "--trust", path(trust)],
-        "lanseed=debug",
+        // As it runs on a device: no line per piece written.
+        "lanseed=info",
     )?;
     let fetcher_perf = match perf {
         Some((d, run)) => Some(Perf::attach(
@@ -475,16 +476,14 @@ fn lanseed_fetch(
         .filter(|s| s.is_finite())
         .context("the fetcher's \"transfer done\" gave no cpu_secs (its CPU-time clock)")?;
     drop((fetcher_perf, seeder_perf));
-    let last_piece = std::fs::read_to_string(&f.log)?
-        .lines()
-        .rfind(|l| l.contains("pieces written"))
-        .map(log_time_us)
-        .context("no pieces written")?;
+    let commit_secs = log_field(&done, "commit_secs")
+        .filter(|s| s.is_finite())
+        .context("the fetcher's \"transfer done\" gave no commit_secs")?;
     let secs = (log_time_us(&done) - log_time_us(&start)) as f64 / 1e6;
     let fetched = Fetched {
         mb_s: bytes as f64 / 1e6 / secs,
         secs,
-        commit_secs: (log_time_us(&done) - last_piece) as f64 / 1e6,
+        commit_secs,
         rss: f.peak_rss_mib(),
         fetcher_cpu,
         fetcher_setup_cpu: fetcher_process_cpu - fetcher_cpu,
@@ -600,11 +599,11 @@ fn throughput(a: &Args, root: &Path, key: &Path, trust: &Path) -> anyhow::Result
         }
         let pieces_mb_s = bytes as f64 / 1e6 / (f.secs - f.commit_secs);
         println!(
-            "run {run}: raw stream {r:.0} MB/s | lanseed fetch {:.0} MB/s ({:.2} s, {:.0} %), of which commit {:.2} s; without the commit {pieces_mb_s:.0} MB/s ({:.0} %) | fetcher peak RSS {:.1} MiB | stolen by the host: raw {:.0} %, fetch {:.0} %",
+            "run {run}: raw stream {r:.0} MB/s | lanseed fetch {:.0} MB/s ({:.2} s, {:.0} %), of which commit {:.1} ms; without the commit {pieces_mb_s:.0} MB/s ({:.0} %) | fetcher peak RSS {:.1} MiB | stolen by the host: raw {:.0} %, fetch {:.0} %",
             f.mb_s,
             f.secs,
             100.0 * f.mb_s / r,
-            f.commit_secs,
+            1e3 * f.commit_secs,
             100.0 * pieces_mb_s / r,
             f.rss,
             100.0 * steal_raw,

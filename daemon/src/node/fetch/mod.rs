@@ -178,6 +178,8 @@ pub struct Fetch {
     pub started: Instant,
     /// The process's CPU seconds when it started ([`crate::cputime`]).
     pub cpu_at_start: Option<f64>,
+    /// When every piece was in and the commit was handed out.
+    pub commit_started: Option<Instant>,
     /// Pieces gained since peers were last told.
     pub have_changed: bool,
     /// Peers that were sent the release record with a `Have` (later ones
@@ -455,6 +457,7 @@ impl Fetch {
             reused: 0,
             started: Instant::now(),
             cpu_at_start: crate::cputime::process_secs(),
+            commit_started: None,
             have_changed: false,
             told: HashSet::new(),
             wire_bytes: 0,
@@ -848,6 +851,7 @@ impl Fetch {
         let Stage::Pieces(t) = std::mem::replace(&mut self.stage, Stage::Committing) else {
             unreachable!("checked above");
         };
+        self.commit_started = Some(Instant::now());
         Some(CommitJob {
             store: store.clone(),
             partial: self.partial.clone(),
