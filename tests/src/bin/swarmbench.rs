@@ -115,17 +115,15 @@ struct Node {
 }
 
 impl Node {
+    /// Starts `lanseed seed` logging at `info` (a device runs at `warn` or
+    /// `info`: no line per piece).
     fn start(store: &Path, args: &[&str]) -> anyhow::Result<Node> {
-        Self::start_logging(store, args, "lanseed=info")
-    }
-
-    fn start_logging(store: &Path, args: &[&str], level: &str) -> anyhow::Result<Node> {
         let log = store.with_extension("log");
         let mut child = Command::new(lanseed_bin())
             .args(["seed", "--store", path(store), "--no-mdns"])
             .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
             .args(args)
-            .env("RUST_LOG", level)
+            .env("RUST_LOG", "lanseed=info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -456,11 +454,9 @@ fn lanseed_fetch(
         )?),
         None => None,
     };
-    let f = Node::start_logging(
+    let f = Node::start(
         &store.path().join("f"),
         &["--peer", seeder, "--follow", APP, "--trust", path(trust)],
-        // As it runs on a device: no line per piece written.
-        "lanseed=info",
     )?;
     let fetcher_perf = match perf {
         Some((d, run)) => Some(Perf::attach(
