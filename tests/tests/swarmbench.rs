@@ -49,6 +49,11 @@ fn swarmbench_measures_the_raw_streams_and_a_fetch_of_several_files() {
     let raw = figure(&text, "run 0: raw stream", "raw stream ");
     let fetch = figure(&text, "run 0: raw stream", "lanseed fetch ");
     assert!(raw > 0.0 && fetch > 0.0, "{text}");
+    // The commit's share, from the fetcher's "transfer done" (`commit_secs`):
+    // some, and less than the whole fetch.
+    let fetch_secs = figure(&text, "run 0: raw stream", "MB/s (");
+    let commit_ms = figure(&text, "run 0: raw stream", "of which commit ");
+    assert!(commit_ms > 0.0 && commit_ms < fetch_secs * 1e3, "{text}");
     let stolen = figure(&text, "run 0: raw stream", "stolen by the host: raw ");
     assert!((0.0..=100.0).contains(&stolen), "{text}");
     // The file sender read the same bytes the seeder serves: a figure of
