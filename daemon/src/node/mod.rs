@@ -1798,7 +1798,7 @@ impl Node {
                         // Making it durable and putting it in place.
                         let commit_secs = fetch
                             .commit_started
-                            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+                            .map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
                         // Everything the process did meanwhile: on a node
                         // that only fetches, what this transfer cost.
                         let cpu_secs =

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! `LANSEED_BIN=path/to/lanseed` measures another build of the node (the
-//! code before a change, say) with the same benchmark.
+//! code before a change, say) with the same benchmark; one whose
+//! "transfer done" logs `cpu_secs` and `commit_secs` (afdb79a or later).
 //!
 //! Side by side in one run, each measured `--runs` times (median):
 //! 1. **raw stream**: `rawstream` sends the bundle's size over one libp2p
